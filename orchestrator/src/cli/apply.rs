@@ -1,0 +1,385 @@
+//! `ferry apply`: staleness checks, the lock, the executor, and what to do next.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+
+use super::output::{ApplyReport, ApplyStepReport, JSON_VERSION, OutputFormat};
+use super::{CliError, Ctx};
+use crate::drivers::Drivers;
+use crate::executor::{ApplyOutcome, Executor, PriorRun, StepStatus, prior_run};
+use crate::ledger::{Event, NewEntry, Outcome};
+use crate::lock::{Acquired, ApplyLock};
+use crate::plan::SavedPlan;
+use crate::{exit, workspace};
+
+pub struct ApplyResult {
+    pub plan: SavedPlan,
+    pub outcome: ApplyOutcome,
+    pub status: BTreeMap<String, StepStatus>,
+    pub code: u8,
+}
+
+pub async fn apply_cmd(
+    ctx: &Ctx,
+    plan_path: &Path,
+    resume: bool,
+    lease_seconds: u64,
+) -> Result<u8, CliError> {
+    let r = apply_plan(
+        ctx,
+        plan_path,
+        resume,
+        Duration::from_secs(lease_seconds.max(1)),
+    )
+    .await?;
+    print_apply(ctx, &r, plan_path);
+    Ok(r.code)
+}
+
+pub fn outcome_code(o: &ApplyOutcome) -> u8 {
+    match o {
+        ApplyOutcome::Completed => exit::OK,
+        ApplyOutcome::CompletedWithFailures { .. } | ApplyOutcome::Halted { .. } => exit::FAILED,
+        ApplyOutcome::BackedOut { undo_failed, .. } if undo_failed.is_empty() => exit::BACKED_OUT,
+        ApplyOutcome::BackedOut { .. } => exit::ERROR,
+        ApplyOutcome::Interrupted { .. } => exit::INTERRUPTED,
+    }
+}
+
+pub async fn apply_plan(
+    ctx: &Ctx,
+    plan_path: &Path,
+    resume: bool,
+    lease: Duration,
+) -> Result<ApplyResult, CliError> {
+    let plan = workspace::read_plan(plan_path)?;
+    let changed = workspace::changed_inputs(&plan.inputs);
+    if !changed.is_empty() {
+        return Err(CliError::Stale(changed));
+    }
+    let entries = ctx.ledger.read_all()?;
+    let prior = prior_run(&entries, &plan.id);
+    if prior.started && !resume {
+        return Err(CliError::Refused(format!(
+            "plan {} was already applied (or partly applied) from this state directory; to finish an interrupted or halted run: ferry apply --resume {}",
+            plan.id,
+            plan_path.display()
+        )));
+    }
+    match prior.finished {
+        Some(Outcome::Ok) => {
+            let status = plan
+                .body
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), StepStatus::AlreadyDone))
+                .collect();
+            return Ok(ApplyResult {
+                plan,
+                outcome: ApplyOutcome::Completed,
+                status,
+                code: exit::OK,
+            });
+        }
+        Some(Outcome::BackedOut) => {
+            return Err(CliError::Refused(format!(
+                "plan {} was backed out; make a new plan",
+                plan.id
+            )));
+        }
+        _ => {}
+    }
+    if !plan.has_changes() {
+        return Ok(ApplyResult {
+            plan,
+            outcome: ApplyOutcome::Completed,
+            status: BTreeMap::new(),
+            code: exit::OK,
+        });
+    }
+    let inventory = plan
+        .inputs
+        .iter()
+        .find(|i| i.role == "inventory")
+        .map(|i| i.path.clone())
+        .unwrap_or_default();
+    let (inv, _) = workspace::load(Path::new(&inventory), &[]).map_err(CliError::Invalid)?;
+
+    let (lock, how) = ApplyLock::acquire(&ctx.state_dir, &ctx.actor, &plan.id, lease)?;
+    let holder = serde_json::to_value(lock.holder()).expect("holder serializes");
+    match how {
+        Acquired::Fresh => ctx.ledger.append(
+            NewEntry::new(&ctx.actor, Event::LockTaken)
+                .plan(&plan.id)
+                .detail(holder),
+        )?,
+        Acquired::TakenOver { previous, reason } => ctx.ledger.append(
+            NewEntry::new(&ctx.actor, Event::LockBroken)
+                .plan(&plan.id)
+                .message(format!("took over the apply lock of {previous}: {reason}"))
+                .detail(
+                    serde_json::json!({ "previous": previous, "reason": reason, "holder": holder }),
+                ),
+        )?,
+    };
+    let lock = Arc::new(Mutex::new(lock));
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let renew = spawn_renewal(lock.clone(), cancel_tx.clone());
+    let signals = spawn_signals(cancel_tx);
+    let result = apply_locked(ctx, plan, &inv, &prior, cancel_rx).await;
+    renew.abort();
+    signals.abort();
+    let _ = renew.await;
+    let guard = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let plan_id = guard.holder().plan_id.clone();
+    guard.release()?;
+    ctx.ledger
+        .append(NewEntry::new(&ctx.actor, Event::LockReleased).plan(&plan_id))?;
+    result
+}
+
+async fn apply_locked(
+    ctx: &Ctx,
+    plan: SavedPlan,
+    inv: &crate::load::Loaded<crate::model::Inventory>,
+    prior: &PriorRun,
+    cancel: watch::Receiver<bool>,
+) -> Result<ApplyResult, CliError> {
+    let base = workspace::base_dir(&inv.source.path);
+    let drivers = Drivers::standard();
+    let mut specs = BTreeMap::new();
+    for t in &plan.body.targets {
+        specs.insert(
+            t.target.id.clone(),
+            workspace::target_spec(&inv.value, &base, &t.target, true)?,
+        );
+    }
+    let list: Vec<_> = specs.values().cloned().collect();
+    let observed = workspace::observe_all(&drivers, &list).await?;
+    let mut stale = Vec::new();
+    for t in &plan.body.targets {
+        let now = &observed[&t.target.id];
+        let steps: Vec<_> = plan
+            .body
+            .steps
+            .iter()
+            .filter(|s| s.target.id == t.target.id)
+            .collect();
+        let touched = steps.iter().any(|s| prior.touched.contains(&s.id));
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        if !touched {
+            if now.fingerprint() != t.fingerprint {
+                stale.push(format!(
+                    "target {} changed since the plan was made: it serves {} with releases [{}]; planned against {} with releases [{}]",
+                    t.target.id,
+                    show(&now.current),
+                    now.releases.join(", "),
+                    show(&t.observed.current),
+                    t.observed.releases.join(", ")
+                ));
+            }
+        } else {
+            let allowed: Vec<Option<String>> = steps
+                .iter()
+                .flat_map(|s| [s.from.clone(), Some(s.to.clone())])
+                .collect();
+            if !allowed.contains(&now.current) {
+                stale.push(format!("target {} serves {}, which is neither the step's starting nor its target release", t.target.id, show(&now.current)));
+            }
+        }
+    }
+    if !stale.is_empty() {
+        return Err(CliError::Stale(stale));
+    }
+    let bundles = workspace::bundles(&plan, &inv.value, &base)?;
+    let todo = plan
+        .body
+        .steps
+        .iter()
+        .filter(|s| !prior.done.contains(&s.id))
+        .count() as u64;
+    let progress = if ctx.output == OutputFormat::Human {
+        let pb = ProgressBar::with_draw_target(Some(todo), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}")
+                .expect("valid template"),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let exec = Executor {
+        plan: Arc::new(plan.clone()),
+        specs,
+        bundles,
+        drivers,
+        ledger: ctx.ledger.clone(),
+        actor: ctx.actor.clone(),
+        progress: progress.clone(),
+        cancel,
+    };
+    let (outcome, status) = exec.run(prior).await?;
+    progress.finish_and_clear();
+    let code = outcome_code(&outcome);
+    Ok(ApplyResult {
+        plan,
+        outcome,
+        status,
+        code,
+    })
+}
+
+/// Renews the lock lease every third of it; losing the lock stops the apply at a safe point.
+fn spawn_renewal(
+    lock: Arc<Mutex<ApplyLock>>,
+    cancel: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = lock.lock().expect("lock mutex").lease() / 3;
+        loop {
+            tokio::time::sleep(period).await;
+            let l = lock.clone();
+            let r =
+                tokio::task::spawn_blocking(move || l.lock().expect("lock mutex").renew()).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!("{e}; stopping at the next safe point");
+                let _ = cancel.send(true);
+                return;
+            }
+        }
+    })
+}
+
+/// First Ctrl-C (or SIGTERM): stop at the next safe point. Second: exit now.
+fn spawn_signals(cancel: watch::Sender<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        wait_signal(&mut term).await;
+        eprintln!(
+            "ferry: stopping at the next safe point (steps in flight finish); press Ctrl-C again to exit at once"
+        );
+        let _ = cancel.send(true);
+        wait_signal(&mut term).await;
+        eprintln!(
+            "ferry: exiting now; the ledger holds every completed step: resume with `ferry apply --resume PLAN`"
+        );
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    })
+}
+
+async fn wait_signal(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(t) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = t.recv() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub fn print_apply(ctx: &Ctx, r: &ApplyResult, plan_path: &Path) {
+    let head = ctx.ledger.verify().ok().and_then(|v| v.head);
+    match ctx.output {
+        OutputFormat::Human => {
+            let n = |s: StepStatus| r.status.values().filter(|x| **x == s).count();
+            let name = &r.plan.body.name;
+            let p = plan_path.display();
+            match &r.outcome {
+                ApplyOutcome::Completed if r.status.is_empty() => {
+                    println!("Plan `{name}` ({}): no changes to apply.", r.plan.id)
+                }
+                ApplyOutcome::Completed => println!(
+                    "Plan `{name}` ({}) completed: {} step(s) succeeded, {} already done.",
+                    r.plan.id,
+                    n(StepStatus::Succeeded),
+                    n(StepStatus::AlreadyDone)
+                ),
+                ApplyOutcome::CompletedWithFailures { failed } => println!(
+                    "Plan `{name}` ({}) finished with failures within tolerance: failed {}.\nRetry the failed steps with: ferry apply --resume {p}",
+                    r.plan.id,
+                    failed.join(", ")
+                ),
+                ApplyOutcome::Halted { failed, pending } => println!(
+                    "Plan `{name}` ({}) HALTED: failed {}; {} step(s) not done.\nResume with: ferry apply --resume {p}\nOr back out a site with: ferry backout -i INVENTORY --app APP --site SITE",
+                    r.plan.id,
+                    failed.join(", "),
+                    pending.len()
+                ),
+                ApplyOutcome::BackedOut {
+                    failed,
+                    undone,
+                    undo_failed,
+                } => {
+                    println!(
+                        "Plan `{name}` ({}) BACKED OUT: failed {}; undone {}.",
+                        r.plan.id,
+                        failed.join(", "),
+                        if undone.is_empty() {
+                            "nothing else".into()
+                        } else {
+                            undone.join(", ")
+                        }
+                    );
+                    if !undo_failed.is_empty() {
+                        println!(
+                            "UNDO FAILED for {}: these targets need attention; see `ferry ledger show --plan {}`",
+                            undo_failed.join(", "),
+                            r.plan.id
+                        );
+                    }
+                }
+                ApplyOutcome::Interrupted { pending } => println!(
+                    "Plan `{name}` ({}) interrupted at a safe point; {} step(s) left.\nResume with: ferry apply --resume {p}",
+                    r.plan.id,
+                    pending.len()
+                ),
+            }
+            println!(
+                "Ledger: {} (head {})",
+                ctx.ledger.path().display(),
+                head.as_deref().unwrap_or("-")
+            );
+        }
+        OutputFormat::Json => {
+            let steps = r
+                .plan
+                .body
+                .steps
+                .iter()
+                .map(|s| ApplyStepReport {
+                    id: &s.id,
+                    target: &s.target.id,
+                    from: s.from.as_deref(),
+                    to: &s.to,
+                    status: r.status.get(&s.id).copied().unwrap_or(StepStatus::Pending),
+                })
+                .collect();
+            let report = ApplyReport {
+                format: "ferry.apply-report",
+                version: JSON_VERSION,
+                plan_id: &r.plan.id,
+                exit_code: r.code,
+                outcome: &r.outcome,
+                steps,
+                ledger: ctx.ledger.path().display().to_string(),
+                ledger_head: head,
+            };
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("reports serialize")
+            );
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Command-line interface: argument parsing, dispatch, and mapping every failure to an exit code.
+//!
+//! Results go to stdout (human text, or one JSON document with `--output json`); progress and
+//! logs go to stderr.
+
+mod apply;
+mod backout;
+mod demo;
+mod ledger_cmd;
+mod output;
+mod plan_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::executor::ExecError;
+use crate::exit;
+use crate::ledger::LedgerError;
+use crate::load::Diagnostics;
+use crate::lock::{LockError, LockHolder};
+use crate::plan::PlanError;
+use crate::workspace::WorkspaceError;
+
+pub use output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Plan, apply and audit deployments to regulated sites",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Output format for results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Directory for the ledger, the apply lock and saved back-out plans.
+    #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = ".ferry")]
+    pub state_dir: PathBuf,
+    /// Ledger file (default: STATE_DIR/ledger.jsonl).
+    #[arg(long, global = true, env = "FERRY_LEDGER")]
+    pub ledger: Option<PathBuf>,
+    /// Who is acting, as recorded in the ledger (default: the OS user).
+    #[arg(long, global = true, env = "FERRY_ACTOR")]
+    pub actor: Option<String>,
+    /// More logging on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check an inventory and release plans; report every problem with file, line and field.
+    Validate {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        plans: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the inventory and plan formats.
+    Schema {
+        #[arg(value_enum)]
+        which: Option<SchemaWhich>,
+    },
+    /// Observe the targets and write a saved plan. Exit 0: no changes, 2: changes present.
+    Plan {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        plan: PathBuf,
+        /// Where to write the saved plan.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Carry out exactly a saved plan.
+    Apply {
+        plan: PathBuf,
+        /// Continue a plan that was interrupted or halted, skipping completed steps.
+        #[arg(long)]
+        resume: bool,
+        /// Lease of the apply lock; a crashed holder's lock can be taken over after it.
+        #[arg(long, default_value_t = 30)]
+        lock_lease_seconds: u64,
+    },
+    /// Return an app on a site to its previous recorded release.
+    Backout {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        site: String,
+        /// Go back to this release instead of the previous recorded one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Show the back-out plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect and verify the audit ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Plan and apply the example releases of inventories/local.yaml, then verify the ledger.
+    Demo {
+        /// Repository root holding inventories/ and plans/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check the hash chain; name the first entry altered, removed or reordered.
+    Verify {
+        /// Also require the chain to end at this hash (detects truncation).
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+    /// List entries, filtered.
+    Show {
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        event: Option<String>,
+        /// RFC 3339 time; entries at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time; entries before it.
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaWhich {
+    Inventory,
+    Plan,
+}
+
+/// Every way a command can fail, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("the saved plan is stale; make a new plan:\n  - {}", .0.join("\n  - "))]
+    Stale(Vec<String>),
+    #[error("another apply holds the lock: {0}")]
+    Locked(Box<LockHolder>),
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    Workspace(WorkspaceError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<WorkspaceError> for CliError {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::Invalid(d) => CliError::Invalid(d),
+            other => CliError::Workspace(other),
+        }
+    }
+}
+
+impl From<LockError> for CliError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Held(h) => CliError::Locked(h),
+            other => CliError::Lock(other),
+        }
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Stale(_) => exit::STALE,
+            CliError::Locked(_) => exit::LOCKED,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+/// Shared settings of one invocation.
+pub struct Ctx {
+    pub output: OutputFormat,
+    pub state_dir: PathBuf,
+    pub ledger: crate::ledger::Ledger,
+    pub actor: String,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let ctx = Ctx {
+        output: cli.output,
+        ledger: crate::ledger::Ledger::new(
+            cli.ledger
+                .clone()
+                .unwrap_or_else(|| cli.state_dir.join("ledger.jsonl")),
+        ),
+        state_dir: cli.state_dir.clone(),
+        actor: cli.actor.clone().unwrap_or_else(os_user),
+    };
+    let result = match cli.command {
+        Command::Validate { inventory, plans } => plan_cmd::validate(&ctx, &inventory, &plans),
+        Command::Schema { which } => plan_cmd::schema(which),
+        Command::Plan {
+            inventory,
+            plan,
+            out,
+        } => runtime().and_then(|rt| rt.block_on(plan_cmd::plan(&ctx, &inventory, &plan, &out))),
+        Command::Apply {
+            plan,
+            resume,
+            lock_lease_seconds,
+        } => runtime()
+            .and_then(|rt| rt.block_on(apply::apply_cmd(&ctx, &plan, resume, lock_lease_seconds))),
+        Command::Backout {
+            inventory,
+            app,
+            site,
+            to,
+            dry_run,
+        } => runtime().and_then(|rt| {
+            rt.block_on(backout::backout(
+                &ctx,
+                &inventory,
+                &app,
+                &site,
+                to.as_deref(),
+                dry_run,
+            ))
+        }),
+        Command::Ledger { command } => ledger_cmd::run(&ctx, command),
+        Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.exit_code();
+            output::error(ctx.output, &e, code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a static record
+            // that we copy out at once, before any other call could overwrite it.
+            unsafe {
+                let uid = libc::getuid();
+                let pw = libc::getpwuid(uid);
+                if pw.is_null() || (*pw).pw_name.is_null() {
+                    format!("uid:{uid}")
+                } else {
+                    std::ffi::CStr::from_ptr((*pw).pw_name)
+                        .to_string_lossy()
+                        .into_owned()
+                }
+            }
+        })
+}

@@ -1,0 +1,174 @@
+//! `ferry validate`, `ferry schema` and `ferry plan`.
+
+use std::path::{Path, PathBuf};
+
+use super::output::{JSON_VERSION, OutputFormat, PlanReport, PlanStepReport, ValidateReport};
+use super::{CliError, Ctx, SchemaWhich};
+use crate::drivers::Drivers;
+use crate::ledger::{Event, NewEntry};
+use crate::load::Loaded;
+use crate::model::{Inventory, ReleasePlan};
+use crate::plan::{self, PLAN_FORMAT, PLAN_FORMAT_VERSION, SavedPlan};
+use crate::{exit, workspace};
+
+pub fn validate(ctx: &Ctx, inventory: &Path, plans: &[PathBuf]) -> Result<u8, CliError> {
+    match workspace::load(inventory, plans) {
+        Ok(_) => {
+            match ctx.output {
+                OutputFormat::Human => println!(
+                    "ok: {} and {} plan file(s) are valid",
+                    inventory.display(),
+                    plans.len()
+                ),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string(&ValidateReport {
+                        format: "ferry.validate",
+                        version: JSON_VERSION,
+                        valid: true,
+                        problems: &[]
+                    })
+                    .expect("serializes")
+                ),
+            }
+            Ok(exit::OK)
+        }
+        Err(d) => Err(CliError::Invalid(d)),
+    }
+}
+
+pub fn schema(which: Option<SchemaWhich>) -> Result<u8, CliError> {
+    let inventory = schemars::schema_for!(Inventory);
+    let plan = schemars::schema_for!(ReleasePlan);
+    let doc = match which {
+        Some(SchemaWhich::Inventory) => serde_json::to_value(inventory),
+        Some(SchemaWhich::Plan) => serde_json::to_value(plan),
+        None => serde_json::to_value(
+            serde_json::json!({ "inventory": inventory, "release_plan": plan }),
+        ),
+    }
+    .expect("schemas serialize");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).expect("schemas serialize")
+    );
+    Ok(exit::OK)
+}
+
+pub async fn plan(
+    ctx: &Ctx,
+    inventory: &Path,
+    plan_path: &Path,
+    out: &Path,
+) -> Result<u8, CliError> {
+    let (inv, plans) =
+        workspace::load(inventory, &[plan_path.to_owned()]).map_err(CliError::Invalid)?;
+    let saved = make_plan(ctx, &inv, &plans[0]).await?;
+    workspace::write_plan(out, &saved)?;
+    record_plan_created(ctx, &saved, out)?;
+    print_plan(ctx, &saved, out);
+    Ok(if saved.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+/// Observes the plan's targets and computes the saved plan (not yet written).
+pub async fn make_plan(
+    ctx: &Ctx,
+    inv: &Loaded<Inventory>,
+    rp: &Loaded<ReleasePlan>,
+) -> Result<SavedPlan, CliError> {
+    let base = workspace::base_dir(&inv.source.path);
+    let drivers = Drivers::standard();
+    let targets = plan::targets_of(&inv.value, &rp.value);
+    let specs = targets
+        .iter()
+        .map(|t| workspace::target_spec(&inv.value, &base, t, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let observed = workspace::observe_all(&drivers, &specs).await?;
+    let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
+    let inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
+    Ok(SavedPlan {
+        format: PLAN_FORMAT.into(),
+        format_version: PLAN_FORMAT_VERSION,
+        id: uuid::Uuid::new_v4().to_string(),
+        created_at: crate::ledger::now(),
+        ferry_version: env!("CARGO_PKG_VERSION").into(),
+        actor: ctx.actor.clone(),
+        inputs,
+        body,
+    })
+}
+
+pub fn record_plan_created(ctx: &Ctx, saved: &SavedPlan, out: &Path) -> Result<(), CliError> {
+    let plan_sha = std::fs::read(out)
+        .map(|b| crate::load::sha256_hex(&b))
+        .unwrap_or_default();
+    let mut e = NewEntry::new(&ctx.actor, Event::PlanCreated)
+        .plan(&saved.id)
+        .message(format!(
+            "plan `{}`: {} step(s)",
+            saved.body.name,
+            saved.body.steps.len()
+        ));
+    e.detail = Some(serde_json::json!({
+        "name": saved.body.name,
+        "kind": saved.body.kind,
+        "plan_file": out.display().to_string(),
+        "plan_sha256": plan_sha,
+        "steps": saved.body.steps.len(),
+        "unchanged": saved.body.unchanged.len(),
+        "inputs": saved.inputs,
+    }));
+    ctx.ledger.append(e)?;
+    Ok(())
+}
+
+pub fn print_plan(ctx: &Ctx, saved: &SavedPlan, out: &Path) {
+    match ctx.output {
+        OutputFormat::Human => {
+            print!("{}", plan::render_diff(&saved.body));
+            if saved.has_changes() {
+                println!(
+                    "Saved plan {} to {}.\nApply it with: ferry apply {}",
+                    saved.id,
+                    out.display(),
+                    out.display()
+                );
+            } else {
+                println!("No changes. Saved plan {} to {}.", saved.id, out.display());
+            }
+        }
+        OutputFormat::Json => {
+            let steps = saved
+                .body
+                .steps
+                .iter()
+                .map(|s| PlanStepReport {
+                    id: &s.id,
+                    wave: &saved.body.waves[s.wave].name,
+                    target: &s.target.id,
+                    from: s.from.as_deref(),
+                    to: &s.to,
+                    depends_on: &s.depends_on,
+                })
+                .collect();
+            let report = PlanReport {
+                format: "ferry.plan-report",
+                version: JSON_VERSION,
+                plan_id: &saved.id,
+                plan_file: out.display().to_string(),
+                name: &saved.body.name,
+                changes: saved.body.steps.len(),
+                unchanged: saved.body.unchanged.len(),
+                steps,
+            };
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("reports serialize")
+            );
+        }
+    }
+}

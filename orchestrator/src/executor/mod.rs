@@ -1,0 +1,557 @@
+//! Carrying out a saved plan: waves in order, sites of a wave concurrently up to
+//! `max_parallel`, every step verified, every event recorded in the ledger before it is
+//! reported. The only module (with the drivers) that runs async code.
+
+mod resume;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+pub use resume::{PriorRun, prior_run};
+
+use crate::drivers::{DriverError, Drivers, ReleaseBundle, TargetSpec};
+use crate::ledger::{Event, Ledger, LedgerError, NewEntry, Outcome};
+use crate::model::OnFailure;
+use crate::plan::{SavedPlan, Step, StepAction, Undo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("failed to record in the ledger; stopped before acting further")]
+    Ledger(#[from] LedgerError),
+    #[error("no target spec for `{0}`")]
+    NoSpec(String),
+    #[error("no release bundle for step `{0}`")]
+    NoBundle(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// How an apply ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    Completed,
+    /// Every wave ran; some targets failed within their wave's tolerance.
+    CompletedWithFailures {
+        failed: Vec<String>,
+    },
+    /// A wave crossed its threshold under `halt`: the rest is left for `--resume`.
+    Halted {
+        failed: Vec<String>,
+        pending: Vec<String>,
+    },
+    /// A wave crossed its threshold under `backout`: completed steps were undone.
+    BackedOut {
+        failed: Vec<String>,
+        undone: Vec<String>,
+        undo_failed: Vec<String>,
+    },
+    /// Ctrl-C: stopped at a safe point; `--resume` finishes.
+    Interrupted {
+        pending: Vec<String>,
+    },
+}
+
+/// The status of each step at the end, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Skipped,
+    Succeeded,
+    /// Completed by an earlier run (resume).
+    AlreadyDone,
+    Failed,
+    BackedOut,
+    UndoFailed,
+}
+
+pub struct Executor {
+    pub plan: Arc<SavedPlan>,
+    pub specs: BTreeMap<String, TargetSpec>,
+    pub bundles: BTreeMap<String, ReleaseBundle>,
+    pub drivers: Drivers,
+    pub ledger: Ledger,
+    pub actor: String,
+    pub progress: ProgressBar,
+    pub cancel: watch::Receiver<bool>,
+}
+
+struct Shared {
+    exec: Executor,
+    status: Mutex<BTreeMap<String, StepStatus>>,
+    /// Step ids in the order they completed (for back-out in reverse).
+    completed: Mutex<Vec<String>>,
+    abort: AtomicBool,
+}
+
+impl Shared {
+    fn set(&self, step: &str, s: StepStatus) {
+        self.status
+            .lock()
+            .expect("status lock")
+            .insert(step.to_owned(), s);
+    }
+    fn get(&self, step: &str) -> StepStatus {
+        self.status
+            .lock()
+            .expect("status lock")
+            .get(step)
+            .copied()
+            .unwrap_or(StepStatus::Pending)
+    }
+    fn cancelled(&self) -> bool {
+        *self.exec.cancel.borrow()
+    }
+    fn say(&self, line: String) {
+        tracing::debug!(plan = %self.exec.plan.id, "{line}");
+        if self.exec.progress.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.exec.progress.println(line);
+        }
+    }
+
+    fn entry(&self, event: Event, step: &Step) -> NewEntry {
+        let mut e = NewEntry::new(&self.exec.actor, event).plan(&self.exec.plan.id);
+        e.step = Some(step.id.clone());
+        e.target = Some(step.target.id.clone());
+        e.site = Some(step.target.site.clone());
+        e.app = Some(step.target.app.clone());
+        e.from.clone_from(&step.from);
+        e.to = Some(step.to.clone());
+        e
+    }
+
+    async fn record(&self, e: NewEntry) -> Result<(), ExecError> {
+        let ledger = self.exec.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.append(e))
+            .await
+            .map_err(|j| {
+                ExecError::Ledger(LedgerError::Write {
+                    path: self.exec.ledger.path().to_owned(),
+                    source: std::io::Error::other(j),
+                })
+            })??;
+        Ok(())
+    }
+
+    /// Runs one step: recorded start, act, verify, recorded result. Returns whether it succeeded.
+    async fn run_step(&self, step: &Step) -> Result<bool, ExecError> {
+        let spec = self
+            .exec
+            .specs
+            .get(&step.target.id)
+            .ok_or_else(|| ExecError::NoSpec(step.target.id.clone()))?;
+        let driver = self.exec.drivers.get(step.target.kind)?;
+        self.record(self.entry(Event::StepStarted, step)).await?;
+        let span =
+            tracing::info_span!("step", id = %step.id, target = %step.target.id, to = %step.to);
+        let _g = span.enter();
+        let started = Instant::now();
+        let result = match step.action {
+            StepAction::Deploy => match self.exec.bundles.get(&step.id) {
+                Some(bundle) => match driver.apply(spec, bundle).await {
+                    Ok(()) => driver.verify(spec, &step.to).await,
+                    Err(e) => Err(e),
+                },
+                None => return Err(ExecError::NoBundle(step.id.clone())),
+            },
+            StepAction::Switch => {
+                driver
+                    .undo(
+                        spec,
+                        &Undo::SwitchTo {
+                            version: step.to.clone(),
+                        },
+                    )
+                    .await
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {
+                self.record(
+                    self.entry(Event::StepSucceeded, step)
+                        .outcome(Outcome::Ok)
+                        .duration_ms(ms),
+                )
+                .await?;
+                self.set(&step.id, StepStatus::Succeeded);
+                self.exec.progress.inc(1);
+                self.completed
+                    .lock()
+                    .expect("completed lock")
+                    .push(step.id.clone());
+                self.say(format!(
+                    "  ok      {} {} -> {} ({ms} ms) [{}]",
+                    step.target.id,
+                    step.from.as_deref().unwrap_or("(none)"),
+                    step.to,
+                    step.id
+                ));
+                Ok(true)
+            }
+            Err(e) => {
+                self.record(
+                    self.entry(Event::StepFailed, step)
+                        .outcome(Outcome::Failed)
+                        .duration_ms(ms)
+                        .message(e.to_string()),
+                )
+                .await?;
+                self.set(&step.id, StepStatus::Failed);
+                self.exec.progress.inc(1);
+                self.say(format!(
+                    "  FAILED  {} -> {}: {e} [{}]",
+                    step.target.id, step.to, step.id
+                ));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Undoes one step and verifies the earlier release is back.
+    async fn undo_step(&self, step: &Step) -> Result<bool, ExecError> {
+        let spec = self
+            .exec
+            .specs
+            .get(&step.target.id)
+            .ok_or_else(|| ExecError::NoSpec(step.target.id.clone()))?;
+        let driver = self.exec.drivers.get(step.target.kind)?;
+        let back_to = match &step.undo {
+            Undo::SwitchTo { version } => version.clone(),
+            Undo::Uninstall => "(uninstalled)".into(),
+        };
+        self.record(
+            self.entry(Event::UndoStarted, step)
+                .message(format!("back to {back_to}")),
+        )
+        .await?;
+        let started = Instant::now();
+        let result = driver.undo(spec, &step.undo).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {
+                self.record(
+                    self.entry(Event::StepBackedOut, step)
+                        .outcome(Outcome::BackedOut)
+                        .duration_ms(ms)
+                        .message(format!("back to {back_to}, verified")),
+                )
+                .await?;
+                self.set(&step.id, StepStatus::BackedOut);
+                self.say(format!(
+                    "  undone  {} -> {back_to} [{}]",
+                    step.target.id, step.id
+                ));
+                Ok(true)
+            }
+            Err(e) => {
+                self.record(
+                    self.entry(Event::UndoFailed, step)
+                        .outcome(Outcome::Failed)
+                        .duration_ms(ms)
+                        .message(e.to_string()),
+                )
+                .await?;
+                self.set(&step.id, StepStatus::UndoFailed);
+                self.say(format!(
+                    "  UNDO FAILED {}: {e} [{}]",
+                    step.target.id, step.id
+                ));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Executor {
+    /// Runs the plan; `prior` says what an earlier, interrupted run already did.
+    pub async fn run(
+        self,
+        prior: &PriorRun,
+    ) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+        let plan = self.plan.clone();
+        let mut status = BTreeMap::new();
+        for s in &plan.body.steps {
+            status.insert(
+                s.id.clone(),
+                if prior.done.contains(&s.id) {
+                    StepStatus::AlreadyDone
+                } else {
+                    StepStatus::Pending
+                },
+            );
+        }
+        let completed: Vec<String> = prior
+            .done_in_order
+            .iter()
+            .filter(|s| prior.done.contains(*s))
+            .cloned()
+            .collect();
+        let shared = Arc::new(Shared {
+            exec: self,
+            status: Mutex::new(status),
+            completed: Mutex::new(completed),
+            abort: AtomicBool::new(false),
+        });
+        let mut start = NewEntry::new(&shared.exec.actor, Event::ApplyStarted).plan(&plan.id);
+        start.detail = Some(
+            serde_json::json!({ "resumed": prior.started, "already_done": prior.done.len(), "steps": plan.body.steps.len() }),
+        );
+        shared.record(start).await?;
+
+        let mut failed_all: Vec<String> = Vec::new();
+        for (w, wave) in plan.body.waves.iter().enumerate() {
+            let steps: Vec<&Step> = plan
+                .body
+                .steps
+                .iter()
+                .filter(|s| s.wave == w && !prior.done.contains(&s.id))
+                .collect();
+            if steps.is_empty() {
+                continue;
+            }
+            if shared.cancelled() {
+                return finish_interrupted(&shared).await;
+            }
+            shared.say(format!(
+                "wave {} `{}`: {} step(s), max_parallel {}",
+                w + 1,
+                wave.name,
+                steps.len(),
+                wave.max_parallel
+            ));
+            // Sites in wave order; a site's steps run one after another.
+            let mut by_site: Vec<(String, Vec<Step>)> = Vec::new();
+            for s in steps {
+                match by_site.iter_mut().find(|(site, _)| *site == s.target.site) {
+                    Some((_, v)) => v.push(s.clone()),
+                    None => by_site.push((s.target.site.clone(), vec![s.clone()])),
+                }
+            }
+            let sem = Arc::new(Semaphore::new(wave.max_parallel.max(1) as usize));
+            let failures = Arc::new(AtomicU32::new(0));
+            let threshold = wave.failure_threshold;
+            let mut set: JoinSet<Result<Vec<String>, ExecError>> = JoinSet::new();
+            for (_, site_steps) in by_site {
+                let (sh, sem, failures) = (shared.clone(), sem.clone(), failures.clone());
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await.expect("semaphore open");
+                    let mut failed = Vec::new();
+                    for step in site_steps {
+                        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
+                            break;
+                        }
+                        let blocked = step.depends_on.iter().any(|d| {
+                            !matches!(sh.get(d), StepStatus::Succeeded | StepStatus::AlreadyDone)
+                        });
+                        if blocked {
+                            sh.set(&step.id, StepStatus::Skipped);
+                            sh.say(format!(
+                                "  skipped {}: a step it depends on did not succeed [{}]",
+                                step.target.id, step.id
+                            ));
+                            continue;
+                        }
+                        if sh.run_step(&step).await? {
+                            continue;
+                        }
+                        failed.push(step.id.clone());
+                        if sh.exec.plan.body.on_failure == OnFailure::Backout {
+                            // Never leave a failed target on a broken release under `backout`.
+                            sh.undo_step(&step).await?;
+                        }
+                        if failures.fetch_add(1, Ordering::SeqCst) + 1 > threshold {
+                            sh.abort.store(true, Ordering::SeqCst);
+                        }
+                        break; // later steps on this site depend on a healthy site
+                    }
+                    Ok(failed)
+                });
+            }
+            let mut first_err = None;
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok(Ok(f)) => failed_all.extend(f),
+                    Ok(Err(e)) => {
+                        shared.abort.store(true, Ordering::SeqCst);
+                        first_err.get_or_insert(e);
+                    }
+                    Err(j) => {
+                        shared.abort.store(true, Ordering::SeqCst);
+                        first_err.get_or_insert(ExecError::Driver(DriverError::Failed {
+                            target: "executor".into(),
+                            action: "join",
+                            message: j.to_string(),
+                        }));
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            failed_all.sort();
+            if shared.abort.load(Ordering::SeqCst) {
+                shared.say(format!(
+                    "wave `{}` crossed its failure threshold ({} failed, {threshold} tolerated)",
+                    wave.name,
+                    failures.load(Ordering::SeqCst)
+                ));
+                return match plan.body.on_failure {
+                    OnFailure::Halt => finish_halted(&shared, failed_all).await,
+                    OnFailure::Backout => finish_backed_out(&shared, failed_all).await,
+                };
+            }
+            if shared.cancelled() {
+                return finish_interrupted(&shared).await;
+            }
+        }
+        let outcome = if failed_all.is_empty() {
+            ApplyOutcome::Completed
+        } else {
+            ApplyOutcome::CompletedWithFailures { failed: failed_all }
+        };
+        let o = if matches!(outcome, ApplyOutcome::Completed) {
+            Outcome::Ok
+        } else {
+            Outcome::CompletedWithFailures
+        };
+        shared
+            .record(
+                NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
+                    .plan(&plan.id)
+                    .outcome(o),
+            )
+            .await?;
+        Ok((outcome, take_status(&shared)))
+    }
+}
+
+fn take_status(shared: &Shared) -> BTreeMap<String, StepStatus> {
+    shared.status.lock().expect("status lock").clone()
+}
+
+fn pending(shared: &Shared) -> Vec<String> {
+    shared
+        .status
+        .lock()
+        .expect("status lock")
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                StepStatus::Pending | StepStatus::Skipped | StepStatus::Failed
+            )
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+async fn finish_interrupted(
+    shared: &Shared,
+) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    let pending = pending(shared);
+    let plan_id = shared.exec.plan.id.clone();
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::ApplyInterrupted)
+                .plan(&plan_id)
+                .outcome(Outcome::Halted)
+                .message(format!(
+                    "interrupted; {} step(s) left; resume with `ferry apply --resume`",
+                    pending.len()
+                )),
+        )
+        .await?;
+    Ok((ApplyOutcome::Interrupted { pending }, take_status(shared)))
+}
+
+async fn finish_halted(
+    shared: &Shared,
+    failed: Vec<String>,
+) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    let pending = pending(shared);
+    let plan_id = shared.exec.plan.id.clone();
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
+                .plan(&plan_id)
+                .outcome(Outcome::Halted)
+                .message(format!(
+                    "halted: {} failed, {} left; resume with `ferry apply --resume`",
+                    failed.len(),
+                    pending.len()
+                )),
+        )
+        .await?;
+    Ok((
+        ApplyOutcome::Halted { failed, pending },
+        take_status(shared),
+    ))
+}
+
+async fn finish_backed_out(
+    shared: &Shared,
+    failed: Vec<String>,
+) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    let plan = shared.exec.plan.clone();
+    let order: Vec<String> = shared
+        .completed
+        .lock()
+        .expect("completed lock")
+        .iter()
+        .rev()
+        .cloned()
+        .collect();
+    shared.say(format!(
+        "backing out {} completed step(s), newest first",
+        order.len()
+    ));
+    let (mut undone, mut undo_failed) = (Vec::new(), Vec::new());
+    let failed_set: BTreeSet<&String> = failed.iter().collect();
+    for id in order {
+        if failed_set.contains(&id) {
+            continue;
+        }
+        let step = plan.step(&id).expect("completed steps are plan steps");
+        if shared.undo_step(step).await? {
+            undone.push(id);
+        } else {
+            undo_failed.push(id);
+        }
+    }
+    let outcome = if undo_failed.is_empty() {
+        Outcome::BackedOut
+    } else {
+        Outcome::Failed
+    };
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
+                .plan(&plan.id)
+                .outcome(outcome)
+                .message(format!(
+                    "backed out: {} undone, {} undo failures",
+                    undone.len(),
+                    undo_failed.len()
+                )),
+        )
+        .await?;
+    Ok((
+        ApplyOutcome::BackedOut {
+            failed,
+            undone,
+            undo_failed,
+        },
+        take_status(shared),
+    ))
+}

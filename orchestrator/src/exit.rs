@@ -1,0 +1,23 @@
+//! Exit codes: documented, stable, and the only numbers `main` returns.
+//!
+//! `ferry plan` follows `terraform plan -detailed-exitcode`: 0 no changes, 2 changes present.
+
+/// Success; for `plan`, no changes.
+pub const OK: u8 = 0;
+/// An error: invalid input, a driver or IO failure. Nothing more specific applies.
+pub const ERROR: u8 = 1;
+/// `plan`: changes are present.
+pub const CHANGES: u8 = 2;
+/// `apply`: the saved plan is stale (inputs or targets changed since planning).
+pub const STALE: u8 = 3;
+/// `apply`: another apply holds the lock.
+pub const LOCKED: u8 = 4;
+/// `apply`: stopped with failures; the record says how to resume (`halt`, or failures within
+/// tolerance).
+pub const FAILED: u8 = 5;
+/// `apply`: a wave failed and the completed steps were backed out.
+pub const BACKED_OUT: u8 = 6;
+/// `ledger verify`: the chain is broken.
+pub const TAMPERED: u8 = 7;
+/// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
+pub const INTERRUPTED: u8 = 130;

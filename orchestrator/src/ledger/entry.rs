@@ -1,0 +1,203 @@
+//! One ledger entry, its canonical form and its hash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::sha256_hex;
+
+pub const LEDGER_FORMAT_VERSION: u32 = 1;
+/// `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    PlanCreated,
+    ApplyStarted,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    /// A step's undo began (back-out).
+    UndoStarted,
+    /// A step was undone and the previous release verified.
+    StepBackedOut,
+    UndoFailed,
+    LockTaken,
+    LockBroken,
+    LockReleased,
+    ApplyInterrupted,
+    ApplyFinished,
+    Approval,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::PlanCreated => "plan_created",
+            Event::ApplyStarted => "apply_started",
+            Event::StepStarted => "step_started",
+            Event::StepSucceeded => "step_succeeded",
+            Event::StepFailed => "step_failed",
+            Event::UndoStarted => "undo_started",
+            Event::StepBackedOut => "step_backed_out",
+            Event::UndoFailed => "undo_failed",
+            Event::LockTaken => "lock_taken",
+            Event::LockBroken => "lock_broken",
+            Event::LockReleased => "lock_released",
+            Event::ApplyInterrupted => "apply_interrupted",
+            Event::ApplyFinished => "apply_finished",
+            Event::Approval => "approval",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// The apply stopped at a safe point with work left (halt policy or Ctrl-C).
+    Halted,
+    BackedOut,
+    /// Finished, but some targets failed within the wave's tolerance.
+    CompletedWithFailures,
+}
+
+/// An entry as stored: every field is covered by `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub v: u32,
+    pub seq: u64,
+    pub time: String,
+    pub actor: String,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Event-specific data (sorted keys), e.g. the lock holder that was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    pub prev: String,
+    pub hash: String,
+}
+
+impl Entry {
+    /// SHA-256 of the entry's canonical JSON with `hash` empty; `prev` is inside, which
+    /// chains it to the entry before.
+    pub fn compute_hash(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.hash = String::new();
+        sha256_hex(&serde_json::to_vec(&unsealed).expect("entries serialize"))
+    }
+}
+
+/// What callers fill in; the ledger adds version, sequence, time and the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub actor: String,
+    pub event: Event,
+    pub time: Option<String>,
+    pub plan_id: Option<String>,
+    pub step: Option<String>,
+    pub target: Option<String>,
+    pub site: Option<String>,
+    pub app: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub duration_ms: Option<u64>,
+    pub message: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl NewEntry {
+    pub fn new(actor: &str, event: Event) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            event,
+            time: None,
+            plan_id: None,
+            step: None,
+            target: None,
+            site: None,
+            app: None,
+            from: None,
+            to: None,
+            outcome: None,
+            duration_ms: None,
+            message: None,
+            detail: None,
+        }
+    }
+
+    pub fn plan(mut self, id: &str) -> Self {
+        self.plan_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn outcome(mut self, o: Outcome) -> Self {
+        self.outcome = Some(o);
+        self
+    }
+
+    pub fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
+
+    pub fn detail(mut self, d: serde_json::Value) -> Self {
+        self.detail = Some(d);
+        self
+    }
+
+    pub fn duration_ms(mut self, ms: u64) -> Self {
+        self.duration_ms = Some(ms);
+        self
+    }
+
+    pub(crate) fn seal(self, seq: u64, prev: String) -> Entry {
+        let mut e = Entry {
+            v: LEDGER_FORMAT_VERSION,
+            seq,
+            time: self.time.unwrap_or_else(now_rfc3339),
+            actor: self.actor,
+            event: self.event,
+            plan_id: self.plan_id,
+            step: self.step,
+            target: self.target,
+            site: self.site,
+            app: self.app,
+            from: self.from,
+            to: self.to,
+            outcome: self.outcome,
+            duration_ms: self.duration_ms,
+            message: self.message,
+            detail: self.detail,
+            prev,
+            hash: String::new(),
+        };
+        e.hash = e.compute_hash();
+        e
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

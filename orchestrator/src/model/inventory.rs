@@ -1,0 +1,325 @@
+//! Inventory v1: sites, hardware endpoints, clouds, apps, databases and buckets.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole inventory file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Format version of this file; must be 1.
+    pub version: u32,
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub clouds: Vec<Cloud>,
+    #[serde(default)]
+    pub apps: Vec<App>,
+    #[serde(default)]
+    pub databases: Vec<Database>,
+    #[serde(default)]
+    pub buckets: Vec<Bucket>,
+}
+
+/// Environment tier of a site, in promotion order.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Dev,
+    Sqa,
+    Uat,
+    Preprod,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// A place where apps run: a clinic, a lab, a cloud region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    pub tier: Tier,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub maintenance_window: Option<MaintenanceWindow>,
+    /// Who does what at this site (release manager, site contact, approver...).
+    #[serde(default)]
+    pub roles: Vec<RoleAssignment>,
+    /// Clouds (by id) that host this site's apps.
+    #[serde(default)]
+    pub clouds: Vec<String>,
+    /// Hardware endpoints (by id) at this site.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub days: Vec<Weekday>,
+    /// Local start time, `HH:MM`.
+    pub start: String,
+    pub duration_minutes: u32,
+    /// IANA time zone name, e.g. `America/Chicago`.
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignment {
+    pub role: String,
+    pub name: String,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// On-premise hardware reached over the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub id: String,
+    pub address: String,
+    pub connection: Connection,
+    /// Required hardware facts; plans check observed facts against them.
+    pub hardware: Hardware,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// Only `ssh` is defined in format v1.
+    pub protocol: String,
+    pub user: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Secret reference (`env:NAME` or `file:PATH`) to the private key.
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+    /// Endpoint id of a jump host.
+    #[serde(default)]
+    pub jump: Option<String>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hardware {
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+    pub os: String,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudKind {
+    Aws,
+    Kubernetes,
+    Docker,
+    Local,
+}
+
+impl CloudKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudKind::Aws => "aws",
+            CloudKind::Kubernetes => "kubernetes",
+            CloudKind::Docker => "docker",
+            CloudKind::Local => "local",
+        }
+    }
+}
+
+/// A cloud: an AWS account, a Kubernetes cluster, a Docker host, or the embedded local target.
+///
+/// The section named after `kind` holds its connection settings; settings of the other kinds
+/// are kept as opaque maps until their drivers define them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cloud {
+    pub id: String,
+    pub kind: CloudKind,
+    #[serde(default)]
+    pub local: Option<LocalCloud>,
+    #[serde(default)]
+    pub aws: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub kubernetes: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub docker: Option<BTreeMap<String, String>>,
+}
+
+/// The embedded local target: releases are unpacked below `root`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalCloud {
+    /// Directory holding one folder per app; relative paths are relative to the inventory file.
+    pub root: String,
+}
+
+/// Where an app runs on each of its sites.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// The site's `local` cloud.
+    Local,
+    /// The site's `docker` cloud.
+    Docker,
+    /// The site's `kubernetes` cloud.
+    Kubernetes,
+    /// Every hardware endpoint of the site, over SSH.
+    Ssh,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Local => "local",
+            TargetKind::Docker => "docker",
+            TargetKind::Kubernetes => "kubernetes",
+            TargetKind::Ssh => "ssh",
+        }
+    }
+
+    /// The cloud kind that hosts this target kind, if it is a cloud.
+    pub fn cloud_kind(self) -> Option<CloudKind> {
+        match self {
+            TargetKind::Local => Some(CloudKind::Local),
+            TargetKind::Docker => Some(CloudKind::Docker),
+            TargetKind::Kubernetes => Some(CloudKind::Kubernetes),
+            TargetKind::Ssh => None,
+        }
+    }
+}
+
+/// An application and the version of record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub id: String,
+    /// The version of record; release plans move sites to other versions.
+    pub version: String,
+    /// Release artifact; `{version}` is replaced by the version being deployed. A directory
+    /// for the local target; relative paths are relative to the inventory file.
+    pub artifact: String,
+    pub target: TargetKind,
+    /// Sites (by id) where this app is installed.
+    pub sites: Vec<String>,
+    pub health_check: HealthCheck,
+    /// Command run in the app directory after the switch (argv form).
+    #[serde(default)]
+    pub restart: Option<Vec<String>>,
+    /// Apps (by id) that must be released before this one on the same site.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Configuration files rendered from Tera templates into each release.
+    #[serde(default)]
+    pub config: Vec<ConfigTemplate>,
+    /// Plain environment for the app's commands.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment: name -> secret reference (`env:NAME` or `file:PATH`). Values are
+    /// resolved at apply time only and never written to plans, logs or the ledger.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// How many releases to keep on a target (at least 2, so back-out is possible).
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: u32,
+}
+
+fn default_keep_releases() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Command (argv form) run in the app directory; exit status 0 means healthy.
+    pub command: Vec<String>,
+    /// Deadline for the check to pass, retried until then.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    30
+}
+
+fn default_health_interval() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigTemplate {
+    /// Template path, relative to the inventory file.
+    pub template: String,
+    /// Destination path inside the release directory.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub id: String,
+    pub cloud: String,
+    pub engine: String,
+    /// RDS instance or cluster identifier.
+    pub identifier: String,
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub id: String,
+    pub cloud: String,
+    pub name: String,
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+impl Inventory {
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+    pub fn app(&self, id: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.id == id)
+    }
+    pub fn cloud(&self, id: &str) -> Option<&Cloud> {
+        self.clouds.iter().find(|c| c.id == id)
+    }
+    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+}

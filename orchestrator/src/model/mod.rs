@@ -1,0 +1,17 @@
+//! The user's declared world: inventory and release plans, as plain serde data.
+//!
+//! Nothing here performs IO or knows about drivers; `load` reads these types from YAML and
+//! `validate` checks what serde cannot (cross-references, value ranges).
+
+mod inventory;
+mod release;
+
+pub use inventory::{
+    App, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, Endpoint, Hardware,
+    HealthCheck, Inventory, LocalCloud, MaintenanceWindow, RoleAssignment, Site, TargetKind, Tier,
+    Weekday,
+};
+pub use release::{OnFailure, PlanKind, Release, ReleasePlan, Wave};
+
+/// The only format version of inventory and plan files this build reads.
+pub const FORMAT_VERSION: u32 = 1;

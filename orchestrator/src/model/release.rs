@@ -1,0 +1,59 @@
+//! Release plans: which app goes to which version on which sites, in waves.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanKind {
+    Release,
+}
+
+/// What to do when a wave crosses its failure threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Stop starting new steps and leave a resumable record.
+    Halt,
+    /// Undo every completed step in reverse order and verify the previous versions are back.
+    Backout,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePlan {
+    /// Format version of this file; must be 1.
+    pub version: u32,
+    pub kind: PlanKind,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub releases: Vec<Release>,
+    /// Waves run in order; the first is the canary.
+    pub waves: Vec<Wave>,
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub app: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    pub name: String,
+    pub sites: Vec<String>,
+    /// How many sites of this wave are changed at once.
+    #[serde(default = "one")]
+    pub max_parallel: u32,
+    /// How many failed sites this wave tolerates; one more triggers `on_failure`.
+    #[serde(default)]
+    pub failure_threshold: u32,
+}
+
+fn one() -> u32 {
+    1
+}

@@ -1,0 +1,375 @@
+//! The saved plan: steps with dependencies and undo, input hashes and observed fingerprints;
+//! and the pure planner that computes it from desired state and observations.
+//!
+//! The planner never performs IO: it takes the inventory, the release plan and what the
+//! drivers observed, and returns a [`PlanBody`]. Same inputs, same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Inventory, OnFailure, ReleasePlan};
+use crate::target::{Observed, TargetRef, resolve};
+
+pub const PLAN_FORMAT: &str = "ferry.plan";
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedPlanKind {
+    Release,
+    Backout,
+}
+
+/// A file the plan was computed from, with its digest at planning time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InputFile {
+    /// `inventory`, `plan`, `template` or `artifact`.
+    pub role: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetObservation {
+    pub target: TargetRef,
+    pub fingerprint: String,
+    pub observed: Observed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WavePlan {
+    pub name: String,
+    pub sites: Vec<String>,
+    pub max_parallel: u32,
+    pub failure_threshold: u32,
+}
+
+/// One change to one target, and how to undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// `s001`, `s002`... in plan order.
+    pub id: String,
+    /// Index into `waves`; a wave starts only when the previous one has finished.
+    pub wave: usize,
+    pub target: TargetRef,
+    /// Release serving before the step (`None`: first install).
+    pub from: Option<String>,
+    pub to: String,
+    /// What the step does to the target.
+    #[serde(default)]
+    pub action: StepAction,
+    /// What undoing this step does: return to `from`, or uninstall when `from` is `None`.
+    pub undo: Undo,
+    /// Steps (same site) that must have succeeded first.
+    pub depends_on: Vec<String>,
+}
+
+/// How a step reaches `to`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    /// Put the release artifact on the target (if not there yet), switch to it, verify.
+    #[default]
+    Deploy,
+    /// Switch to a release already on the target, verify (back-out).
+    Switch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Undo {
+    SwitchTo { version: String },
+    Uninstall,
+}
+
+/// A target the plan leaves alone because it already runs the wanted version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unchanged {
+    pub wave: usize,
+    pub target: TargetRef,
+    pub version: String,
+}
+
+/// Everything the planner decides; the saved plan wraps it with ids, times and input hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanBody {
+    pub name: String,
+    pub kind: SavedPlanKind,
+    pub on_failure: OnFailure,
+    pub waves: Vec<WavePlan>,
+    pub targets: Vec<TargetObservation>,
+    pub steps: Vec<Step>,
+    pub unchanged: Vec<Unchanged>,
+}
+
+/// The file `ferry plan -o` writes and `ferry apply` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPlan {
+    pub format: String,
+    pub format_version: u32,
+    pub id: String,
+    pub created_at: String,
+    pub ferry_version: String,
+    pub actor: String,
+    pub inputs: Vec<InputFile>,
+    #[serde(flatten)]
+    pub body: PlanBody,
+}
+
+impl SavedPlan {
+    pub fn has_changes(&self) -> bool {
+        !self.body.steps.is_empty()
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.body.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn observation(&self, target_id: &str) -> Option<&TargetObservation> {
+        self.body.targets.iter().find(|t| t.target.id == target_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("no observation for target `{0}`: its driver did not report it")]
+    NotObserved(String),
+    #[error("release plan names app `{0}`, which is not in the inventory")]
+    UnknownApp(String),
+}
+
+/// The targets a release plan touches, in plan order: what drivers must observe.
+pub fn targets_of(inv: &Inventory, rp: &ReleasePlan) -> Vec<TargetRef> {
+    let mut out = Vec::new();
+    for wave in &rp.waves {
+        for site in &wave.sites {
+            for r in &rp.releases {
+                if let Some(app) = inv.app(&r.app) {
+                    out.extend(resolve(inv, app, site));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Desired (inventory + release plan) x observed -> steps.
+pub fn plan_release(
+    inv: &Inventory,
+    rp: &ReleasePlan,
+    observed: &BTreeMap<String, Observed>,
+) -> Result<PlanBody, PlanError> {
+    let order = release_order(inv, rp)?;
+    let mut steps: Vec<Step> = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut targets = Vec::new();
+    let mut waves = Vec::new();
+    for (w, wave) in rp.waves.iter().enumerate() {
+        waves.push(WavePlan {
+            name: wave.name.clone(),
+            sites: wave.sites.clone(),
+            max_parallel: wave.max_parallel,
+            failure_threshold: wave.failure_threshold,
+        });
+        for site in &wave.sites {
+            // app id -> step ids on this site, for same-site dependencies.
+            let mut site_steps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for release in &order {
+                let app = inv
+                    .app(&release.app)
+                    .ok_or_else(|| PlanError::UnknownApp(release.app.clone()))?;
+                for target in resolve(inv, app, site) {
+                    let obs = observed
+                        .get(&target.id)
+                        .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
+                    targets.push(TargetObservation {
+                        target: target.clone(),
+                        fingerprint: obs.fingerprint(),
+                        observed: obs.clone(),
+                    });
+                    if obs.current.as_deref() == Some(release.version.as_str()) {
+                        unchanged.push(Unchanged {
+                            wave: w,
+                            target,
+                            version: release.version.clone(),
+                        });
+                        continue;
+                    }
+                    let depends_on = app
+                        .depends_on
+                        .iter()
+                        .flat_map(|d| site_steps.get(d.as_str()).cloned().unwrap_or_default())
+                        .collect();
+                    let id = format!("s{:03}", steps.len() + 1);
+                    site_steps
+                        .entry(app.id.as_str())
+                        .or_default()
+                        .push(id.clone());
+                    let undo = match &obs.current {
+                        Some(v) => Undo::SwitchTo { version: v.clone() },
+                        None => Undo::Uninstall,
+                    };
+                    steps.push(Step {
+                        id,
+                        wave: w,
+                        target,
+                        from: obs.current.clone(),
+                        to: release.version.clone(),
+                        action: StepAction::Deploy,
+                        undo,
+                        depends_on,
+                    });
+                }
+            }
+        }
+    }
+    Ok(PlanBody {
+        name: rp.name.clone(),
+        kind: SavedPlanKind::Release,
+        on_failure: rp.on_failure,
+        waves,
+        targets,
+        steps,
+        unchanged,
+    })
+}
+
+/// The plan's releases, dependencies first (stable: plan order among independent apps).
+fn release_order<'a>(
+    inv: &Inventory,
+    rp: &'a ReleasePlan,
+) -> Result<Vec<&'a crate::model::Release>, PlanError> {
+    let in_plan: BTreeSet<&str> = rp.releases.iter().map(|r| r.app.as_str()).collect();
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    while out.len() < rp.releases.len() {
+        let before = out.len();
+        for r in &rp.releases {
+            if placed.contains(r.app.as_str()) {
+                continue;
+            }
+            let app = inv
+                .app(&r.app)
+                .ok_or_else(|| PlanError::UnknownApp(r.app.clone()))?;
+            let ready = app
+                .depends_on
+                .iter()
+                .all(|d| !in_plan.contains(d.as_str()) || placed.contains(d.as_str()));
+            if ready {
+                placed.insert(r.app.as_str());
+                out.push(r);
+            }
+        }
+        if out.len() == before {
+            // A cycle: validation reports it; keep the remaining order as written.
+            out.extend(
+                rp.releases
+                    .iter()
+                    .filter(|r| !placed.contains(r.app.as_str())),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A back-out plan: return each target to an earlier release (`to`), from what it runs now.
+pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> PlanBody {
+    let mut steps = Vec::new();
+    let mut targets = Vec::new();
+    let mut sites = Vec::new();
+    for (target, obs, to) in changes {
+        if !sites.contains(&target.site) {
+            sites.push(target.site.clone());
+        }
+        targets.push(TargetObservation {
+            target: target.clone(),
+            fingerprint: obs.fingerprint(),
+            observed: obs.clone(),
+        });
+        let undo = match &obs.current {
+            Some(v) => Undo::SwitchTo { version: v.clone() },
+            None => Undo::Uninstall,
+        };
+        steps.push(Step {
+            id: format!("s{:03}", steps.len() + 1),
+            wave: 0,
+            target,
+            from: obs.current.clone(),
+            to,
+            action: StepAction::Switch,
+            undo,
+            depends_on: vec![],
+        });
+    }
+    PlanBody {
+        name: name.to_owned(),
+        kind: SavedPlanKind::Backout,
+        on_failure: OnFailure::Halt,
+        waves: vec![WavePlan {
+            name: "backout".into(),
+            sites,
+            max_parallel: 1,
+            failure_threshold: 0,
+        }],
+        targets,
+        steps,
+        unchanged: vec![],
+    }
+}
+
+/// The human-readable diff `ferry plan` prints.
+pub fn render_diff(body: &PlanBody) -> String {
+    let mut s = String::new();
+    let kind = match body.kind {
+        SavedPlanKind::Release => "release",
+        SavedPlanKind::Backout => "backout",
+    };
+    let policy = match body.on_failure {
+        OnFailure::Halt => "halt",
+        OnFailure::Backout => "backout",
+    };
+    let _ = writeln!(s, "Plan `{}` ({kind}, on_failure: {policy})", body.name);
+    for (w, wave) in body.waves.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "\nwave {} `{}` (max_parallel {}, failure_threshold {})",
+            w + 1,
+            wave.name,
+            wave.max_parallel,
+            wave.failure_threshold
+        );
+        let mut any = false;
+        for step in body.steps.iter().filter(|st| st.wave == w) {
+            any = true;
+            let (mark, from) = match &step.from {
+                Some(f) => ("~", f.as_str()),
+                None => ("+", "(none)"),
+            };
+            let _ = write!(
+                s,
+                "  {mark} {}  {from} -> {}   [{}]",
+                step.target.id, step.to, step.id
+            );
+            if !step.depends_on.is_empty() {
+                let _ = write!(s, " after {}", step.depends_on.join(", "));
+            }
+            s.push('\n');
+        }
+        for u in body.unchanged.iter().filter(|u| u.wave == w) {
+            any = true;
+            let _ = writeln!(s, "  = {}  {} (unchanged)", u.target.id, u.version);
+        }
+        if !any {
+            let _ = writeln!(s, "  (no targets)");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nPlan: {} to change, {} unchanged.",
+        body.steps.len(),
+        body.unchanged.len()
+    );
+    s
+}

@@ -1,0 +1,85 @@
+//! Rendering configuration templates (Tera) for a release. Pure: text and values in, text out.
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("template {template}: {message}")]
+pub struct RenderError {
+    pub template: String,
+    pub message: String,
+}
+
+/// Values a configuration template sees. Secrets are deliberately absent: they reach the app
+/// through its environment at run time, never a file ferry writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderContext<'a> {
+    pub app: &'a str,
+    pub version: &'a str,
+    pub site: &'a str,
+    pub tier: &'a str,
+    pub location: Option<&'a str>,
+    pub target: &'a str,
+    pub env: &'a std::collections::BTreeMap<String, String>,
+}
+
+pub fn render(
+    template_name: &str,
+    text: &str,
+    ctx: &RenderContext<'_>,
+) -> Result<String, RenderError> {
+    let err = |e: tera::Error| {
+        // Tera puts the useful part (line, variable) in the source chain.
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        RenderError {
+            template: template_name.to_owned(),
+            message,
+        }
+    };
+    let mut tera = tera::Tera::default();
+    tera.add_raw_template(template_name, text).map_err(err)?;
+    let context = tera::Context::from_serialize(ctx).map_err(err)?;
+    tera.render(template_name, &context).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(env: &std::collections::BTreeMap<String, String>) -> RenderContext<'_> {
+        RenderContext {
+            app: "demo",
+            version: "1.1.0",
+            site: "clinic-a",
+            tier: "prod",
+            location: None,
+            target: "clinic-a/local-a/demo",
+            env,
+        }
+    }
+
+    #[test]
+    fn renders_values() {
+        let env = [("LOG_LEVEL".to_owned(), "info".to_owned())].into();
+        let out = render(
+            "t",
+            "{{ app }}={{ version }} at {{ site }} log={{ env.LOG_LEVEL }}",
+            &ctx(&env),
+        )
+        .unwrap();
+        assert_eq!(out, "demo=1.1.0 at clinic-a log=info");
+    }
+
+    #[test]
+    fn unknown_variable_names_template_and_variable() {
+        let env = Default::default();
+        let e = render("app.conf.tera", "line1\nport={{ port }}\n", &ctx(&env)).unwrap_err();
+        assert!(e.to_string().contains("app.conf.tera"), "{e}");
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+}

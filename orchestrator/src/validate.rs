@@ -1,0 +1,587 @@
+//! Checks that serde cannot make: identifiers, cross-references, ranges, cycles.
+//!
+//! Every problem is collected, none stops the check; each is located by field path through
+//! the document's source map. Pure: values in, diagnostics out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::load::{Diagnostics, Loaded};
+use crate::model::{CloudKind, FORMAT_VERSION, Inventory, ReleasePlan, TargetKind};
+use crate::secret::SecretRef;
+
+/// Validates an inventory on its own.
+pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
+    let mut out = Diagnostics::default();
+    let i = &inv.value;
+    let mut err = |path: String, msg: String| out.push(inv.problem(&path, msg));
+
+    if i.version != FORMAT_VERSION {
+        err(
+            "version".into(),
+            format!(
+                "unsupported inventory format version {} (this ferry reads version {FORMAT_VERSION})",
+                i.version
+            ),
+        );
+    }
+    for (what, ids) in [
+        (
+            "sites",
+            i.sites.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ),
+        (
+            "endpoints",
+            i.endpoints.iter().map(|s| s.id.as_str()).collect(),
+        ),
+        ("clouds", i.clouds.iter().map(|s| s.id.as_str()).collect()),
+        ("apps", i.apps.iter().map(|s| s.id.as_str()).collect()),
+        (
+            "databases",
+            i.databases.iter().map(|s| s.id.as_str()).collect(),
+        ),
+        ("buckets", i.buckets.iter().map(|s| s.id.as_str()).collect()),
+    ] {
+        check_ids(what, &ids, &mut err);
+    }
+
+    for (n, site) in i.sites.iter().enumerate() {
+        let at = format!("sites[{n}]");
+        for (k, c) in site.clouds.iter().enumerate() {
+            if i.cloud(c).is_none() {
+                err(
+                    format!("{at}.clouds[{k}]"),
+                    format!(
+                        "site `{}` names cloud `{c}`, which is not in `clouds`",
+                        site.id
+                    ),
+                );
+            }
+        }
+        for (k, e) in site.endpoints.iter().enumerate() {
+            if i.endpoint(e).is_none() {
+                err(
+                    format!("{at}.endpoints[{k}]"),
+                    format!(
+                        "site `{}` names endpoint `{e}`, which is not in `endpoints`",
+                        site.id
+                    ),
+                );
+            }
+        }
+        if let Some(w) = &site.maintenance_window {
+            if parse_hh_mm(&w.start).is_none() {
+                err(
+                    format!("{at}.maintenance_window.start"),
+                    format!("`{}` is not a time of day in HH:MM form", w.start),
+                );
+            }
+            if w.duration_minutes == 0 || w.duration_minutes > 24 * 60 {
+                err(
+                    format!("{at}.maintenance_window.duration_minutes"),
+                    "must be between 1 and 1440 minutes".into(),
+                );
+            }
+            if w.days.is_empty() {
+                err(
+                    format!("{at}.maintenance_window.days"),
+                    "names no day".into(),
+                );
+            }
+            if w.timezone.trim().is_empty() {
+                err(
+                    format!("{at}.maintenance_window.timezone"),
+                    "is empty".into(),
+                );
+            }
+        }
+        for (k, r) in site.roles.iter().enumerate() {
+            if r.role.trim().is_empty() {
+                err(format!("{at}.roles[{k}].role"), "is empty".into());
+            }
+            if r.name.trim().is_empty() {
+                err(format!("{at}.roles[{k}].name"), "is empty".into());
+            }
+        }
+    }
+
+    for (n, cloud) in i.clouds.iter().enumerate() {
+        let at = format!("clouds[{n}]");
+        let sections = [
+            (CloudKind::Local, cloud.local.is_some()),
+            (CloudKind::Aws, cloud.aws.is_some()),
+            (CloudKind::Kubernetes, cloud.kubernetes.is_some()),
+            (CloudKind::Docker, cloud.docker.is_some()),
+        ];
+        for (kind, present) in sections {
+            if kind == cloud.kind && !present {
+                err(
+                    format!("{at}"),
+                    format!(
+                        "cloud `{}` of kind `{}` needs a `{}` section with its connection settings",
+                        cloud.id,
+                        kind.as_str(),
+                        kind.as_str()
+                    ),
+                );
+            } else if kind != cloud.kind && present {
+                err(
+                    format!("{at}.{}", kind.as_str()),
+                    format!(
+                        "cloud `{}` is of kind `{}`; a `{}` section does not belong here",
+                        cloud.id,
+                        cloud.kind.as_str(),
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        if let Some(local) = &cloud.local
+            && local.root.trim().is_empty()
+        {
+            err(format!("{at}.local.root"), "is empty".into());
+        }
+    }
+
+    for (n, ep) in i.endpoints.iter().enumerate() {
+        let at = format!("endpoints[{n}]");
+        if ep.address.trim().is_empty() {
+            err(format!("{at}.address"), "is empty".into());
+        }
+        if ep.connection.protocol != "ssh" {
+            err(
+                format!("{at}.connection.protocol"),
+                format!(
+                    "unknown protocol `{}` (expected `ssh`)",
+                    ep.connection.protocol
+                ),
+            );
+        }
+        if let Some(id) = &ep.connection.identity
+            && let Err(e) = SecretRef::parse(id)
+        {
+            err(format!("{at}.connection.identity"), e.to_string());
+        }
+        if let Some(j) = &ep.connection.jump {
+            if i.endpoint(j).is_none() {
+                err(
+                    format!("{at}.connection.jump"),
+                    format!("jump host `{j}` is not in `endpoints`"),
+                );
+            } else if j == &ep.id {
+                err(
+                    format!("{at}.connection.jump"),
+                    "an endpoint cannot be its own jump host".into(),
+                );
+            }
+        }
+        let hw = &ep.hardware;
+        if hw.cpus == 0 {
+            err(format!("{at}.hardware.cpus"), "must be at least 1".into());
+        }
+        if hw.memory_mb == 0 {
+            err(
+                format!("{at}.hardware.memory_mb"),
+                "must be at least 1".into(),
+            );
+        }
+        if hw.os.trim().is_empty() {
+            err(format!("{at}.hardware.os"), "is empty".into());
+        }
+    }
+
+    for (n, app) in i.apps.iter().enumerate() {
+        let at = format!("apps[{n}]");
+        if let Err(m) = check_version(&app.version) {
+            err(format!("{at}.version"), m);
+        }
+        if app.artifact.trim().is_empty() {
+            err(format!("{at}.artifact"), "is empty".into());
+        }
+        if app.sites.is_empty() {
+            err(
+                format!("{at}.sites"),
+                format!("app `{}` is on no site", app.id),
+            );
+        }
+        for (k, s) in app.sites.iter().enumerate() {
+            let Some(site) = i.site(s) else {
+                err(
+                    format!("{at}.sites[{k}]"),
+                    format!("app `{}` names site `{s}`, which is not in `sites`", app.id),
+                );
+                continue;
+            };
+            match app.target.cloud_kind() {
+                Some(kind) => {
+                    let n = site
+                        .clouds
+                        .iter()
+                        .filter_map(|c| i.cloud(c))
+                        .filter(|c| c.kind == kind)
+                        .count();
+                    if n != 1 {
+                        err(
+                            format!("{at}.sites[{k}]"),
+                            format!(
+                                "app `{}` runs on `{}` targets, but site `{s}` has {n} clouds of kind `{}` (exactly one needed)",
+                                app.id,
+                                app.target.as_str(),
+                                kind.as_str()
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    if site.endpoints.is_empty() {
+                        err(
+                            format!("{at}.sites[{k}]"),
+                            format!(
+                                "app `{}` runs over ssh, but site `{s}` has no endpoints",
+                                app.id
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if app.target != TargetKind::Local {
+            err(
+                format!("{at}.target"),
+                format!(
+                    "target kind `{}` has no driver in this build yet (only `local`)",
+                    app.target.as_str()
+                ),
+            );
+        }
+        if app.health_check.command.is_empty() {
+            err(format!("{at}.health_check.command"), "is empty".into());
+        }
+        if app.health_check.timeout_seconds == 0 {
+            err(
+                format!("{at}.health_check.timeout_seconds"),
+                "must be at least 1".into(),
+            );
+        }
+        if app.restart.as_ref().is_some_and(Vec::is_empty) {
+            err(
+                format!("{at}.restart"),
+                "is empty; leave it out for no restart".into(),
+            );
+        }
+        if app.keep_releases < 2 {
+            err(
+                format!("{at}.keep_releases"),
+                "must be at least 2, or back-out has nothing to return to".into(),
+            );
+        }
+        for (k, d) in app.depends_on.iter().enumerate() {
+            if d == &app.id {
+                err(
+                    format!("{at}.depends_on[{k}]"),
+                    "an app cannot depend on itself".into(),
+                );
+            } else if i.app(d).is_none() {
+                err(
+                    format!("{at}.depends_on[{k}]"),
+                    format!("app `{}` depends on `{d}`, which is not in `apps`", app.id),
+                );
+            }
+        }
+        for (k, c) in app.config.iter().enumerate() {
+            if let Err(m) = check_relative(&c.dest) {
+                err(format!("{at}.config[{k}].dest"), m);
+            }
+        }
+        for (name, value) in &app.secrets {
+            if let Err(e) = SecretRef::parse(value) {
+                err(format!("{at}.secrets.{name}"), e.to_string());
+            }
+            if app.env.contains_key(name) {
+                err(
+                    format!("{at}.secrets.{name}"),
+                    format!("`{name}` is in both `env` and `secrets`"),
+                );
+            }
+        }
+    }
+    if let Some(cycle) = dependency_cycle(i) {
+        let n = i.apps.iter().position(|a| a.id == cycle[0]).unwrap_or(0);
+        err(
+            format!("apps[{n}].depends_on"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+
+    for (what, list) in [
+        (
+            "databases",
+            i.databases
+                .iter()
+                .map(|d| (d.cloud.as_str(), d.site.as_deref()))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "buckets",
+            i.buckets
+                .iter()
+                .map(|b| (b.cloud.as_str(), b.site.as_deref()))
+                .collect(),
+        ),
+    ] {
+        for (n, (cloud, site)) in list.into_iter().enumerate() {
+            match i.cloud(cloud) {
+                None => err(
+                    format!("{what}[{n}].cloud"),
+                    format!("cloud `{cloud}` is not in `clouds`"),
+                ),
+                Some(c) if c.kind != CloudKind::Aws => err(
+                    format!("{what}[{n}].cloud"),
+                    format!(
+                        "cloud `{cloud}` is of kind `{}`; {what} live in `aws` clouds",
+                        c.kind.as_str()
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if let Some(s) = site
+                && i.site(s).is_none()
+            {
+                err(
+                    format!("{what}[{n}].site"),
+                    format!("site `{s}` is not in `sites`"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Validates a release plan against a (separately validated) inventory.
+pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics {
+    let mut out = Diagnostics::default();
+    let p = &plan.value;
+    let mut err = |path: String, msg: String| out.push(plan.problem(&path, msg));
+
+    if p.version != FORMAT_VERSION {
+        err(
+            "version".into(),
+            format!(
+                "unsupported plan format version {} (this ferry reads version {FORMAT_VERSION})",
+                p.version
+            ),
+        );
+    }
+    if p.name.trim().is_empty() {
+        err("name".into(), "is empty".into());
+    }
+    if p.releases.is_empty() {
+        err("releases".into(), "the plan releases nothing".into());
+    }
+    let mut seen = BTreeSet::new();
+    for (n, r) in p.releases.iter().enumerate() {
+        if !seen.insert(r.app.as_str()) {
+            err(
+                format!("releases[{n}].app"),
+                format!("app `{}` is released twice", r.app),
+            );
+        }
+        if inv.app(&r.app).is_none() {
+            err(
+                format!("releases[{n}].app"),
+                format!("app `{}` is not in the inventory's `apps`", r.app),
+            );
+        }
+        if let Err(m) = check_version(&r.version) {
+            err(format!("releases[{n}].version"), m);
+        }
+    }
+    if p.waves.is_empty() {
+        err("waves".into(), "the plan has no wave".into());
+    }
+    let mut wave_names = BTreeSet::new();
+    let mut site_wave: BTreeMap<&str, &str> = BTreeMap::new();
+    for (w, wave) in p.waves.iter().enumerate() {
+        let at = format!("waves[{w}]");
+        if !wave_names.insert(wave.name.as_str()) {
+            err(
+                format!("{at}.name"),
+                format!("wave name `{}` is used twice", wave.name),
+            );
+        }
+        if wave.sites.is_empty() {
+            err(
+                format!("{at}.sites"),
+                format!("wave `{}` has no site", wave.name),
+            );
+        }
+        if wave.max_parallel == 0 {
+            err(format!("{at}.max_parallel"), "must be at least 1".into());
+        }
+        for (k, s) in wave.sites.iter().enumerate() {
+            if inv.site(s).is_none() {
+                err(
+                    format!("{at}.sites[{k}]"),
+                    format!("site `{s}` is not in the inventory's `sites`"),
+                );
+                continue;
+            }
+            if let Some(prev) = site_wave.insert(s, &wave.name) {
+                err(
+                    format!("{at}.sites[{k}]"),
+                    format!("site `{s}` is already in wave `{prev}`"),
+                );
+            }
+            let hosts_any = p
+                .releases
+                .iter()
+                .filter_map(|r| inv.app(&r.app))
+                .any(|a| a.sites.iter().any(|x| x == s));
+            if !hosts_any && !p.releases.is_empty() {
+                err(
+                    format!("{at}.sites[{k}]"),
+                    format!("site `{s}` hosts none of the apps this plan releases"),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check_ids(what: &str, ids: &[&str], err: &mut impl FnMut(String, String)) {
+    let mut seen = BTreeSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        if !is_identifier(id) {
+            err(
+                format!("{what}[{n}].id"),
+                format!(
+                    "`{id}` is not a valid id (lowercase letters, digits, `-`, `_`, `.`; starting with a letter or digit)"
+                ),
+            );
+        }
+        if !seen.insert(*id) {
+            err(
+                format!("{what}[{n}].id"),
+                format!("duplicate id `{id}` in `{what}`"),
+            );
+        }
+    }
+}
+
+/// Ids end up in file names and paths on targets: keep them to a safe alphabet.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && !s.contains("..")
+}
+
+/// Versions name release directories: letters, digits and `.-_+`, no `..`.
+pub fn check_version(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+        && !v.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{v}` is not a valid version (letters, digits, `.`, `-`, `_`, `+`)"
+        ))
+    }
+}
+
+fn check_relative(p: &str) -> Result<(), String> {
+    let path = std::path::Path::new(p);
+    if p.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        Err(format!(
+            "`{p}` must be a relative path inside the release, without `..`"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// The first dependency cycle among apps, as a list of ids ending where it started.
+fn dependency_cycle(inv: &Inventory) -> Option<Vec<String>> {
+    fn visit<'a>(
+        inv: &'a Inventory,
+        id: &'a str,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|p| *p == id) {
+            let mut cycle: Vec<String> = path[start..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(id.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(id) {
+            return None;
+        }
+        path.push(id);
+        if let Some(app) = inv.app(id) {
+            for d in &app.depends_on {
+                if d != id
+                    && let Some(c) = visit(inv, d, path, done)
+                {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        done.insert(id);
+        None
+    }
+    let mut done = BTreeSet::new();
+    inv.apps
+        .iter()
+        .find_map(|a| visit(inv, &a.id, &mut Vec::new(), &mut done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        for ok in ["a", "clinic-a", "ep_1", "x.y"] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a/b", "a..b", "a b"] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions() {
+        for ok in ["1.0.0", "2.1.0-rc.1", "3+build.7", "v2"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".1", "1/2", "1..2", "a b"] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_of_day() {
+        assert_eq!(parse_hh_mm("22:00"), Some((22, 0)));
+        assert_eq!(parse_hh_mm("24:00"), None);
+        assert_eq!(parse_hh_mm("7:00"), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! The IO edge around the pure core: reading and validating files, asking drivers to observe,
+//! hashing inputs, rendering release bundles, writing the saved plan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::drivers::{DriverError, Drivers, ReleaseBundle, RenderedFile, TargetSpec};
+use crate::load::{self, Diagnostics, Loaded, SourceFile};
+use crate::model::{Inventory, ReleasePlan};
+use crate::plan::{InputFile, SavedPlan, Step};
+use crate::render::{self, RenderContext, RenderError};
+use crate::secret::{SecretError, SecretRef};
+use crate::target::{Observed, TargetRef};
+use crate::{artifact, validate};
+
+/// How long one target may take to be observed before planning gives up on it.
+pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("cannot observe {target}")]
+    Observe {
+        target: String,
+        #[source]
+        source: DriverError,
+    },
+    #[error("observing {target} timed out after {seconds}s")]
+    ObserveTimeout { target: String, seconds: u64 },
+    #[error("artifact for {app} {version} ({path})")]
+    Artifact {
+        app: String,
+        version: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {path}")]
+    Template {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("plan file {path}")]
+    PlanFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plan file {path} is not a ferry plan: {reason}")]
+    PlanFormat { path: String, reason: String },
+}
+
+/// Reads and validates an inventory and any number of release plans, reporting every problem
+/// of every file at once.
+pub fn load(
+    inventory: &Path,
+    plans: &[PathBuf],
+) -> Result<(Loaded<Inventory>, Vec<Loaded<ReleasePlan>>), Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let inv = match load::read_source(inventory) {
+        Ok(src) => match load::parse_inventory(src) {
+            Ok(inv) => {
+                diags.extend(validate::inventory(&inv));
+                Some(inv)
+            }
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        },
+        Err(p) => {
+            diags.push(p);
+            None
+        }
+    };
+    let mut loaded = Vec::new();
+    for path in plans {
+        match load::read_source(path)
+            .map_err(|p| Diagnostics::from(vec![p]))
+            .and_then(load::parse_release_plan)
+        {
+            Ok(plan) => {
+                if let Some(inv) = &inv {
+                    diags.extend(validate::release_plan(&plan, &inv.value));
+                }
+                loaded.push(plan);
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    diags.into_result()?;
+    Ok((
+        inv.expect("no diagnostics means the inventory loaded"),
+        loaded,
+    ))
+}
+
+pub fn base_dir(inventory_path: &Path) -> PathBuf {
+    let dir = inventory_path.parent().unwrap_or(Path::new("."));
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// The spec a driver needs for `target`; `with_secrets` resolves secret references (apply time
+/// only).
+pub fn target_spec(
+    inv: &Inventory,
+    base: &Path,
+    target: &TargetRef,
+    with_secrets: bool,
+) -> Result<TargetSpec, WorkspaceError> {
+    let app = inv
+        .app(&target.app)
+        .cloned()
+        .expect("targets come from the inventory");
+    let cloud = inv.cloud(&target.host).cloned();
+    let env = app
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut secrets = Vec::new();
+    if with_secrets {
+        for (name, reference) in &app.secrets {
+            let r = SecretRef::parse(reference)?;
+            secrets.push((
+                name.clone(),
+                r.resolve(&format!("{}.secrets.{name}", app.id), base)?,
+            ));
+        }
+    }
+    Ok(TargetSpec {
+        target: target.clone(),
+        app,
+        cloud,
+        base_dir: base.to_owned(),
+        env,
+        secrets,
+    })
+}
+
+/// Observes every target concurrently, each within [`OBSERVE_TIMEOUT`].
+pub async fn observe_all(
+    drivers: &Drivers,
+    specs: &[TargetSpec],
+) -> Result<BTreeMap<String, Observed>, WorkspaceError> {
+    let mut set = tokio::task::JoinSet::new();
+    for spec in specs {
+        let spec = spec.clone();
+        let driver = drivers
+            .get(spec.target.kind)
+            .map_err(|source| WorkspaceError::Observe {
+                target: spec.target.id.clone(),
+                source,
+            })?;
+        set.spawn(async move {
+            let r = tokio::time::timeout(OBSERVE_TIMEOUT, driver.observe(&spec)).await;
+            (spec.target.id.clone(), r)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        let (target, r) = joined.expect("observe tasks do not panic");
+        match r {
+            Ok(Ok(o)) => {
+                out.insert(target, o);
+            }
+            Ok(Err(source)) => return Err(WorkspaceError::Observe { target, source }),
+            Err(_) => {
+                return Err(WorkspaceError::ObserveTimeout {
+                    target,
+                    seconds: OBSERVE_TIMEOUT.as_secs(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The artifact path of `app` at `version`.
+pub fn artifact_path(inv: &Inventory, base: &Path, app: &str, version: &str) -> PathBuf {
+    let a = inv.app(app).expect("validated");
+    base.join(a.artifact.replace("{version}", version))
+}
+
+fn canonical(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_owned())
+        .display()
+        .to_string()
+}
+
+/// Every file the plan depends on, with its digest now.
+pub fn hash_inputs(
+    inv: &Loaded<Inventory>,
+    plans: &[&SourceFile],
+    steps: &[Step],
+) -> Result<Vec<InputFile>, WorkspaceError> {
+    let base = base_dir(&inv.source.path);
+    let mut inputs = vec![InputFile {
+        role: "inventory".into(),
+        path: canonical(&inv.source.path),
+        sha256: inv.source.sha256.clone(),
+    }];
+    for p in plans {
+        inputs.push(InputFile {
+            role: "plan".into(),
+            path: canonical(&p.path),
+            sha256: p.sha256.clone(),
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for step in steps {
+        let app = inv.value.app(&step.target.app).expect("validated");
+        if seen.insert(("artifact", app.id.clone(), step.to.clone())) {
+            let path = artifact_path(&inv.value, &base, &app.id, &step.to);
+            let sha256 = artifact::digest(&path).map_err(|source| WorkspaceError::Artifact {
+                app: app.id.clone(),
+                version: step.to.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+            inputs.push(InputFile {
+                role: "artifact".into(),
+                path: canonical(&path),
+                sha256,
+            });
+        }
+        for c in &app.config {
+            if seen.insert(("template", c.template.clone(), String::new())) {
+                let path = base.join(&c.template);
+                let bytes = std::fs::read(&path).map_err(|source| WorkspaceError::Template {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                inputs.push(InputFile {
+                    role: "template".into(),
+                    path: canonical(&path),
+                    sha256: load::sha256_hex(&bytes),
+                });
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// Inputs whose content differs from the plan's record, as `role path (why)`.
+pub fn changed_inputs(inputs: &[InputFile]) -> Vec<String> {
+    inputs
+        .iter()
+        .filter_map(|i| {
+            let now = artifact::digest(Path::new(&i.path));
+            match now {
+                Ok(d) if d == i.sha256 => None,
+                Ok(_) => Some(format!(
+                    "{} {} changed since the plan was made",
+                    i.role, i.path
+                )),
+                Err(e) => Some(format!("{} {} cannot be read: {e}", i.role, i.path)),
+            }
+        })
+        .collect()
+}
+
+/// Renders the configuration files of each step and pairs them with the planned artifact.
+pub fn bundles(
+    plan: &SavedPlan,
+    inv: &Inventory,
+    base: &Path,
+) -> Result<BTreeMap<String, ReleaseBundle>, WorkspaceError> {
+    let mut out = BTreeMap::new();
+    for step in &plan.body.steps {
+        let app = inv.app(&step.target.app).expect("validated");
+        let site = inv.site(&step.target.site).expect("validated");
+        let artifact = artifact_path(inv, base, &app.id, &step.to);
+        let canon = canonical(&artifact);
+        let artifact_sha256 = plan
+            .inputs
+            .iter()
+            .find(|i| i.role == "artifact" && i.path == canon)
+            .map(|i| i.sha256.clone())
+            .unwrap_or_default();
+        let tier = serde_json::to_value(site.tier)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let ctx = RenderContext {
+            app: &app.id,
+            version: &step.to,
+            site: &site.id,
+            tier: &tier,
+            location: site.location.as_deref(),
+            target: &step.target.id,
+            env: &app.env,
+        };
+        let mut files = Vec::new();
+        for c in &app.config {
+            let path = base.join(&c.template);
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            files.push(RenderedFile {
+                dest: c.dest.clone(),
+                contents: render::render(&c.template, &text, &ctx)?,
+            });
+        }
+        out.insert(
+            step.id.clone(),
+            ReleaseBundle {
+                version: step.to.clone(),
+                artifact,
+                artifact_sha256,
+                files,
+                plan_id: plan.id.clone(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Writes the plan atomically (temp file, fsync, rename).
+pub fn write_plan(path: &Path, plan: &SavedPlan) -> Result<(), WorkspaceError> {
+    let err = |source| WorkspaceError::PlanFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut json = serde_json::to_string_pretty(plan).expect("plans serialize");
+    json.push('\n');
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(json.as_bytes()).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+pub fn read_plan(path: &Path) -> Result<SavedPlan, WorkspaceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::PlanFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let head: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| WorkspaceError::PlanFormat {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if head.get("format").and_then(|f| f.as_str()) != Some(crate::plan::PLAN_FORMAT) {
+        return Err(WorkspaceError::PlanFormat {
+            path: path.display().to_string(),
+            reason: "no `format: ferry.plan`".into(),
+        });
+    }
+    let v = head
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if v > u64::from(crate::plan::PLAN_FORMAT_VERSION) {
+        return Err(WorkspaceError::PlanFormat {
+            path: path.display().to_string(),
+            reason: format!(
+                "written by a newer ferry (plan format {v}; this build reads {})",
+                crate::plan::PLAN_FORMAT_VERSION
+            ),
+        });
+    }
+    serde_json::from_value(head).map_err(|e| WorkspaceError::PlanFormat {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
