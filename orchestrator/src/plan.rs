@@ -373,3 +373,106 @@ pub fn render_diff(body: &PlanBody) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{self, SourceFile};
+
+    const INV: &str = r#"version: 1
+sites:
+  - { id: a, tier: sqa, clouds: [l] }
+  - { id: b, tier: prod, clouds: [l] }
+  - { id: c, tier: prod, clouds: [l] }
+clouds: [{ id: l, kind: local, local: { root: r } }]
+apps:
+  - { id: db-migrate, version: "1", artifact: x, target: local, sites: [a, b, c], health_check: { command: [t] } }
+  - { id: web, version: "1", artifact: x, target: local, sites: [a, b, c], health_check: { command: [t] }, depends_on: [db-migrate] }
+"#;
+
+    const PLAN: &str = r#"version: 1
+kind: release
+name: r2
+releases:
+  - { app: web, version: "2" }
+  - { app: db-migrate, version: "2" }
+waves:
+  - { name: canary, sites: [a] }
+  - { name: rest, sites: [b, c], max_parallel: 2, failure_threshold: 1 }
+on_failure: halt
+"#;
+
+    fn obs(current: Option<&str>) -> Observed {
+        Observed {
+            current: current.map(str::to_owned),
+            releases: current.into_iter().map(str::to_owned).collect(),
+            facts: Default::default(),
+        }
+    }
+
+    fn body(observed: &[(&str, Option<&str>)]) -> PlanBody {
+        let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
+            .unwrap()
+            .value;
+        let rp = load::parse_release_plan(SourceFile::new("p.yaml", PLAN))
+            .unwrap()
+            .value;
+        let mut map = BTreeMap::new();
+        for t in targets_of(&inv, &rp) {
+            let o = observed
+                .iter()
+                .find(|(id, _)| *id == t.id)
+                .map_or_else(|| obs(Some("1")), |(_, c)| obs(*c));
+            map.insert(t.id, o);
+        }
+        plan_release(&inv, &rp, &map).unwrap()
+    }
+
+    #[test]
+    fn upgrade_everywhere_orders_dependencies_first() {
+        insta::assert_snapshot!(render_diff(&body(&[])));
+    }
+
+    #[test]
+    fn first_install_is_a_plan_against_empty_observations() {
+        let b = body(&[("a/l/web", None), ("a/l/db-migrate", None)]);
+        let s = &b.steps[0];
+        assert_eq!((s.from.as_deref(), s.to.as_str()), (None, "2"));
+        assert_eq!(s.undo, Undo::Uninstall);
+        insta::assert_snapshot!(render_diff(&b));
+    }
+
+    #[test]
+    fn targets_already_at_the_version_are_unchanged() {
+        let b = body(&[("b/l/web", Some("2")), ("b/l/db-migrate", Some("2"))]);
+        assert_eq!(b.unchanged.len(), 2);
+        assert!(b.steps.iter().all(|s| s.target.site != "b"));
+        // web on c depends only on db-migrate on c.
+        let web_c = b.steps.iter().find(|s| s.target.id == "c/l/web").unwrap();
+        let dep = b
+            .steps
+            .iter()
+            .find(|s| s.target.id == "c/l/db-migrate")
+            .unwrap();
+        assert_eq!(web_c.depends_on, vec![dep.id.clone()]);
+    }
+
+    #[test]
+    fn planning_is_deterministic() {
+        let a = serde_json::to_vec(&body(&[])).unwrap();
+        let b = serde_json::to_vec(&body(&[])).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_target_nobody_observed_is_an_error() {
+        let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
+            .unwrap()
+            .value;
+        let rp = load::parse_release_plan(SourceFile::new("p.yaml", PLAN))
+            .unwrap()
+            .value;
+        let e = plan_release(&inv, &rp, &BTreeMap::new()).unwrap_err();
+        assert!(matches!(e, PlanError::NotObserved(_)), "{e}");
+    }
+}

@@ -14,8 +14,11 @@ pub enum SecretRef {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("`{0}` is not a secret reference (expected `env:NAME` or `file:PATH`)")]
-    Malformed(String),
+    /// The text is not echoed: it may be a secret pasted where a reference belongs.
+    #[error(
+        "is not a secret reference: write `env:NAME` or `file:PATH`; secret values never go in the inventory"
+    )]
+    Malformed,
     #[error("secret `{0}`: environment variable `{1}` is not set")]
     EnvMissing(String, String),
     #[error("secret `{0}`: cannot read `{1}`: {2}")]
@@ -38,7 +41,7 @@ impl SecretRef {
         {
             return Ok(SecretRef::File(PathBuf::from(path)));
         }
-        Err(SecretError::Malformed(s.to_owned()))
+        Err(SecretError::Malformed)
     }
 
     /// Resolves the reference; relative file paths are taken from `base`.

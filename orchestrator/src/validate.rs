@@ -585,3 +585,147 @@ mod tests {
         assert_eq!(parse_hh_mm("7:00"), None);
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests {
+    use crate::load::{self, SourceFile};
+
+    fn check(inventory: &str, plan: Option<&str>) -> String {
+        let inv = match load::parse_inventory(SourceFile::new("inventory.yaml", inventory)) {
+            Ok(i) => i,
+            Err(d) => return d.to_string(),
+        };
+        let mut d = super::inventory(&inv);
+        if let Some(p) = plan {
+            match load::parse_release_plan(SourceFile::new("plan.yaml", p)) {
+                Ok(p) => d.extend(super::release_plan(&p, &inv.value)),
+                Err(e) => d.extend(e),
+            }
+        }
+        match d.into_result() {
+            Ok(()) => "ok".into(),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    const GOOD: &str = r#"version: 1
+sites:
+  - id: clinic-a
+    tier: prod
+    clouds: [local]
+    maintenance_window: { days: [sat], start: "22:00", duration_minutes: 60, timezone: UTC }
+clouds:
+  - id: local
+    kind: local
+    local: { root: /tmp/x }
+apps:
+  - id: api
+    version: 1.0.0
+    artifact: "a/{version}"
+    target: local
+    sites: [clinic-a]
+    health_check: { command: [true] }
+  - id: web
+    version: 1.0.0
+    artifact: "w/{version}"
+    target: local
+    sites: [clinic-a]
+    health_check: { command: [true] }
+    depends_on: [api]
+    secrets: { DB_PASSWORD: "env:DB_PASSWORD" }
+"#;
+
+    /// Each case: a name, an inventory, an optional plan. The snapshot is what `validate` says.
+    const CASES: &[(&str, &str, Option<&str>)] = &[
+        ("good_inventory", GOOD, None),
+        (
+            "unknown_key",
+            "version: 1\nsites:\n  - id: a\n    tier: prod\n    colour: blue\n",
+            None,
+        ),
+        (
+            "wrong_enum",
+            "version: 1\nsites:\n  - id: a\n    tier: production\n",
+            None,
+        ),
+        ("missing_field", "version: 1\nsites:\n  - id: a\n", None),
+        ("yaml_syntax", "version: 1\nsites: [\n", None),
+        (
+            "many_cross_reference_problems",
+            r#"version: 2
+sites:
+  - id: clinic-a
+    tier: prod
+    clouds: [nope]
+    endpoints: [ep-missing]
+    maintenance_window: { days: [], start: "25:00", duration_minutes: 0, timezone: UTC }
+  - id: clinic-a
+    tier: dev
+  - id: Bad/Id
+    tier: dev
+clouds:
+  - id: aws-main
+    kind: aws
+    local: { root: /x }
+apps:
+  - id: web
+    version: "../1"
+    artifact: x
+    target: local
+    sites: [clinic-a, zz]
+    health_check: { command: [], timeout_seconds: 0 }
+    depends_on: [web, ghost]
+    keep_releases: 1
+    config: [{ template: t.tera, dest: ../etc/passwd }]
+    secrets: { PW: hunter2 }
+databases:
+  - { id: db, cloud: nowhere, engine: postgres, identifier: db1 }
+"#,
+            None,
+        ),
+        (
+            "dependency_cycle",
+            "version: 1\nsites: [{id: s, tier: dev, clouds: [l]}]\nclouds: [{id: l, kind: local, local: {root: r}}]\napps:\n  - {id: a, version: '1', artifact: x, target: local, sites: [s], health_check: {command: [t]}, depends_on: [b]}\n  - {id: b, version: '1', artifact: x, target: local, sites: [s], health_check: {command: [t]}, depends_on: [a]}\n",
+            None,
+        ),
+        (
+            "plan_problems",
+            GOOD,
+            Some(
+                r#"version: 1
+kind: release
+name: r1
+releases:
+  - { app: web, version: 2.0.0 }
+  - { app: web, version: 2.0.1 }
+  - { app: ghost, version: "1" }
+waves:
+  - { name: canary, sites: [clinic-a], max_parallel: 0 }
+  - { name: canary, sites: [clinic-a, nowhere] }
+  - { name: empty, sites: [] }
+on_failure: backout
+"#,
+            ),
+        ),
+        (
+            "plan_unknown_policy",
+            GOOD,
+            Some(
+                "version: 1\nkind: release\nname: r\nreleases: [{app: web, version: '2'}]\nwaves: [{name: w, sites: [clinic-a]}]\non_failure: retry\n",
+            ),
+        ),
+    ];
+
+    #[test]
+    fn validation_messages() {
+        for (name, inventory, plan) in CASES {
+            insta::assert_snapshot!(*name, check(inventory, *plan));
+        }
+    }
+
+    #[test]
+    fn secret_values_are_never_echoed() {
+        let out = check(CASES[5].1, None);
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+}

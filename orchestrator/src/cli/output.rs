@@ -40,7 +40,10 @@ pub fn error(format: OutputFormat, e: &CliError, code: u8) {
             eprintln!("{msg}");
         }
         OutputFormat::Json => {
-            let mut text = e.to_string();
+            let mut text = match e {
+                CliError::Invalid(d) => format!("{} problem(s) found", d.problems.len()),
+                other => other.to_string(),
+            };
             let mut src = std::error::Error::source(e);
             while let Some(s) = src {
                 text.push_str(&format!(": {s}"));

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,8 @@ pub struct FakeDriver {
     /// Every call, as `verb target [version]`, in order.
     calls: Mutex<Vec<String>>,
     delay: Duration,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl FakeDriver {
@@ -60,6 +63,11 @@ impl FakeDriver {
 
     pub fn make_unreachable(&self, target: &str) {
         self.unreachable.lock().unwrap().insert(target.to_owned());
+    }
+
+    /// The most `apply` calls that were ever in progress at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -104,11 +112,16 @@ impl Driver for FakeDriver {
     }
 
     async fn apply(&self, spec: &TargetSpec, release: &ReleaseBundle) -> Result<(), DriverError> {
-        self.enter(
-            spec,
-            format!("apply {} {}", spec.target.id, release.version),
-        )
-        .await?;
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(n, Ordering::SeqCst);
+        let entered = self
+            .enter(
+                spec,
+                format!("apply {} {}", spec.target.id, release.version),
+            )
+            .await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        entered?;
         {
             let mut state = self.state.lock().unwrap();
             let o = state.entry(spec.target.id.clone()).or_default();

@@ -133,3 +133,151 @@ impl Drivers {
             .ok_or_else(|| DriverError::NoDriver(kind.as_str().to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{HealthCheck, LocalCloud};
+
+    fn spec(root: &Path) -> TargetSpec {
+        let app = App {
+            id: "demo".into(),
+            version: "1".into(),
+            artifact: "art/{version}".into(),
+            target: TargetKind::Local,
+            sites: vec!["s1".into()],
+            health_check: HealthCheck {
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "test \"$(cat VERSION)\" = \"$FERRY_VERSION\"".into(),
+                ],
+                timeout_seconds: 2,
+                interval_ms: 50,
+            },
+            restart: None,
+            depends_on: vec![],
+            config: vec![],
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            keep_releases: 5,
+        };
+        let cloud = Cloud {
+            id: "l".into(),
+            kind: crate::model::CloudKind::Local,
+            local: Some(LocalCloud {
+                root: "targets".into(),
+            }),
+            aws: None,
+            kubernetes: None,
+            docker: None,
+        };
+        TargetSpec {
+            target: TargetRef::new("s1", "l", "demo", TargetKind::Local),
+            app,
+            cloud: Some(cloud),
+            base_dir: root.to_owned(),
+            env: vec![],
+            secrets: vec![],
+        }
+    }
+
+    fn bundle(root: &Path, version: &str) -> ReleaseBundle {
+        let dir = root.join("art").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("VERSION"), version).unwrap();
+        ReleaseBundle {
+            version: version.into(),
+            artifact_sha256: crate::artifact::digest(&dir).unwrap(),
+            artifact: dir,
+            files: vec![RenderedFile {
+                dest: "conf/app.conf".into(),
+                contents: format!("v={version}\n"),
+            }],
+            plan_id: "p".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fake_driver_passes_the_compliance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path());
+        let (v1, v2) = (bundle(dir.path(), "1.0.0"), bundle(dir.path(), "2.0.0"));
+        compliance::run(&fake::FakeDriver::new(), &s, &v1, &v2).await;
+    }
+
+    #[tokio::test]
+    async fn local_driver_passes_the_compliance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path());
+        let (v1, v2) = (bundle(dir.path(), "1.0.0"), bundle(dir.path(), "2.0.0"));
+        compliance::run(&local::LocalDriver, &s, &v1, &v2).await;
+    }
+
+    #[tokio::test]
+    async fn local_driver_refuses_an_artifact_changed_since_planning() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path());
+        let v1 = bundle(dir.path(), "1.0.0");
+        std::fs::write(v1.artifact.join("VERSION"), "tampered").unwrap();
+        let e = local::LocalDriver.apply(&s, &v1).await.unwrap_err();
+        assert!(matches!(e, DriverError::ArtifactChanged { .. }), "{e}");
+        assert_eq!(
+            local::LocalDriver.observe(&s).await.unwrap().current,
+            None,
+            "nothing was switched"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_driver_keeps_only_the_newest_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        s.app.keep_releases = 2;
+        for v in ["1", "2", "3", "4"] {
+            let b = bundle(dir.path(), v);
+            local::LocalDriver.apply(&s, &b).await.unwrap();
+            // mtimes order releases; make them distinct.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let o = local::LocalDriver.observe(&s).await.unwrap();
+        assert_eq!(o.current.as_deref(), Some("4"));
+        assert_eq!(o.releases, vec!["3".to_owned(), "4".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn health_output_is_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        s.secrets = vec![(
+            "TOKEN".into(),
+            crate::secret::SecretRef::Env("FERRY_TEST_TOKEN_X".into())
+                .resolve("t", dir.path())
+                .unwrap_or_else(|_| {
+                    // SAFETY (test): set before any thread reads it.
+                    unsafe { std::env::set_var("FERRY_TEST_TOKEN_X", "s3cr3t-value") };
+                    crate::secret::SecretRef::Env("FERRY_TEST_TOKEN_X".into())
+                        .resolve("t", dir.path())
+                        .unwrap()
+                }),
+        )];
+        s.app.health_check.command = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo token=$TOKEN >&2; exit 1".into(),
+        ];
+        s.app.health_check.timeout_seconds = 1;
+        let b = bundle(dir.path(), "1");
+        local::LocalDriver.apply(&s, &b).await.unwrap();
+        let e = local::LocalDriver
+            .verify(&s, "1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token=***"), "{e}");
+        assert!(!e.contains("s3cr3t-value"), "{e}");
+    }
+}

@@ -3,6 +3,8 @@
 //! reported. The only module (with the drivers) that runs async code.
 
 mod resume;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

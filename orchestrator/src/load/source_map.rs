@@ -11,6 +11,8 @@ use granit_parser::{Event, Parser};
 pub struct SourceMap {
     /// Path -> 1-based (line, column) of the node's value.
     nodes: BTreeMap<String, (usize, usize)>,
+    /// Path -> 1-based (line, column) of the mapping key that introduces it.
+    keys: BTreeMap<String, (usize, usize)>,
 }
 
 enum Frame {
@@ -23,16 +25,24 @@ impl SourceMap {
     /// (serde reports the error itself).
     pub fn build(text: &str) -> Self {
         let mut nodes = BTreeMap::new();
+        let mut keys = BTreeMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(text);
         while let Some(Ok((event, span))) = parser.next_event() {
             let pos = (span.start.line(), span.start.col() + 1);
             match event {
                 Event::Scalar(value, ..) => {
-                    if let Some(Frame::Mapping { key, .. }) = stack.last_mut()
+                    if let Some(Frame::Mapping { path, key }) = stack.last_mut()
                         && key.is_none()
                     {
-                        *key = Some(value.into_owned());
+                        let k = value.into_owned();
+                        let full = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        keys.entry(full).or_insert(pos);
+                        *key = Some(k);
                         continue;
                     }
                     let path = child_path(&mut stack);
@@ -59,7 +69,7 @@ impl SourceMap {
                 _ => {}
             }
         }
-        Self { nodes }
+        Self { nodes, keys }
     }
 
     /// Location of `path`, or of its nearest ancestor that exists in the file (a missing field
@@ -80,6 +90,19 @@ impl SourceMap {
     /// The deepest path whose node starts at or before (line, column): used to name the field
     /// of a serde error that only carries a position.
     pub fn path_at(&self, line: usize, column: usize) -> Option<String> {
+        // A mapping that starts here is the subject (e.g. a missing field); otherwise a key
+        // that starts here is (e.g. an unknown field).
+        let container = self
+            .nodes
+            .iter()
+            .filter(|(_, pos)| **pos == (line, column))
+            .min_by_key(|(p, _)| p.len());
+        if let Some((path, _)) = container {
+            return Some(path.clone());
+        }
+        if let Some((path, _)) = self.keys.iter().find(|(_, pos)| **pos == (line, column)) {
+            return Some(path.clone());
+        }
         self.nodes
             .iter()
             .filter(|(_, (l, c))| (*l, *c) <= (line, column))
@@ -136,12 +159,21 @@ mod tests {
     fn missing_field_points_at_nearest_ancestor() {
         let map = SourceMap::build(DOC);
         assert_eq!(map.locate("sites[1].roles[0].name"), map.locate("sites[1]"));
-        assert_eq!(map.locate("sites[1]"), (5, 7));
+        assert_eq!(map.locate("sites[1]"), (5, 5));
     }
 
     #[test]
     fn path_at_finds_deepest_node_before_position() {
         let map = SourceMap::build(DOC);
         assert_eq!(map.path_at(6, 11).as_deref(), Some("sites[1].tier"));
+    }
+
+    #[test]
+    fn path_at_a_key_names_that_key() {
+        let map = SourceMap::build(DOC);
+        assert_eq!(map.path_at(6, 5).as_deref(), Some("sites[1].tier"));
+        assert_eq!(map.path_at(4, 5).as_deref(), Some("sites[0].clouds"));
+        // Where a mapping starts, the mapping is meant, not its first key.
+        assert_eq!(map.path_at(5, 5).as_deref(), Some("sites[1]"));
     }
 }

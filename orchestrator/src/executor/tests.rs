@@ -1,0 +1,328 @@
+//! Executor behaviour on the in-memory fake driver: waves, parallelism, policies, resume.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::sync::watch;
+
+use super::*;
+use crate::drivers::fake::FakeDriver;
+use crate::drivers::{Drivers, ReleaseBundle};
+use crate::ledger::Ledger;
+use crate::load::{self, SourceFile};
+use crate::model::TargetKind;
+use crate::plan::{PLAN_FORMAT, PLAN_FORMAT_VERSION, SavedPlan, plan_release, targets_of};
+use crate::target::Observed;
+
+const INV: &str = r#"version: 1
+sites:
+  - { id: s1, tier: sqa, clouds: [l] }
+  - { id: s2, tier: prod, clouds: [l] }
+  - { id: s3, tier: prod, clouds: [l] }
+  - { id: s4, tier: prod, clouds: [l] }
+  - { id: s5, tier: prod, clouds: [l] }
+clouds: [{ id: l, kind: local, local: { root: r } }]
+apps:
+  - { id: app, version: "1", artifact: x, target: local, sites: [s1, s2, s3, s4, s5], health_check: { command: [t] } }
+"#;
+
+struct Fixture {
+    fake: Arc<FakeDriver>,
+    plan: SavedPlan,
+    inv: crate::model::Inventory,
+    ledger: Ledger,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(on_failure: &str, max_parallel: u32, threshold: u32, delay_ms: u64) -> Fixture {
+    let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
+        .unwrap()
+        .value;
+    let plan_yaml = format!(
+        "version: 1\nkind: release\nname: r\nreleases: [{{app: app, version: '2'}}]\nwaves:\n  - {{name: canary, sites: [s1]}}\n  - {{name: rest, sites: [s2, s3, s4, s5], max_parallel: {max_parallel}, failure_threshold: {threshold}}}\non_failure: {on_failure}\n"
+    );
+    let rp = load::parse_release_plan(SourceFile::new("p.yaml", plan_yaml))
+        .unwrap()
+        .value;
+    let fake = Arc::new(FakeDriver::with_delay(Duration::from_millis(delay_ms)));
+    let mut observed = BTreeMap::new();
+    for t in targets_of(&inv, &rp) {
+        let o = Observed {
+            current: Some("1".into()),
+            releases: vec!["1".into()],
+            facts: Default::default(),
+        };
+        fake.set(&t.id, o.clone());
+        observed.insert(t.id, o);
+    }
+    let body = plan_release(&inv, &rp, &observed).unwrap();
+    let plan = SavedPlan {
+        format: PLAN_FORMAT.into(),
+        format_version: PLAN_FORMAT_VERSION,
+        id: "plan-1".into(),
+        created_at: "t".into(),
+        ferry_version: "test".into(),
+        actor: "tester".into(),
+        inputs: vec![],
+        body,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(dir.path().join("ledger.jsonl"));
+    Fixture {
+        fake,
+        plan,
+        inv,
+        ledger,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn executor(&self, cancel: watch::Receiver<bool>) -> Executor {
+        let mut drivers = Drivers::default();
+        drivers.insert(TargetKind::Local, self.fake.clone());
+        let base = std::path::Path::new(".");
+        let specs = self
+            .plan
+            .body
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.target.id.clone(),
+                    crate::workspace::target_spec(&self.inv, base, &t.target, false).unwrap(),
+                )
+            })
+            .collect();
+        let bundles = self
+            .plan
+            .body
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    ReleaseBundle {
+                        version: s.to.clone(),
+                        artifact: "x".into(),
+                        artifact_sha256: String::new(),
+                        files: vec![],
+                        plan_id: self.plan.id.clone(),
+                    },
+                )
+            })
+            .collect();
+        Executor {
+            plan: Arc::new(self.plan.clone()),
+            specs,
+            bundles,
+            drivers,
+            ledger: self.ledger.clone(),
+            actor: "tester".into(),
+            progress: ProgressBar::hidden(),
+            cancel,
+        }
+    }
+
+    async fn run(&self) -> (ApplyOutcome, BTreeMap<String, StepStatus>) {
+        let prior = prior_run(&self.ledger.read_all().unwrap(), &self.plan.id);
+        let (_tx, rx) = watch::channel(false);
+        self.executor(rx).run(&prior).await.unwrap()
+    }
+
+    fn current(&self, site: &str) -> Option<String> {
+        self.fake.get(&format!("{site}/l/app")).current
+    }
+}
+
+#[tokio::test]
+async fn all_waves_succeed_canary_first() {
+    let f = fixture("halt", 2, 0, 0);
+    let (outcome, status) = f.run().await;
+    assert_eq!(outcome, ApplyOutcome::Completed);
+    assert!(status.values().all(|s| *s == StepStatus::Succeeded));
+    for s in ["s1", "s2", "s3", "s4", "s5"] {
+        assert_eq!(f.current(s).as_deref(), Some("2"));
+    }
+    let calls = f.fake.calls();
+    let canary_verified = calls.iter().position(|c| c == "verify s1/l/app 2").unwrap();
+    let first_rest = calls
+        .iter()
+        .position(|c| c.starts_with("apply s2") || c.starts_with("apply s3"))
+        .unwrap();
+    assert!(
+        canary_verified < first_rest,
+        "the canary is verified before the next wave starts: {calls:?}"
+    );
+    let report = f.ledger.verify().unwrap();
+    assert!(report.tamper.is_none());
+}
+
+#[tokio::test]
+async fn max_parallel_bounds_concurrency() {
+    let f = fixture("halt", 2, 0, 30);
+    f.run().await;
+    assert_eq!(f.fake.max_in_flight(), 2);
+    let f = fixture("halt", 4, 0, 30);
+    f.run().await;
+    assert_eq!(f.fake.max_in_flight(), 4);
+}
+
+#[tokio::test]
+async fn halt_stops_and_leaves_the_rest_pending() {
+    let f = fixture("halt", 1, 0, 0);
+    f.fake.fail_health("s2/l/app", "2");
+    let (outcome, status) = f.run().await;
+    let ApplyOutcome::Halted { failed, pending } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failed, vec!["s002".to_owned()]);
+    assert_eq!(
+        pending.len(),
+        4,
+        "the failed step and the three never started: {pending:?}"
+    );
+    assert_eq!(status["s001"], StepStatus::Succeeded);
+    assert_eq!(
+        f.current("s1").as_deref(),
+        Some("2"),
+        "halt leaves completed work in place"
+    );
+    assert_eq!(f.current("s3").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn backout_undoes_completed_steps_newest_first() {
+    let f = fixture("backout", 1, 0, 0);
+    f.fake.fail_health("s3/l/app", "2");
+    let (outcome, _) = f.run().await;
+    let ApplyOutcome::BackedOut {
+        failed,
+        undone,
+        undo_failed,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failed, vec!["s003".to_owned()]);
+    assert_eq!(undone, vec!["s002".to_owned(), "s001".to_owned()]);
+    assert!(undo_failed.is_empty());
+    for s in ["s1", "s2", "s3", "s4", "s5"] {
+        assert_eq!(
+            f.current(s).as_deref(),
+            Some("1"),
+            "{s} is back on the previous version"
+        );
+    }
+    let events: Vec<_> = f
+        .ledger
+        .read_all()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(events.contains(&Event::StepBackedOut));
+    assert_eq!(events.last(), Some(&Event::ApplyFinished));
+}
+
+#[tokio::test]
+async fn failures_within_the_threshold_do_not_stop_the_wave() {
+    let f = fixture("backout", 1, 1, 0);
+    f.fake.fail_health("s3/l/app", "2");
+    let (outcome, _) = f.run().await;
+    assert_eq!(
+        outcome,
+        ApplyOutcome::CompletedWithFailures {
+            failed: vec!["s003".into()]
+        }
+    );
+    assert_eq!(
+        f.current("s3").as_deref(),
+        Some("1"),
+        "the failed site was backed out on its own"
+    );
+    assert_eq!(f.current("s5").as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn an_unreachable_target_is_a_failure_not_a_hang() {
+    let f = fixture("halt", 2, 0, 0);
+    f.fake.make_unreachable("s4/l/app");
+    let (outcome, _) = f.run().await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Halted { ref failed, .. } if failed == &vec!["s004".to_owned()]),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn resume_skips_completed_steps() {
+    let f = fixture("halt", 1, 0, 0);
+    f.fake.fail_health("s2/l/app", "2");
+    let (first, _) = f.run().await;
+    assert!(matches!(first, ApplyOutcome::Halted { .. }));
+    // The operator fixes the target; resume finishes without touching s1 again.
+    let f2 = Fixture {
+        fake: Arc::new(FakeDriver::new()),
+        ..f
+    };
+    for (id, o) in f2
+        .plan
+        .body
+        .targets
+        .iter()
+        .map(|t| (t.target.id.clone(), t.observed.clone()))
+    {
+        f2.fake.set(&id, o);
+    }
+    f2.fake.set(
+        "s1/l/app",
+        Observed {
+            current: Some("2".into()),
+            releases: vec!["1".into(), "2".into()],
+            facts: Default::default(),
+        },
+    );
+    let (second, status) = f2.run().await;
+    assert_eq!(second, ApplyOutcome::Completed);
+    assert_eq!(status["s001"], StepStatus::AlreadyDone);
+    assert!(
+        !f2.fake.calls().iter().any(|c| c.starts_with("apply s1")),
+        "{:?}",
+        f2.fake.calls()
+    );
+    let succeeded = f2
+        .ledger
+        .read_all()
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == Event::StepSucceeded && e.step.as_deref() == Some("s001"))
+        .count();
+    assert_eq!(succeeded, 1, "no completed step runs twice");
+}
+
+#[tokio::test]
+async fn cancel_stops_at_a_safe_point() {
+    let f = fixture("halt", 1, 0, 20);
+    let (tx, rx) = watch::channel(false);
+    let exec = f.executor(rx);
+    let prior = PriorRun::default();
+    let handle = tokio::spawn(async move { exec.run(&prior).await });
+    // Let the canary start, then cancel: it finishes, nothing new starts.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    tx.send(true).unwrap();
+    let (outcome, status) = handle.await.unwrap().unwrap();
+    let ApplyOutcome::Interrupted { pending } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        status["s001"],
+        StepStatus::Succeeded,
+        "the step in flight completed"
+    );
+    assert_eq!(pending.len(), 4);
+    let last = f.ledger.read_all().unwrap().pop().unwrap();
+    assert_eq!(last.event, Event::ApplyInterrupted);
+}
