@@ -62,38 +62,6 @@ pub async fn apply_plan(
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
     }
-    let entries = ctx.ledger.read_all()?;
-    let prior = prior_run(&entries, &plan.id);
-    if prior.started && !resume {
-        return Err(CliError::Refused(format!(
-            "plan {} was already applied (or partly applied) from this state directory; to finish an interrupted or halted run: ferry apply --resume {}",
-            plan.id,
-            plan_path.display()
-        )));
-    }
-    match prior.finished {
-        Some(Outcome::Ok) => {
-            let status = plan
-                .body
-                .steps
-                .iter()
-                .map(|s| (s.id.clone(), StepStatus::AlreadyDone))
-                .collect();
-            return Ok(ApplyResult {
-                plan,
-                outcome: ApplyOutcome::Completed,
-                status,
-                code: exit::OK,
-            });
-        }
-        Some(Outcome::BackedOut) => {
-            return Err(CliError::Refused(format!(
-                "plan {} was backed out; make a new plan",
-                plan.id
-            )));
-        }
-        _ => {}
-    }
     if !plan.has_changes() {
         return Ok(ApplyResult {
             plan,
@@ -102,22 +70,15 @@ pub async fn apply_plan(
             code: exit::OK,
         });
     }
-    let inventory = plan
-        .inputs
-        .iter()
-        .find(|i| i.role == "inventory")
-        .map(|i| i.path.clone())
-        .unwrap_or_default();
-    let (inv, _) = workspace::load(Path::new(&inventory), &[]).map_err(CliError::Invalid)?;
-
+    // The lock comes first: while another apply runs, that is what the operator needs to hear.
     let (lock, how) = ApplyLock::acquire(&ctx.state_dir, &ctx.actor, &plan.id, lease)?;
     let holder = serde_json::to_value(lock.holder()).expect("holder serializes");
-    match how {
+    let taken = match how {
         Acquired::Fresh => ctx.ledger.append(
             NewEntry::new(&ctx.actor, Event::LockTaken)
                 .plan(&plan.id)
                 .detail(holder),
-        )?,
+        ),
         Acquired::TakenOver { previous, reason } => ctx.ledger.append(
             NewEntry::new(&ctx.actor, Event::LockBroken)
                 .plan(&plan.id)
@@ -125,16 +86,30 @@ pub async fn apply_plan(
                 .detail(
                     serde_json::json!({ "previous": previous, "reason": reason, "holder": holder }),
                 ),
-        )?,
+        ),
     };
     let lock = Arc::new(Mutex::new(lock));
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let renew = spawn_renewal(lock.clone(), cancel_tx.clone());
-    let signals = spawn_signals(cancel_tx);
-    let result = apply_locked(ctx, plan, &inv, &prior, cancel_rx).await;
-    renew.abort();
-    signals.abort();
-    let _ = renew.await;
+    let result = match taken {
+        Err(e) => Err(e.into()),
+        Ok(_) => match preflight(ctx, &plan, plan_path, resume) {
+            Ok(Some(prior)) => run_locked(ctx, plan, &prior, lock.clone()).await,
+            Ok(None) => {
+                let status = plan
+                    .body
+                    .steps
+                    .iter()
+                    .map(|s| (s.id.clone(), StepStatus::AlreadyDone))
+                    .collect();
+                Ok(ApplyResult {
+                    plan,
+                    outcome: ApplyOutcome::Completed,
+                    status,
+                    code: exit::OK,
+                })
+            }
+            Err(e) => Err(e),
+        },
+    };
     let guard = lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -142,6 +117,54 @@ pub async fn apply_plan(
     guard.release()?;
     ctx.ledger
         .append(NewEntry::new(&ctx.actor, Event::LockReleased).plan(&plan_id))?;
+    result
+}
+
+/// What earlier runs of this plan did, checked under the lock. `None`: nothing is left to do.
+fn preflight(
+    ctx: &Ctx,
+    plan: &SavedPlan,
+    plan_path: &Path,
+    resume: bool,
+) -> Result<Option<PriorRun>, CliError> {
+    let prior = prior_run(&ctx.ledger.read_all()?, &plan.id);
+    if prior.started && !resume {
+        return Err(CliError::Refused(format!(
+            "plan {} was already applied (or partly applied) from this state directory; to finish an interrupted or halted run: ferry apply --resume {}",
+            plan.id,
+            plan_path.display()
+        )));
+    }
+    match prior.finished {
+        Some(Outcome::Ok) => Ok(None),
+        Some(Outcome::BackedOut) => Err(CliError::Refused(format!(
+            "plan {} was backed out; make a new plan",
+            plan.id
+        ))),
+        _ => Ok(Some(prior)),
+    }
+}
+
+async fn run_locked(
+    ctx: &Ctx,
+    plan: SavedPlan,
+    prior: &PriorRun,
+    lock: Arc<Mutex<ApplyLock>>,
+) -> Result<ApplyResult, CliError> {
+    let inventory = plan
+        .inputs
+        .iter()
+        .find(|i| i.role == "inventory")
+        .map(|i| i.path.clone())
+        .unwrap_or_default();
+    let (inv, _) = workspace::load(Path::new(&inventory), &[]).map_err(CliError::Invalid)?;
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let renew = spawn_renewal(lock, cancel_tx.clone());
+    let signals = spawn_signals(cancel_tx);
+    let result = apply_locked(ctx, plan, &inv, prior, cancel_rx).await;
+    renew.abort();
+    signals.abort();
+    let _ = renew.await;
     result
 }
 

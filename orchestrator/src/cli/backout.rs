@@ -124,6 +124,12 @@ fn previous_recorded(entries: &[Entry], target: &str, current: &str) -> Result<S
                 e.to.clone()
             }
             Event::StepBackedOut => e.from.clone(),
+            // A failed step says what the target served after the failure.
+            Event::StepFailed => match e.detail.as_ref().and_then(|d| d.get("serving_after")) {
+                Some(serde_json::Value::String(v)) if v != "unknown" => Some(v.clone()),
+                Some(serde_json::Value::Null) => None,
+                _ => continue,
+            },
             _ => continue,
         };
         if history.last() != Some(&v) {

@@ -202,13 +202,24 @@ impl Shared {
                 Ok(true)
             }
             Err(e) => {
-                self.record(
-                    self.entry(Event::StepFailed, step)
-                        .outcome(Outcome::Failed)
-                        .duration_ms(ms)
-                        .message(e.to_string()),
+                // Record what the target serves after the failure: back-out and auditors need
+                // to know whether the switch happened.
+                let serving_after = match tokio::time::timeout(
+                    crate::workspace::OBSERVE_TIMEOUT,
+                    driver.observe(spec),
                 )
-                .await?;
+                .await
+                {
+                    Ok(Ok(o)) => serde_json::json!(o.current),
+                    _ => serde_json::json!("unknown"),
+                };
+                let failed = self
+                    .entry(Event::StepFailed, step)
+                    .outcome(Outcome::Failed)
+                    .duration_ms(ms)
+                    .message(e.to_string());
+                self.record(failed.detail(serde_json::json!({ "serving_after": serving_after })))
+                    .await?;
                 self.set(&step.id, StepStatus::Failed);
                 self.exec.progress.inc(1);
                 self.say(format!(

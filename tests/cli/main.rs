@@ -1,0 +1,8 @@
+//! End-to-end tests of the `ferry` binary on the embedded local target.
+
+mod support;
+
+mod apply;
+mod crash;
+mod ledger;
+mod plan;

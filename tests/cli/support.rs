@@ -1,0 +1,226 @@
+//! A throwaway ferry workspace: inventory, plans and artifacts in a temp dir, and the real
+//! `ferry` binary run against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Health check of every test artifact: optional slowness and a hang switch per site, so tests
+/// can hold an apply at a known point; then the real check (the served VERSION).
+const HEALTH: &str = r#"#!/bin/sh
+[ -n "$FERRY_IT_SLOW" ] && sleep "$FERRY_IT_SLOW"
+if [ -n "$FERRY_IT_HANG_DIR" ] && [ -e "$FERRY_IT_HANG_DIR/hang-$FERRY_SITE" ]; then
+  touch "$FERRY_IT_HANG_DIR/hanging-$FERRY_SITE"
+  while [ -e "$FERRY_IT_HANG_DIR/hang-$FERRY_SITE" ]; do sleep 0.05; done
+fi
+[ -n "$DEMO_TOKEN" ] && echo "token in use: $DEMO_TOKEN" >&2
+test "$(cat VERSION)" = "$FERRY_VERSION"
+"#;
+
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// Three sites, one local cloud, app `demo` with releases 1.0.0, 2.0.0 and a bad 3.0.0.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ws = Self { dir };
+        for v in ["1.0.0", "2.0.0", "3.0.0"] {
+            let d = ws.path().join("artifacts").join(v);
+            std::fs::create_dir_all(d.join("bin")).unwrap();
+            // 3.0.0 is the bad release: it says it is something else, so its check fails.
+            std::fs::write(d.join("VERSION"), if v == "3.0.0" { "broken" } else { v }).unwrap();
+            std::fs::write(d.join("bin/health"), HEALTH).unwrap();
+        }
+        std::fs::create_dir_all(ws.path().join("templates")).unwrap();
+        std::fs::write(
+            ws.path().join("templates/app.conf.tera"),
+            "site = {{ site }}\nversion = {{ version }}\n",
+        )
+        .unwrap();
+        ws.write("inventory.yaml", &Self::inventory(""));
+        for (name, version, policy) in [
+            ("v1", "1.0.0", "backout"),
+            ("v2", "2.0.0", "backout"),
+            ("v3-backout", "3.0.0", "backout"),
+            ("v3-halt", "3.0.0", "halt"),
+        ] {
+            ws.write(&format!("plans/{name}.yaml"), &Self::plan(version, policy));
+        }
+        ws
+    }
+
+    pub fn inventory(app_extra: &str) -> String {
+        format!(
+            r#"version: 1
+sites:
+  - {{ id: clinic-a, tier: sqa, clouds: [local] }}
+  - {{ id: clinic-b, tier: prod, clouds: [local] }}
+  - {{ id: clinic-c, tier: prod, clouds: [local] }}
+clouds:
+  - {{ id: local, kind: local, local: {{ root: targets }} }}
+apps:
+  - id: demo
+    version: 1.0.0
+    artifact: "artifacts/{{version}}"
+    target: local
+    sites: [clinic-a, clinic-b, clinic-c]
+    health_check: {{ command: [sh, bin/health], timeout_seconds: 20, interval_ms: 100 }}
+    config: [{{ template: templates/app.conf.tera, dest: app.conf }}]
+{app_extra}"#
+        )
+    }
+
+    pub fn plan(version: &str, policy: &str) -> String {
+        format!(
+            "version: 1\nkind: release\nname: demo-{version}\nreleases: [{{ app: demo, version: \"{version}\" }}]\nwaves:\n  - {{ name: canary, sites: [clinic-a] }}\n  - {{ name: clinics, sites: [clinic-b, clinic-c], max_parallel: 2 }}\non_failure: {policy}\n"
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.path().join(".ferry/ledger.jsonl")
+    }
+
+    /// `ferry ARGS` in the workspace, as actor `tester`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("FERRY_STATE_DIR", self.path().join(".ferry"))
+            .env("FERRY_ACTOR", "tester")
+            .env("FERRY_IT_HANG_DIR", self.path())
+            .env_remove("FERRY_LEDGER")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().expect("ferry runs"))
+    }
+
+    /// `ferry plan` of `plans/NAME.yaml` into `NAME.json`.
+    pub fn plan_file(&self, name: &str) -> Run {
+        self.run(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            &format!("plans/{name}.yaml"),
+            "-o",
+            &format!("{name}.json"),
+        ])
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ferry starts")
+    }
+
+    /// The release `site` serves, read from the target directory itself.
+    pub fn current(&self, site: &str) -> Option<String> {
+        let link =
+            std::fs::read_link(self.path().join("targets").join(site).join("demo/current")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    pub fn hang(&self, site: &str) {
+        std::fs::write(self.path().join(format!("hang-{site}")), "").unwrap();
+    }
+
+    pub fn release(&self, site: &str) {
+        let _ = std::fs::remove_file(self.path().join(format!("hang-{site}")));
+    }
+
+    /// Waits until the health check of `site` is held by [`Workspace::hang`].
+    pub fn wait_hanging(&self, site: &str) {
+        let marker = self.path().join(format!("hanging-{site}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "health check of {site} never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ledger(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.ledger_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.ledger()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
+    }
+}
+
+/// A finished run, with readable assertions.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    #[track_caller]
+    pub fn stdout_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout().contains(s),
+            "stdout lacks {s:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    #[track_caller]
+    pub fn stderr_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr().contains(s),
+            "stderr lacks {s:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout().trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout()))
+    }
+}
