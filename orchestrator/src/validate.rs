@@ -115,7 +115,7 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         for (kind, present) in sections {
             if kind == cloud.kind && !present {
                 err(
-                    format!("{at}"),
+                    at.clone(),
                     format!(
                         "cloud `{}` of kind `{}` needs a `{}` section with its connection settings",
                         cloud.id,
