@@ -68,8 +68,11 @@ pub struct Observed {
 
 impl Observed {
     /// SHA-256 over the canonical JSON of the observation: equal states, equal fingerprints.
+    /// SHA-256 over what is deployed (current and releases), not over `facts`: free disk or
+    /// memory changing between plan and apply must not make a plan stale.
     pub fn fingerprint(&self) -> String {
-        let json = serde_json::to_vec(self).expect("observations serialize");
+        let json =
+            serde_json::to_vec(&(&self.current, &self.releases)).expect("observations serialize");
         sha256_hex(&json)
     }
 }
@@ -92,5 +95,14 @@ mod tests {
             ..a.clone()
         };
         assert_ne!(a.fingerprint(), c.fingerprint());
+        let d = Observed {
+            facts: [("disk_free_gb".to_owned(), "3".to_owned())].into(),
+            ..a.clone()
+        };
+        assert_eq!(
+            a.fingerprint(),
+            d.fingerprint(),
+            "facts are not part of the fingerprint"
+        );
     }
 }

@@ -68,6 +68,14 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 );
             }
         }
+        if let Some(j) = &site.jump
+            && i.endpoint(j).is_none()
+        {
+            err(
+                format!("{at}.jump"),
+                format!("jump host `{j}` is not in `endpoints`"),
+            );
+        }
         if let Some(w) = &site.maintenance_window {
             if parse_hh_mm(&w.start).is_none() {
                 err(
@@ -146,6 +154,44 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         let at = format!("endpoints[{n}]");
         if ep.address.trim().is_empty() {
             err(format!("{at}.address"), "is empty".into());
+        }
+        if ep
+            .connection
+            .known_hosts
+            .as_deref()
+            .is_none_or(|k| k.trim().is_empty())
+        {
+            err(
+                format!("{at}.connection"),
+                format!(
+                    "endpoint `{}` needs `known_hosts`: host keys are always checked strictly",
+                    ep.id
+                ),
+            );
+        }
+        if let Some(p) = &ep.connection.identity_passphrase
+            && let Err(e) = SecretRef::parse(p)
+        {
+            err(
+                format!("{at}.connection.identity_passphrase"),
+                e.to_string(),
+            );
+        }
+        if !ep.connection.root.starts_with('/') || ep.connection.root.contains("..") {
+            err(
+                format!("{at}.connection.root"),
+                format!(
+                    "`{}` must be an absolute path without `..`",
+                    ep.connection.root
+                ),
+            );
+        }
+        if ep.connection.connect_timeout_seconds == 0 || ep.connection.command_timeout_seconds == 0
+        {
+            err(
+                format!("{at}.connection"),
+                "timeouts must be at least 1 second".into(),
+            );
         }
         if ep.connection.protocol != "ssh" {
             err(
@@ -244,11 +290,11 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 }
             }
         }
-        if app.target != TargetKind::Local {
+        if !matches!(app.target, TargetKind::Local | TargetKind::Ssh) {
             err(
                 format!("{at}.target"),
                 format!(
-                    "target kind `{}` has no driver in this build yet (only `local`)",
+                    "target kind `{}` has no driver in this build yet (only `local` and `ssh`)",
                     app.target.as_str()
                 ),
             );
@@ -397,6 +443,20 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
     }
     if p.waves.is_empty() {
         err("waves".into(), "the plan has no wave".into());
+    }
+    for (n, w) in p.waivers.iter().enumerate() {
+        if inv.endpoint(&w.endpoint).is_none() {
+            err(
+                format!("waivers[{n}].endpoint"),
+                format!(
+                    "endpoint `{}` is not in the inventory's `endpoints`",
+                    w.endpoint
+                ),
+            );
+        }
+        if w.reason.trim().len() < 10 {
+            err(format!("waivers[{n}].reason"), "say why the shortfall is acceptable (at least 10 characters): the waiver goes into the ledger".into());
+        }
     }
     let mut wave_names = BTreeSet::new();
     let mut site_wave: BTreeMap<&str, &str> = BTreeMap::new();

@@ -139,6 +139,10 @@ pub fn target_spec(
             ));
         }
     }
+    let ssh = match target.kind {
+        crate::model::TargetKind::Ssh => Some(ssh_target(inv, base, &target.host, &target.site)?),
+        _ => None,
+    };
     Ok(TargetSpec {
         target: target.clone(),
         app,
@@ -146,6 +150,62 @@ pub fn target_spec(
         base_dir: base.to_owned(),
         env,
         secrets,
+        ssh,
+    })
+}
+
+/// How to reach endpoint `id` (and its jump host), with its connection secrets resolved.
+pub fn ssh_target(
+    inv: &Inventory,
+    base: &Path,
+    id: &str,
+    site: &str,
+) -> Result<crate::drivers::ssh::SshTarget, WorkspaceError> {
+    let ep = inv.endpoint(id).expect("validated endpoint");
+    let jump_id = ep
+        .connection
+        .jump
+        .clone()
+        .or_else(|| inv.site(site).and_then(|s| s.jump.clone()))
+        .filter(|j| j != id);
+    let jump = match jump_id {
+        Some(j) => Some(host_spec(
+            inv.endpoint(&j).expect("validated jump host"),
+            base,
+        )?),
+        None => None,
+    };
+    Ok(crate::drivers::ssh::SshTarget {
+        host: host_spec(ep, base)?,
+        jump,
+        root: ep.connection.root.clone(),
+        command_timeout: Duration::from_secs(ep.connection.command_timeout_seconds),
+    })
+}
+
+fn host_spec(
+    ep: &crate::model::Endpoint,
+    base: &Path,
+) -> Result<crate::drivers::ssh::HostSpec, WorkspaceError> {
+    let c = &ep.connection;
+    let resolve =
+        |r: &Option<String>, what: &str| -> Result<Option<crate::secret::Secret>, WorkspaceError> {
+            match r {
+                Some(r) => Ok(Some(
+                    SecretRef::parse(r)?.resolve(&format!("{}.connection.{what}", ep.id), base)?,
+                )),
+                None => Ok(None),
+            }
+        };
+    Ok(crate::drivers::ssh::HostSpec {
+        id: ep.id.clone(),
+        address: ep.address.clone(),
+        port: c.port,
+        user: c.user.clone(),
+        known_hosts: base.join(c.known_hosts.as_deref().unwrap_or("known_hosts")),
+        identity: resolve(&c.identity, "identity")?,
+        passphrase: resolve(&c.identity_passphrase, "identity_passphrase")?,
+        connect_timeout: Duration::from_secs(c.connect_timeout_seconds),
     })
 }
 

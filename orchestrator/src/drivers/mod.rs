@@ -8,6 +8,7 @@ pub mod compliance;
 pub mod fake;
 pub mod local;
 mod process;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub struct TargetSpec {
     /// Environment for the app's commands: plain values, then resolved secrets.
     pub env: Vec<(String, String)>,
     pub secrets: Vec<(String, Secret)>,
+    /// Set for `ssh` targets: how to reach the endpoint.
+    pub ssh: Option<ssh::SshTarget>,
 }
 
 /// A release ready to put on a target: the artifact and the files rendered for it.
@@ -92,6 +95,8 @@ pub enum DriverError {
     },
     #[error("no driver for target kind `{0}` in this build")]
     NoDriver(String),
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
 }
 
 /// The four verbs every driver implements. Each is idempotent: running it again after a crash
@@ -119,6 +124,7 @@ impl Drivers {
     pub fn standard() -> Self {
         let mut d = Self::default();
         d.insert(TargetKind::Local, Arc::new(local::LocalDriver));
+        d.insert(TargetKind::Ssh, Arc::new(ssh::SshDriver::new()));
         d
     }
 
@@ -182,6 +188,7 @@ mod tests {
             base_dir: root.to_owned(),
             env: vec![],
             secrets: vec![],
+            ssh: None,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct Site {
     /// Hardware endpoints (by id) at this site.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Endpoint id of the jump host (site hub) through which this site's endpoints are reached.
+    #[serde(default)]
+    pub jump: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -110,14 +113,39 @@ pub struct Connection {
     pub user: String,
     #[serde(default = "default_ssh_port")]
     pub port: u16,
-    /// Secret reference (`env:NAME` or `file:PATH`) to the private key.
+    /// Secret reference (`env:NAME` or `file:PATH`) to the private key; without it the SSH
+    /// agent (`SSH_AUTH_SOCK`) is used.
     #[serde(default)]
     pub identity: Option<String>,
+    /// known_hosts file (relative to the inventory) that host keys are strictly checked against.
     #[serde(default)]
     pub known_hosts: Option<String>,
-    /// Endpoint id of a jump host.
+    /// Endpoint id of a jump host (a site hub or bastion); overrides the site's `jump`.
     #[serde(default)]
     pub jump: Option<String>,
+    /// Secret reference to the private key's passphrase.
+    #[serde(default)]
+    pub identity_passphrase: Option<String>,
+    /// Directory on the endpoint holding ferry's releases (one folder per app).
+    #[serde(default = "default_remote_root")]
+    pub root: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Deadline of each remote command (upload, unpack, switch...).
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_seconds: u64,
+}
+
+fn default_remote_root() -> String {
+    "/opt/ferry".into()
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_command_timeout() -> u64 {
+    300
 }
 
 fn default_ssh_port() -> u16 {

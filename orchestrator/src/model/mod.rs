@@ -11,7 +11,7 @@ pub use inventory::{
     HealthCheck, Inventory, LocalCloud, MaintenanceWindow, RoleAssignment, Site, TargetKind, Tier,
     Weekday,
 };
-pub use release::{OnFailure, PlanKind, Release, ReleasePlan, Wave};
+pub use release::{OnFailure, PlanKind, Release, ReleasePlan, Waiver, Wave};
 
 /// The only format version of inventory and plan files this build reads.
 pub const FORMAT_VERSION: u32 = 1;

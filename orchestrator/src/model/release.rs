@@ -32,6 +32,16 @@ pub struct ReleasePlan {
     /// Waves run in order; the first is the canary.
     pub waves: Vec<Wave>,
     pub on_failure: OnFailure,
+    /// Endpoints allowed to fall short of their hardware requirements, each with a reason.
+    #[serde(default)]
+    pub waivers: Vec<Waiver>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Waiver {
+    pub endpoint: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,477 @@
+//! The SSH driver: releases on on-premise endpoints, over real SSH (russh), with strict
+//! host-key checking, optional jump host, and the same release layout as the local target.
+//!
+//! One connection per endpoint is kept for the life of the driver and reused by every verb;
+//! a broken connection is dropped and made again on the next use. Every remote action has a
+//! deadline, so an endpoint that disappears mid-wave is a failure, never a hang.
+
+pub mod known_hosts;
+mod script;
+pub mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use session::{HostSpec, Session, SshError};
+
+use super::{Driver, DriverError, ReleaseBundle, TargetSpec, redact};
+use crate::artifact;
+use crate::plan::Undo;
+use crate::target::Observed;
+
+/// What the SSH driver needs beyond the common spec.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub host: HostSpec,
+    pub jump: Option<HostSpec>,
+    /// Directory on the endpoint holding one folder per app.
+    pub root: String,
+    pub command_timeout: Duration,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
+
+#[derive(Default)]
+pub struct SshDriver {
+    pool: Mutex<HashMap<String, Slot>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Marker {
+    version: String,
+    artifact_sha256: String,
+    files_sha256: String,
+    #[serde(default)]
+    plan_id: String,
+}
+
+fn ssh_of(spec: &TargetSpec) -> Result<&SshTarget, DriverError> {
+    spec.ssh.as_ref().ok_or_else(|| DriverError::Failed {
+        target: spec.target.id.clone(),
+        action: "resolve",
+        message: "no SSH endpoint for this target".into(),
+    })
+}
+
+fn app_dir(t: &SshTarget, spec: &TargetSpec) -> String {
+    format!("{}/{}", t.root.trim_end_matches('/'), spec.target.app)
+}
+
+fn files_digest(files: &[super::RenderedFile]) -> String {
+    let mut s = String::new();
+    for f in files {
+        s.push_str(&f.dest);
+        s.push('\0');
+        s.push_str(&f.contents);
+        s.push('\0');
+    }
+    crate::load::sha256_hex(s.as_bytes())
+}
+
+/// A gzipped tarball of the artifact directory (or the file itself if it already is one).
+fn tarball(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if path.is_file() {
+        return std::fs::read(path);
+    }
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(enc);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", path)?;
+    tar.into_inner()?.finish()
+}
+
+impl SshDriver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn session(&self, t: &SshTarget) -> Result<Arc<Session>, SshError> {
+        let slot = self
+            .pool
+            .lock()
+            .expect("pool lock")
+            .entry(t.host.id.clone())
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        if let Some(s) = guard.as_ref()
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Session::connect(&t.host, t.jump.as_ref()).await?);
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    fn forget(&self, t: &SshTarget) {
+        self.pool.lock().expect("pool lock").remove(&t.host.id);
+    }
+
+    /// Runs a script; a transport failure drops the pooled connection.
+    async fn run(
+        &self,
+        spec: &TargetSpec,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<session::Output, DriverError> {
+        let t = ssh_of(spec)?;
+        let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
+        s.run(script, timeout)
+            .await
+            .map_err(|e| self.transport(t, e))
+    }
+
+    fn transport(&self, t: &SshTarget, e: SshError) -> DriverError {
+        self.forget(t);
+        DriverError::Ssh(e)
+    }
+
+    /// Runs a script that must succeed.
+    async fn must(
+        &self,
+        spec: &TargetSpec,
+        action: &'static str,
+        script: &str,
+    ) -> Result<String, DriverError> {
+        let t = ssh_of(spec)?;
+        let out = self.run(spec, script, t.command_timeout).await?;
+        if out.code == Some(0) {
+            Ok(out.stdout)
+        } else {
+            let detail = redact(
+                out.stderr.trim(),
+                spec.secrets.iter().map(|(_, s)| s.expose()),
+            );
+            Err(DriverError::Failed {
+                target: spec.target.id.clone(),
+                action,
+                message: format!(
+                    "exit {}: {detail}",
+                    out.code.map_or("?".into(), |c| c.to_string())
+                ),
+            })
+        }
+    }
+
+    async fn hook(
+        &self,
+        spec: &TargetSpec,
+        argv: &[String],
+        version: &str,
+        timeout: Duration,
+    ) -> Result<session::Output, DriverError> {
+        let t = ssh_of(spec)?;
+        let mut env: Vec<(&str, &str)> = vec![
+            ("FERRY_APP", spec.target.app.as_str()),
+            ("FERRY_SITE", spec.target.site.as_str()),
+            ("FERRY_VERSION", version),
+        ];
+        env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        env.extend(spec.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())));
+        let mut out = self
+            .run(spec, &script::hook(&app_dir(t, spec), &env, argv), timeout)
+            .await?;
+        let secrets = || spec.secrets.iter().map(|(_, s)| s.expose());
+        out.stderr = redact(&out.stderr, secrets());
+        out.stdout = redact(&out.stdout, secrets());
+        Ok(out)
+    }
+
+    async fn switch_to(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
+        let t = ssh_of(spec)?;
+        let dir = app_dir(t, spec);
+        let out = self
+            .run(spec, &script::switch(&dir, version), t.command_timeout)
+            .await?;
+        match out.code {
+            Some(0) => {}
+            Some(4) => {
+                return Err(DriverError::MissingRelease {
+                    target: spec.target.id.clone(),
+                    version: version.to_owned(),
+                });
+            }
+            c => {
+                return Err(DriverError::Failed {
+                    target: spec.target.id.clone(),
+                    action: "switch",
+                    message: format!("exit {c:?}: {}", out.stderr.trim()),
+                });
+            }
+        }
+        if let Some(argv) = &spec.app.restart {
+            let out = self
+                .hook(
+                    spec,
+                    argv,
+                    version,
+                    Duration::from_secs(spec.app.health_check.timeout_seconds),
+                )
+                .await?;
+            if out.code != Some(0) {
+                return Err(DriverError::Failed {
+                    target: spec.target.id.clone(),
+                    action: "restart",
+                    message: format!("exit {:?}: {}", out.code, tail(&out)),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tail(out: &session::Output) -> String {
+    let t = format!("{}{}", out.stderr, out.stdout);
+    let t = t.trim();
+    let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
+    t[start..].to_owned()
+}
+
+fn parse_observation(stdout: &str) -> Observed {
+    let mut o = Observed::default();
+    let mut facts = BTreeMap::new();
+    for line in stdout.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "current" if !v.is_empty() => o.current = Some(v.to_owned()),
+            "release" => o.releases.push(v.to_owned()),
+            "cpus" => {
+                facts.insert("cpus".into(), v.trim().to_owned());
+            }
+            "memory_kb" => {
+                facts.insert(
+                    "memory_mb".into(),
+                    (v.trim().parse::<u64>().unwrap_or(0) / 1024).to_string(),
+                );
+            }
+            "disk_total_kb" => {
+                facts.insert(
+                    "disk_gb".into(),
+                    (v.trim().parse::<u64>().unwrap_or(0) / (1024 * 1024)).to_string(),
+                );
+            }
+            "disk_free_kb" => {
+                facts.insert(
+                    "disk_free_gb".into(),
+                    (v.trim().parse::<u64>().unwrap_or(0) / (1024 * 1024)).to_string(),
+                );
+            }
+            "os" => {
+                facts.insert("os".into(), v.trim().to_owned());
+            }
+            _ => {}
+        }
+    }
+    o.releases.sort();
+    o.facts = facts;
+    o
+}
+
+#[async_trait]
+impl Driver for SshDriver {
+    async fn observe(&self, spec: &TargetSpec) -> Result<Observed, DriverError> {
+        let t = ssh_of(spec)?;
+        let stdout = self
+            .must(
+                spec,
+                "observe",
+                &script::observe(&app_dir(t, spec), &t.root),
+            )
+            .await?;
+        Ok(parse_observation(&stdout))
+    }
+
+    async fn apply(&self, spec: &TargetSpec, release: &ReleaseBundle) -> Result<(), DriverError> {
+        let t = ssh_of(spec)?;
+        let dir = app_dir(t, spec);
+        let previous = parse_observation(
+            &self
+                .must(spec, "observe", &script::observe(&dir, &t.root))
+                .await?,
+        )
+        .current;
+        let wanted = Marker {
+            version: release.version.clone(),
+            artifact_sha256: release.artifact_sha256.clone(),
+            files_sha256: files_digest(&release.files),
+            plan_id: release.plan_id.clone(),
+        };
+        let present: Option<Marker> = serde_json::from_str(
+            self.must(
+                spec,
+                "read release marker",
+                &script::read_marker(&dir, &release.version),
+            )
+            .await?
+            .trim(),
+        )
+        .ok();
+        let already = present.is_some_and(|m| {
+            m.artifact_sha256 == wanted.artifact_sha256 && m.files_sha256 == wanted.files_sha256
+        });
+        if !already {
+            let path = release.artifact.clone();
+            let expected = release.artifact_sha256.clone();
+            let target = spec.target.id.clone();
+            let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DriverError> {
+                let io = |action: &str| {
+                    let (target, action) = (target.clone(), action.to_owned());
+                    move |source| DriverError::Io {
+                        target,
+                        action,
+                        source,
+                    }
+                };
+                let found = artifact::digest(&path).map_err(io("read artifact"))?;
+                if found != expected {
+                    return Err(DriverError::ArtifactChanged {
+                        target: target.clone(),
+                        path: path.display().to_string(),
+                        expected,
+                        found,
+                    });
+                }
+                tarball(&path).map_err(io("pack artifact"))
+            })
+            .await
+            .map_err(|e| DriverError::Failed {
+                target: spec.target.id.clone(),
+                action: "pack artifact",
+                message: e.to_string(),
+            })??;
+            let sha = crate::load::sha256_hex(&bytes);
+            self.must(spec, "prepare", &script::prepare(&dir)).await?;
+            let remote = format!(
+                "{}/{}.tar.gz.{}",
+                script::incoming_dir(&dir),
+                release.version,
+                std::process::id()
+            );
+            let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
+            s.upload(&remote, bytes, t.command_timeout)
+                .await
+                .map_err(|e| self.transport(t, e))?;
+            let marker = serde_json::to_string(&wanted).expect("marker serializes");
+            self.must(
+                spec,
+                "install release",
+                &script::install(
+                    &dir,
+                    &release.version,
+                    &remote,
+                    &sha,
+                    &release.files,
+                    &marker,
+                ),
+            )
+            .await?;
+        }
+        self.switch_to(spec, &release.version).await?;
+        let _ = self
+            .run(
+                spec,
+                &script::prune(&dir, spec.app.keep_releases, previous.as_deref()),
+                t.command_timeout,
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
+        let t = ssh_of(spec)?;
+        let current = parse_observation(
+            &self
+                .must(
+                    spec,
+                    "observe",
+                    &script::observe(&app_dir(t, spec), &t.root),
+                )
+                .await?,
+        )
+        .current;
+        if current.as_deref() != Some(version) {
+            return Err(DriverError::Failed {
+                target: spec.target.id.clone(),
+                action: "verify",
+                message: format!(
+                    "`current` is {}, expected {version}",
+                    current.as_deref().unwrap_or("(none)")
+                ),
+            });
+        }
+        let hc = &spec.app.health_check;
+        let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
+        let mut last = String::from("no attempt finished");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DriverError::Unhealthy {
+                    target: spec.target.id.clone(),
+                    seconds: hc.timeout_seconds,
+                    detail: last,
+                });
+            }
+            match self.hook(spec, &hc.command, version, left).await {
+                Ok(out) if out.code == Some(0) => return Ok(()),
+                Ok(out) => {
+                    last = format!(
+                        "exit {}: {}",
+                        out.code.map_or("?".into(), |c| c.to_string()),
+                        tail(&out)
+                    )
+                }
+                Err(DriverError::Ssh(SshError::Timeout { .. })) => {
+                    last = "the check itself ran past the deadline".into()
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(
+                Duration::from_millis(hc.interval_ms)
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+    }
+
+    async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
+        match undo {
+            Undo::SwitchTo { version } => {
+                self.switch_to(spec, version).await?;
+                self.verify(spec, version).await
+            }
+            Undo::Uninstall => {
+                let t = ssh_of(spec)?;
+                self.must(spec, "uninstall", &script::uninstall(&app_dir(t, spec)))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observation_parses_releases_and_facts() {
+        let o = parse_observation(
+            "current=2.0\nrelease=1.0\nrelease=2.0\ncpus=4\nmemory_kb=8048576\ndisk_total_kb=209715200\ndisk_free_kb=104857600\nos=debian 12\n",
+        );
+        assert_eq!(o.current.as_deref(), Some("2.0"));
+        assert_eq!(o.releases, ["1.0", "2.0"]);
+        assert_eq!(o.facts["cpus"], "4");
+        assert_eq!(o.facts["memory_mb"], "7859");
+        assert_eq!(o.facts["disk_gb"], "200");
+        assert_eq!(o.facts["disk_free_gb"], "100");
+        assert_eq!(o.facts["os"], "debian 12");
+        assert_eq!(parse_observation("current=\n").current, None);
+    }
+}
