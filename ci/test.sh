@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
-# The foundation's tests need no server: the embedded local target works on the file system.
-# Drivers that need servers (sshd, Docker, moto, PostgreSQL) add their start-up here, and a
-# test that needs a missing server fails; it never passes by skipping.
+# Whatever a test needs is installed here (OpenSSH from apt); each test starts its own servers
+# (ci/sshd.sh start ...) on its own loopback addresses. A test whose server is missing fails;
+# it never passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== toolchain"
 cargo --version
 rustc --version
+
+echo "== servers"
+# Real servers the integration tests start for themselves: OpenSSH (tests run ci/sshd.sh).
+ci/sshd.sh install
 
 echo "== format"
 cargo fmt --all -- --check

@@ -14,6 +14,7 @@ pub mod load;
 pub mod lock;
 pub mod model;
 pub mod plan;
+pub mod readiness;
 pub mod render;
 pub mod secret;
 pub mod target;

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Inventory, OnFailure, ReleasePlan};
+use crate::model::{Inventory, OnFailure, ReleasePlan, TargetKind};
+use crate::readiness::{self, Readiness};
 use crate::target::{Observed, TargetRef, resolve};
 
 pub const PLAN_FORMAT: &str = "ferry.plan";
@@ -102,6 +103,9 @@ pub struct PlanBody {
     pub targets: Vec<TargetObservation>,
     pub steps: Vec<Step>,
     pub unchanged: Vec<Unchanged>,
+    /// Hardware readiness of every SSH endpoint the plan touches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness: Vec<Readiness>,
 }
 
 /// The file `ferry plan -o` writes and `ferry apply` reads.
@@ -225,6 +229,22 @@ pub fn plan_release(
             }
         }
     }
+    // Readiness of each SSH endpoint the plan touches, once per endpoint.
+    let mut readiness: Vec<Readiness> = Vec::new();
+    for t in targets.iter().filter(|t| t.target.kind == TargetKind::Ssh) {
+        if readiness.iter().any(|r| r.endpoint == t.target.host) {
+            continue;
+        }
+        if let Some(ep) = inv.endpoint(&t.target.host) {
+            readiness.push(readiness::assess(
+                &ep.id,
+                &t.target.site,
+                &ep.hardware,
+                &t.observed.facts,
+                rp,
+            ));
+        }
+    }
     Ok(PlanBody {
         name: rp.name.clone(),
         kind: SavedPlanKind::Release,
@@ -233,6 +253,7 @@ pub fn plan_release(
         targets,
         steps,
         unchanged,
+        readiness,
     })
 }
 
@@ -316,6 +337,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
         targets,
         steps,
         unchanged: vec![],
+        readiness: vec![],
     }
 }
 
@@ -364,6 +386,9 @@ pub fn render_diff(body: &PlanBody) -> String {
         if !any {
             let _ = writeln!(s, "  (no targets)");
         }
+    }
+    if !body.readiness.is_empty() {
+        s.push_str(&readiness::render(&body.readiness));
     }
     let _ = writeln!(
         s,

@@ -6,3 +6,4 @@ mod apply;
 mod crash;
 mod ledger;
 mod plan;
+mod ssh;

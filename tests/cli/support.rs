@@ -224,3 +224,131 @@ impl Run {
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout()))
     }
 }
+
+/// Real OpenSSH servers for one test, started by `ci/sshd.sh` on 127.NET.1..n:2222.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub net: String,
+    pub n: usize,
+}
+
+fn sshd_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/sshd.sh")
+}
+
+impl Fleet {
+    /// `net` must be unique per test (e.g. "31.0"): tests run in parallel.
+    pub fn start(n: usize, net: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(sshd_script())
+            .args([
+                "start",
+                &dir.path().display().to_string(),
+                &n.to_string(),
+                net,
+            ])
+            .output()
+            .expect("ci/sshd.sh runs");
+        assert!(
+            out.status.success(),
+            "could not start the test sshd fleet (ci/test.sh installs OpenSSH with `ci/sshd.sh install`):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            net: net.to_owned(),
+            n,
+        }
+    }
+
+    pub fn address(&self, k: usize) -> String {
+        format!("127.{}.{k}", self.net)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops endpoint k: its listener and every session (a dead endpoint).
+    pub fn kill(&self, k: usize) {
+        let ok = Command::new(sshd_script())
+            .args([
+                "kill-one",
+                &self.path().display().to_string(),
+                &k.to_string(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill-one {k}");
+    }
+
+    pub fn restart(&self, k: usize) {
+        let ok = Command::new(sshd_script())
+            .args([
+                "start-one",
+                &self.path().display().to_string(),
+                &k.to_string(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "start-one {k}");
+    }
+
+    /// The release endpoint k serves, read from its disk.
+    pub fn current(&self, k: usize, app: &str) -> Option<String> {
+        let link = std::fs::read_link(self.path().join(format!("ep-{k}/home/ferry/{app}/current")))
+            .ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Inventory: sites clinic-a.. each with one endpoint, app `demo` over ssh.
+    pub fn inventory(&self, ws: &Workspace, known_hosts: &Path) -> String {
+        let sites = ["clinic-a", "clinic-b", "clinic-c", "clinic-d", "clinic-e"];
+        let mut s = String::from("version: 1\nsites:\n");
+        for k in 1..=self.n {
+            s.push_str(&format!(
+                "  - {{ id: {}, tier: prod, endpoints: [ep-{k}] }}\n",
+                sites[k - 1]
+            ));
+        }
+        s.push_str("endpoints:\n");
+        for k in 1..=self.n {
+            s.push_str(&format!(
+                "  - id: ep-{k}\n    address: {}\n    connection: {{ protocol: ssh, user: root, port: 2222, identity: \"file:{}\", known_hosts: {}, root: {}, connect_timeout_seconds: 3, command_timeout_seconds: 20 }}\n    hardware: {{ cpus: 1, memory_mb: 512, disk_gb: 1, os: \"{}\" }}\n",
+                self.address(k),
+                self.path().join("id_ed25519").display(),
+                known_hosts.display(),
+                self.path().join(format!("ep-{k}/home/ferry")).display(),
+                os_id(),
+            ));
+        }
+        let list: Vec<&str> = sites[..self.n].to_vec();
+        s.push_str(&format!(
+            "apps:\n  - id: demo\n    version: 1.0.0\n    artifact: \"artifacts/{{version}}\"\n    target: ssh\n    sites: [{}]\n    health_check: {{ command: [sh, bin/health], timeout_seconds: 20, interval_ms: 100 }}\n    config: [{{ template: templates/app.conf.tera, dest: app.conf }}]\n    env: {{ FERRY_IT_HANG_DIR: \"{}\" }}\n",
+            list.join(", "),
+            ws.path().display()
+        ));
+        s
+    }
+}
+
+/// This machine's OS id (`debian`...), as the SSH driver observes it.
+fn os_id() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .unwrap_or("linux")
+        .trim_matches('"')
+        .to_owned()
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = Command::new(sshd_script())
+            .args(["stop", &self.path().display().to_string()])
+            .status();
+    }
+}

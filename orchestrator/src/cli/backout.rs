@@ -109,32 +109,49 @@ pub async fn backout(
 }
 
 /// The release a target served before `current`, according to the ledger.
+///
+/// Successes and back-outs are certain. A failure is certain when its entry says what the
+/// target served afterwards; when that was unknown (the endpoint was unreachable), the step's
+/// target release is only *tentative*: it counts if the target is observed serving it now.
 fn previous_recorded(entries: &[Entry], target: &str, current: &str) -> Result<String, CliError> {
-    // The sequence of releases the target served, as the ledger tells it.
-    let mut history: Vec<Option<String>> = Vec::new();
+    let mut history: Vec<(Option<String>, bool)> = Vec::new();
+    let push = |history: &mut Vec<(Option<String>, bool)>, v: Option<String>, tentative: bool| {
+        if let Some(last) = history.last_mut()
+            && last.0 == v
+        {
+            last.1 &= tentative;
+            return;
+        }
+        history.push((v, tentative));
+    };
     for e in entries
         .iter()
         .filter(|e| e.target.as_deref() == Some(target))
     {
-        let v = match e.event {
-            Event::StepSucceeded => {
-                if history.is_empty() {
-                    history.push(e.from.clone());
-                }
-                e.to.clone()
-            }
-            Event::StepBackedOut => e.from.clone(),
-            // A failed step says what the target served after the failure.
-            Event::StepFailed => match e.detail.as_ref().and_then(|d| d.get("serving_after")) {
-                Some(serde_json::Value::String(v)) if v != "unknown" => Some(v.clone()),
-                Some(serde_json::Value::Null) => None,
-                _ => continue,
-            },
-            _ => continue,
-        };
-        if history.last() != Some(&v) {
-            history.push(v);
+        if history.is_empty() && matches!(e.event, Event::StepSucceeded | Event::StepFailed) {
+            push(&mut history, e.from.clone(), false);
         }
+        match e.event {
+            Event::StepSucceeded => push(&mut history, e.to.clone(), false),
+            Event::StepBackedOut => push(&mut history, e.from.clone(), false),
+            Event::StepFailed => match e.detail.as_ref().and_then(|d| d.get("serving_after")) {
+                Some(serde_json::Value::String(v)) if v != "unknown" => {
+                    push(&mut history, Some(v.clone()), false)
+                }
+                Some(serde_json::Value::Null) => push(&mut history, None, false),
+                _ => push(&mut history, e.to.clone(), true),
+            },
+            // An undo that failed may have left the step's target release in place.
+            Event::UndoFailed => push(&mut history, e.to.clone(), true),
+            _ => {}
+        }
+    }
+    // Tentative entries that the target does not confirm did not happen.
+    while history
+        .last()
+        .is_some_and(|(v, t)| *t && v.as_deref() != Some(current))
+    {
+        history.pop();
     }
     match history.last() {
         None => {
@@ -142,7 +159,7 @@ fn previous_recorded(entries: &[Entry], target: &str, current: &str) -> Result<S
                 "the ledger has no release recorded for {target}; name one with --to VERSION"
             )));
         }
-        Some(last) if last.as_deref() != Some(current) => {
+        Some((last, _)) if last.as_deref() != Some(current) => {
             return Err(CliError::Refused(format!(
                 "{target} serves {current}, but the ledger's last record for it is {}: it was changed outside ferry; name the release with --to VERSION",
                 last.as_deref().unwrap_or("(none)")
@@ -154,9 +171,9 @@ fn previous_recorded(entries: &[Entry], target: &str, current: &str) -> Result<S
         .iter()
         .rev()
         .skip(1)
-        .find(|v| v.as_deref() != Some(current))
+        .find(|(v, t)| !t && v.as_deref() != Some(current))
     {
-        Some(Some(v)) => Ok(v.clone()),
+        Some((Some(v), _)) => Ok(v.clone()),
         _ => Err(CliError::Refused(format!(
             "{target} has no earlier release recorded (first install); name one with --to VERSION"
         ))),

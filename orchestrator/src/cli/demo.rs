@@ -43,6 +43,7 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
         let (inv, plans) =
             workspace::load(&inventory, &[root.join(file)]).map_err(CliError::Invalid)?;
         let saved = make_plan(&ctx, &inv, &plans[0]).await?;
+        super::plan_cmd::refuse_unready(&ctx, &saved)?;
         let out = state.join("plan.json");
         workspace::write_plan(&out, &saved)?;
         record_plan_created(&ctx, &saved, &out)?;

@@ -6,6 +6,7 @@
 mod apply;
 mod backout;
 mod demo;
+mod hosts;
 mod ledger_cmd;
 mod output;
 mod plan_cmd;
@@ -104,6 +105,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Manage trusted SSH host keys.
+    Hosts {
+        #[command(subcommand)]
+        command: HostsCommand,
+    },
     /// Plan and apply the example releases of inventories/local.yaml, then verify the ledger.
     Demo {
         /// Repository root holding inventories/ and plans/.
@@ -136,6 +142,19 @@ pub enum LedgerCommand {
         /// RFC 3339 time; entries before it.
         #[arg(long)]
         until: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Show an endpoint's host key fingerprint and record it in its known_hosts once confirmed.
+    Trust {
+        endpoint: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Confirm without a prompt: the fingerprint you checked on the endpoint (SHA256:...).
+        #[arg(long)]
+        fingerprint: Option<String>,
     },
 }
 
@@ -249,6 +268,21 @@ pub fn run(cli: Cli) -> ExitCode {
             ))
         }),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
+        Command::Hosts {
+            command:
+                HostsCommand::Trust {
+                    endpoint,
+                    inventory,
+                    fingerprint,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(hosts::trust(
+                &ctx,
+                &inventory,
+                &endpoint,
+                fingerprint.as_deref(),
+            ))
+        }),
         Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
     };
     match result {

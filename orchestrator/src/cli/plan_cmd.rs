@@ -64,6 +64,7 @@ pub async fn plan(
     let (inv, plans) =
         workspace::load(inventory, &[plan_path.to_owned()]).map_err(CliError::Invalid)?;
     let saved = make_plan(ctx, &inv, &plans[0]).await?;
+    refuse_unready(ctx, &saved)?;
     workspace::write_plan(out, &saved)?;
     record_plan_created(ctx, &saved, out)?;
     print_plan(ctx, &saved, out);
@@ -102,6 +103,27 @@ pub async fn make_plan(
     })
 }
 
+/// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.
+pub fn refuse_unready(ctx: &Ctx, saved: &SavedPlan) -> Result<(), CliError> {
+    let blocked: Vec<&str> = saved
+        .body
+        .readiness
+        .iter()
+        .filter(|r| r.blocks())
+        .map(|r| r.endpoint.as_str())
+        .collect();
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    if ctx.output == OutputFormat::Human {
+        print!("{}", plan::render_diff(&saved.body));
+    }
+    Err(CliError::Refused(format!(
+        "plan blocked: {} fall(s) short of the inventory's hardware requirements; fix the endpoint(s), or waive them in the plan (`waivers: [{{endpoint, reason}}]`)",
+        blocked.join(", ")
+    )))
+}
+
 pub fn record_plan_created(ctx: &Ctx, saved: &SavedPlan, out: &Path) -> Result<(), CliError> {
     let plan_sha = std::fs::read(out)
         .map(|b| crate::load::sha256_hex(&b))
@@ -121,6 +143,7 @@ pub fn record_plan_created(ctx: &Ctx, saved: &SavedPlan, out: &Path) -> Result<(
         "steps": saved.body.steps.len(),
         "unchanged": saved.body.unchanged.len(),
         "inputs": saved.inputs,
+        "waivers": saved.body.readiness.iter().filter(|r| r.waived.is_some()).map(|r| serde_json::json!({ "endpoint": r.endpoint, "reason": r.waived, "checks": r.checks })).collect::<Vec<_>>(),
     }));
     ctx.ledger.append(e)?;
     Ok(())

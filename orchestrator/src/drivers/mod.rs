@@ -96,7 +96,13 @@ pub enum DriverError {
     #[error("no driver for target kind `{0}` in this build")]
     NoDriver(String),
     #[error(transparent)]
-    Ssh(#[from] ssh::SshError),
+    Ssh(Box<ssh::SshError>),
+}
+
+impl From<ssh::SshError> for DriverError {
+    fn from(e: ssh::SshError) -> Self {
+        DriverError::Ssh(Box::new(e))
+    }
 }
 
 /// The four verbs every driver implements. Each is idempotent: running it again after a crash

@@ -542,6 +542,13 @@ async fn finish_backed_out(
             undo_failed.push(id);
         }
     }
+    // A failed step whose own undo failed (its target is in an unknown state) counts too.
+    for (id, st) in shared.status.lock().expect("status lock").iter() {
+        if *st == StepStatus::UndoFailed && !undo_failed.contains(id) {
+            undo_failed.push(id.clone());
+        }
+    }
+    undo_failed.sort();
     let outcome = if undo_failed.is_empty() {
         Outcome::BackedOut
     } else {

@@ -27,6 +27,8 @@ pub enum Event {
     ApplyInterrupted,
     ApplyFinished,
     Approval,
+    /// An SSH host key was recorded in a known_hosts file after confirmation.
+    HostTrusted,
 }
 
 impl Event {
@@ -46,6 +48,7 @@ impl Event {
             Event::ApplyInterrupted => "apply_interrupted",
             Event::ApplyFinished => "apply_finished",
             Event::Approval => "approval",
+            Event::HostTrusted => "host_trusted",
         }
     }
 }

@@ -134,10 +134,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Entry>, KnownHostsError> {
 
 pub fn check(entries: &[Entry], address: &str, port: u16, key: &PublicKey) -> Verdict {
     let name = host_name(address, port);
-    let for_host: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| e.hosts.iter().any(|h| *h == name))
-        .collect();
+    let for_host: Vec<&Entry> = entries.iter().filter(|e| e.hosts.contains(&name)).collect();
     if for_host.is_empty() {
         return Verdict::Unknown;
     }

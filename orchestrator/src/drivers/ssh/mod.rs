@@ -128,7 +128,7 @@ impl SshDriver {
 
     fn transport(&self, t: &SshTarget, e: SshError) -> DriverError {
         self.forget(t);
-        DriverError::Ssh(e)
+        DriverError::Ssh(Box::new(e))
     }
 
     /// Runs a script that must succeed.
@@ -427,7 +427,7 @@ impl Driver for SshDriver {
                         tail(&out)
                     )
                 }
-                Err(DriverError::Ssh(SshError::Timeout { .. })) => {
+                Err(DriverError::Ssh(e)) if matches!(*e, SshError::Timeout { .. }) => {
                     last = "the check itself ran past the deadline".into()
                 }
                 Err(e) => return Err(e),

@@ -365,11 +365,7 @@ async fn handshake(
     jump: Option<&Session>,
     accept_any: bool,
 ) -> Result<(Handle<Client>, Arc<Mutex<KeySeen>>), SshError> {
-    let entries = if accept_any {
-        Arc::new(Vec::new())
-    } else {
-        load_entries(spec)?
-    };
+    let entries = load_entries(spec)?;
     let seen = Arc::new(Mutex::new(KeySeen::default()));
     let client = Client {
         entries,

@@ -1,0 +1,258 @@
+//! The SSH driver against real OpenSSH servers (ci/sshd.sh): deploy, upgrade, back-out,
+//! strict host keys, an endpoint that dies mid-wave, resume.
+
+use crate::support::{Fleet, Workspace};
+
+fn setup(n: usize, net: &str) -> (Workspace, Fleet) {
+    let ws = Workspace::new();
+    let fleet = Fleet::start(n, net);
+    ws.write(
+        "inventory.yaml",
+        &fleet.inventory(&ws, &fleet.path().join("known_hosts")),
+    );
+    // A plan for fleets smaller than the three clinics of the standard plans.
+    ws.write("plans/a1.yaml", "version: 1\nkind: release\nname: a1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-a] }]\non_failure: halt\n");
+    (ws, fleet)
+}
+
+#[test]
+fn deploy_upgrade_and_back_out_over_ssh() {
+    let (ws, fleet) = setup(3, "31.0");
+    let plan = ws.plan_file("v1");
+    plan.expect_code(2)
+        .stdout_has("+ clinic-a/ep-1/demo  (none) -> 1.0.0")
+        .stdout_has("Site readiness")
+        .stdout_has("-> ready");
+    ws.run(&["apply", "v1.json"])
+        .expect_code(0)
+        .stdout_has("3 step(s) succeeded");
+    for k in 1..=3 {
+        assert_eq!(fleet.current(k, "demo").as_deref(), Some("1.0.0"), "ep-{k}");
+    }
+    let conf = std::fs::read_to_string(fleet.path().join("ep-2/home/ferry/demo/current/app.conf"))
+        .unwrap();
+    assert_eq!(
+        conf, "site = clinic-b\nversion = 1.0.0\n",
+        "configuration rendered and uploaded"
+    );
+    ws.plan_file("v2").expect_code(2);
+    ws.run(&["apply", "v2.json"]).expect_code(0);
+    for k in 1..=3 {
+        assert_eq!(fleet.current(k, "demo").as_deref(), Some("2.0.0"), "ep-{k}");
+    }
+    ws.plan_file("v2").expect_code(0);
+    ws.run(&[
+        "backout",
+        "-i",
+        "inventory.yaml",
+        "--app",
+        "demo",
+        "--site",
+        "clinic-b",
+    ])
+    .expect_code(0);
+    assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
+    // A failing release is backed out on the endpoint.
+    ws.plan_file("v3-backout").expect_code(2);
+    ws.run(&["apply", "v3-backout.json"])
+        .expect_code(6)
+        .stderr_has("health check did not pass");
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("2.0.0"));
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_then_trusted_on_confirmation() {
+    let (ws, fleet) = setup(1, "32.0");
+    let empty = ws.path().join("known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    ws.write("inventory.yaml", &fleet.inventory(&ws, &empty));
+    let run = ws.plan_file("a1");
+    run.expect_code(1)
+        .stderr_has("host key of 127.32.0.1:2222 is not in")
+        .stderr_has("ferry hosts trust ep-1");
+    let fp = run
+        .stderr()
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap()
+        .trim_end_matches('.')
+        .to_owned();
+    // Not a terminal and no fingerprint given: nothing is recorded.
+    ws.run(&["hosts", "trust", "ep-1", "-i", "inventory.yaml"])
+        .expect_code(1)
+        .stderr_has("not confirmed, nothing recorded");
+    ws.run(&[
+        "hosts",
+        "trust",
+        "ep-1",
+        "-i",
+        "inventory.yaml",
+        "--fingerprint",
+        "SHA256:wrong",
+    ])
+    .expect_code(1)
+    .stderr_has("nothing recorded");
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+    ws.run(&[
+        "hosts",
+        "trust",
+        "ep-1",
+        "-i",
+        "inventory.yaml",
+        "--fingerprint",
+        &fp,
+    ])
+    .expect_code(0)
+    .stdout_has("recorded in");
+    assert_eq!(ws.events("host_trusted").len(), 1);
+    ws.plan_file("a1").expect_code(2);
+    ws.run(&["hosts", "trust", "ep-1", "-i", "inventory.yaml"])
+        .expect_code(0)
+        .stdout_has("already trusted");
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let (ws, fleet) = setup(2, "33.0");
+    // Record ep-1's key under ep-2's name: ep-2 now presents a key that differs from the record.
+    let kh = std::fs::read_to_string(fleet.path().join("known_hosts")).unwrap();
+    let ep1_key = kh
+        .lines()
+        .next()
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_owned();
+    let forged = ws.path().join("forged_known_hosts");
+    std::fs::write(
+        &forged,
+        format!(
+            "{}\n[{}]:2222 {ep1_key}\n",
+            kh.lines().next().unwrap(),
+            fleet.address(2)
+        ),
+    )
+    .unwrap();
+    ws.write("inventory.yaml", &fleet.inventory(&ws, &forged));
+    ws.write("plans/b1.yaml", "version: 1\nkind: release\nname: b1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
+    ws.plan_file("b1")
+        .expect_code(1)
+        .stderr_has("HOST KEY CHANGED for 127.33.0.2:2222")
+        .stderr_has("lines [2]");
+    ws.plan_file("a1").expect_code(2);
+    ws.run(&[
+        "hosts",
+        "trust",
+        "ep-2",
+        "-i",
+        "inventory.yaml",
+        "--fingerprint",
+        "SHA256:x",
+    ])
+    .expect_code(1)
+    .stderr_has("will not replace it");
+}
+
+#[test]
+fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
+    let (ws, fleet) = setup(3, "34.0");
+    ws.plan_file("v1").expect_code(2);
+    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.write("plans/v2-halt.yaml", &Workspace::plan("2.0.0", "halt"));
+    ws.plan_file("v2-halt").expect_code(2);
+    ws.hang("clinic-b");
+    let child = ws.spawn(&["apply", "v2-halt.json"]);
+    ws.wait_hanging("clinic-b");
+    fleet.kill(2);
+    ws.release("clinic-b");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("HALTED: failed s002"), "{stdout}");
+    // Every other endpoint is on a consistent version: the new one, verified.
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("2.0.0"));
+    assert_eq!(fleet.current(3, "demo").as_deref(), Some("2.0.0"));
+    let failed = ws.events("step_failed");
+    assert_eq!(failed[0]["target"], "clinic-b/ep-2/demo");
+    assert_eq!(
+        failed[0]["detail"]["serving_after"], "unknown",
+        "the endpoint could not be observed"
+    );
+    // The endpoint comes back; resume finishes the plan without redoing the others.
+    fleet.restart(2);
+    ws.run(&["apply", "--resume", "v2-halt.json"])
+        .expect_code(0)
+        .stdout_has("1 step(s) succeeded, 2 already done");
+    assert_eq!(fleet.current(2, "demo").as_deref(), Some("2.0.0"));
+}
+
+#[test]
+fn an_endpoint_that_dies_mid_wave_under_backout_returns_the_others() {
+    let (ws, fleet) = setup(3, "35.0");
+    ws.plan_file("v1").expect_code(2);
+    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.plan_file("v2").expect_code(2);
+    ws.hang("clinic-b");
+    let child = ws.spawn(&["apply", "v2.json"]);
+    ws.wait_hanging("clinic-b");
+    fleet.kill(2);
+    ws.release("clinic-b");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The dead endpoint cannot be undone: that is reported, not hidden (exit 1).
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("UNDO FAILED for s002"), "{stdout}");
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
+    assert_eq!(fleet.current(3, "demo").as_deref(), Some("1.0.0"));
+    // Back again, on-call returns it to the previous release.
+    fleet.restart(2);
+    ws.run(&[
+        "backout",
+        "-i",
+        "inventory.yaml",
+        "--app",
+        "demo",
+        "--site",
+        "clinic-b",
+    ])
+    .expect_code(0);
+    assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn an_endpoint_short_of_its_hardware_blocks_the_plan_unless_waived() {
+    let (ws, fleet) = setup(1, "36.0");
+    let inv = fleet
+        .inventory(&ws, &fleet.path().join("known_hosts"))
+        .replace("cpus: 1,", "cpus: 512,");
+    ws.write("inventory.yaml", &inv);
+    ws.plan_file("a1")
+        .expect_code(1)
+        .stdout_has("cpus 512/")
+        .stdout_has("NOT READY")
+        .stderr_has("plan blocked: ep-1");
+    assert!(!ws.path().join("a1.json").exists());
+    let plan = std::fs::read_to_string(ws.path().join("plans/a1.yaml")).unwrap();
+    ws.write("plans/a1.yaml", &format!("{plan}waivers:\n  - {{ endpoint: ep-1, reason: \"pilot clinic: replacement server ordered\" }}\n"));
+    ws.plan_file("a1")
+        .expect_code(2)
+        .stdout_has("NOT READY, waived: pilot clinic");
+    let created = ws.events("plan_created");
+    assert_eq!(
+        created.last().unwrap()["detail"]["waivers"][0]["endpoint"],
+        "ep-1",
+        "the waiver is in the ledger"
+    );
+    ws.run(&["apply", "a1.json"]).expect_code(0);
+}
