@@ -18,6 +18,11 @@ fn setup(n: usize, net: &str) -> (Workspace, Fleet) {
 #[test]
 fn deploy_upgrade_and_back_out_over_ssh() {
     let (ws, fleet) = setup(3, "31.0");
+    // The bad release fails its check: keep its deadline short.
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace("timeout_seconds: 20", "timeout_seconds: 3");
+    ws.write("inventory.yaml", &inv);
     let plan = ws.plan_file("v1");
     plan.expect_code(2)
         .stdout_has("+ clinic-a/ep-1/demo  (none) -> 1.0.0")

@@ -33,6 +33,12 @@ pub struct SshTarget {
     pub command_timeout: Duration,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum HookKind {
+    Restart,
+    Health,
+}
+
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 
 #[derive(Default)]
@@ -112,6 +118,11 @@ impl SshDriver {
         self.pool.lock().expect("pool lock").remove(&t.host.id);
     }
 
+    fn transport(&self, t: &SshTarget, e: SshError) -> DriverError {
+        self.forget(t);
+        DriverError::Ssh(Box::new(e))
+    }
+
     /// Runs a script; a transport failure drops the pooled connection.
     async fn run(
         &self,
@@ -126,12 +137,7 @@ impl SshDriver {
             .map_err(|e| self.transport(t, e))
     }
 
-    fn transport(&self, t: &SshTarget, e: SshError) -> DriverError {
-        self.forget(t);
-        DriverError::Ssh(Box::new(e))
-    }
-
-    /// Runs a script that must succeed.
+    /// Runs a script that must succeed; returns its stdout.
     async fn must(
         &self,
         spec: &TargetSpec,
@@ -158,9 +164,11 @@ impl SshDriver {
         }
     }
 
+    /// Runs an app command (restart or health) with its environment; output redacted.
     async fn hook(
         &self,
         spec: &TargetSpec,
+        kind: HookKind,
         argv: &[String],
         version: &str,
         timeout: Duration,
@@ -173,41 +181,24 @@ impl SshDriver {
         ];
         env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         env.extend(spec.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())));
-        let mut out = self
-            .run(spec, &script::hook(&app_dir(t, spec), &env, argv), timeout)
-            .await?;
+        let dir = app_dir(t, spec);
+        let text = match kind {
+            HookKind::Restart => script::hook(&dir, &env, argv),
+            HookKind::Health => script::health(&dir, version, &env, argv),
+        };
+        let mut out = self.run(spec, &text, timeout).await?;
         let secrets = || spec.secrets.iter().map(|(_, s)| s.expose());
         out.stderr = redact(&out.stderr, secrets());
         out.stdout = redact(&out.stdout, secrets());
         Ok(out)
     }
 
-    async fn switch_to(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
-        let t = ssh_of(spec)?;
-        let dir = app_dir(t, spec);
-        let out = self
-            .run(spec, &script::switch(&dir, version), t.command_timeout)
-            .await?;
-        match out.code {
-            Some(0) => {}
-            Some(4) => {
-                return Err(DriverError::MissingRelease {
-                    target: spec.target.id.clone(),
-                    version: version.to_owned(),
-                });
-            }
-            c => {
-                return Err(DriverError::Failed {
-                    target: spec.target.id.clone(),
-                    action: "switch",
-                    message: format!("exit {c:?}: {}", out.stderr.trim()),
-                });
-            }
-        }
+    async fn restart(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
         if let Some(argv) = &spec.app.restart {
             let out = self
                 .hook(
                     spec,
+                    HookKind::Restart,
                     argv,
                     version,
                     Duration::from_secs(spec.app.health_check.timeout_seconds),
@@ -223,6 +214,34 @@ impl SshDriver {
         }
         Ok(())
     }
+
+    /// Runs a switch script (exit 4: the release is not there), then restarts the app.
+    async fn switch_with(
+        &self,
+        spec: &TargetSpec,
+        script: &str,
+        version: &str,
+    ) -> Result<(), DriverError> {
+        let t = ssh_of(spec)?;
+        let out = self.run(spec, script, t.command_timeout).await?;
+        match out.code {
+            Some(0) => {}
+            Some(4) => {
+                return Err(DriverError::MissingRelease {
+                    target: spec.target.id.clone(),
+                    version: version.to_owned(),
+                });
+            }
+            c => {
+                return Err(DriverError::Failed {
+                    target: spec.target.id.clone(),
+                    action: "install and switch",
+                    message: format!("exit {c:?}: {}", out.stderr.trim()),
+                });
+            }
+        }
+        self.restart(spec, version).await
+    }
 }
 
 fn tail(out: &session::Output) -> String {
@@ -235,6 +254,7 @@ fn tail(out: &session::Output) -> String {
 fn parse_observation(stdout: &str) -> Observed {
     let mut o = Observed::default();
     let mut facts = BTreeMap::new();
+    let num = |v: &str| v.trim().parse::<u64>().unwrap_or(0);
     for line in stdout.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
@@ -246,22 +266,13 @@ fn parse_observation(stdout: &str) -> Observed {
                 facts.insert("cpus".into(), v.trim().to_owned());
             }
             "memory_kb" => {
-                facts.insert(
-                    "memory_mb".into(),
-                    (v.trim().parse::<u64>().unwrap_or(0) / 1024).to_string(),
-                );
+                facts.insert("memory_mb".into(), (num(v) / 1024).to_string());
             }
             "disk_total_kb" => {
-                facts.insert(
-                    "disk_gb".into(),
-                    (v.trim().parse::<u64>().unwrap_or(0) / (1024 * 1024)).to_string(),
-                );
+                facts.insert("disk_gb".into(), (num(v) / (1024 * 1024)).to_string());
             }
             "disk_free_kb" => {
-                facts.insert(
-                    "disk_free_gb".into(),
-                    (v.trim().parse::<u64>().unwrap_or(0) / (1024 * 1024)).to_string(),
-                );
+                facts.insert("disk_free_gb".into(), (num(v) / (1024 * 1024)).to_string());
             }
             "os" => {
                 facts.insert("os".into(), v.trim().to_owned());
@@ -289,33 +300,35 @@ impl Driver for SshDriver {
     }
 
     async fn apply(&self, spec: &TargetSpec, release: &ReleaseBundle) -> Result<(), DriverError> {
+        // Round trips are what a deploy costs (sshd spends ~0.1 s on each command), so a step
+        // is four of them: preflight, upload, install+switch+prune, health (in verify).
         let t = ssh_of(spec)?;
         let dir = app_dir(t, spec);
-        let previous = parse_observation(
-            &self
-                .must(spec, "observe", &script::observe(&dir, &t.root))
-                .await?,
-        )
-        .current;
+        let pre = self
+            .must(
+                spec,
+                "preflight",
+                &script::preflight(&dir, &release.version),
+            )
+            .await?;
+        let previous = pre
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("current="))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let present: Option<Marker> =
+            serde_json::from_str(pre.split_once('\n').map_or("", |(_, m)| m).trim()).ok();
         let wanted = Marker {
             version: release.version.clone(),
             artifact_sha256: release.artifact_sha256.clone(),
             files_sha256: files_digest(&release.files),
             plan_id: release.plan_id.clone(),
         };
-        let present: Option<Marker> = serde_json::from_str(
-            self.must(
-                spec,
-                "read release marker",
-                &script::read_marker(&dir, &release.version),
-            )
-            .await?
-            .trim(),
-        )
-        .ok();
         let already = present.is_some_and(|m| {
             m.artifact_sha256 == wanted.artifact_sha256 && m.files_sha256 == wanted.files_sha256
         });
+        let mut text = String::new();
         if !already {
             let path = release.artifact.clone();
             let expected = release.artifact_sha256.clone();
@@ -347,7 +360,6 @@ impl Driver for SshDriver {
                 message: e.to_string(),
             })??;
             let sha = crate::load::sha256_hex(&bytes);
-            self.must(spec, "prepare", &script::prepare(&dir)).await?;
             let remote = format!(
                 "{}/{}.tar.gz.{}",
                 script::incoming_dir(&dir),
@@ -355,57 +367,34 @@ impl Driver for SshDriver {
                 std::process::id()
             );
             let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
-            s.upload(&remote, bytes, t.command_timeout)
-                .await
-                .map_err(|e| self.transport(t, e))?;
-            let marker = serde_json::to_string(&wanted).expect("marker serializes");
-            self.must(
-                spec,
-                "install release",
-                &script::install(
-                    &dir,
-                    &release.version,
-                    &remote,
-                    &sha,
-                    &release.files,
-                    &marker,
-                ),
-            )
-            .await?;
-        }
-        self.switch_to(spec, &release.version).await?;
-        let _ = self
-            .run(
-                spec,
-                &script::prune(&dir, spec.app.keep_releases, previous.as_deref()),
+            s.upload_with(
+                &script::upload_command(&dir, &remote),
+                &remote,
+                bytes,
                 t.command_timeout,
             )
-            .await;
-        Ok(())
+            .await
+            .map_err(|e| self.transport(t, e))?;
+            let marker = serde_json::to_string(&wanted).expect("marker serializes");
+            text.push_str(&script::install(
+                &dir,
+                &release.version,
+                &remote,
+                &sha,
+                &release.files,
+                &marker,
+            ));
+        }
+        text.push_str(&script::switch(&dir, &release.version));
+        text.push_str(&script::prune(
+            &dir,
+            spec.app.keep_releases,
+            previous.as_deref(),
+        ));
+        self.switch_with(spec, &text, &release.version).await
     }
 
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
-        let t = ssh_of(spec)?;
-        let current = parse_observation(
-            &self
-                .must(
-                    spec,
-                    "observe",
-                    &script::observe(&app_dir(t, spec), &t.root),
-                )
-                .await?,
-        )
-        .current;
-        if current.as_deref() != Some(version) {
-            return Err(DriverError::Failed {
-                target: spec.target.id.clone(),
-                action: "verify",
-                message: format!(
-                    "`current` is {}, expected {version}",
-                    current.as_deref().unwrap_or("(none)")
-                ),
-            });
-        }
         let hc = &spec.app.health_check;
         let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
         let mut last = String::from("no attempt finished");
@@ -418,8 +407,18 @@ impl Driver for SshDriver {
                     detail: last,
                 });
             }
-            match self.hook(spec, &hc.command, version, left).await {
+            match self
+                .hook(spec, HookKind::Health, &hc.command, version, left)
+                .await
+            {
                 Ok(out) if out.code == Some(0) => return Ok(()),
+                Ok(out) if out.code == Some(97) => {
+                    return Err(DriverError::Failed {
+                        target: spec.target.id.clone(),
+                        action: "verify",
+                        message: format!("{}, expected {version}", out.stderr.trim()),
+                    });
+                }
                 Ok(out) => {
                     last = format!(
                         "exit {}: {}",
@@ -441,17 +440,18 @@ impl Driver for SshDriver {
     }
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
+        let t = ssh_of(spec)?;
+        let dir = app_dir(t, spec);
         match undo {
             Undo::SwitchTo { version } => {
-                self.switch_to(spec, version).await?;
+                self.switch_with(spec, &script::switch(&dir, version), version)
+                    .await?;
                 self.verify(spec, version).await
             }
-            Undo::Uninstall => {
-                let t = ssh_of(spec)?;
-                self.must(spec, "uninstall", &script::uninstall(&app_dir(t, spec)))
-                    .await
-                    .map(|_| ())
-            }
+            Undo::Uninstall => self
+                .must(spec, "uninstall", &script::uninstall(&dir))
+                .await
+                .map(|_| ()),
         }
     }
 }

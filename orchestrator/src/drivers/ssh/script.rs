@@ -35,25 +35,27 @@ if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${{ID:-unknown}} ${{
     )
 }
 
-/// Prints the release marker of `version` if the release is complete.
-pub fn read_marker(app_dir: &str, version: &str) -> String {
+/// Prints `current=` and then the release marker of `version`, if that release is complete.
+pub fn preflight(app_dir: &str, version: &str) -> String {
     format!(
-        "cat {}/releases/{}/{MARKER} 2>/dev/null || true\n",
+        "cur=$(readlink {app}/current 2>/dev/null || true)\necho \"current=${{cur##*/}}\"\ncat {app}/releases/{ver}/{MARKER} 2>/dev/null || true\n",
+        app = q(app_dir),
+        ver = q(version)
+    )
+}
+
+/// `mkdir -p` of the upload folder and `cat >` of the upload, as one command line (no secrets).
+pub fn upload_command(app_dir: &str, remote: &str) -> String {
+    format!(
+        "mkdir -p {} {}/releases && cat > {}",
+        q(&incoming_dir(app_dir)),
         q(app_dir),
-        q(version)
+        q(remote)
     )
 }
 
 pub fn incoming_dir(app_dir: &str) -> String {
     format!("{app_dir}/.incoming")
-}
-
-pub fn prepare(app_dir: &str) -> String {
-    format!(
-        "set -eu\nmkdir -p {}/releases {}\n",
-        q(app_dir),
-        q(&incoming_dir(app_dir))
-    )
 }
 
 /// Checks the uploaded tarball, unpacks it into a staging folder with the rendered files and
@@ -136,6 +138,16 @@ pub fn hook(app_dir: &str, env: &[(&str, &str)], argv: &[String]) -> String {
     s
 }
 
+/// Checks that `current` is `version`, then runs the health command (exit 97: not current).
+pub fn health(app_dir: &str, version: &str, env: &[(&str, &str)], argv: &[String]) -> String {
+    let check = format!(
+        "cur=$(readlink {}/current 2>/dev/null || true)\nif [ \"${{cur##*/}}\" != {} ]; then echo \"current is ${{cur##*/}}\" >&2; exit 97; fi\n",
+        q(app_dir),
+        q(version)
+    );
+    format!("{check}{}", hook(app_dir, env, argv))
+}
+
 /// Removes the oldest complete releases beyond `keep`, never `current` nor `protect`.
 pub fn prune(app_dir: &str, keep: u32, protect: Option<&str>) -> String {
     format!(
@@ -178,8 +190,6 @@ mod tests {
         }];
         for script in [
             observe("/r/app", "/r"),
-            read_marker("/r/app", "1.0"),
-            prepare("/r/app"),
             install(
                 "/r/app",
                 "1.0",
@@ -189,6 +199,8 @@ mod tests {
                 "{}",
             ),
             switch("/r/app", "1.0"),
+            preflight("/r/app", "1.0"),
+            health("/r/app", "1.0", &[("A", "b")], &["true".into()]),
             uninstall("/r/app"),
             prune("/r/app", 3, Some("0.9")),
         ] {

@@ -288,7 +288,20 @@ impl Session {
         timeout: Duration,
     ) -> Result<(), SshError> {
         let cmd = format!("cat > {}", shell_escape::unix::escape(path.into()));
-        let out = self.exec_with_input(&cmd, bytes, "upload", timeout).await?;
+        self.upload_with(&cmd, path, bytes, timeout).await
+    }
+
+    /// Runs `command` (which ends in `cat > path`) with `bytes` on its stdin, bounded in time.
+    pub async fn upload_with(
+        &self,
+        command: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), SshError> {
+        let out = self
+            .exec_with_input(command, bytes, "upload", timeout)
+            .await?;
         if out.code == Some(0) {
             Ok(())
         } else {
