@@ -92,6 +92,8 @@ struct Shared {
     /// Step ids in the order they completed (for back-out in reverse).
     completed: Mutex<Vec<String>>,
     abort: AtomicBool,
+    /// Woken whenever a step reaches an end state, or the run is stopping.
+    changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -109,6 +111,25 @@ impl Shared {
             .copied()
             .unwrap_or(StepStatus::Pending)
     }
+    /// Waits until every dependency of `step` has ended (or the run is stopping).
+    async fn wait_for_dependencies(&self, step: &Step) {
+        let mut cancel = self.exec.cancel.clone();
+        loop {
+            let woken = self.changed.notified();
+            let pending = step
+                .depends_on
+                .iter()
+                .any(|d| matches!(self.get(d), StepStatus::Pending));
+            if !pending || self.abort.load(Ordering::SeqCst) || self.cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = woken => {}
+                _ = cancel.changed() => {}
+            }
+        }
+    }
+
     fn cancelled(&self) -> bool {
         *self.exec.cancel.borrow()
     }
@@ -315,6 +336,7 @@ impl Executor {
             status: Mutex::new(status),
             completed: Mutex::new(completed),
             abort: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         });
         let mut start = NewEntry::new(&shared.exec.actor, Event::ApplyStarted).plan(&plan.id);
         start.detail = Some(
@@ -343,24 +365,34 @@ impl Executor {
                 steps.len(),
                 wave.max_parallel
             ));
-            // Sites in wave order; a site's steps run one after another.
-            let mut by_site: Vec<(String, Vec<Step>)> = Vec::new();
+            // One lane per host (site + cloud or endpoint), in plan order: a host's steps run
+            // one after another; lanes run concurrently, at most `max_parallel` steps at once.
+            // A step waits for its dependencies (on any host) before it takes a slot, so
+            // waiting never holds a slot.
+            let mut lanes: Vec<((String, String), Vec<Step>)> = Vec::new();
             for s in steps {
-                match by_site.iter_mut().find(|(site, _)| *site == s.target.site) {
+                let key = (s.target.site.clone(), s.target.host.clone());
+                match lanes.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, v)) => v.push(s.clone()),
-                    None => by_site.push((s.target.site.clone(), vec![s.clone()])),
+                    None => lanes.push((key, vec![s.clone()])),
                 }
             }
             let sem = Arc::new(Semaphore::new(wave.max_parallel.max(1) as usize));
             let failures = Arc::new(AtomicU32::new(0));
             let threshold = wave.failure_threshold;
             let mut set: JoinSet<Result<Vec<String>, ExecError>> = JoinSet::new();
-            for (_, site_steps) in by_site {
+            for (_, lane) in lanes {
                 let (sh, sem, failures) = (shared.clone(), sem.clone(), failures.clone());
                 set.spawn(async move {
-                    let _permit = sem.acquire_owned().await.expect("semaphore open");
                     let mut failed = Vec::new();
-                    for step in site_steps {
+                    let mut lane_broken = false;
+                    for step in lane {
+                        if lane_broken {
+                            sh.set(&step.id, StepStatus::Skipped);
+                            sh.changed.notify_waiters();
+                            continue;
+                        }
+                        sh.wait_for_dependencies(&step).await;
                         if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
                             break;
                         }
@@ -369,24 +401,42 @@ impl Executor {
                         });
                         if blocked {
                             sh.set(&step.id, StepStatus::Skipped);
+                            sh.changed.notify_waiters();
                             sh.say(format!(
                                 "  skipped {}: a step it depends on did not succeed [{}]",
                                 step.target.id, step.id
                             ));
                             continue;
                         }
-                        if sh.run_step(&step).await? {
+                        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+                        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
+                            break;
+                        }
+                        let ok = match sh.run_step(&step).await {
+                            Ok(ok) => ok,
+                            Err(e) => {
+                                sh.changed.notify_waiters();
+                                return Err(e);
+                            }
+                        };
+                        if ok {
+                            drop(permit);
+                            sh.changed.notify_waiters();
                             continue;
                         }
+                        // Decide on the threshold before the slot frees up, so no new step
+                        // starts once the wave has failed; undo while still holding it.
                         failed.push(step.id.clone());
+                        if failures.fetch_add(1, Ordering::SeqCst) + 1 > threshold {
+                            sh.abort.store(true, Ordering::SeqCst);
+                        }
                         if sh.exec.plan.body.on_failure == OnFailure::Backout {
                             // Never leave a failed target on a broken release under `backout`.
                             sh.undo_step(&step).await?;
                         }
-                        if failures.fetch_add(1, Ordering::SeqCst) + 1 > threshold {
-                            sh.abort.store(true, Ordering::SeqCst);
-                        }
-                        break; // later steps on this site depend on a healthy site
+                        drop(permit);
+                        sh.changed.notify_waiters();
+                        lane_broken = true; // later steps on this host need a healthy host
                     }
                     Ok(failed)
                 });

@@ -326,3 +326,83 @@ async fn cancel_stops_at_a_safe_point() {
     let last = f.ledger.read_all().unwrap().pop().unwrap();
     assert_eq!(last.event, Event::ApplyInterrupted);
 }
+
+const MULTI_HOST: &str = r#"version: 1
+sites:
+  - { id: s1, tier: prod, endpoints: [e1, e2, e3, e4] }
+endpoints:
+  - { id: e1, address: 127.0.0.1, connection: { protocol: ssh, user: u, known_hosts: kh }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: x } }
+  - { id: e2, address: 127.0.0.2, connection: { protocol: ssh, user: u, known_hosts: kh }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: x } }
+  - { id: e3, address: 127.0.0.3, connection: { protocol: ssh, user: u, known_hosts: kh }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: x } }
+  - { id: e4, address: 127.0.0.4, connection: { protocol: ssh, user: u, known_hosts: kh }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: x } }
+apps:
+  - { id: db, version: "1", artifact: x, target: ssh, sites: [s1], health_check: { command: [t] } }
+  - { id: web, version: "1", artifact: x, target: ssh, sites: [s1], health_check: { command: [t] }, depends_on: [db] }
+"#;
+
+#[tokio::test]
+async fn endpoints_of_one_site_fan_out_and_dependencies_wait_across_hosts() {
+    let inv = load::parse_inventory(SourceFile::new("i.yaml", MULTI_HOST))
+        .unwrap()
+        .value;
+    let rp = load::parse_release_plan(SourceFile::new(
+        "p.yaml",
+        "version: 1\nkind: release\nname: r\nreleases: [{app: web, version: '2'}, {app: db, version: '2'}]\nwaves: [{name: all, sites: [s1], max_parallel: 3}]\non_failure: halt\n",
+    ))
+    .unwrap()
+    .value;
+    let fake = Arc::new(FakeDriver::with_delay(Duration::from_millis(30)));
+    let mut observed = BTreeMap::new();
+    for t in targets_of(&inv, &rp) {
+        let o = Observed {
+            current: Some("1".into()),
+            releases: vec!["1".into()],
+            facts: Default::default(),
+        };
+        fake.set(&t.id, o.clone());
+        observed.insert(t.id, o);
+    }
+    let body = plan_release(&inv, &rp, &observed).unwrap();
+    let plan = SavedPlan {
+        format: PLAN_FORMAT.into(),
+        format_version: PLAN_FORMAT_VERSION,
+        id: "p".into(),
+        created_at: "t".into(),
+        ferry_version: "t".into(),
+        actor: "t".into(),
+        inputs: vec![],
+        body,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture {
+        fake,
+        plan,
+        inv,
+        ledger: Ledger::new(dir.path().join("l.jsonl")),
+        _dir: dir,
+    };
+    let mut drivers = Drivers::default();
+    drivers.insert(TargetKind::Ssh, f.fake.clone());
+    let mut exec = f.executor(watch::channel(false).1);
+    exec.drivers = drivers;
+    let (outcome, _) = exec.run(&PriorRun::default()).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Completed);
+    assert_eq!(
+        f.fake.max_in_flight(),
+        3,
+        "max_parallel counts endpoints, not sites"
+    );
+    let calls = f.fake.calls();
+    let last_db = calls
+        .iter()
+        .rposition(|c| c.starts_with("verify s1/e") && c.contains("/db "))
+        .unwrap();
+    let first_web = calls
+        .iter()
+        .position(|c| c.starts_with("apply s1/e") && c.contains("/web "))
+        .unwrap();
+    assert!(
+        last_db < first_web,
+        "web waits for db on every host of the site: {calls:?}"
+    );
+}

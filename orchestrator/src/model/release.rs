@@ -56,10 +56,10 @@ pub struct Release {
 pub struct Wave {
     pub name: String,
     pub sites: Vec<String>,
-    /// How many sites of this wave are changed at once.
+    /// How many targets (a site's cloud, or an endpoint) of this wave are changed at once.
     #[serde(default = "one")]
     pub max_parallel: u32,
-    /// How many failed sites this wave tolerates; one more triggers `on_failure`.
+    /// How many failed targets this wave tolerates; one more triggers `on_failure`.
     #[serde(default)]
     pub failure_threshold: u32,
 }
