@@ -54,10 +54,14 @@ fn kill_9_mid_step_then_resume() {
         .filter(|e| e["to"] == "2.0.0")
         .map(|e| e["target"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        done,
-        ["clinic-a/local/demo", "clinic-c/local/demo"],
-        "the canary and clinic-c (same wave as clinic-b) had finished"
+    // clinic-c runs beside the held clinic-b: it may or may not have finished when killed.
+    assert!(
+        done.contains(&"clinic-a/local/demo".to_owned()),
+        "the canary had finished: {done:?}"
+    );
+    assert!(
+        !done.contains(&"clinic-b/local/demo".to_owned()),
+        "clinic-b was killed mid-step: {done:?}"
     );
     // Without --resume the plan is refused: it was started.
     ws.run(&["apply", "v2.json"])
