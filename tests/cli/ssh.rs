@@ -21,7 +21,7 @@ fn deploy_upgrade_and_back_out_over_ssh() {
     // The bad release fails its check: keep its deadline short.
     let inv = std::fs::read_to_string(ws.path().join("inventory.yaml"))
         .unwrap()
-        .replace("timeout_seconds: 20", "timeout_seconds: 3");
+        .replace("timeout_seconds: 8", "timeout_seconds: 3");
     ws.write("inventory.yaml", &inv);
     let plan = ws.plan_file("v1");
     plan.expect_code(2)
@@ -260,4 +260,26 @@ fn an_endpoint_short_of_its_hardware_blocks_the_plan_unless_waived() {
         "the waiver is in the ledger"
     );
     ws.run(&["apply", "a1.json"]).expect_code(0);
+}
+
+#[test]
+fn endpoints_behind_a_site_hub_are_reached_through_the_jump_host() {
+    let (ws, fleet) = setup(2, "37.0");
+    // clinic-b's endpoint is reached through ep-1, the hub at clinic-a.
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    let inv = inv.replace(
+        "{ id: clinic-b, tier: prod, endpoints: [ep-2] }",
+        "{ id: clinic-b, tier: prod, endpoints: [ep-2], jump: ep-1 }",
+    );
+    ws.write("inventory.yaml", &inv);
+    ws.write("plans/b1.yaml", "version: 1\nkind: release\nname: b1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
+    ws.plan_file("b1").expect_code(2);
+    ws.run(&["apply", "b1.json"]).expect_code(0);
+    assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
+    // With the hub down, clinic-b cannot be reached although its own sshd is up.
+    fleet.kill(1);
+    ws.write("plans/b2.yaml", "version: 1\nkind: release\nname: b2\nreleases: [{ app: demo, version: \"2.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
+    ws.plan_file("b2")
+        .expect_code(1)
+        .stderr_has("ep-1: cannot connect to 127.37.0.1:2222");
 }

@@ -68,7 +68,7 @@ apps:
     artifact: "artifacts/{{version}}"
     target: local
     sites: [clinic-a, clinic-b, clinic-c]
-    health_check: {{ command: [sh, bin/health], timeout_seconds: 20, interval_ms: 100 }}
+    health_check: {{ command: [sh, bin/health], timeout_seconds: 8, interval_ms: 100 }}
     config: [{{ template: templates/app.conf.tera, dest: app.conf }}]
 {app_extra}"#
         )
@@ -327,7 +327,7 @@ impl Fleet {
         }
         let list: Vec<&str> = sites[..self.n].to_vec();
         s.push_str(&format!(
-            "apps:\n  - id: demo\n    version: 1.0.0\n    artifact: \"artifacts/{{version}}\"\n    target: ssh\n    sites: [{}]\n    health_check: {{ command: [sh, bin/health], timeout_seconds: 20, interval_ms: 100 }}\n    config: [{{ template: templates/app.conf.tera, dest: app.conf }}]\n    env: {{ FERRY_IT_HANG_DIR: \"{}\" }}\n",
+            "apps:\n  - id: demo\n    version: 1.0.0\n    artifact: \"artifacts/{{version}}\"\n    target: ssh\n    sites: [{}]\n    health_check: {{ command: [sh, bin/health], timeout_seconds: 8, interval_ms: 100 }}\n    config: [{{ template: templates/app.conf.tera, dest: app.conf }}]\n    env: {{ FERRY_IT_HANG_DIR: \"{}\" }}\n",
             list.join(", "),
             ws.path().display()
         ));
