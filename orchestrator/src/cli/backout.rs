@@ -179,3 +179,111 @@ fn previous_recorded(entries: &[Entry], target: &str, current: &str) -> Result<S
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{GENESIS, NewEntry};
+
+    const T: &str = "site/host/app";
+
+    fn e(
+        event: Event,
+        from: Option<&str>,
+        to: &str,
+        serving_after: Option<serde_json::Value>,
+    ) -> Entry {
+        let mut n = NewEntry::new("t", event).plan("p");
+        n.target = Some(T.into());
+        n.from = from.map(str::to_owned);
+        n.to = Some(to.into());
+        n.detail = serving_after.map(|v| serde_json::json!({ "serving_after": v }));
+        n.seal(0, GENESIS.into())
+    }
+
+    fn prev(entries: &[Entry], current: &str) -> Result<String, String> {
+        previous_recorded(entries, T, current).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn history_cases() {
+        use Event::*;
+        let ok = |f: Option<&str>, t: &str| e(StepSucceeded, f, t, None);
+        let cases: Vec<(&str, Vec<Entry>, &str, Result<&str, &str>)> = vec![
+            (
+                "upgrade",
+                vec![ok(None, "1"), ok(Some("1"), "2")],
+                "2",
+                Ok("1"),
+            ),
+            (
+                "back and forth",
+                vec![
+                    ok(None, "1"),
+                    ok(Some("1"), "2"),
+                    e(StepBackedOut, Some("1"), "2", None),
+                ],
+                "1",
+                Ok("2"),
+            ),
+            (
+                "failed after the switch",
+                vec![
+                    ok(None, "1"),
+                    e(StepFailed, Some("1"), "2", Some("2".into())),
+                ],
+                "2",
+                Ok("1"),
+            ),
+            (
+                "failed before the switch",
+                vec![
+                    ok(None, "1"),
+                    ok(Some("1"), "2"),
+                    e(StepFailed, Some("2"), "3", Some("2".into())),
+                ],
+                "2",
+                Ok("1"),
+            ),
+            (
+                "unknown outcome, target confirms the switch",
+                vec![
+                    ok(None, "1"),
+                    e(StepFailed, Some("1"), "2", Some("unknown".into())),
+                ],
+                "2",
+                Ok("1"),
+            ),
+            (
+                "unknown outcome, target shows no switch",
+                vec![
+                    ok(None, "1"),
+                    ok(Some("1"), "2"),
+                    e(StepFailed, Some("2"), "3", Some("unknown".into())),
+                ],
+                "2",
+                Ok("1"),
+            ),
+            (
+                "changed outside ferry",
+                vec![ok(None, "1")],
+                "7",
+                Err("changed outside ferry"),
+            ),
+            (
+                "first install",
+                vec![ok(None, "1")],
+                "1",
+                Err("first install"),
+            ),
+            ("nothing recorded", vec![], "1", Err("no release recorded")),
+        ];
+        for (name, entries, current, want) in cases {
+            match (prev(&entries, current), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{name}"),
+                (Err(got), Err(w)) => assert!(got.contains(w), "{name}: {got}"),
+                (got, w) => panic!("{name}: got {got:?}, want {w:?}"),
+            }
+        }
+    }
+}
