@@ -27,6 +27,16 @@ FLEET=$WORK/fleet
 cleanup() { ci/sshd.sh stop "$FLEET" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 ci/sshd.sh start "$FLEET" "$N" "$NET" >/dev/null
+# All three tools log in as a dedicated deploy account with a plain /bin/sh, as endpoints are
+# set up in practice. (Logging in as root here would source root's ~/.bashrc, which runs
+# `pyenv init` on this image: ~0.12 s of CPU on every command, for every tool.)
+BUSER=ferrybench
+id "$BUSER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh "$BUSER"
+# Not locked ("!"): sshd without PAM refuses locked accounts even for key logins.
+usermod -p "*" "$BUSER"
+chmod 755 "$WORK" "$FLEET"
+for k in $(seq 1 "$N"); do chmod 755 "$FLEET/ep-$k"; chown -R "$BUSER" "$FLEET/ep-$k/home"; done
+mkdir -p "$WORK/ansible-remote" && chown "$BUSER" "$WORK/ansible-remote"
 
 # The release: a VERSION file, a health command and ~256 KiB of payload.
 REL=$WORK/release/1.0.0
@@ -48,7 +58,7 @@ mkdir -p "$F/artifacts" && cp -r "$WORK/release/1.0.0" "$F/artifacts/1.0.0"
   echo "sites: [{ id: bench, tier: prod, endpoints: [$(for k in $(seq 1 "$N"); do printf 'ep-%s%s' "$k" "$([ "$k" -lt "$N" ] && echo ', ')"; done)] }]"
   echo "endpoints:"
   for k in $(seq 1 "$N"); do
-    echo "  - { id: ep-$k, address: $(addr "$k"), connection: { protocol: ssh, user: root, port: 2222, identity: \"file:$FLEET/id_ed25519\", known_hosts: $FLEET/known_hosts, root: $FLEET/ep-$k/home/ferry }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: linux }}"
+    echo "  - { id: ep-$k, address: $(addr "$k"), connection: { protocol: ssh, user: $BUSER, port: 2222, identity: \"file:$FLEET/id_ed25519\", known_hosts: $FLEET/known_hosts, root: $FLEET/ep-$k/home/ferry }, hardware: { cpus: 1, memory_mb: 1, disk_gb: 1, os: linux }}"
   done
   echo "apps: [{ id: app, version: 1.0.0, artifact: \"artifacts/{version}\", target: ssh, sites: [bench], health_check: { command: [sh, bin/health] } }]"
 } > "$F/inventory.yaml"
@@ -78,7 +88,8 @@ mkdir -p "$A"
   for k in $(seq 1 "$N"); do echo "ep-$k ansible_host=$(addr "$k") root_dir=$FLEET/ep-$k/home/ansible"; done
   echo "[endpoints:vars]"
   echo "ansible_port=2222"
-  echo "ansible_user=root"
+  echo "ansible_user=$BUSER"
+  echo "ansible_remote_tmp=$WORK/ansible-remote"
   echo "ansible_ssh_private_key_file=$FLEET/id_ed25519"
   echo "ansible_ssh_common_args='-o StrictHostKeyChecking=yes -o UserKnownHostsFile=$FLEET/known_hosts -o KexAlgorithms=curve25519-sha256'"
   echo "ansible_python_interpreter=/usr/bin/python3"
@@ -105,8 +116,8 @@ deploy_one() {
   local k=$1 a d
   a=$(addr "$k"); d=$FLEET/ep-$k/home/floor/app
   # Two connections: the upload, then one command that unpacks, switches and checks.
-  scp -q "${SSH_OPTS[@]}" -P 2222 "$WORK/release-1.0.0.tar.gz" "root@$a:$FLEET/ep-$k/home/floor-1.0.0.tar.gz" &&
-  ssh "${SSH_OPTS[@]}" -p 2222 "root@$a" "mkdir -p $d/releases/1.0.0 && tar -xzf $FLEET/ep-$k/home/floor-1.0.0.tar.gz -C $d/releases/1.0.0 && ln -sfn releases/1.0.0 $d/.current.tmp && mv -Tf $d/.current.tmp $d/current && cd $d/current && sh bin/health"
+  scp -q "${SSH_OPTS[@]}" -P 2222 "$WORK/release-1.0.0.tar.gz" "$BUSER@$a:$FLEET/ep-$k/home/floor-1.0.0.tar.gz" &&
+  ssh "${SSH_OPTS[@]}" -p 2222 "$BUSER@$a" "mkdir -p $d/releases/1.0.0 && tar -xzf $FLEET/ep-$k/home/floor-1.0.0.tar.gz -C $d/releases/1.0.0 && ln -sfn releases/1.0.0 $d/.current.tmp && mv -Tf $d/.current.tmp $d/current && cd $d/current && sh bin/health"
 }
 t0=$(now)
 pids=()

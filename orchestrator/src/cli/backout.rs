@@ -209,7 +209,8 @@ mod tests {
     fn history_cases() {
         use Event::*;
         let ok = |f: Option<&str>, t: &str| e(StepSucceeded, f, t, None);
-        let cases: Vec<(&str, Vec<Entry>, &str, Result<&str, &str>)> = vec![
+        type Case<'a> = (&'a str, Vec<Entry>, &'a str, Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
             (
                 "upgrade",
                 vec![ok(None, "1"), ok(Some("1"), "2")],

@@ -78,15 +78,29 @@ fn files_digest(files: &[super::RenderedFile]) -> String {
     crate::load::sha256_hex(s.as_bytes())
 }
 
-/// A gzipped tarball of the artifact directory (or the file itself if it already is one).
-fn tarball(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    if path.is_file() {
-        return std::fs::read(path);
-    }
+/// The release as one gzipped tarball: the artifact tree, then the rendered files, then the
+/// release marker (last, so a release with a marker is complete).
+fn pack(
+    path: &std::path::Path,
+    files: &[super::RenderedFile],
+    marker: &str,
+) -> std::io::Result<Vec<u8>> {
     let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(enc);
     tar.follow_symlinks(false);
     tar.append_dir_all(".", path)?;
+    let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)
+    };
+    for f in files {
+        add(&f.dest, f.contents.as_bytes())?;
+    }
+    add(script::MARKER, marker.as_bytes())?;
     tar.into_inner()?.finish()
 }
 
@@ -131,10 +145,15 @@ impl SshDriver {
         timeout: Duration,
     ) -> Result<session::Output, DriverError> {
         let t = ssh_of(spec)?;
+        let started = Instant::now();
         let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
-        s.run(script, timeout)
+        let connected = started.elapsed();
+        let out = s
+            .run(script, timeout)
             .await
-            .map_err(|e| self.transport(t, e))
+            .map_err(|e| self.transport(t, e));
+        tracing::debug!(endpoint = %t.host.id, connect_ms = connected.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, what = script.lines().find(|l| l.starts_with("A=") || l.starts_with("cd ") || l.starts_with("cur=")).unwrap_or_default(), "remote command");
+        out
     }
 
     /// Runs a script that must succeed; returns its stdout.
@@ -328,70 +347,67 @@ impl Driver for SshDriver {
         let already = present.is_some_and(|m| {
             m.artifact_sha256 == wanted.artifact_sha256 && m.files_sha256 == wanted.files_sha256
         });
-        let mut text = String::new();
-        if !already {
-            let path = release.artifact.clone();
-            let expected = release.artifact_sha256.clone();
-            let target = spec.target.id.clone();
-            let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DriverError> {
-                let io = |action: &str| {
-                    let (target, action) = (target.clone(), action.to_owned());
-                    move |source| DriverError::Io {
-                        target,
-                        action,
-                        source,
-                    }
-                };
-                let found = artifact::digest(&path).map_err(io("read artifact"))?;
-                if found != expected {
-                    return Err(DriverError::ArtifactChanged {
-                        target: target.clone(),
-                        path: path.display().to_string(),
-                        expected,
-                        found,
-                    });
-                }
-                tarball(&path).map_err(io("pack artifact"))
-            })
-            .await
-            .map_err(|e| DriverError::Failed {
-                target: spec.target.id.clone(),
-                action: "pack artifact",
-                message: e.to_string(),
-            })??;
-            let sha = crate::load::sha256_hex(&bytes);
-            let remote = format!(
-                "{}/{}.tar.gz.{}",
-                script::incoming_dir(&dir),
-                release.version,
-                std::process::id()
-            );
-            let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
-            s.upload_with(
-                &script::upload_command(&dir, &remote),
-                &remote,
-                bytes,
-                t.command_timeout,
-            )
-            .await
-            .map_err(|e| self.transport(t, e))?;
-            let marker = serde_json::to_string(&wanted).expect("marker serializes");
-            text.push_str(&script::install(
+        if already {
+            let text = script::switch_and_prune(
                 &dir,
                 &release.version,
-                &remote,
-                &sha,
-                &release.files,
-                &marker,
-            ));
+                spec.app.keep_releases,
+                previous.as_deref(),
+            );
+            return self.switch_with(spec, &text, &release.version).await;
         }
-        text.push_str(&script::switch(&dir, &release.version));
-        text.push_str(&script::prune(
+        let path = release.artifact.clone();
+        let expected = release.artifact_sha256.clone();
+        let target = spec.target.id.clone();
+        let files = release.files.clone();
+        let marker = serde_json::to_string(&wanted).expect("marker serializes");
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DriverError> {
+            let io = |action: &str| {
+                let (target, action) = (target.clone(), action.to_owned());
+                move |source| DriverError::Io {
+                    target,
+                    action,
+                    source,
+                }
+            };
+            let found = artifact::digest(&path).map_err(io("read artifact"))?;
+            if found != expected {
+                return Err(DriverError::ArtifactChanged {
+                    target: target.clone(),
+                    path: path.display().to_string(),
+                    expected,
+                    found,
+                });
+            }
+            pack(&path, &files, &marker).map_err(io("pack release"))
+        })
+        .await
+        .map_err(|e| DriverError::Failed {
+            target: spec.target.id.clone(),
+            action: "pack release",
+            message: e.to_string(),
+        })??;
+        let sha = crate::load::sha256_hex(&bytes);
+        let command = script::install(
             &dir,
+            &release.version,
+            &sha,
             spec.app.keep_releases,
             previous.as_deref(),
-        ));
-        self.switch_with(spec, &text, &release.version).await
+        );
+        let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
+        let out = s
+            .exec_with_input(&command, bytes, "upload and install", t.command_timeout)
+            .await
+            .map_err(|e| self.transport(t, e))?;
+        if out.code != Some(0) {
+            return Err(DriverError::Failed {
+                target: spec.target.id.clone(),
+                action: "upload and install",
+                message: format!("exit {:?}: {}", out.code, out.stderr.trim()),
+            });
+        }
+        self.restart(spec, &release.version).await
     }
 
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {

@@ -4,8 +4,6 @@
 
 use shell_escape::unix::escape;
 
-use crate::drivers::RenderedFile;
-
 pub const MARKER: &str = ".ferry-release.json";
 
 fn q(s: &str) -> String {
@@ -13,7 +11,8 @@ fn q(s: &str) -> String {
 }
 
 /// Prints `current=`, `release=` lines and hardware facts (`cpus=`, `memory_kb=`,
-/// `disk_total_kb=`, `disk_free_kb=`, `os=`).
+/// `disk_total_kb=`, `disk_free_kb=`, `os=`). Shell built-ins wherever possible: on a busy
+/// endpoint every extra process costs more than the command itself.
 pub fn observe(app_dir: &str, root: &str) -> String {
     format!(
         r#"set -u
@@ -21,14 +20,17 @@ A={app}
 cur=$(readlink "$A/current" 2>/dev/null || true)
 echo "current=${{cur##*/}}"
 for d in "$A"/releases/*/; do
-  [ -f "$d{MARKER}" ] && echo "release=$(basename "$d")"
+  d=${{d%/}}
+  [ -f "$d/{MARKER}" ] && echo "release=${{d##*/}}"
 done
-echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-echo "memory_kb=$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)"
+n=0
+while read -r k _; do case $k in processor) n=$((n + 1)) ;; esac; done < /proc/cpuinfo
+echo "cpus=$n"
+while read -r k v _; do [ "$k" = MemTotal: ] && echo "memory_kb=$v"; done < /proc/meminfo
 p={root}
-while [ ! -e "$p" ]; do p=$(dirname "$p"); done
-df -Pk "$p" | awk 'NR==2 {{print "disk_total_kb=" $2; print "disk_free_kb=" $4}}'
-if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${{ID:-unknown}} ${{VERSION_ID:-}}"; else echo "os=$(uname -s)"; fi
+while [ ! -e "$p" ]; do p=${{p%/*}}; [ -z "$p" ] && p=/; done
+df -Pk "$p" | {{ read -r _; read -r _ total _ free _; echo "disk_total_kb=$total"; echo "disk_free_kb=$free"; }}
+if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${{ID:-unknown}} ${{VERSION_ID:-}}"; else echo "os=unknown"; fi
 "#,
         app = q(app_dir),
         root = q(root),
@@ -44,82 +46,82 @@ pub fn preflight(app_dir: &str, version: &str) -> String {
     )
 }
 
-/// `mkdir -p` of the upload folder and `cat >` of the upload, as one command line (no secrets).
-pub fn upload_command(app_dir: &str, remote: &str) -> String {
-    format!(
-        "mkdir -p {} {}/releases && cat > {}",
-        q(&incoming_dir(app_dir)),
-        q(app_dir),
-        q(remote)
-    )
-}
-
-pub fn incoming_dir(app_dir: &str) -> String {
-    format!("{app_dir}/.incoming")
-}
-
-/// Checks the uploaded tarball, unpacks it into a staging folder with the rendered files and
-/// the marker, and renames it into `releases/<version>`.
+/// One command line that receives the release tarball on stdin (artifact, rendered files and
+/// the release marker, packed by ferry), checks its SHA-256, unpacks it into a staging folder,
+/// renames that into `releases/<version>`, switches `current` and prunes old releases. It holds
+/// paths, the version and a checksum only (no secret), so it may travel as the exec command.
 pub fn install(
     app_dir: &str,
     version: &str,
-    tarball: &str,
     sha256: &str,
-    files: &[RenderedFile],
-    marker_json: &str,
+    keep: u32,
+    protect: Option<&str>,
 ) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut s = format!(
+    let body = format!(
         r#"set -eu
 A={app}
-T={tarball}
-got=$(sha256sum "$T" | cut -d' ' -f1)
-if [ "$got" != {sha} ]; then echo "uploaded artifact checksum $got does not match {sha_plain}" >&2; rm -f "$T"; exit 3; fi
-S="$A/releases/.staging-{ver_plain}-$$"
-rm -rf "$S"
-mkdir -p "$S"
+V={ver}
+mkdir -p "$A/.incoming" "$A/releases"
+T="$A/.incoming/$V.tar.gz.$$"
+cat > "$T"
+set -- $(sha256sum "$T")
+if [ "$1" != {sha} ]; then echo "uploaded release checksum $1 does not match {sha_plain}" >&2; rm -f "$T"; exit 3; fi
+S="$A/releases/.staging-$$"
+mkdir "$S"
 tar -xzf "$T" -C "$S"
-"#,
+rm -f "$T"
+R="$A/releases/$V"
+if [ -e "$R" ]; then mv "$R" "$S.old"; rm -rf "$S.old"; fi
+mv "$S" "$R"
+{switch}{prune}"#,
         app = q(app_dir),
-        tarball = q(tarball),
+        ver = q(version),
         sha = q(sha256),
         sha_plain = sha256,
-        ver_plain = version.replace(
-            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
-            "_"
-        ),
+        switch = switch_body(),
+        prune = prune_body(keep, protect),
     );
-    for f in files {
-        s.push_str(&format!("mkdir -p \"$(dirname \"$S\"/{dest})\"\nprintf '%s' {data} | base64 -d > \"$S\"/{dest}\n", dest = q(&f.dest), data = q(&b64.encode(&f.contents))));
-    }
-    s.push_str(&format!(
-        r#"printf '%s' {marker} | base64 -d > "$S/{MARKER}"
-R="$A/releases/"{ver}
-if [ -e "$R" ]; then mv "$R" "$S.replaced"; rm -rf "$S.replaced"; fi
-mv "$S" "$R"
-rm -f "$T"
-sync "$A/releases" 2>/dev/null || sync
-"#,
-        marker = q(&b64.encode(marker_json)),
-        ver = q(version),
-    ));
-    s
+    format!("sh -c {}", q(&body))
 }
 
-/// Points `current` at `releases/<version>` atomically (rename of a fresh symlink).
+fn switch_body() -> String {
+    format!(
+        r#"if [ ! -f "$A/releases/$V/{MARKER}" ]; then echo "release $V is not on this endpoint" >&2; exit 4; fi
+ln -sfn "releases/$V" "$A/.current.tmp"
+mv -Tf "$A/.current.tmp" "$A/current"
+sync "$A" "$A/releases" 2>/dev/null || true
+"#
+    )
+}
+
+fn prune_body(keep: u32, protect: Option<&str>) -> String {
+    format!(
+        r#"set -- "$A"/releases/*/
+if [ "$#" -gt {keep} ]; then
+  n=0
+  for m in $(ls -1t "$A"/releases/*/{MARKER} 2>/dev/null); do
+    d=${{m%/*}}; v=${{d##*/}}; n=$((n + 1))
+    if [ "$n" -gt {keep} ] && [ "$v" != "$V" ] && [ "$v" != {protect} ]; then rm -rf "$d"; fi
+  done
+fi
+"#,
+        protect = q(protect.unwrap_or("")),
+    )
+}
+
+/// Points `current` at `releases/<version>` atomically (rename of a fresh symlink); exit 4
+/// when that release is not on the endpoint. With `keep`, also prunes old releases.
 pub fn switch(app_dir: &str, version: &str) -> String {
     format!(
-        r#"set -eu
-A={app}
-if [ ! -f "$A/releases/"{ver}/{MARKER} ]; then echo "release "{ver}" is not on this endpoint" >&2; exit 4; fi
-ln -sfn "releases/"{ver} "$A/.current.tmp"
-mv -Tf "$A/.current.tmp" "$A/current"
-sync "$A" 2>/dev/null || sync
-"#,
-        app = q(app_dir),
-        ver = q(version),
+        "set -eu\nA={}\nV={}\n{}",
+        q(app_dir),
+        q(version),
+        switch_body()
     )
+}
+
+pub fn switch_and_prune(app_dir: &str, version: &str, keep: u32, protect: Option<&str>) -> String {
+    format!("{}{}", switch(app_dir, version), prune_body(keep, protect))
 }
 
 pub fn uninstall(app_dir: &str) -> String {
@@ -148,31 +150,13 @@ pub fn health(app_dir: &str, version: &str, env: &[(&str, &str)], argv: &[String
     format!("{check}{}", hook(app_dir, env, argv))
 }
 
-/// Removes the oldest complete releases beyond `keep`, never `current` nor `protect`.
-pub fn prune(app_dir: &str, keep: u32, protect: Option<&str>) -> String {
-    format!(
-        r#"set -u
-A={app}
-cur=$(readlink "$A/current" 2>/dev/null || true); cur=${{cur##*/}}
-keep={keep}
-n=0
-for m in $(ls -1t "$A"/releases/*/{MARKER} 2>/dev/null); do
-  d=$(dirname "$m"); v=$(basename "$d")
-  n=$((n + 1))
-  if [ "$n" -gt "$keep" ] && [ "$v" != "$cur" ] && [ "$v" != {protect} ]; then rm -rf "$d"; fi
-done
-"#,
-        app = q(app_dir),
-        protect = q(protect.unwrap_or("")),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn values_are_quoted() {
+        assert!(install("/r/a b", "1.0", "abc", 3, None).starts_with("sh -c '"));
         let s = hook(
             "/opt/ferry/app",
             &[("TOKEN", "a'b $(rm -rf /)")],
@@ -184,25 +168,13 @@ mod tests {
 
     #[test]
     fn scripts_parse_as_posix_sh() {
-        let files = [RenderedFile {
-            dest: "conf/app.conf".into(),
-            contents: "x = 'y'\n".into(),
-        }];
         for script in [
             observe("/r/app", "/r"),
-            install(
-                "/r/app",
-                "1.0",
-                "/r/app/.incoming/1.0.tgz",
-                "abc",
-                &files,
-                "{}",
-            ),
-            switch("/r/app", "1.0"),
             preflight("/r/app", "1.0"),
-            health("/r/app", "1.0", &[("A", "b")], &["true".into()]),
+            switch("/r/app", "1.0"),
+            switch_and_prune("/r/app", "1.0", 3, Some("0.9")),
             uninstall("/r/app"),
-            prune("/r/app", 3, Some("0.9")),
+            health("/r/app", "1.0", &[("A", "b")], &["true".into()]),
         ] {
             let out = std::process::Command::new("sh")
                 .arg("-n")
@@ -216,5 +188,62 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// The install command runs for real against a local directory: stdin in, release out.
+    #[test]
+    fn install_command_unpacks_switches_and_checks_the_checksum() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app").display().to_string();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("VERSION"), "1.0").unwrap();
+        std::fs::write(src.path().join(MARKER), "{}").unwrap();
+        let tgz = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg("-")
+            .arg("-C")
+            .arg(src.path())
+            .arg(".")
+            .output()
+            .unwrap()
+            .stdout;
+        let sha = crate::load::sha256_hex(&tgz);
+        let run = |sha: &str| {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(install(&app, "1.0", sha, 3, None))
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&tgz).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let bad = run("0000");
+        assert_eq!(
+            bad.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+        assert!(
+            std::fs::read_link(dir.path().join("app/current")).is_err(),
+            "nothing switched on a bad checksum"
+        );
+        let ok = run(&sha);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("app/current")).unwrap(),
+            std::path::Path::new("releases/1.0")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("app/current/VERSION")).unwrap(),
+            "1.0"
+        );
     }
 }

@@ -280,40 +280,8 @@ impl Session {
         .await
     }
 
-    /// Writes `bytes` to `path` on the host (`cat > path`), bounded in time.
-    pub async fn upload(
-        &self,
-        path: &str,
-        bytes: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<(), SshError> {
-        let cmd = format!("cat > {}", shell_escape::unix::escape(path.into()));
-        self.upload_with(&cmd, path, bytes, timeout).await
-    }
-
-    /// Runs `command` (which ends in `cat > path`) with `bytes` on its stdin, bounded in time.
-    pub async fn upload_with(
-        &self,
-        command: &str,
-        path: &str,
-        bytes: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<(), SshError> {
-        let out = self
-            .exec_with_input(command, bytes, "upload", timeout)
-            .await?;
-        if out.code == Some(0) {
-            Ok(())
-        } else {
-            Err(SshError::Channel {
-                host: self.host.clone(),
-                what: format!("upload to {path}"),
-                reason: format!("exit {:?}: {}", out.code, out.stderr.trim()),
-            })
-        }
-    }
-
-    async fn exec_with_input(
+    /// Runs `command` with `input` on its stdin; stdout and stderr apart; bounded in time.
+    pub async fn exec_with_input(
         &self,
         command: &str,
         input: Vec<u8>,
