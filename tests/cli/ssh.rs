@@ -283,3 +283,46 @@ fn endpoints_behind_a_site_hub_are_reached_through_the_jump_host() {
         .expect_code(1)
         .stderr_has("ep-1: cannot connect to 127.37.0.1:2222");
 }
+
+#[test]
+fn without_an_identity_the_ssh_agent_logs_in_and_restart_runs_after_the_switch() {
+    let (ws, fleet) = setup(1, "38.0");
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    let key = format!("identity: \"file:{}\", ", fleet.path().join("id_ed25519").display());
+    assert!(inv.contains(&key));
+    let inv = inv.replace(&key, "").replace("    env: {", "    restart: [sh, -c, \"echo $FERRY_VERSION >> ../../restarts.log\"]\n    env: {");
+    ws.write("inventory.yaml", &inv);
+    // No agent: a clear error.
+    ws.cmd(&["plan", "-i", "inventory.yaml", "plans/a1.yaml", "-o", "a1.json"]).env_remove("SSH_AUTH_SOCK").output().map(|o| {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no identity in the inventory and no SSH agent"), "{}", String::from_utf8_lossy(&o.stderr));
+    }).unwrap();
+    // A real ssh-agent holding the key.
+    let sock = ws.path().join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(std::process::Stdio::null()).spawn().expect("ssh-agent from openssh-client");
+    let _kill = KillOnDrop(agent);
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add").arg(fleet.path().join("id_ed25519")).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let run = |args: &[&str]| ws.cmd(args).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    assert_eq!(run(&["plan", "-i", "inventory.yaml", "plans/a1.yaml", "-o", "a1.json"]).status.code(), Some(2));
+    let out = run(&["apply", "a1.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
+    let restarts = std::fs::read_to_string(fleet.path().join("ep-1/home/ferry/demo/restarts.log")).unwrap();
+    assert_eq!(restarts, "1.0.0\n", "restart ran once, in the new release, with its version");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
