@@ -299,8 +299,22 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 ),
             );
         }
-        if app.health_check.command.is_empty() {
-            err(format!("{at}.health_check.command"), "is empty".into());
+        match (&app.health_check.http, app.health_check.command.is_empty()) {
+            (None, true) => err(
+                format!("{at}.health_check"),
+                "needs `command` or `http`".into(),
+            ),
+            (Some(_), false) => err(
+                format!("{at}.health_check"),
+                "has both `command` and `http`; choose one".into(),
+            ),
+            (Some(url), true) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                err(
+                    format!("{at}.health_check.http"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+            }
+            _ => {}
         }
         if app.health_check.timeout_seconds == 0 {
             err(

@@ -288,18 +288,46 @@ fn endpoints_behind_a_site_hub_are_reached_through_the_jump_host() {
 fn without_an_identity_the_ssh_agent_logs_in_and_restart_runs_after_the_switch() {
     let (ws, fleet) = setup(1, "38.0");
     let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
-    let key = format!("identity: \"file:{}\", ", fleet.path().join("id_ed25519").display());
+    let key = format!(
+        "identity: \"file:{}\", ",
+        fleet.path().join("id_ed25519").display()
+    );
     assert!(inv.contains(&key));
-    let inv = inv.replace(&key, "").replace("    env: {", "    restart: [sh, -c, \"echo $FERRY_VERSION >> ../../restarts.log\"]\n    env: {");
+    let inv = inv.replace(&key, "").replace(
+        "    env: {",
+        "    restart: [sh, -c, \"echo $FERRY_VERSION >> ../../restarts.log\"]\n    env: {",
+    );
     ws.write("inventory.yaml", &inv);
     // No agent: a clear error.
-    ws.cmd(&["plan", "-i", "inventory.yaml", "plans/a1.yaml", "-o", "a1.json"]).env_remove("SSH_AUTH_SOCK").output().map(|o| {
+    ws.cmd(&[
+        "plan",
+        "-i",
+        "inventory.yaml",
+        "plans/a1.yaml",
+        "-o",
+        "a1.json",
+    ])
+    .env_remove("SSH_AUTH_SOCK")
+    .output()
+    .map(|o| {
         assert_eq!(o.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("no identity in the inventory and no SSH agent"), "{}", String::from_utf8_lossy(&o.stderr));
-    }).unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .contains("no identity in the inventory and no SSH agent"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    })
+    .unwrap();
     // A real ssh-agent holding the key.
     let sock = ws.path().join("agent.sock");
-    let agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(std::process::Stdio::null()).spawn().expect("ssh-agent from openssh-client");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent from openssh-client");
     let _kill = KillOnDrop(agent);
     for _ in 0..100 {
         if sock.exists() {
@@ -307,15 +335,44 @@ fn without_an_identity_the_ssh_agent_logs_in_and_restart_runs_after_the_switch()
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let added = std::process::Command::new("ssh-add").arg(fleet.path().join("id_ed25519")).env("SSH_AUTH_SOCK", &sock).output().unwrap();
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let added = std::process::Command::new("ssh-add")
+        .arg(fleet.path().join("id_ed25519"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let run = |args: &[&str]| ws.cmd(args).env("SSH_AUTH_SOCK", &sock).output().unwrap();
-    assert_eq!(run(&["plan", "-i", "inventory.yaml", "plans/a1.yaml", "-o", "a1.json"]).status.code(), Some(2));
+    assert_eq!(
+        run(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/a1.yaml",
+            "-o",
+            "a1.json"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
     let out = run(&["apply", "a1.json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
-    let restarts = std::fs::read_to_string(fleet.path().join("ep-1/home/ferry/demo/restarts.log")).unwrap();
-    assert_eq!(restarts, "1.0.0\n", "restart ran once, in the new release, with its version");
+    let restarts =
+        std::fs::read_to_string(fleet.path().join("ep-1/home/ferry/demo/restarts.log")).unwrap();
+    assert_eq!(
+        restarts, "1.0.0\n",
+        "restart ran once, in the new release, with its version"
+    );
 }
 
 struct KillOnDrop(std::process::Child);
@@ -325,4 +382,57 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn an_http_health_check_runs_on_the_endpoint() {
+    let (ws, fleet) = setup(1, "39.0");
+    let python = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v python3"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert!(
+        !python.is_empty(),
+        "python3 is on every machine of this kind"
+    );
+    let addr = fleet.address(1);
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    // The restart serves the current release over HTTP on the endpoint's address.
+    let pid = fleet.path().join("http.pid").display().to_string();
+    let serve = format!(
+        "    restart: [sh, -c, \"if [ -f {pid} ]; then kill $(cat {pid}); sleep 0.2; fi; nohup {python} -m http.server 18039 --bind {addr} >/dev/null 2>&1 & echo $! > {pid}; sleep 0.5\"]\n    env: {{"
+    );
+    let inv = inv
+        .replace(
+            "health_check: { command: [sh, bin/health], timeout_seconds: 8,",
+            &format!("health_check: {{ http: \"http://{addr}:18039/VERSION\", timeout_seconds: 3,"),
+        )
+        .replace("    env: {", &serve);
+    ws.write("inventory.yaml", &inv);
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(p) = std::fs::read_to_string(&self.0) {
+                let _ = std::process::Command::new("kill").arg(p.trim()).status();
+            }
+        }
+    }
+    let _stop = Stop(pid.clone());
+    ws.plan_file("a1").expect_code(2);
+    ws.run(&["apply", "a1.json"]).expect_code(0);
+    // The bad release lacks the file the check asks for: 404, backed out to 1.0.0, verified.
+    std::fs::remove_file(ws.path().join("artifacts/3.0.0/VERSION")).unwrap();
+    ws.write("plans/a3.yaml", "version: 1\nkind: release\nname: a3\nreleases: [{ app: demo, version: \"3.0.0\" }]\nwaves: [{ name: only, sites: [clinic-a] }]\non_failure: backout\n");
+    ws.plan_file("a3").expect_code(2);
+    ws.run(&["apply", "a3.json"])
+        .expect_code(6)
+        .stderr_has("health check did not pass within 3s")
+        .stderr_has("404");
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
 }

@@ -21,6 +21,8 @@ use crate::target::Observed;
 
 const MARKER: &str = ".ferry-release.json";
 
+const NO_ATTEMPT: &str = "no attempt finished";
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalDriver;
 
@@ -336,7 +338,7 @@ impl Driver for LocalDriver {
         }
         let hc = &spec.app.health_check;
         let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
-        let mut last = String::from("no attempt finished");
+        let mut last = String::from(NO_ATTEMPT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -347,13 +349,18 @@ impl Driver for LocalDriver {
                 });
             }
             match self
-                .run_hook(spec, &dir, &hc.command, "health check", left)
+                .run_hook(spec, &dir, &hc.argv(), "health check", left)
                 .await
             {
                 Ok(out) if out.success => return Ok(()),
                 Ok(out) => last = format!("{}: {}", out.status(), out.tail),
                 Err(DriverError::Timeout { .. }) => {
-                    last = "the check itself ran past the deadline".into()
+                    {
+                        // Keep an earlier attempt's own message: it says more than the timeout.
+                        if last == NO_ATTEMPT {
+                            last = "the check itself ran past the deadline".into();
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -167,6 +167,7 @@ mod tests {
                     "-c".into(),
                     "test \"$(cat VERSION)\" = \"$FERRY_VERSION\"".into(),
                 ],
+                http: None,
                 timeout_seconds: 2,
                 interval_ms: 50,
             },

@@ -286,16 +286,38 @@ fn default_keep_releases() -> u32 {
     5
 }
 
+/// How ferry decides that a release is healthy: a command, or an HTTP GET, run where the app
+/// runs (on the endpoint for `ssh`), retried until `timeout_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// Command (argv form) run in the app directory; exit status 0 means healthy.
+    /// Command (argv form) run in the release directory; exit status 0 means healthy.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// URL that must answer 2xx (checked with curl, or wget where curl is missing).
+    #[serde(default)]
+    pub http: Option<String>,
     /// Deadline for the check to pass, retried until then.
     #[serde(default = "default_health_timeout")]
     pub timeout_seconds: u64,
     #[serde(default = "default_health_interval")]
     pub interval_ms: u64,
+}
+
+impl HealthCheck {
+    /// The command that performs the check.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.http {
+            Some(url) => vec![
+                "sh".into(),
+                "-c".into(),
+                r#"if command -v curl >/dev/null 2>&1; then exec curl -fsS -o /dev/null --max-time 10 "$1"; else exec wget -q -O /dev/null -T 10 "$1"; fi"#.into(),
+                "ferry-http-check".into(),
+                url.clone(),
+            ],
+            None => self.command.clone(),
+        }
+    }
 }
 
 fn default_health_timeout() -> u64 {

@@ -24,6 +24,8 @@ use crate::plan::Undo;
 use crate::target::Observed;
 
 /// What the SSH driver needs beyond the common spec.
+const NO_ATTEMPT: &str = "no attempt finished";
+
 #[derive(Debug, Clone)]
 pub struct SshTarget {
     pub host: HostSpec,
@@ -175,10 +177,7 @@ impl SshDriver {
             Err(DriverError::Failed {
                 target: spec.target.id.clone(),
                 action,
-                message: format!(
-                    "exit {}: {detail}",
-                    out.code.map_or("?".into(), |c| c.to_string())
-                ),
+                message: format!("{}: {detail}", exit_text(out.code)),
             })
         }
     }
@@ -227,7 +226,7 @@ impl SshDriver {
                 return Err(DriverError::Failed {
                     target: spec.target.id.clone(),
                     action: "restart",
-                    message: format!("exit {:?}: {}", out.code, tail(&out)),
+                    message: format!("{}: {}", exit_text(out.code), tail(&out)),
                 });
             }
         }
@@ -255,12 +254,20 @@ impl SshDriver {
                 return Err(DriverError::Failed {
                     target: spec.target.id.clone(),
                     action: "install and switch",
-                    message: format!("exit {c:?}: {}", out.stderr.trim()),
+                    message: format!("{}: {}", exit_text(c), out.stderr.trim()),
                 });
             }
         }
         self.restart(spec, version).await
     }
+}
+
+/// `exit 3`, or what it means that there was no exit status.
+fn exit_text(code: Option<u32>) -> String {
+    code.map_or_else(
+        || "no exit status (the command was killed or the connection dropped)".to_owned(),
+        |c| format!("exit {c}"),
+    )
 }
 
 fn tail(out: &session::Output) -> String {
@@ -404,7 +411,7 @@ impl Driver for SshDriver {
             return Err(DriverError::Failed {
                 target: spec.target.id.clone(),
                 action: "upload and install",
-                message: format!("exit {:?}: {}", out.code, out.stderr.trim()),
+                message: format!("{}: {}", exit_text(out.code), out.stderr.trim()),
             });
         }
         self.restart(spec, &release.version).await
@@ -413,7 +420,7 @@ impl Driver for SshDriver {
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
         let hc = &spec.app.health_check;
         let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
-        let mut last = String::from("no attempt finished");
+        let mut last = String::from(NO_ATTEMPT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -424,7 +431,7 @@ impl Driver for SshDriver {
                 });
             }
             match self
-                .hook(spec, HookKind::Health, &hc.command, version, left)
+                .hook(spec, HookKind::Health, &hc.argv(), version, left)
                 .await
             {
                 Ok(out) if out.code == Some(0) => return Ok(()),
@@ -435,15 +442,14 @@ impl Driver for SshDriver {
                         message: format!("{}, expected {version}", out.stderr.trim()),
                     });
                 }
-                Ok(out) => {
-                    last = format!(
-                        "exit {}: {}",
-                        out.code.map_or("?".into(), |c| c.to_string()),
-                        tail(&out)
-                    )
-                }
+                Ok(out) => last = format!("{}: {}", exit_text(out.code), tail(&out)),
                 Err(DriverError::Ssh(e)) if matches!(*e, SshError::Timeout { .. }) => {
-                    last = "the check itself ran past the deadline".into()
+                    {
+                        // Keep an earlier attempt's own message: it says more than the timeout.
+                        if last == NO_ATTEMPT {
+                            last = "the check itself ran past the deadline".into();
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }
