@@ -436,3 +436,84 @@ fn an_http_health_check_runs_on_the_endpoint() {
         .stderr_has("404");
     assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
 }
+
+/// The shared driver compliance suite, run against the SSH driver and a real sshd.
+#[test]
+fn the_ssh_driver_passes_the_driver_compliance_suite() {
+    use ferry::drivers::ssh::{HostSpec, SshDriver, SshTarget};
+    use ferry::drivers::{ReleaseBundle, RenderedFile, TargetSpec, compliance};
+    use ferry::model::{App, HealthCheck, TargetKind};
+    use ferry::target::TargetRef;
+
+    let fleet = Fleet::start(1, "41.0");
+    let work = tempfile::tempdir().unwrap();
+    let bundle = |version: &str| {
+        let dir = work.path().join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("VERSION"), version).unwrap();
+        ReleaseBundle {
+            version: version.into(),
+            artifact_sha256: ferry::artifact::digest(&dir).unwrap(),
+            artifact: dir,
+            files: vec![RenderedFile {
+                dest: "conf/app.conf".into(),
+                contents: format!("v={version}\n"),
+            }],
+            plan_id: "compliance".into(),
+        }
+    };
+    let host = HostSpec {
+        id: "ep-1".into(),
+        address: fleet.address(1),
+        port: 2222,
+        user: "root".into(),
+        known_hosts: fleet.path().join("known_hosts"),
+        identity: Some(
+            ferry::secret::SecretRef::File(fleet.path().join("id_ed25519"))
+                .resolve("identity", work.path())
+                .unwrap(),
+        ),
+        passphrase: None,
+        connect_timeout: std::time::Duration::from_secs(5),
+    };
+    let app = App {
+        id: "demo".into(),
+        version: "1.0.0".into(),
+        artifact: String::new(),
+        target: TargetKind::Ssh,
+        sites: vec!["s".into()],
+        health_check: HealthCheck {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "test \"$(cat VERSION)\" = \"$FERRY_VERSION\" && test -f conf/app.conf".into(),
+            ],
+            http: None,
+            timeout_seconds: 3,
+            interval_ms: 100,
+        },
+        restart: None,
+        depends_on: vec![],
+        config: vec![],
+        env: Default::default(),
+        secrets: Default::default(),
+        keep_releases: 5,
+    };
+    let spec = TargetSpec {
+        target: TargetRef::new("s", "ep-1", "demo", TargetKind::Ssh),
+        app,
+        cloud: None,
+        base_dir: work.path().to_owned(),
+        env: vec![],
+        secrets: vec![],
+        ssh: Some(SshTarget {
+            host,
+            jump: None,
+            root: fleet.path().join("ep-1/home/ferry").display().to_string(),
+            command_timeout: std::time::Duration::from_secs(20),
+        }),
+    };
+    let (v1, v2) = (bundle("1.0.0"), bundle("2.0.0"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(compliance::run(&SshDriver::new(), &spec, &v1, &v2));
+}
