@@ -517,3 +517,59 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(compliance::run(&SshDriver::new(), &spec, &v1, &v2));
 }
+
+#[test]
+fn a_passphrase_protected_key_is_unlocked_from_a_secret_reference() {
+    let (ws, fleet) = setup(1, "42.0");
+    let key = ws.path().join("locked_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "correct horse", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut authorized = std::fs::OpenOptions::new()
+        .append(true)
+        .open(fleet.path().join("ep-1/authorized_keys"))
+        .unwrap();
+    std::io::Write::write_all(&mut authorized, public.as_bytes()).unwrap();
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    let old = format!(
+        "identity: \"file:{}\"",
+        fleet.path().join("id_ed25519").display()
+    );
+    let inv = inv.replace(
+        &old,
+        &format!(
+            "identity: \"file:{}\", identity_passphrase: \"env:FERRY_IT_PASS\"",
+            key.display()
+        ),
+    );
+    ws.write("inventory.yaml", &inv);
+    let plan = |pass: &str| {
+        ws.cmd(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/a1.yaml",
+            "-o",
+            "a1.json",
+        ])
+        .env("FERRY_IT_PASS", pass)
+        .output()
+        .unwrap()
+    };
+    let wrong = plan("wrong horse");
+    let err = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert_eq!(wrong.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read the private key"), "{err}");
+    assert!(!err.contains("wrong horse"), "the passphrase leaked: {err}");
+    let right = plan("correct horse");
+    assert_eq!(
+        right.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+}
