@@ -390,6 +390,25 @@ pub fn bundles(
     Ok(out)
 }
 
+/// A saved plan with a fresh id, stamped now: ids and times are what the planner's
+/// determinism excludes, so they are made here at the edge, not in `plan`.
+pub fn new_saved_plan(
+    actor: &str,
+    inputs: Vec<InputFile>,
+    body: crate::plan::PlanBody,
+) -> SavedPlan {
+    SavedPlan {
+        format: crate::plan::PLAN_FORMAT.into(),
+        format_version: crate::plan::PLAN_FORMAT_VERSION,
+        id: uuid::Uuid::new_v4().to_string(),
+        created_at: crate::ledger::now(),
+        ferry_version: env!("CARGO_PKG_VERSION").into(),
+        actor: actor.to_owned(),
+        inputs,
+        body,
+    }
+}
+
 /// Writes the plan atomically (temp file, fsync, rename).
 pub fn write_plan(path: &Path, plan: &SavedPlan) -> Result<(), WorkspaceError> {
     let err = |source| WorkspaceError::PlanFile {

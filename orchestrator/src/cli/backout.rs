@@ -8,7 +8,7 @@ use super::plan_cmd::{print_plan, record_plan_created};
 use super::{CliError, Ctx};
 use crate::drivers::Drivers;
 use crate::ledger::{Entry, Event};
-use crate::plan::{self, InputFile, PLAN_FORMAT, PLAN_FORMAT_VERSION, SavedPlan};
+use crate::plan::{self, InputFile};
 use crate::target::resolve;
 use crate::{exit, workspace};
 
@@ -80,16 +80,7 @@ pub async fn backout(
             .to_string(),
         sha256: inv.source.sha256.clone(),
     }];
-    let saved = SavedPlan {
-        format: PLAN_FORMAT.into(),
-        format_version: PLAN_FORMAT_VERSION,
-        id: uuid::Uuid::new_v4().to_string(),
-        created_at: crate::ledger::now(),
-        ferry_version: env!("CARGO_PKG_VERSION").into(),
-        actor: ctx.actor.clone(),
-        inputs,
-        body,
-    };
+    let saved = workspace::new_saved_plan(&ctx.actor, inputs, body);
     let path = ctx
         .state_dir
         .join("plans")

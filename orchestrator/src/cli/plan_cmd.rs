@@ -8,7 +8,7 @@ use crate::drivers::Drivers;
 use crate::ledger::{Event, NewEntry};
 use crate::load::Loaded;
 use crate::model::{Inventory, ReleasePlan};
-use crate::plan::{self, PLAN_FORMAT, PLAN_FORMAT_VERSION, SavedPlan};
+use crate::plan::{self, SavedPlan};
 use crate::{exit, workspace};
 
 pub fn validate(ctx: &Ctx, inventory: &Path, plans: &[PathBuf]) -> Result<u8, CliError> {
@@ -91,16 +91,7 @@ pub async fn make_plan(
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
     let inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
-    Ok(SavedPlan {
-        format: PLAN_FORMAT.into(),
-        format_version: PLAN_FORMAT_VERSION,
-        id: uuid::Uuid::new_v4().to_string(),
-        created_at: crate::ledger::now(),
-        ferry_version: env!("CARGO_PKG_VERSION").into(),
-        actor: ctx.actor.clone(),
-        inputs,
-        body,
-    })
+    Ok(workspace::new_saved_plan(&ctx.actor, inputs, body))
 }
 
 /// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.

@@ -8,11 +8,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::health::{Attempt, until_healthy};
 use super::process::{RunError, run};
 use super::{Driver, DriverError, ReleaseBundle, TargetSpec};
 use crate::artifact;
@@ -20,8 +21,6 @@ use crate::plan::Undo;
 use crate::target::Observed;
 
 const MARKER: &str = ".ferry-release.json";
-
-const NO_ATTEMPT: &str = "no attempt finished";
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalDriver;
@@ -337,39 +336,19 @@ impl Driver for LocalDriver {
             });
         }
         let hc = &spec.app.health_check;
-        let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
-        let mut last = String::from(NO_ATTEMPT);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DriverError::Unhealthy {
-                    target: spec.target.id.clone(),
-                    seconds: hc.timeout_seconds,
-                    detail: last,
-                });
-            }
-            match self
-                .run_hook(spec, &dir, &hc.argv(), "health check", left)
-                .await
-            {
-                Ok(out) if out.success => return Ok(()),
-                Ok(out) => last = format!("{}: {}", out.status(), out.tail),
-                Err(DriverError::Timeout { .. }) => {
-                    {
-                        // Keep an earlier attempt's own message: it says more than the timeout.
-                        if last == NO_ATTEMPT {
-                            last = "the check itself ran past the deadline".into();
-                        }
-                    }
+        let argv = hc.argv();
+        until_healthy(&spec.target.id, hc, |left| {
+            let (dir, argv) = (&dir, &argv);
+            async move {
+                match self.run_hook(spec, dir, argv, "health check", left).await {
+                    Ok(out) if out.success => Attempt::Healthy,
+                    Ok(out) => Attempt::Unhealthy(format!("{}: {}", out.status(), out.tail)),
+                    Err(DriverError::Timeout { .. }) => Attempt::TimedOut,
+                    Err(e) => Attempt::Fatal(e),
                 }
-                Err(e) => return Err(e),
             }
-            tokio::time::sleep(
-                Duration::from_millis(hc.interval_ms)
-                    .min(deadline.saturating_duration_since(Instant::now())),
-            )
-            .await;
-        }
+        })
+        .await
     }
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {

@@ -6,6 +6,7 @@
 
 pub mod compliance;
 pub mod fake;
+mod health;
 pub mod local;
 mod process;
 pub mod ssh;

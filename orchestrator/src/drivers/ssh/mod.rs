@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 
 pub use session::{HostSpec, Session, SshError};
 
+use super::health::{Attempt, until_healthy};
 use super::{Driver, DriverError, ReleaseBundle, TargetSpec, redact};
 use crate::artifact;
 use crate::plan::Undo;
 use crate::target::Observed;
 
 /// What the SSH driver needs beyond the common spec.
-const NO_ATTEMPT: &str = "no attempt finished";
-
 #[derive(Debug, Clone)]
 pub struct SshTarget {
     pub host: HostSpec,
@@ -419,46 +418,29 @@ impl Driver for SshDriver {
 
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
         let hc = &spec.app.health_check;
-        let deadline = Instant::now() + Duration::from_secs(hc.timeout_seconds);
-        let mut last = String::from(NO_ATTEMPT);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DriverError::Unhealthy {
-                    target: spec.target.id.clone(),
-                    seconds: hc.timeout_seconds,
-                    detail: last,
-                });
-            }
-            match self
-                .hook(spec, HookKind::Health, &hc.argv(), version, left)
-                .await
-            {
-                Ok(out) if out.code == Some(0) => return Ok(()),
-                Ok(out) if out.code == Some(97) => {
-                    return Err(DriverError::Failed {
+        let argv = hc.argv();
+        until_healthy(&spec.target.id, hc, |left| {
+            let argv = &argv;
+            async move {
+                match self.hook(spec, HookKind::Health, argv, version, left).await {
+                    Ok(out) if out.code == Some(0) => Attempt::Healthy,
+                    // The health script exits 97 when `current` is another release.
+                    Ok(out) if out.code == Some(97) => Attempt::Fatal(DriverError::Failed {
                         target: spec.target.id.clone(),
                         action: "verify",
                         message: format!("{}, expected {version}", out.stderr.trim()),
-                    });
-                }
-                Ok(out) => last = format!("{}: {}", exit_text(out.code), tail(&out)),
-                Err(DriverError::Ssh(e)) if matches!(*e, SshError::Timeout { .. }) => {
-                    {
-                        // Keep an earlier attempt's own message: it says more than the timeout.
-                        if last == NO_ATTEMPT {
-                            last = "the check itself ran past the deadline".into();
-                        }
+                    }),
+                    Ok(out) => {
+                        Attempt::Unhealthy(format!("{}: {}", exit_text(out.code), tail(&out)))
                     }
+                    Err(DriverError::Ssh(e)) if matches!(*e, SshError::Timeout { .. }) => {
+                        Attempt::TimedOut
+                    }
+                    Err(e) => Attempt::Fatal(e),
                 }
-                Err(e) => return Err(e),
             }
-            tokio::time::sleep(
-                Duration::from_millis(hc.interval_ms)
-                    .min(deadline.saturating_duration_since(Instant::now())),
-            )
-            .await;
-        }
+        })
+        .await
     }
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
