@@ -333,11 +333,22 @@ fn ctrl_c_stops_at_a_safe_point_and_resume_finishes() {
     let ws = Workspace::new();
     ws.plan_file("v1").expect_code(2);
     ws.hang("clinic-a");
-    let child = ws.spawn(&["apply", "v1.json"]);
+    let mut child = ws.spawn(&["apply", "v1.json"]);
     ws.wait_hanging("clinic-a");
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(200));
+    // Release the held check only once ferry has taken the signal (no sleep-based guess).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "ferry exited before acknowledging Ctrl-C:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("stopping at the next safe point") {
+            break;
+        }
+    }
     ws.release("clinic-a");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -286,10 +286,11 @@ fn spawn_signals(cancel: watch::Sender<bool>) -> tokio::task::JoinHandle<()> {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         wait_signal(&mut term).await;
+        // Stop first, then say so: the message means no new step will start.
+        let _ = cancel.send(true);
         eprintln!(
             "ferry: stopping at the next safe point (steps in flight finish); press Ctrl-C again to exit at once"
         );
-        let _ = cancel.send(true);
         wait_signal(&mut term).await;
         eprintln!(
             "ferry: exiting now; the ledger holds every completed step: resume with `ferry apply --resume PLAN`"
