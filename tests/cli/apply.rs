@@ -1,7 +1,5 @@
 //! `ferry apply` and `ferry backout`: staleness, locking, policies, secrets.
 
-use std::time::Duration;
-
 use crate::support::Workspace;
 
 #[test]

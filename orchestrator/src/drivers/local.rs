@@ -11,27 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::health::{Attempt, until_healthy};
 use super::process::{RunError, run};
-use super::{Driver, DriverError, ReleaseBundle, TargetSpec};
+use super::{Driver, DriverError, MARKER_FILE, ReleaseBundle, ReleaseMarker, TargetSpec};
 use crate::artifact;
 use crate::plan::Undo;
 use crate::target::Observed;
 
-const MARKER: &str = ".ferry-release.json";
-
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalDriver;
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct ReleaseMarker {
-    version: String,
-    artifact_sha256: String,
-    files_sha256: String,
-    plan_id: String,
-}
 
 fn app_dir(spec: &TargetSpec) -> Result<PathBuf, DriverError> {
     let root = spec
@@ -70,18 +59,7 @@ fn current_version(dir: &Path) -> Option<String> {
 }
 
 fn read_marker(release: &Path) -> Option<ReleaseMarker> {
-    serde_json::from_slice(&fs::read(release.join(MARKER)).ok()?).ok()
-}
-
-fn files_digest(files: &[super::RenderedFile]) -> String {
-    let mut s = String::new();
-    for f in files {
-        s.push_str(&f.dest);
-        s.push('\0');
-        s.push_str(&f.contents);
-        s.push('\0');
-    }
-    crate::load::sha256_hex(s.as_bytes())
+    serde_json::from_slice(&fs::read(release.join(MARKER_FILE)).ok()?).ok()
 }
 
 /// Points `current` at `releases/<version>` atomically, and makes the switch durable.
@@ -100,17 +78,9 @@ fn build_release(
 ) -> Result<(), DriverError> {
     let releases = dir.join("releases");
     let target_dir = releases.join(&release.version);
-    let wanted = ReleaseMarker {
-        version: release.version.clone(),
-        artifact_sha256: release.artifact_sha256.clone(),
-        files_sha256: files_digest(&release.files),
-        plan_id: String::new(),
-    };
-    if let Some(mut m) = read_marker(&target_dir) {
-        m.plan_id = String::new();
-        if m == wanted {
-            return Ok(()); // already built by an earlier (interrupted) run
-        }
+    let wanted = ReleaseMarker::for_bundle(release);
+    if read_marker(&target_dir).is_some_and(|m| m.same_content(&wanted)) {
+        return Ok(()); // already built by an earlier (interrupted) run
     }
     fs::create_dir_all(&releases)
         .map_err(io_err(spec, format!("create {}", releases.display())))?;
@@ -141,12 +111,9 @@ fn build_release(
         }
         fs::write(&path, &f.contents).map_err(io_err(spec, format!("write {}", f.dest)))?;
     }
-    let marker = ReleaseMarker {
-        plan_id: release.plan_id.clone(),
-        ..wanted
-    };
+    let marker = wanted;
     fs::write(
-        staging.join(MARKER),
+        staging.join(MARKER_FILE),
         serde_json::to_vec_pretty(&marker).expect("marker serializes"),
     )
     .map_err(io_err(spec, "write release marker"))?;
@@ -178,7 +145,7 @@ fn prune(dir: &Path, keep: usize, protect: Option<&str>) {
         .filter_map(Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
-            let t = fs::metadata(e.path().join(MARKER))
+            let t = fs::metadata(e.path().join(MARKER_FILE))
                 .and_then(|m| m.modified())
                 .ok()?;
             Some((t, e.file_name().to_string_lossy().into_owned()))

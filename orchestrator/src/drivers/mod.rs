@@ -50,6 +50,44 @@ pub struct ReleaseBundle {
     pub plan_id: String,
 }
 
+/// What a complete release on a target records about itself, in `.ferry-release.json`.
+/// A release directory without it is incomplete and is never switched to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseMarker {
+    pub version: String,
+    pub artifact_sha256: String,
+    pub files_sha256: String,
+    #[serde(default)]
+    pub plan_id: String,
+}
+
+pub const MARKER_FILE: &str = ".ferry-release.json";
+
+impl ReleaseMarker {
+    pub fn for_bundle(b: &ReleaseBundle) -> Self {
+        let mut s = String::new();
+        for f in &b.files {
+            s.push_str(&f.dest);
+            s.push('\0');
+            s.push_str(&f.contents);
+            s.push('\0');
+        }
+        Self {
+            version: b.version.clone(),
+            artifact_sha256: b.artifact_sha256.clone(),
+            files_sha256: crate::load::sha256_hex(s.as_bytes()),
+            plan_id: b.plan_id.clone(),
+        }
+    }
+
+    /// Same release content, whichever plan put it there.
+    pub fn same_content(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.artifact_sha256 == other.artifact_sha256
+            && self.files_sha256 == other.files_sha256
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     pub dest: String,

@@ -14,12 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 pub use session::{HostSpec, Session, SshError};
 
 use super::health::{Attempt, until_healthy};
-use super::{Driver, DriverError, ReleaseBundle, TargetSpec, redact};
+use super::{Driver, DriverError, ReleaseBundle, ReleaseMarker, TargetSpec, redact};
 use crate::artifact;
 use crate::plan::Undo;
 use crate::target::Observed;
@@ -47,15 +46,6 @@ pub struct SshDriver {
     pool: Mutex<HashMap<String, Slot>>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Marker {
-    version: String,
-    artifact_sha256: String,
-    files_sha256: String,
-    #[serde(default)]
-    plan_id: String,
-}
-
 fn ssh_of(spec: &TargetSpec) -> Result<&SshTarget, DriverError> {
     spec.ssh.as_ref().ok_or_else(|| DriverError::Failed {
         target: spec.target.id.clone(),
@@ -66,17 +56,6 @@ fn ssh_of(spec: &TargetSpec) -> Result<&SshTarget, DriverError> {
 
 fn app_dir(t: &SshTarget, spec: &TargetSpec) -> String {
     format!("{}/{}", t.root.trim_end_matches('/'), spec.target.app)
-}
-
-fn files_digest(files: &[super::RenderedFile]) -> String {
-    let mut s = String::new();
-    for f in files {
-        s.push_str(&f.dest);
-        s.push('\0');
-        s.push_str(&f.contents);
-        s.push('\0');
-    }
-    crate::load::sha256_hex(s.as_bytes())
 }
 
 /// The release as one gzipped tarball: the artifact tree, then the rendered files, then the
@@ -342,17 +321,10 @@ impl Driver for SshDriver {
             .and_then(|l| l.strip_prefix("current="))
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
-        let present: Option<Marker> =
+        let present: Option<ReleaseMarker> =
             serde_json::from_str(pre.split_once('\n').map_or("", |(_, m)| m).trim()).ok();
-        let wanted = Marker {
-            version: release.version.clone(),
-            artifact_sha256: release.artifact_sha256.clone(),
-            files_sha256: files_digest(&release.files),
-            plan_id: release.plan_id.clone(),
-        };
-        let already = present.is_some_and(|m| {
-            m.artifact_sha256 == wanted.artifact_sha256 && m.files_sha256 == wanted.files_sha256
-        });
+        let wanted = ReleaseMarker::for_bundle(release);
+        let already = present.is_some_and(|m| m.same_content(&wanted));
         if already {
             let text = script::switch_and_prune(
                 &dir,

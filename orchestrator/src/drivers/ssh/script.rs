@@ -4,7 +4,7 @@
 
 use shell_escape::unix::escape;
 
-pub const MARKER: &str = ".ferry-release.json";
+pub use crate::drivers::MARKER_FILE as MARKER;
 
 fn q(s: &str) -> String {
     escape(s.into()).into_owned()
