@@ -135,3 +135,71 @@ fn show_filters_entries() {
         .expect_code(1)
         .stderr_has("RFC 3339");
 }
+
+#[test]
+fn export_csv_and_json_for_auditors_with_filters() {
+    let ws = applied();
+    let run = ws.run(&["ledger", "export", "--format", "csv", "--site", "clinic-b"]);
+    run.expect_code(0);
+    let mut reader = csv::Reader::from_reader(run.0.stdout.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "seq");
+    assert_eq!(&headers[15], "hash");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| &r[7] == "clinic-b"),
+        "only clinic-b rows"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| &r[3] == "step_succeeded" && &r[9] == "1.0.0" && &r[10] == "2.0.0")
+    );
+
+    let plan_id = ws.events("apply_started")[0]["plan_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = ws.path().join("export.json");
+    ws.run(&[
+        "ledger",
+        "export",
+        "--format",
+        "json",
+        "--plan",
+        &plan_id,
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["format"], "ferry.ledger-export");
+    assert_eq!(doc["verification"]["tamper"], serde_json::Value::Null);
+    assert_eq!(doc["filter"]["plan"], plan_id.as_str());
+    let entries = doc["entries"].as_array().unwrap();
+    assert!(entries.iter().all(|e| e["plan_id"] == plan_id.as_str()));
+    assert!(entries.iter().any(|e| e["event"] == "apply_finished"));
+    ws.run(&[
+        "ledger",
+        "export",
+        "--format",
+        "csv",
+        "--until",
+        "2000-01-01T00:00:00Z",
+    ])
+    .expect_code(0);
+}
+
+#[test]
+fn export_of_a_tampered_ledger_says_so_and_exits_7() {
+    let ws = applied();
+    let mut l = lines(&ws);
+    l.remove(2);
+    write_lines(&ws, &l);
+    let run = ws.run(&["ledger", "export", "--format", "json"]);
+    run.expect_code(7).stderr_has("NOT intact");
+    let doc = run.json();
+    assert_eq!(doc["verification"]["tamper"]["kind"], "sequence_gap");
+    assert_eq!(doc["verification"]["entries"], 2);
+}

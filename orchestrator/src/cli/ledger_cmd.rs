@@ -1,11 +1,13 @@
-//! `ferry ledger verify` and `ferry ledger show`.
+//! `ferry ledger verify`, `show` and `export`.
+
+use std::io::Write;
 
 use serde::Serialize;
 
 use super::output::{JSON_VERSION, OutputFormat};
-use super::{CliError, Ctx, LedgerCommand};
+use super::{CliError, Ctx, EntryFilter, ExportFormat, LedgerCommand};
 use crate::exit;
-use crate::ledger::{Entry, Tamper};
+use crate::ledger::{Entry, Tamper, VerifyReport};
 
 #[derive(Serialize)]
 struct VerifyJson<'a> {
@@ -21,88 +23,216 @@ struct VerifyJson<'a> {
     message: Option<String>,
 }
 
+/// The export document: the chain's verification first, then the selected entries.
+#[derive(Serialize)]
+struct ExportJson<'a> {
+    format: &'static str,
+    version: u32,
+    ledger: String,
+    exported_at: String,
+    verification: &'a VerifyReport,
+    filter: FilterJson<'a>,
+    entries: &'a [Entry],
+}
+
+#[derive(Serialize)]
+struct FilterJson<'a> {
+    plan: Option<&'a str>,
+    site: Option<&'a str>,
+    app: Option<&'a str>,
+    event: Option<&'a str>,
+    since: Option<&'a str>,
+    until: Option<&'a str>,
+}
+
 pub fn run(ctx: &Ctx, command: LedgerCommand) -> Result<u8, CliError> {
     match command {
         LedgerCommand::Verify { expect_head } => verify(ctx, expect_head.as_deref()),
-        LedgerCommand::Show {
-            plan,
-            site,
-            app,
-            event,
-            since,
-            until,
-        } => {
-            let since = since.as_deref().map(parse_time).transpose()?;
-            let until = until.as_deref().map(parse_time).transpose()?;
-            let entries: Vec<Entry> = ctx
-                .ledger
-                .read_all()?
-                .into_iter()
-                .filter(|e| {
-                    plan.as_deref()
-                        .is_none_or(|p| e.plan_id.as_deref() == Some(p))
-                })
-                .filter(|e| site.as_deref().is_none_or(|s| e.site.as_deref() == Some(s)))
-                .filter(|e| app.as_deref().is_none_or(|a| e.app.as_deref() == Some(a)))
-                .filter(|e| event.as_deref().is_none_or(|ev| e.event.as_str() == ev))
-                .filter(|e| {
-                    let t = chrono::DateTime::parse_from_rfc3339(&e.time).ok();
-                    since.is_none_or(|s| t.is_some_and(|t| t >= s))
-                        && until.is_none_or(|u| t.is_some_and(|t| t < u))
-                })
-                .collect();
-            match ctx.output {
-                OutputFormat::Json => {
-                    for e in &entries {
-                        println!("{}", serde_json::to_string(e).expect("entries serialize"));
-                    }
-                }
-                OutputFormat::Human => {
-                    for e in &entries {
-                        let mut line = format!(
-                            "{:>5} {} {:<10} {:<17}",
-                            e.seq,
-                            e.time,
-                            e.actor,
-                            e.event.as_str()
-                        );
-                        if let Some(t) = &e.target {
-                            line.push_str(&format!(" {t}"));
-                        }
-                        if e.from.is_some() || e.to.is_some() {
-                            line.push_str(&format!(
-                                " {} -> {}",
-                                e.from.as_deref().unwrap_or("(none)"),
-                                e.to.as_deref().unwrap_or("(none)")
-                            ));
-                        }
-                        if let Some(o) = e.outcome {
-                            line.push_str(&format!(
-                                " [{}]",
-                                serde_json::to_value(o)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_default()
-                            ));
-                        }
-                        if let Some(ms) = e.duration_ms {
-                            line.push_str(&format!(" {ms}ms"));
-                        }
-                        if let Some(m) = &e.message {
-                            line.push_str(&format!(" {m}"));
-                        }
-                        println!("{line}");
-                    }
-                    println!(
-                        "{} entr{}",
-                        entries.len(),
-                        if entries.len() == 1 { "y" } else { "ies" }
-                    );
-                }
+        LedgerCommand::Show { filter } => show(ctx, &filter),
+        LedgerCommand::Export {
+            format,
+            out,
+            filter,
+        } => export(ctx, format, out.as_deref(), &filter),
+    }
+}
+
+impl EntryFilter {
+    fn select(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, CliError> {
+        let since = self.since.as_deref().map(parse_time).transpose()?;
+        let until = self.until.as_deref().map(parse_time).transpose()?;
+        let is = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| {
+                is(&self.plan, &e.plan_id) && is(&self.site, &e.site) && is(&self.app, &e.app)
+            })
+            .filter(|e| {
+                self.event
+                    .as_deref()
+                    .is_none_or(|ev| e.event.as_str() == ev)
+            })
+            .filter(|e| {
+                let t = chrono::DateTime::parse_from_rfc3339(&e.time).ok();
+                since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                    && until.is_none_or(|u| t.is_some_and(|t| t < u))
+            })
+            .collect())
+    }
+}
+
+fn show(ctx: &Ctx, filter: &EntryFilter) -> Result<u8, CliError> {
+    let entries = filter.select(ctx.ledger.read_all()?)?;
+    match ctx.output {
+        OutputFormat::Json => {
+            for e in &entries {
+                println!("{}", serde_json::to_string(e).expect("entries serialize"));
             }
-            Ok(exit::OK)
+        }
+        OutputFormat::Human => {
+            for e in &entries {
+                let mut line = format!(
+                    "{:>5} {} {:<10} {:<17}",
+                    e.seq,
+                    e.time,
+                    e.actor,
+                    e.event.as_str()
+                );
+                if let Some(t) = &e.target {
+                    line.push_str(&format!(" {t}"));
+                }
+                if e.from.is_some() || e.to.is_some() {
+                    line.push_str(&format!(
+                        " {} -> {}",
+                        e.from.as_deref().unwrap_or("(none)"),
+                        e.to.as_deref().unwrap_or("(none)")
+                    ));
+                }
+                if let Some(o) = e.outcome {
+                    line.push_str(&format!(" [{}]", outcome_text(o)));
+                }
+                if let Some(ms) = e.duration_ms {
+                    line.push_str(&format!(" {ms}ms"));
+                }
+                if let Some(m) = &e.message {
+                    line.push_str(&format!(" {m}"));
+                }
+                println!("{line}");
+            }
+            println!(
+                "{} entr{}",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            );
         }
     }
+    Ok(exit::OK)
+}
+
+fn outcome_text(o: crate::ledger::Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Writes the export; exit 7 when the chain does not verify (the export is still written, with
+/// that fact in it, so an auditor sees what is there).
+fn export(
+    ctx: &Ctx,
+    format: ExportFormat,
+    out: Option<&std::path::Path>,
+    filter: &EntryFilter,
+) -> Result<u8, CliError> {
+    let report = ctx.ledger.verify()?;
+    let entries = filter.select(ctx.ledger.read_all()?)?;
+    let bytes = match format {
+        ExportFormat::Json => {
+            let doc = ExportJson {
+                format: "ferry.ledger-export",
+                version: JSON_VERSION,
+                ledger: ctx.ledger.path().display().to_string(),
+                exported_at: crate::ledger::now(),
+                verification: &report,
+                filter: FilterJson {
+                    plan: filter.plan.as_deref(),
+                    site: filter.site.as_deref(),
+                    app: filter.app.as_deref(),
+                    event: filter.event.as_deref(),
+                    since: filter.since.as_deref(),
+                    until: filter.until.as_deref(),
+                },
+                entries: &entries,
+            };
+            let mut v = serde_json::to_vec_pretty(&doc).expect("export serializes");
+            v.push(b'\n');
+            v
+        }
+        ExportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let header = [
+                "seq",
+                "time",
+                "actor",
+                "event",
+                "plan_id",
+                "step",
+                "target",
+                "site",
+                "app",
+                "from",
+                "to",
+                "outcome",
+                "duration_ms",
+                "message",
+                "prev",
+                "hash",
+            ];
+            let csv_err = |e: csv::Error| CliError::Refused(format!("cannot write CSV: {e}"));
+            w.write_record(header).map_err(csv_err)?;
+            let o = |v: &Option<String>| v.clone().unwrap_or_default();
+            for e in &entries {
+                w.write_record([
+                    e.seq.to_string(),
+                    e.time.clone(),
+                    e.actor.clone(),
+                    e.event.as_str().to_owned(),
+                    o(&e.plan_id),
+                    o(&e.step),
+                    o(&e.target),
+                    o(&e.site),
+                    o(&e.app),
+                    o(&e.from),
+                    o(&e.to),
+                    e.outcome.map(outcome_text).unwrap_or_default(),
+                    e.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                    o(&e.message),
+                    e.prev.clone(),
+                    e.hash.clone(),
+                ])
+                .map_err(csv_err)?;
+            }
+            w.into_inner()
+                .map_err(|e| CliError::Refused(format!("cannot write CSV: {e}")))?
+        }
+    };
+    match out {
+        Some(path) => std::fs::write(path, &bytes)
+            .map_err(|e| CliError::Refused(format!("cannot write {}: {e}", path.display())))?,
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| CliError::Refused(format!("cannot write to stdout: {e}")))?,
+    }
+    if let Some(t) = &report.tamper {
+        eprintln!(
+            "warning: ledger {} is NOT intact: {t}; the export says so (verification.tamper)",
+            ctx.ledger.path().display()
+        );
+        return Ok(exit::TAMPERED);
+    }
+    Ok(exit::OK)
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, CliError> {

@@ -128,21 +128,44 @@ pub enum LedgerCommand {
     },
     /// List entries, filtered.
     Show {
-        #[arg(long)]
-        plan: Option<String>,
-        #[arg(long)]
-        site: Option<String>,
-        #[arg(long)]
-        app: Option<String>,
-        #[arg(long)]
-        event: Option<String>,
-        /// RFC 3339 time; entries at or after it.
-        #[arg(long)]
-        since: Option<String>,
-        /// RFC 3339 time; entries before it.
-        #[arg(long)]
-        until: Option<String>,
+        #[command(flatten)]
+        filter: EntryFilter,
     },
+    /// Export entries for auditors (CSV or one JSON document), with the chain's verification.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        filter: EntryFilter,
+    },
+}
+
+/// Which entries to list or export.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EntryFilter {
+    #[arg(long)]
+    pub plan: Option<String>,
+    #[arg(long)]
+    pub site: Option<String>,
+    #[arg(long)]
+    pub app: Option<String>,
+    #[arg(long)]
+    pub event: Option<String>,
+    /// RFC 3339 time; entries at or after it.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 time; entries before it.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
