@@ -3,6 +3,23 @@
 
 use crate::support::{Fleet, Workspace};
 
+/// Applies `plan` with `site`'s health check held, kills endpoint `k` (listener and sessions)
+/// while it is held, and returns the apply's output.
+fn apply_killing_an_endpoint_mid_step(
+    ws: &Workspace,
+    fleet: &Fleet,
+    plan: &str,
+    site: &str,
+    k: usize,
+) -> std::process::Output {
+    ws.hang(site);
+    let child = ws.spawn(&["apply", plan]);
+    ws.wait_hanging(site);
+    fleet.kill(k);
+    ws.release(site);
+    child.wait_with_output().unwrap()
+}
+
 fn setup(n: usize, net: &str) -> (Workspace, Fleet) {
     let ws = Workspace::new();
     let fleet = Fleet::start(n, net);
@@ -166,12 +183,7 @@ fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
     ws.run(&["apply", "v1.json"]).expect_code(0);
     ws.write("plans/v2-halt.yaml", &Workspace::plan("2.0.0", "halt"));
     ws.plan_file("v2-halt").expect_code(2);
-    ws.hang("clinic-b");
-    let child = ws.spawn(&["apply", "v2-halt.json"]);
-    ws.wait_hanging("clinic-b");
-    fleet.kill(2);
-    ws.release("clinic-b");
-    let out = child.wait_with_output().unwrap();
+    let out = apply_killing_an_endpoint_mid_step(&ws, &fleet, "v2-halt.json", "clinic-b", 2);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -203,12 +215,7 @@ fn an_endpoint_that_dies_mid_wave_under_backout_returns_the_others() {
     ws.plan_file("v1").expect_code(2);
     ws.run(&["apply", "v1.json"]).expect_code(0);
     ws.plan_file("v2").expect_code(2);
-    ws.hang("clinic-b");
-    let child = ws.spawn(&["apply", "v2.json"]);
-    ws.wait_hanging("clinic-b");
-    fleet.kill(2);
-    ws.release("clinic-b");
-    let out = child.wait_with_output().unwrap();
+    let out = apply_killing_an_endpoint_mid_step(&ws, &fleet, "v2.json", "clinic-b", 2);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The dead endpoint cannot be undone: that is reported, not hidden (exit 1).
     assert_eq!(
