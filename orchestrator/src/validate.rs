@@ -240,6 +240,15 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         if let Err(m) = check_version(&app.version) {
             err(format!("{at}.version"), m);
         }
+        if app.target == TargetKind::Local
+            && (app.artifact.ends_with(".tar.gz") || app.artifact.ends_with(".tgz"))
+        {
+            err(
+                format!("{at}.artifact"),
+                "the local target deploys a directory; unpack the tarball, or deploy it over ssh"
+                    .into(),
+            );
+        }
         if app.artifact.trim().is_empty() {
             err(format!("{at}.artifact"), "is empty".into());
         }

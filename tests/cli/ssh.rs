@@ -580,3 +580,39 @@ fn a_passphrase_protected_key_is_unlocked_from_a_secret_reference() {
         String::from_utf8_lossy(&right.stderr)
     );
 }
+
+#[test]
+fn a_tarball_artifact_is_uploaded_with_its_checksum_and_unpacked() {
+    let (ws, fleet) = setup(1, "43.0");
+    let tgz = ws.path().join("artifacts/demo-1.0.0.tar.gz");
+    let made = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(ws.path().join("artifacts/1.0.0"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace(
+            "artifact: \"artifacts/{version}\"",
+            "artifact: \"artifacts/demo-{version}.tar.gz\"",
+        );
+    ws.write("inventory.yaml", &inv);
+    ws.plan_file("a1").expect_code(2);
+    ws.run(&["apply", "a1.json"]).expect_code(0);
+    assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
+    let served = fleet.path().join("ep-1/home/ferry/demo/current");
+    assert_eq!(
+        std::fs::read_to_string(served.join("VERSION")).unwrap(),
+        "1.0.0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(served.join("app.conf")).unwrap(),
+        "site = clinic-a\nversion = 1.0.0\n",
+        "rendered config added to the tarball's files"
+    );
+    assert!(served.join(".ferry-release.json").exists());
+}

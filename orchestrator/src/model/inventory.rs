@@ -254,8 +254,8 @@ pub struct App {
     pub id: String,
     /// The version of record; release plans move sites to other versions.
     pub version: String,
-    /// Release artifact; `{version}` is replaced by the version being deployed. A directory
-    /// for the local target; relative paths are relative to the inventory file.
+    /// Release artifact; `{version}` is replaced by the version being deployed. A directory, or
+    /// for `ssh` targets also a `.tar.gz`; relative paths are relative to the inventory file.
     pub artifact: String,
     pub target: TargetKind,
     /// Sites (by id) where this app is installed.

@@ -58,7 +58,8 @@ fn app_dir(t: &SshTarget, spec: &TargetSpec) -> String {
     format!("{}/{}", t.root.trim_end_matches('/'), spec.target.app)
 }
 
-/// The release as one gzipped tarball: the artifact tree, then the rendered files, then the
+/// The release as one gzipped tarball: the artifact (a directory, or a .tar.gz whose entries
+/// are copied), then the rendered files, then the
 /// release marker (last, so a release with a marker is complete).
 fn pack(
     path: &std::path::Path,
@@ -68,7 +69,19 @@ fn pack(
     let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(enc);
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", path)?;
+    if path.is_file() {
+        // A release tarball (.tar.gz): its entries are copied over, then ours are added.
+        let mut source =
+            tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path)?));
+        for entry in source.entries()? {
+            let mut entry = entry?;
+            let mut header = entry.header().clone();
+            let name = entry.path()?.into_owned();
+            tar.append_data(&mut header, name, &mut entry)?;
+        }
+    } else {
+        tar.append_dir_all(".", path)?;
+    }
     let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
