@@ -162,3 +162,36 @@ fn schema_describes_both_formats() {
     let inv = ws.run(&["schema", "inventory"]).json();
     assert_eq!(inv["title"], "Inventory");
 }
+
+#[test]
+fn the_example_inventories_and_plans_in_the_repository_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (inventory, plans) in [
+        (
+            "inventories/local.yaml",
+            vec![
+                "plans/demo-release-1.0.yaml",
+                "plans/demo-release-1.1.yaml",
+                "plans/demo-release-1.2-bad.yaml",
+            ],
+        ),
+        (
+            "inventories/clinics-ssh.yaml",
+            vec!["plans/clinics-gateway-2.1.yaml"],
+        ),
+    ] {
+        let out = std::process::Command::new(crate::support::BIN)
+            .current_dir(&root)
+            .arg("validate")
+            .arg("-i")
+            .arg(inventory)
+            .args(&plans)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{inventory}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
