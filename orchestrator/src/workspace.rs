@@ -17,6 +17,10 @@ use crate::{artifact, validate};
 /// How long one target may take to be observed before planning gives up on it.
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many targets are observed at once: enough for a wave of clinics, bounded for an estate
+/// of hundreds (each observation may be a new SSH connection).
+pub const OBSERVE_CONCURRENCY: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("{0}")]
@@ -209,14 +213,16 @@ fn host_spec(
     })
 }
 
-/// Observes every target concurrently, each within [`OBSERVE_TIMEOUT`].
+/// Observes every target, [`OBSERVE_CONCURRENCY`] at a time, each within [`OBSERVE_TIMEOUT`].
 pub async fn observe_all(
     drivers: &Drivers,
     specs: &[TargetSpec],
 ) -> Result<BTreeMap<String, Observed>, WorkspaceError> {
     let mut set = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(OBSERVE_CONCURRENCY));
     for spec in specs {
         let spec = spec.clone();
+        let slots = slots.clone();
         let driver = drivers
             .get(spec.target.kind)
             .map_err(|source| WorkspaceError::Observe {
@@ -224,6 +230,7 @@ pub async fn observe_all(
                 source,
             })?;
         set.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore open");
             let r = tokio::time::timeout(OBSERVE_TIMEOUT, driver.observe(&spec)).await;
             (spec.target.id.clone(), r)
         });

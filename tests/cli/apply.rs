@@ -372,3 +372,37 @@ fn ctrl_c_stops_at_a_safe_point_and_resume_finishes() {
         .stdout_has("2 step(s) succeeded, 1 already done");
     assert_eq!(ws.events("apply_interrupted").len(), 1);
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_resume_still_finishes() {
+    let ws = Workspace::new();
+    ws.plan_file("v1").expect_code(2);
+    ws.hang("clinic-a");
+    let mut child = ws.spawn(&["apply", "v1.json"]);
+    ws.wait_hanging("clinic-a");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for expected in ["stopping at the next safe point", "exiting now"] {
+        // SAFETY: sending SIGINT to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        loop {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+            assert!(n > 0, "ferry exited before saying {expected:?}:\n{seen}");
+            seen.push_str(&line);
+            if line.contains(expected) {
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert_eq!(ws.current("clinic-b"), None, "nothing else started");
+    ws.release("clinic-a");
+    // The step in flight was cut off: resume runs it again (idempotent) and finishes the plan.
+    ws.run(&["apply", "--resume", "v1.json"]).expect_code(0);
+    for site in ["clinic-a", "clinic-b", "clinic-c"] {
+        assert_eq!(ws.current(site).as_deref(), Some("1.0.0"), "{site}");
+    }
+    ws.run(&["ledger", "verify"]).expect_code(0);
+}
