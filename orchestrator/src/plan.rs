@@ -435,13 +435,18 @@ on_failure: halt
         }
     }
 
-    fn body(observed: &[(&str, Option<&str>)]) -> PlanBody {
+    fn inputs() -> (Inventory, ReleasePlan) {
         let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
             .unwrap()
             .value;
         let rp = load::parse_release_plan(SourceFile::new("p.yaml", PLAN))
             .unwrap()
             .value;
+        (inv, rp)
+    }
+
+    fn body(observed: &[(&str, Option<&str>)]) -> PlanBody {
+        let (inv, rp) = inputs();
         let mut map = BTreeMap::new();
         for t in targets_of(&inv, &rp) {
             let o = observed
@@ -491,12 +496,7 @@ on_failure: halt
 
     #[test]
     fn a_target_nobody_observed_is_an_error() {
-        let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
-            .unwrap()
-            .value;
-        let rp = load::parse_release_plan(SourceFile::new("p.yaml", PLAN))
-            .unwrap()
-            .value;
+        let (inv, rp) = inputs();
         let e = plan_release(&inv, &rp, &BTreeMap::new()).unwrap_err();
         assert!(matches!(e, PlanError::NotObserved(_)), "{e}");
     }

@@ -84,13 +84,14 @@ fn a_plan_whose_inputs_changed_is_refused_naming_them() {
 #[test]
 fn a_plan_whose_target_changed_is_refused_naming_it() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.plan_file("v2").expect_code(2);
     // Someone switches clinic-b by hand (a different plan) after v2 was planned.
-    ws.write("plans/b-only.yaml", "version: 1\nkind: release\nname: b\nreleases: [{ app: demo, version: \"2.0.0\" }]\nwaves: [{ name: w, sites: [clinic-b] }]\non_failure: halt\n");
-    ws.plan_file("b-only").expect_code(2);
-    ws.run(&["apply", "b-only.json"]).expect_code(0);
+    ws.write(
+        "plans/b-only.yaml",
+        &Workspace::site_plan("b", "2.0.0", "clinic-b", "halt"),
+    );
+    ws.deploy("b-only");
     ws.run(&["apply", "v2.json"])
         .expect_code(3)
         .stderr_has("target clinic-b/local/demo changed since the plan was made: it serves 2.0.0");
@@ -104,8 +105,7 @@ fn a_plan_whose_target_changed_is_refused_naming_it() {
 #[test]
 fn a_second_concurrent_apply_is_refused_naming_the_holder() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.plan_file("v2").expect_code(2);
     ws.hang("clinic-a");
     let first = ws
@@ -137,8 +137,7 @@ fn a_second_concurrent_apply_is_refused_naming_the_holder() {
 #[test]
 fn a_failed_release_is_backed_out_and_the_previous_version_verified() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.plan_file("v3-backout").expect_code(2);
     ws.run(&["apply", "v3-backout.json"])
         .expect_code(6)
@@ -168,8 +167,7 @@ fn a_failed_release_is_backed_out_and_the_previous_version_verified() {
 #[test]
 fn a_failure_in_a_later_wave_backs_out_earlier_waves_too() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     // 2.0.0 fails only on clinic-c: make its artifact check fail there.
     ws.write(
         "inventory.yaml",
@@ -209,10 +207,8 @@ fn a_failure_in_a_later_wave_backs_out_earlier_waves_too() {
 #[test]
 fn halt_leaves_a_resumable_record_and_backout_returns_a_site() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
-    ws.plan_file("v2").expect_code(2);
-    ws.run(&["apply", "v2.json"]).expect_code(0);
+    ws.deploy("v1");
+    ws.deploy("v2");
     ws.plan_file("v3-halt").expect_code(2);
     ws.run(&["apply", "v3-halt.json"])
         .expect_code(5)
@@ -225,29 +221,12 @@ fn halt_leaves_a_resumable_record_and_backout_returns_a_site() {
     );
     assert_eq!(ws.current("clinic-b").as_deref(), Some("2.0.0"));
     // On-call returns the canary to its previous recorded release.
-    ws.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "demo",
-        "--site",
-        "clinic-a",
-    ])
-    .expect_code(0)
-    .stdout_has("~ clinic-a/local/demo  3.0.0 -> 2.0.0");
+    ws.backout("clinic-a", &[])
+        .expect_code(0)
+        .stdout_has("~ clinic-a/local/demo  3.0.0 -> 2.0.0");
     assert_eq!(ws.current("clinic-a").as_deref(), Some("2.0.0"));
     // And once more: the release before 2.0.0 on record is 3.0.0 (the ledger's own history).
-    let dry = ws.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "demo",
-        "--site",
-        "clinic-b",
-        "--dry-run",
-    ]);
+    let dry = ws.backout("clinic-b", &["--dry-run"]);
     dry.expect_code(2)
         .stdout_has("clinic-b/local/demo  2.0.0 -> 1.0.0");
     assert_eq!(
@@ -255,19 +234,9 @@ fn halt_leaves_a_resumable_record_and_backout_returns_a_site() {
         Some("2.0.0"),
         "a dry run changes nothing"
     );
-    ws.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "demo",
-        "--site",
-        "clinic-b",
-        "--to",
-        "9.9.9",
-    ])
-    .expect_code(1)
-    .stderr_has("release 9.9.9 is no longer on clinic-b/local/demo");
+    ws.backout("clinic-b", &["--to", "9.9.9"])
+        .expect_code(1)
+        .stderr_has("release 9.9.9 is no longer on clinic-b/local/demo");
 }
 
 #[test]

@@ -35,8 +35,7 @@ fn assert_consistent_after_resume(ws: &Workspace, plan: &str, version: &str) {
 #[test]
 fn kill_9_mid_step_then_resume() {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.plan_file("v2").expect_code(2);
     ws.hang("clinic-b");
     let mut child = ws.spawn(&["apply", "v2.json"]);

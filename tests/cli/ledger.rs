@@ -4,10 +4,8 @@ use crate::support::Workspace;
 
 fn applied() -> Workspace {
     let ws = Workspace::new();
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
-    ws.plan_file("v2").expect_code(2);
-    ws.run(&["apply", "v2.json"]).expect_code(0);
+    ws.deploy("v1");
+    ws.deploy("v2");
     ws
 }
 

@@ -1,7 +1,7 @@
 //! The SSH driver against real OpenSSH servers (ci/sshd.sh): deploy, upgrade, back-out,
 //! strict host keys, an endpoint that dies mid-wave, resume.
 
-use crate::support::{Fleet, Workspace};
+use crate::support::{Fleet, Run, Workspace};
 
 /// Applies `plan` with `site`'s health check held, kills endpoint `k` (listener and sessions)
 /// while it is held, and returns the apply's output.
@@ -11,13 +11,13 @@ fn apply_killing_an_endpoint_mid_step(
     plan: &str,
     site: &str,
     k: usize,
-) -> std::process::Output {
+) -> Run {
     ws.hang(site);
     let child = ws.spawn(&["apply", plan]);
     ws.wait_hanging(site);
     fleet.kill(k);
     ws.release(site);
-    child.wait_with_output().unwrap()
+    Run(child.wait_with_output().unwrap())
 }
 
 fn setup(n: usize, net: &str) -> (Workspace, Fleet) {
@@ -28,7 +28,10 @@ fn setup(n: usize, net: &str) -> (Workspace, Fleet) {
         &fleet.inventory(&ws, &fleet.path().join("known_hosts")),
     );
     // A plan for fleets smaller than the three clinics of the standard plans.
-    ws.write("plans/a1.yaml", "version: 1\nkind: release\nname: a1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-a] }]\non_failure: halt\n");
+    ws.write(
+        "plans/a1.yaml",
+        &Workspace::site_plan("a1", "1.0.0", "clinic-a", "halt"),
+    );
     (ws, fleet)
 }
 
@@ -57,22 +60,12 @@ fn deploy_upgrade_and_back_out_over_ssh() {
         conf, "site = clinic-b\nversion = 1.0.0\n",
         "configuration rendered and uploaded"
     );
-    ws.plan_file("v2").expect_code(2);
-    ws.run(&["apply", "v2.json"]).expect_code(0);
+    ws.deploy("v2");
     for k in 1..=3 {
         assert_eq!(fleet.current(k, "demo").as_deref(), Some("2.0.0"), "ep-{k}");
     }
     ws.plan_file("v2").expect_code(0);
-    ws.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "demo",
-        "--site",
-        "clinic-b",
-    ])
-    .expect_code(0);
+    ws.backout("clinic-b", &[]).expect_code(0);
     assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
     // A failing release is backed out on the endpoint.
     ws.plan_file("v3-backout").expect_code(2);
@@ -157,7 +150,10 @@ fn a_changed_host_key_is_refused() {
     )
     .unwrap();
     ws.write("inventory.yaml", &fleet.inventory(&ws, &forged));
-    ws.write("plans/b1.yaml", "version: 1\nkind: release\nname: b1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
+    ws.write(
+        "plans/b1.yaml",
+        &Workspace::site_plan("b1", "1.0.0", "clinic-b", "halt"),
+    );
     ws.plan_file("b1")
         .expect_code(1)
         .stderr_has("HOST KEY CHANGED for 127.33.0.2:2222")
@@ -179,19 +175,11 @@ fn a_changed_host_key_is_refused() {
 #[test]
 fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
     let (ws, fleet) = setup(3, "34.0");
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.write("plans/v2-halt.yaml", &Workspace::plan("2.0.0", "halt"));
     ws.plan_file("v2-halt").expect_code(2);
     let out = apply_killing_an_endpoint_mid_step(&ws, &fleet, "v2-halt.json", "clinic-b", 2);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("HALTED: failed s002"), "{stdout}");
+    out.expect_code(5).stdout_has("HALTED: failed s002");
     // Every other endpoint is on a consistent version: the new one, verified.
     assert_eq!(fleet.current(1, "demo").as_deref(), Some("2.0.0"));
     assert_eq!(fleet.current(3, "demo").as_deref(), Some("2.0.0"));
@@ -212,33 +200,16 @@ fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
 #[test]
 fn an_endpoint_that_dies_mid_wave_under_backout_returns_the_others() {
     let (ws, fleet) = setup(3, "35.0");
-    ws.plan_file("v1").expect_code(2);
-    ws.run(&["apply", "v1.json"]).expect_code(0);
+    ws.deploy("v1");
     ws.plan_file("v2").expect_code(2);
     let out = apply_killing_an_endpoint_mid_step(&ws, &fleet, "v2.json", "clinic-b", 2);
-    let stdout = String::from_utf8_lossy(&out.stdout);
     // The dead endpoint cannot be undone: that is reported, not hidden (exit 1).
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("UNDO FAILED for s002"), "{stdout}");
+    out.expect_code(1).stdout_has("UNDO FAILED for s002");
     assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
     assert_eq!(fleet.current(3, "demo").as_deref(), Some("1.0.0"));
     // Back again, on-call returns it to the previous release.
     fleet.restart(2);
-    ws.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "demo",
-        "--site",
-        "clinic-b",
-    ])
-    .expect_code(0);
+    ws.backout("clinic-b", &[]).expect_code(0);
     assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
 }
 
@@ -279,13 +250,18 @@ fn endpoints_behind_a_site_hub_are_reached_through_the_jump_host() {
         "{ id: clinic-b, tier: prod, endpoints: [ep-2], jump: ep-1 }",
     );
     ws.write("inventory.yaml", &inv);
-    ws.write("plans/b1.yaml", "version: 1\nkind: release\nname: b1\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
-    ws.plan_file("b1").expect_code(2);
-    ws.run(&["apply", "b1.json"]).expect_code(0);
+    ws.write(
+        "plans/b1.yaml",
+        &Workspace::site_plan("b1", "1.0.0", "clinic-b", "halt"),
+    );
+    ws.deploy("b1");
     assert_eq!(fleet.current(2, "demo").as_deref(), Some("1.0.0"));
     // With the hub down, clinic-b cannot be reached although its own sshd is up.
     fleet.kill(1);
-    ws.write("plans/b2.yaml", "version: 1\nkind: release\nname: b2\nreleases: [{ app: demo, version: \"2.0.0\" }]\nwaves: [{ name: only, sites: [clinic-b] }]\non_failure: halt\n");
+    ws.write(
+        "plans/b2.yaml",
+        &Workspace::site_plan("b2", "2.0.0", "clinic-b", "halt"),
+    );
     ws.plan_file("b2")
         .expect_code(1)
         .stderr_has("ep-1: cannot connect to 127.37.0.1:2222");
@@ -431,11 +407,13 @@ fn an_http_health_check_runs_on_the_endpoint() {
         }
     }
     let _stop = Stop(pid.clone());
-    ws.plan_file("a1").expect_code(2);
-    ws.run(&["apply", "a1.json"]).expect_code(0);
+    ws.deploy("a1");
     // The bad release lacks the file the check asks for: 404, backed out to 1.0.0, verified.
     std::fs::remove_file(ws.path().join("artifacts/3.0.0/VERSION")).unwrap();
-    ws.write("plans/a3.yaml", "version: 1\nkind: release\nname: a3\nreleases: [{ app: demo, version: \"3.0.0\" }]\nwaves: [{ name: only, sites: [clinic-a] }]\non_failure: backout\n");
+    ws.write(
+        "plans/a3.yaml",
+        &Workspace::site_plan("a3", "3.0.0", "clinic-a", "backout"),
+    );
     ws.plan_file("a3").expect_code(2);
     ws.run(&["apply", "a3.json"])
         .expect_code(6)
@@ -601,8 +579,7 @@ fn a_tarball_artifact_is_uploaded_with_its_checksum_and_unpacked() {
             "artifact: \"artifacts/demo-{version}.tar.gz\"",
         );
     ws.write("inventory.yaml", &inv);
-    ws.plan_file("a1").expect_code(2);
-    ws.run(&["apply", "a1.json"]).expect_code(0);
+    ws.deploy("a1");
     assert_eq!(fleet.current(1, "demo").as_deref(), Some("1.0.0"));
     let served = fleet.path().join("ep-1/home/ferry/demo/current");
     assert_eq!(

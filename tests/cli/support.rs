@@ -80,6 +80,13 @@ apps:
         )
     }
 
+    /// A release plan of `demo` at `version` for one site, in one wave.
+    pub fn site_plan(name: &str, version: &str, site: &str, policy: &str) -> String {
+        format!(
+            "version: 1\nkind: release\nname: {name}\nreleases: [{{ app: demo, version: \"{version}\" }}]\nwaves: [{{ name: only, sites: [{site}] }}]\non_failure: {policy}\n"
+        )
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -121,6 +128,27 @@ apps:
             "-o",
             &format!("{name}.json"),
         ])
+    }
+
+    /// `ferry plan` then `ferry apply` of `plans/NAME.yaml`: changes planned, applied cleanly.
+    pub fn deploy(&self, name: &str) {
+        self.plan_file(name).expect_code(2);
+        self.run(&["apply", &format!("{name}.json")]).expect_code(0);
+    }
+
+    /// `ferry backout -i inventory.yaml --app demo --site SITE [EXTRA...]`.
+    pub fn backout(&self, site: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "backout",
+            "-i",
+            "inventory.yaml",
+            "--app",
+            "demo",
+            "--site",
+            site,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {

@@ -37,12 +37,17 @@ struct Fixture {
 }
 
 fn fixture(on_failure: &str, max_parallel: u32, threshold: u32, delay_ms: u64) -> Fixture {
-    let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
-        .unwrap()
-        .value;
     let plan_yaml = format!(
         "version: 1\nkind: release\nname: r\nreleases: [{{app: app, version: '2'}}]\nwaves:\n  - {{name: canary, sites: [s1]}}\n  - {{name: rest, sites: [s2, s3, s4, s5], max_parallel: {max_parallel}, failure_threshold: {threshold}}}\non_failure: {on_failure}\n"
     );
+    fixture_from(INV, &plan_yaml, delay_ms)
+}
+
+/// A fake world where every target of the plan runs version 1, and the saved plan for it.
+fn fixture_from(inventory: &str, plan_yaml: &str, delay_ms: u64) -> Fixture {
+    let inv = load::parse_inventory(SourceFile::new("i.yaml", inventory))
+        .unwrap()
+        .value;
     let rp = load::parse_release_plan(SourceFile::new("p.yaml", plan_yaml))
         .unwrap()
         .value;
@@ -342,45 +347,11 @@ apps:
 
 #[tokio::test]
 async fn endpoints_of_one_site_fan_out_and_dependencies_wait_across_hosts() {
-    let inv = load::parse_inventory(SourceFile::new("i.yaml", MULTI_HOST))
-        .unwrap()
-        .value;
-    let rp = load::parse_release_plan(SourceFile::new(
-        "p.yaml",
+    let f = fixture_from(
+        MULTI_HOST,
         "version: 1\nkind: release\nname: r\nreleases: [{app: web, version: '2'}, {app: db, version: '2'}]\nwaves: [{name: all, sites: [s1], max_parallel: 3}]\non_failure: halt\n",
-    ))
-    .unwrap()
-    .value;
-    let fake = Arc::new(FakeDriver::with_delay(Duration::from_millis(30)));
-    let mut observed = BTreeMap::new();
-    for t in targets_of(&inv, &rp) {
-        let o = Observed {
-            current: Some("1".into()),
-            releases: vec!["1".into()],
-            facts: Default::default(),
-        };
-        fake.set(&t.id, o.clone());
-        observed.insert(t.id, o);
-    }
-    let body = plan_release(&inv, &rp, &observed).unwrap();
-    let plan = SavedPlan {
-        format: PLAN_FORMAT.into(),
-        format_version: PLAN_FORMAT_VERSION,
-        id: "p".into(),
-        created_at: "t".into(),
-        ferry_version: "t".into(),
-        actor: "t".into(),
-        inputs: vec![],
-        body,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let f = Fixture {
-        fake,
-        plan,
-        inv,
-        ledger: Ledger::new(dir.path().join("l.jsonl")),
-        _dir: dir,
-    };
+        30,
+    );
     let mut drivers = Drivers::default();
     drivers.insert(TargetKind::Ssh, f.fake.clone());
     let mut exec = f.executor(watch::channel(false).1);
