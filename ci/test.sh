@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
-# Whatever a test needs is installed here (OpenSSH from apt); each test starts its own servers
+# Whatever a test needs is installed here (OpenSSH and busybox-static from apt, test images built
+# for the running Docker engine); each test starts its own servers
 # (ci/sshd.sh start ...) on its own loopback addresses. A test whose server is missing fails;
 # it never passes by skipping.
 set -euo pipefail
@@ -14,6 +15,9 @@ rustc --version
 echo "== servers"
 # Real servers the integration tests start for themselves: OpenSSH (tests run ci/sshd.sh).
 ci/sshd.sh install
+# The machine's Docker engine and the test images built from Debian's static busybox (the
+# Docker tests run this too, and fail saying so when no engine answers).
+ci/docker-images.sh
 
 echo "== format"
 cargo fmt --all -- --check

@@ -193,7 +193,10 @@ pub fn plan_release(
                         fingerprint: obs.fingerprint(),
                         observed: obs.clone(),
                     });
-                    if obs.current.as_deref() == Some(release.version.as_str()) {
+                    // A drifted target is repaired even when it runs the wanted version.
+                    if obs.current.as_deref() == Some(release.version.as_str())
+                        && obs.drift.is_empty()
+                    {
                         unchanged.push(Unchanged {
                             wave: w,
                             target,
@@ -378,6 +381,11 @@ pub fn render_diff(body: &PlanBody) -> String {
                 let _ = write!(s, " after {}", step.depends_on.join(", "));
             }
             s.push('\n');
+            if let Some(t) = body.targets.iter().find(|t| t.target == step.target) {
+                for d in &t.observed.drift {
+                    let _ = writeln!(s, "      ! drift: {d}");
+                }
+            }
         }
         for u in body.unchanged.iter().filter(|u| u.wave == w) {
             any = true;
@@ -432,6 +440,7 @@ on_failure: halt
             current: current.map(str::to_owned),
             releases: current.into_iter().map(str::to_owned).collect(),
             facts: Default::default(),
+            drift: vec![],
         }
     }
 
@@ -485,6 +494,31 @@ on_failure: halt
             .find(|s| s.target.id == "c/l/db-migrate")
             .unwrap();
         assert_eq!(web_c.depends_on, vec![dep.id.clone()]);
+    }
+
+    #[test]
+    fn a_drifted_target_at_the_wanted_version_is_repaired_and_the_diff_says_why() {
+        let (inv, rp) = inputs();
+        let mut map = BTreeMap::new();
+        for t in targets_of(&inv, &rp) {
+            let mut o = obs(Some("2"));
+            if t.id == "b/l/web" {
+                o.drift = vec!["container web-2 was stopped outside ferry".into()];
+            }
+            map.insert(t.id, o);
+        }
+        let b = plan_release(&inv, &rp, &map).unwrap();
+        assert_eq!(b.steps.len(), 1, "{b:#?}");
+        let s = &b.steps[0];
+        assert_eq!(s.target.id, "b/l/web");
+        assert_eq!((s.from.as_deref(), s.to.as_str()), (Some("2"), "2"));
+        let diff = render_diff(&b);
+        assert!(
+            diff.contains("! drift: container web-2 was stopped outside ferry"),
+            "{diff}"
+        );
+        // Drift changes the fingerprint: a plan made before it is stale.
+        assert_ne!(map["b/l/web"].fingerprint(), obs(Some("2")).fingerprint());
     }
 
     #[test]

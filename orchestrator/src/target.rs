@@ -64,15 +64,26 @@ pub struct Observed {
     /// Driver-specific facts (hardware, image ids...), sorted by key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub facts: BTreeMap<String, String>,
+    /// Changes made outside ferry that the driver can see (a managed container stopped,
+    /// removed or reconfigured by hand), one sentence each. A drifted target is repaired by the
+    /// next plan even when it already runs the wanted version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl Observed {
     /// SHA-256 over the canonical JSON of the observation: equal states, equal fingerprints.
     /// SHA-256 over what is deployed (current and releases), not over `facts`: free disk or
     /// memory changing between plan and apply must not make a plan stale.
+    /// Drift is part of the state: a container stopped by hand between plan and apply makes
+    /// the plan stale.
     pub fn fingerprint(&self) -> String {
-        let json =
-            serde_json::to_vec(&(&self.current, &self.releases)).expect("observations serialize");
+        let json = if self.drift.is_empty() {
+            serde_json::to_vec(&(&self.current, &self.releases))
+        } else {
+            serde_json::to_vec(&(&self.current, &self.releases, &self.drift))
+        }
+        .expect("observations serialize");
         sha256_hex(&json)
     }
 }
@@ -87,6 +98,7 @@ mod tests {
             current: Some("1.0.0".into()),
             releases: vec!["1.0.0".into()],
             facts: BTreeMap::new(),
+            drift: vec![],
         };
         let b = a.clone();
         assert_eq!(a.fingerprint(), b.fingerprint());
@@ -104,5 +116,10 @@ mod tests {
             d.fingerprint(),
             "facts are not part of the fingerprint"
         );
+        let e = Observed {
+            drift: vec!["stopped by hand".into()],
+            ..a.clone()
+        };
+        assert_ne!(a.fingerprint(), e.fingerprint(), "drift is");
     }
 }

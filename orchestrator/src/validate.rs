@@ -148,6 +148,9 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         {
             err(format!("{at}.local.root"), "is empty".into());
         }
+        if let Some(d) = &cloud.docker {
+            check_docker_cloud(&at, &cloud.id, d, &mut err);
+        }
     }
 
     for (n, ep) in i.endpoints.iter().enumerate() {
@@ -249,8 +252,37 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                     .into(),
             );
         }
-        if app.artifact.trim().is_empty() {
-            err(format!("{at}.artifact"), "is empty".into());
+        match (app.target, &app.docker) {
+            (TargetKind::Docker, None) => err(
+                at.clone(),
+                format!(
+                    "app `{}` runs on docker and needs a `docker` section naming its image",
+                    app.id
+                ),
+            ),
+            (TargetKind::Docker, Some(d)) => {
+                if !app.artifact.trim().is_empty() {
+                    err(
+                        format!("{at}.artifact"),
+                        "docker apps deploy the image in `docker.image`; leave `artifact` out"
+                            .into(),
+                    );
+                }
+                check_docker_app(&at, d, &mut err);
+            }
+            (_, Some(_)) => err(
+                format!("{at}.docker"),
+                format!(
+                    "app `{}` runs on `{}`; a `docker` section does not belong here",
+                    app.id,
+                    app.target.as_str()
+                ),
+            ),
+            (_, None) => {
+                if app.artifact.trim().is_empty() {
+                    err(format!("{at}.artifact"), "is empty".into());
+                }
+            }
         }
         if app.sites.is_empty() {
             err(
@@ -299,19 +331,21 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 }
             }
         }
-        if !matches!(app.target, TargetKind::Local | TargetKind::Ssh) {
+        if app.target == TargetKind::Kubernetes {
             err(
                 format!("{at}.target"),
-                format!(
-                    "target kind `{}` has no driver in this build yet (only `local` and `ssh`)",
-                    app.target.as_str()
-                ),
+                "target kind `kubernetes` has no driver in this build yet (only `local`, `ssh` and `docker`)".into(),
             );
         }
+        let docker_checked = app.docker.as_ref().is_some_and(|d| d.healthcheck.is_some());
         match (&app.health_check.http, app.health_check.command.is_empty()) {
-            (None, true) => err(
+            (None, true) if !docker_checked => err(
                 format!("{at}.health_check"),
-                "needs `command` or `http`".into(),
+                if app.target == TargetKind::Docker {
+                    "needs `command` or `http` (run inside the container), or give `docker.healthcheck`".into()
+                } else {
+                    "needs `command` or `http`".into()
+                },
             ),
             (Some(_), false) => err(
                 format!("{at}.health_check"),
@@ -357,7 +391,17 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             }
         }
         for (k, c) in app.config.iter().enumerate() {
-            if let Err(m) = check_relative(&c.dest) {
+            if app.target == TargetKind::Docker {
+                if !c.dest.starts_with('/') || c.dest.split('/').any(|p| p == "..") {
+                    err(
+                        format!("{at}.config[{k}].dest"),
+                        format!(
+                            "`{}`: a docker app's files are copied into the container; give an absolute path without `..`",
+                            c.dest
+                        ),
+                    );
+                }
+            } else if let Err(m) = check_relative(&c.dest) {
                 err(format!("{at}.config[{k}].dest"), m);
             }
         }
@@ -601,6 +645,97 @@ fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
     (h < 24 && m < 60).then_some((h, m))
 }
 
+fn check_docker_cloud(
+    at: &str,
+    id: &str,
+    d: &crate::model::DockerCloud,
+    err: &mut impl FnMut(String, String),
+) {
+    let tcp = d.host.starts_with("tcp://") || d.host.starts_with("https://");
+    if !(tcp || d.host.starts_with("unix://")) {
+        err(
+            format!("{at}.docker.host"),
+            format!("`{}` is neither unix://PATH nor tcp://HOST:PORT", d.host),
+        );
+    }
+    if tcp && d.tls.is_none() {
+        err(
+            format!("{at}.docker"),
+            format!(
+                "cloud `{id}` reaches Docker over TCP without `tls`: the Engine API is root on that host, so ferry only speaks to it with client certificates"
+            ),
+        );
+    }
+    if let Some(t) = &d.tls {
+        for (what, r) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+            match SecretRef::parse(r) {
+                Err(e) => err(format!("{at}.docker.tls.{what}"), e.to_string()),
+                Ok(SecretRef::File(_)) => {}
+                Ok(_) => err(
+                    format!("{at}.docker.tls.{what}"),
+                    "must be a `file:` reference (the TLS client reads it from a file)".into(),
+                ),
+            }
+        }
+    }
+    if d.timeout_seconds == 0 {
+        err(
+            format!("{at}.docker.timeout_seconds"),
+            "must be at least 1".into(),
+        );
+    }
+}
+
+fn check_docker_app(at: &str, d: &crate::model::DockerApp, err: &mut impl FnMut(String, String)) {
+    if d.image.trim().is_empty() {
+        err(format!("{at}.docker.image"), "is empty".into());
+    } else if !d.image.contains("{version}") && !d.image.contains('@') {
+        err(
+            format!("{at}.docker.image"),
+            format!(
+                "`{}` does not contain `{{version}}`: every version would run the same image",
+                d.image
+            ),
+        );
+    }
+    for (k, p) in d.ports.iter().enumerate() {
+        if let Err(m) = crate::drivers::docker::spec::parse_port(p) {
+            err(format!("{at}.docker.ports[{k}]"), m);
+        }
+    }
+    if !d.ports.is_empty() && d.strategy == crate::model::UpdateOrder::StartFirst {
+        err(
+            format!("{at}.docker.strategy"),
+            "with published `ports` the old and new containers cannot run side by side; set `strategy: stop-first`, or publish through a network alias".into(),
+        );
+    }
+    for (k, v) in d.volumes.iter().enumerate() {
+        if let Err(m) = crate::drivers::docker::spec::parse_volume(v) {
+            err(format!("{at}.docker.volumes[{k}]"), m);
+        }
+    }
+    if d.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        err(format!("{at}.docker.cpus"), "must be above 0".into());
+    }
+    if d.memory_mb == Some(0) {
+        err(
+            format!("{at}.docker.memory_mb"),
+            "must be at least 1".into(),
+        );
+    }
+    if let Some(h) = &d.healthcheck
+        && h.test.is_empty()
+    {
+        err(format!("{at}.docker.healthcheck.test"), "is empty".into());
+    }
+    if d.command.as_ref().is_some_and(Vec::is_empty) {
+        err(
+            format!("{at}.docker.command"),
+            "is empty; leave it out to run the image's command".into(),
+        );
+    }
+}
+
 /// The first dependency cycle among apps, as a list of ids ending where it started.
 fn dependency_cycle(inv: &Inventory) -> Option<Vec<String>> {
     fn visit<'a>(
@@ -769,6 +904,47 @@ databases:
         (
             "dependency_cycle",
             "version: 1\nsites: [{id: s, tier: dev, clouds: [l]}]\nclouds: [{id: l, kind: local, local: {root: r}}]\napps:\n  - {id: a, version: '1', artifact: x, target: local, sites: [s], health_check: {command: [t]}, depends_on: [b]}\n  - {id: b, version: '1', artifact: x, target: local, sites: [s], health_check: {command: [t]}, depends_on: [a]}\n",
+            None,
+        ),
+        (
+            "docker_problems",
+            r#"version: 1
+sites:
+  - { id: lab, tier: dev, clouds: [remote] }
+  - { id: lab2, tier: dev, clouds: [sock] }
+clouds:
+  - id: remote
+    kind: docker
+    docker: { host: "tcp://10.0.0.5:2375", timeout_seconds: 0 }
+  - id: sock
+    kind: docker
+    docker:
+      host: "unix:///var/run/docker.sock"
+      tls: { ca: "env:CA", cert: "file:c.pem", key: "file:k.pem" }
+apps:
+  - id: web
+    version: 1.0.0
+    artifact: "w/{version}"
+    target: docker
+    sites: [lab]
+    config: [{ template: t.tera, dest: etc/web.conf }]
+    docker:
+      image: lab/web:latest
+      ports: ["8080:80", "80", "1:2/sctp"]
+      volumes: ["data:/data", "data:relative", "bad name:/x"]
+      cpus: 0
+  - id: api
+    version: 1.0.0
+    target: docker
+    sites: [lab2]
+  - id: job
+    version: 1.0.0
+    artifact: "j/{version}"
+    target: local
+    sites: [lab2]
+    health_check: { command: [true] }
+    docker: { image: "x:{version}" }
+"#,
             None,
         ),
         (

@@ -31,6 +31,8 @@ pub enum WorkspaceError {
         #[source]
         source: DriverError,
     },
+    #[error("{}", .0.join("\n"))]
+    Unavailable(Vec<String>),
     #[error("observing {target} timed out after {seconds}s")]
     ObserveTimeout { target: String, seconds: u64 },
     #[error("artifact for {app} {version} ({path})")]
@@ -147,6 +149,10 @@ pub fn target_spec(
         crate::model::TargetKind::Ssh => Some(ssh_target(inv, base, &target.host, &target.site)?),
         _ => None,
     };
+    let docker = match (&target.kind, cloud.as_ref().and_then(|c| c.docker.as_ref())) {
+        (crate::model::TargetKind::Docker, Some(d)) => Some(docker_target(&target.host, d, base)?),
+        _ => None,
+    };
     Ok(TargetSpec {
         target: target.clone(),
         app,
@@ -155,6 +161,36 @@ pub fn target_spec(
         env,
         secrets,
         ssh,
+        docker,
+    })
+}
+
+/// How to reach a Docker host; TLS material is given as `file:` references.
+fn docker_target(
+    cloud: &str,
+    d: &crate::model::DockerCloud,
+    base: &Path,
+) -> Result<crate::drivers::docker::DockerTarget, WorkspaceError> {
+    let file = |r: &str| -> Result<PathBuf, WorkspaceError> {
+        match SecretRef::parse(r)? {
+            SecretRef::File(p) => Ok(base.join(p)),
+            // Validation refuses other kinds; keep the reference out of the message.
+            _ => Ok(PathBuf::new()),
+        }
+    };
+    let tls = match &d.tls {
+        Some(t) => Some(crate::drivers::docker::TlsFiles {
+            ca: file(&t.ca)?,
+            cert: file(&t.cert)?,
+            key: file(&t.key)?,
+        }),
+        None => None,
+    };
+    Ok(crate::drivers::docker::DockerTarget {
+        cloud: cloud.to_owned(),
+        host: d.host.clone(),
+        tls,
+        timeout: Duration::from_secs(d.timeout_seconds),
     })
 }
 
@@ -289,7 +325,8 @@ pub fn hash_inputs(
     let mut seen = std::collections::BTreeSet::new();
     for step in steps {
         let app = inv.value.app(&step.target.app).expect("validated");
-        if seen.insert(("artifact", app.id.clone(), step.to.clone())) {
+        // A docker app's artifact is an image on the Docker host: see `locate_images`.
+        if app.docker.is_none() && seen.insert(("artifact", app.id.clone(), step.to.clone())) {
             let path = artifact_path(&inv.value, &base, &app.id, &step.to);
             let sha256 = artifact::digest(&path).map_err(|source| WorkspaceError::Artifact {
                 app: app.id.clone(),
@@ -303,9 +340,10 @@ pub fn hash_inputs(
                 sha256,
             });
         }
-        for c in &app.config {
-            if seen.insert(("template", c.template.clone(), String::new())) {
-                let path = base.join(&c.template);
+        let env_template = app.docker.as_ref().and_then(|d| d.env_template.clone());
+        for template in app.config.iter().map(|c| &c.template).chain(&env_template) {
+            if seen.insert(("template", template.clone(), String::new())) {
+                let path = base.join(template);
                 let bytes = std::fs::read(&path).map_err(|source| WorkspaceError::Template {
                     path: path.display().to_string(),
                     source,
@@ -321,10 +359,111 @@ pub fn hash_inputs(
     Ok(inputs)
 }
 
+/// Role of the inputs that are images on a Docker host, not files.
+pub const IMAGE_ROLE: &str = "image";
+
+/// Locates, on the targets' side, what each step deploys that is not a file of ferry's (a
+/// Docker image), as plan inputs. Every missing image is reported, not only the first.
+pub async fn locate_images(
+    drivers: &Drivers,
+    specs: &[TargetSpec],
+    steps: &[Step],
+) -> Result<Vec<InputFile>, WorkspaceError> {
+    let mut out: Vec<InputFile> = Vec::new();
+    let mut problems = Vec::new();
+    for step in steps {
+        // A switch returns to a release already on the target.
+        if step.action != crate::plan::StepAction::Deploy {
+            continue;
+        }
+        let Some(spec) = specs.iter().find(|s| s.target.id == step.target.id) else {
+            continue;
+        };
+        let driver = drivers
+            .get(spec.target.kind)
+            .map_err(|source| WorkspaceError::Observe {
+                target: spec.target.id.clone(),
+                source,
+            })?;
+        match tokio::time::timeout(OBSERVE_TIMEOUT, driver.locate(spec, &step.to)).await {
+            Ok(Ok(Some(img))) => {
+                if !out.iter().any(|i| i.path == img.location) {
+                    out.push(InputFile {
+                        role: IMAGE_ROLE.into(),
+                        path: img.location,
+                        sha256: img.id.unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => problems.push(e.to_string()),
+            Err(_) => problems.push(format!(
+                "{}: locating the release timed out after {}s",
+                spec.target.id,
+                OBSERVE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(WorkspaceError::Unavailable(problems))
+    }
+}
+
+/// Images whose id on the Docker host differs from the plan's record.
+pub async fn changed_images(
+    drivers: &Drivers,
+    specs: &BTreeMap<String, TargetSpec>,
+    plan: &SavedPlan,
+) -> Vec<String> {
+    let planned: Vec<&InputFile> = plan
+        .inputs
+        .iter()
+        .filter(|i| i.role == IMAGE_ROLE)
+        .collect();
+    if planned.is_empty() {
+        return Vec::new();
+    }
+    let steps: Vec<Step> = plan.body.steps.clone();
+    let list: Vec<TargetSpec> = specs.values().cloned().collect();
+    let now = match locate_images(drivers, &list, &steps).await {
+        Ok(now) => now,
+        Err(WorkspaceError::Unavailable(p)) => return p,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut out = Vec::new();
+    for p in planned {
+        match now.iter().find(|n| n.path == p.path) {
+            Some(n) if n.sha256 == p.sha256 => {}
+            Some(n) => out.push(format!(
+                "image {} is now {}; the plan was made with {}",
+                p.path,
+                if n.sha256.is_empty() {
+                    "to be pulled"
+                } else {
+                    &n.sha256
+                },
+                if p.sha256.is_empty() {
+                    "to be pulled"
+                } else {
+                    &p.sha256
+                },
+            )),
+            None => out.push(format!(
+                "image {} is no longer part of the plan's steps",
+                p.path
+            )),
+        }
+    }
+    out
+}
+
 /// Inputs whose content differs from the plan's record, as `role path (why)`.
 pub fn changed_inputs(inputs: &[InputFile]) -> Vec<String> {
     inputs
         .iter()
+        .filter(|i| i.role != IMAGE_ROLE)
         .filter_map(|i| {
             let now = artifact::digest(Path::new(&i.path));
             match now {
@@ -349,14 +488,30 @@ pub fn bundles(
     for step in &plan.body.steps {
         let app = inv.app(&step.target.app).expect("validated");
         let site = inv.site(&step.target.site).expect("validated");
-        let artifact = artifact_path(inv, base, &app.id, &step.to);
-        let canon = canonical(&artifact);
-        let artifact_sha256 = plan
-            .inputs
-            .iter()
-            .find(|i| i.role == "artifact" && i.path == canon)
-            .map(|i| i.sha256.clone())
-            .unwrap_or_default();
+        let (artifact, artifact_sha256) = match &app.docker {
+            Some(d) => {
+                let reference = crate::drivers::docker::spec::image_ref(d, &step.to);
+                let location = format!("docker://{}/{reference}", step.target.host);
+                let id = plan
+                    .inputs
+                    .iter()
+                    .find(|i| i.role == IMAGE_ROLE && i.path == location)
+                    .map(|i| i.sha256.clone())
+                    .unwrap_or_default();
+                (PathBuf::from(reference), id)
+            }
+            None => {
+                let artifact = artifact_path(inv, base, &app.id, &step.to);
+                let canon = canonical(&artifact);
+                let sha = plan
+                    .inputs
+                    .iter()
+                    .find(|i| i.role == "artifact" && i.path == canon)
+                    .map(|i| i.sha256.clone())
+                    .unwrap_or_default();
+                (artifact, sha)
+            }
+        };
         let tier = serde_json::to_value(site.tier)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -381,6 +536,18 @@ pub fn bundles(
             files.push(RenderedFile {
                 dest: c.dest.clone(),
                 contents: render::render(&c.template, &text, &ctx)?,
+            });
+        }
+        if let Some(t) = app.docker.as_ref().and_then(|d| d.env_template.as_ref()) {
+            let path = base.join(t);
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            files.push(RenderedFile {
+                dest: crate::drivers::docker::spec::ENV_FILE_DEST.into(),
+                contents: render::render(t, &text, &ctx)?,
             });
         }
         out.insert(

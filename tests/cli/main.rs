@@ -4,6 +4,7 @@ mod support;
 
 mod apply;
 mod crash;
+mod docker;
 mod ledger;
 mod plan;
 mod ssh;

@@ -483,6 +483,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
         env: Default::default(),
         secrets: Default::default(),
         keep_releases: 5,
+        docker: None,
     };
     let spec = TargetSpec {
         target: TargetRef::new("s", "ep-1", "demo", TargetKind::Ssh),
@@ -497,6 +498,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
             root: fleet.path().join("ep-1/home/ferry").display().to_string(),
             command_timeout: std::time::Duration::from_secs(20),
         }),
+        docker: None,
     };
     let (v1, v2) = (bundle("1.0.0"), bundle("2.0.0"));
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -218,6 +218,7 @@ async fn apply_locked(
             }
         }
     }
+    stale.extend(workspace::changed_images(&drivers, &specs, &plan).await);
     if !stale.is_empty() {
         return Err(CliError::Stale(stale));
     }

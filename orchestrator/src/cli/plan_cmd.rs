@@ -90,7 +90,8 @@ pub async fn make_plan(
         .collect::<Result<Vec<_>, _>>()?;
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
-    let inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
+    let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
+    inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
     Ok(workspace::new_saved_plan(&ctx.actor, inputs, body))
 }
 

@@ -266,6 +266,7 @@ impl Driver for LocalDriver {
             current: current_version(&dir),
             releases,
             facts: Default::default(),
+            drift: vec![],
         })
     }
 

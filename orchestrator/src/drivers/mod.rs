@@ -5,6 +5,7 @@
 //! there); it never decides what to do: that is the planner's and the executor's job.
 
 pub mod compliance;
+pub mod docker;
 pub mod fake;
 mod health;
 pub mod local;
@@ -37,6 +38,18 @@ pub struct TargetSpec {
     pub secrets: Vec<(String, Secret)>,
     /// Set for `ssh` targets: how to reach the endpoint.
     pub ssh: Option<ssh::SshTarget>,
+    /// Set for `docker` targets: how to reach the Docker host.
+    pub docker: Option<docker::DockerTarget>,
+}
+
+/// A release's artifact that lives on the target's side rather than in ferry's inputs (a
+/// Docker image), as located when the plan is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseImage {
+    /// Where it was looked for, e.g. `docker://lab-docker/lab/web:2.0.0`.
+    pub location: String,
+    /// Its id there now; `None` when it will be fetched at apply time (pull policy).
+    pub id: Option<String>,
 }
 
 /// A release ready to put on a target: the artifact and the files rendered for it.
@@ -152,6 +165,16 @@ pub trait Driver: Send + Sync {
     async fn observe(&self, spec: &TargetSpec) -> Result<Observed, DriverError>;
     /// Puts the release on the target and makes it current (restarting the app).
     async fn apply(&self, spec: &TargetSpec, release: &ReleaseBundle) -> Result<(), DriverError>;
+    /// Finds what deploying `version` needs on the target's side (a Docker image), at plan
+    /// time: an error names what is missing and cannot be fetched. `None`: nothing to find
+    /// (the artifact is one of ferry's input files).
+    async fn locate(
+        &self,
+        _spec: &TargetSpec,
+        _version: &str,
+    ) -> Result<Option<ReleaseImage>, DriverError> {
+        Ok(None)
+    }
     /// Checks that `version` is current and healthy, within the app's deadline.
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError>;
     /// Undoes a step: switch back to an earlier release (and verify it), or uninstall.
@@ -170,6 +193,7 @@ impl Drivers {
         let mut d = Self::default();
         d.insert(TargetKind::Local, Arc::new(local::LocalDriver));
         d.insert(TargetKind::Ssh, Arc::new(ssh::SshDriver::new()));
+        d.insert(TargetKind::Docker, Arc::new(docker::DockerDriver::new()));
         d
     }
 
@@ -216,6 +240,7 @@ mod tests {
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             keep_releases: 5,
+            docker: None,
         };
         let cloud = Cloud {
             id: "l".into(),
@@ -235,6 +260,7 @@ mod tests {
             env: vec![],
             secrets: vec![],
             ssh: None,
+            docker: None,
         }
     }
 

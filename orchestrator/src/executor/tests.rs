@@ -58,6 +58,7 @@ fn fixture_from(inventory: &str, plan_yaml: &str, delay_ms: u64) -> Fixture {
             current: Some("1".into()),
             releases: vec!["1".into()],
             facts: Default::default(),
+            drift: vec![],
         };
         fake.set(&t.id, o.clone());
         observed.insert(t.id, o);
@@ -288,6 +289,7 @@ async fn resume_skips_completed_steps() {
             current: Some("2".into()),
             releases: vec!["1".into(), "2".into()],
             facts: Default::default(),
+            drift: vec![],
         },
     );
     let (second, status) = f2.run().await;

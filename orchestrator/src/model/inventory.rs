@@ -199,7 +199,148 @@ pub struct Cloud {
     #[serde(default)]
     pub kubernetes: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    pub docker: Option<BTreeMap<String, String>>,
+    pub docker: Option<DockerCloud>,
+}
+
+/// A Docker host: the Engine API over a local socket, or over TCP with mutual TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerCloud {
+    /// `unix:///var/run/docker.sock` (the default) or `tcp://HOST:2376` (needs `tls`).
+    #[serde(default = "default_docker_host")]
+    pub host: String,
+    /// Client certificate, key and the CA that signed the daemon's certificate, as `file:`
+    /// secret references (relative to the inventory file).
+    #[serde(default)]
+    pub tls: Option<DockerTls>,
+    /// Deadline of each Engine API call (pulls and health waits have their own).
+    #[serde(default = "default_docker_timeout")]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+fn default_docker_host() -> String {
+    "unix:///var/run/docker.sock".into()
+}
+
+fn default_docker_timeout() -> u64 {
+    60
+}
+
+/// How a Docker app's container is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerApp {
+    /// Image reference; `{version}` is replaced by the version deployed (`lab/web:{version}`).
+    pub image: String,
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// Command (argv form) replacing the image's default command.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Published ports, `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Mounts, `VOLUME_NAME:/path[:ro]` (named volume, never removed by ferry) or
+    /// `/host/path:/path[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Networks the container joins (they must exist); the app id is its alias on each.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Docker's own health check; ferry also waits for Docker's health status when the image
+    /// defines one.
+    #[serde(default)]
+    pub healthcheck: Option<DockerHealthcheck>,
+    /// Tera template rendered to `KEY=VALUE` lines: the container's environment (with `env`
+    /// and, at apply time only, `secrets`).
+    #[serde(default)]
+    pub env_template: Option<String>,
+    /// `start-first`: the new container is started and healthy before the old one stops (no
+    /// downtime; cannot publish host ports). `stop-first`: the old one stops first.
+    #[serde(default)]
+    pub strategy: UpdateOrder,
+    /// Seconds a container is given to stop before it is killed.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_seconds: u32,
+}
+
+fn default_stop_timeout() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// The image must already be on the Docker host; checked when the plan is made.
+    Never,
+    #[default]
+    IfMissing,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    #[default]
+    UnlessStopped,
+    OnFailure,
+}
+
+impl RestartPolicy {
+    /// The name the Engine API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StartFirst,
+    StopFirst,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerHealthcheck {
+    /// Command (argv form) run inside the container; exit status 0 means healthy.
+    pub test: Vec<String>,
+    #[serde(default = "default_docker_hc_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_docker_hc_interval")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_docker_hc_retries")]
+    pub retries: u32,
+}
+
+fn default_docker_hc_interval() -> u64 {
+    1000
+}
+
+fn default_docker_hc_retries() -> u32 {
+    3
 }
 
 /// The embedded local target: releases are unpacked below `root`.
@@ -256,10 +397,14 @@ pub struct App {
     pub version: String,
     /// Release artifact; `{version}` is replaced by the version being deployed. A directory, or
     /// for `ssh` targets also a `.tar.gz`; relative paths are relative to the inventory file.
+    /// Docker apps name an image in `docker.image` instead.
+    #[serde(default)]
     pub artifact: String,
     pub target: TargetKind,
     /// Sites (by id) where this app is installed.
     pub sites: Vec<String>,
+    /// Required but for `docker` apps that have a `docker.healthcheck`.
+    #[serde(default)]
     pub health_check: HealthCheck,
     /// Command run in the app directory after the switch (argv form).
     #[serde(default)]
@@ -280,6 +425,9 @@ pub struct App {
     /// How many releases to keep on a target (at least 2, so back-out is possible).
     #[serde(default = "default_keep_releases")]
     pub keep_releases: u32,
+    /// For `docker` targets: the image and how its container is made.
+    #[serde(default)]
+    pub docker: Option<DockerApp>,
 }
 
 fn default_keep_releases() -> u32 {
@@ -287,7 +435,8 @@ fn default_keep_releases() -> u32 {
 }
 
 /// How ferry decides that a release is healthy: a command, or an HTTP GET, run where the app
-/// runs (on the endpoint for `ssh`), retried until `timeout_seconds`.
+/// runs (on the endpoint for `ssh`, inside the container for `docker`), retried until
+/// `timeout_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
@@ -304,14 +453,27 @@ pub struct HealthCheck {
     pub interval_ms: u64,
 }
 
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            command: Vec::new(),
+            http: None,
+            timeout_seconds: default_health_timeout(),
+            interval_ms: default_health_interval(),
+        }
+    }
+}
+
 impl HealthCheck {
     /// The command that performs the check.
+    /// wget gets no `-T`: Debian's static busybox (the wget of many small images) crashes
+    /// with SIGSEGV on it; every attempt is bounded by ferry's own deadline instead.
     pub fn argv(&self) -> Vec<String> {
         match &self.http {
             Some(url) => vec![
                 "sh".into(),
                 "-c".into(),
-                r#"if command -v curl >/dev/null 2>&1; then exec curl -fsS -o /dev/null --max-time 10 "$1"; else exec wget -q -O /dev/null -T 10 "$1"; fi"#.into(),
+                r#"if command -v curl >/dev/null 2>&1; then exec curl -fsS -o /dev/null --max-time 10 "$1"; else exec wget -q -O /dev/null "$1"; fi"#.into(),
                 "ferry-http-check".into(),
                 url.clone(),
             ],

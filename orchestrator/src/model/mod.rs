@@ -7,9 +7,10 @@ mod inventory;
 mod release;
 
 pub use inventory::{
-    App, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, Endpoint, Hardware,
-    HealthCheck, Inventory, LocalCloud, MaintenanceWindow, RoleAssignment, Site, TargetKind, Tier,
-    Weekday,
+    App, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, DockerApp, DockerCloud,
+    DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck, Inventory, LocalCloud,
+    MaintenanceWindow, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier,
+    UpdateOrder, Weekday,
 };
 pub use release::{OnFailure, PlanKind, Release, ReleasePlan, Waiver, Wave};
 

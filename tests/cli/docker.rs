@@ -1,0 +1,662 @@
+//! The Docker driver against the real Docker engine of this machine, with images built here
+//! by `ci/docker-images.sh` (FROM scratch + static busybox; nothing is pulled).
+//!
+//! Each test uses its own site ids, so container names and labels never collide with another
+//! test running at the same time, and removes its containers when it ends.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry::drivers::docker::{DockerDriver, DockerTarget};
+use ferry::drivers::{ReleaseBundle, TargetSpec, compliance};
+use ferry::model::{
+    App, DockerApp, HealthCheck, PullPolicy, RestartPolicy, TargetKind, UpdateOrder,
+};
+use ferry::target::TargetRef;
+
+use crate::support::Workspace;
+
+/// Runs `docker ARGS`; panics with its stderr when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The test images exist and an engine answers, or the test fails saying which is missing.
+fn images() {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ci/docker-images.sh"
+    ))
+    .output()
+    .expect("ci/docker-images.sh runs");
+    assert!(
+        out.status.success(),
+        "the Docker driver's tests need a Docker engine and their images: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A workspace whose sites run app `web` on this machine's Docker engine.
+struct Lab {
+    ws: Workspace,
+    sites: Vec<String>,
+}
+
+impl Lab {
+    /// Sites `<tag>-a` and `<tag>-b`; `docker_extra` is added to the app's `docker:` section.
+    fn new(tag: &str, docker_extra: &str, health: &str) -> Self {
+        images();
+        let ws = Workspace::new();
+        let sites = vec![format!("{tag}-a"), format!("{tag}-b")];
+        let lab = Self { ws, sites };
+        lab.remove_containers();
+        lab.ws.write(
+            "templates/web.conf.tera",
+            "site = {{ site }}\nversion = {{ version }}\n",
+        );
+        lab.ws.write(
+            "templates/web.env.tera",
+            "# rendered per site\nSITE_NAME={{ site }}\nMODE=rendered\n",
+        );
+        lab.ws
+            .write("inventory.yaml", &lab.inventory(docker_extra, health));
+        for (name, version, policy) in [
+            ("w1", "1.0.0", "backout"),
+            ("w2", "2.0.0", "backout"),
+            ("w3-backout", "3.0.0-bad", "backout"),
+            ("w3-halt", "3.0.0-bad", "halt"),
+            ("w9", "9.9.9", "halt"),
+        ] {
+            lab.ws.write(
+                &format!("plans/{name}.yaml"),
+                &format!(
+                    "version: 1\nkind: release\nname: web-{version}\nreleases: [{{ app: web, version: \"{version}\" }}]\nwaves:\n  - {{ name: canary, sites: [{a}] }}\n  - {{ name: rest, sites: [{b}] }}\non_failure: {policy}\n",
+                    a = lab.sites[0],
+                    b = lab.sites[1]
+                ),
+            );
+        }
+        lab
+    }
+
+    fn inventory(&self, docker_extra: &str, health: &str) -> String {
+        let (a, b) = (&self.sites[0], &self.sites[1]);
+        format!(
+            r#"version: 1
+sites:
+  - {{ id: {a}, tier: sqa, clouds: [engine] }}
+  - {{ id: {b}, tier: prod, clouds: [engine] }}
+clouds:
+  - {{ id: engine, kind: docker, docker: {{ host: "unix:///var/run/docker.sock" }} }}
+apps:
+  - id: web
+    version: 1.0.0
+    target: docker
+    sites: [{a}, {b}]
+    health_check: {health}
+    env: {{ MODE: plain, GREETING: hello }}
+    secrets: {{ TOKEN: "env:FERRY_IT_DOCKER_TOKEN" }}
+    config: [{{ template: templates/web.conf.tera, dest: /www/site.conf }}]
+    keep_releases: 3
+    docker:
+      image: "ferry-test/web:{{version}}"
+      pull: never
+      env_template: templates/web.env.tera
+      memory_mb: 64
+      stop_timeout_seconds: 2
+{docker_extra}"#
+        )
+    }
+
+    fn run(&self, args: &[&str]) -> crate::support::Run {
+        crate::support::Run(
+            self.ws
+                .cmd(args)
+                .env("FERRY_IT_DOCKER_TOKEN", "tok-5ecret-d0cker")
+                .output()
+                .expect("ferry runs"),
+        )
+    }
+
+    fn plan(&self, name: &str) -> crate::support::Run {
+        self.run(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            &format!("plans/{name}.yaml"),
+            "-o",
+            &format!("{name}.json"),
+        ])
+    }
+
+    fn deploy(&self, name: &str) {
+        self.plan(name).expect_code(2);
+        self.run(&["apply", &format!("{name}.json")]).expect_code(0);
+    }
+
+    /// `(name, version, state)` of the app's containers on `site`, by name.
+    fn containers(&self, site: &str) -> Vec<(String, String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=ferry.site={site}"),
+            "--format",
+            "{{.Names}} {{.Label \"ferry.version\"}} {{.State}}",
+        ]);
+        let mut v: Vec<(String, String, String)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                ))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Versions of the running containers on `site`.
+    fn running(&self, site: &str) -> Vec<String> {
+        self.containers(site)
+            .into_iter()
+            .filter(|(_, _, s)| s == "running")
+            .map(|(_, v, _)| v)
+            .collect()
+    }
+
+    /// What the running container of `site` serves at `/path` (busybox wget inside it).
+    fn serves(&self, site: &str, path: &str) -> String {
+        let v = self.running(site);
+        assert_eq!(v.len(), 1, "one container runs on {site}: {v:?}");
+        docker(&[
+            "exec",
+            &format!("ferry-{site}-web-{}", v[0]),
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1{path}"),
+        ])
+    }
+
+    fn remove_containers(&self) {
+        for site in &self.sites {
+            let ids = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
+            for id in ids.lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.remove_containers();
+    }
+}
+
+const HTTP_HEALTH: &str =
+    r#"{ http: "http://127.0.0.1/health", timeout_seconds: 6, interval_ms: 200 }"#;
+
+#[test]
+fn first_deploy_upgrade_and_backout_through_the_engine() {
+    let lab = Lab::new("dk-cycle", "", HTTP_HEALTH);
+    let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
+    let planned = lab.plan("w1");
+    planned
+        .expect_code(2)
+        .stdout_has(&format!("+ {a}/engine/web  (none) -> 1.0.0"));
+    let plan_text = std::fs::read_to_string(lab.ws.path().join("w1.json")).unwrap();
+    assert!(
+        plan_text.contains("\"role\": \"image\"") && plan_text.contains("sha256:"),
+        "the plan records the image id it was made with"
+    );
+    lab.run(&["apply", "w1.json"]).expect_code(0);
+    for site in [&a, &b] {
+        assert_eq!(lab.running(site), vec!["1.0.0"]);
+        assert_eq!(lab.serves(site, "/version"), "1.0.0");
+        assert_eq!(
+            lab.serves(site, "/site.conf"),
+            format!("site = {site}\nversion = 1.0.0"),
+            "the rendered configuration is in the container"
+        );
+    }
+    // Environment: plain env, the rendered env template (which wins), the secret at run time.
+    let env = docker(&[
+        "inspect",
+        "--format",
+        "{{join .Config.Env \"\\n\"}}",
+        &format!("ferry-{a}-web-1.0.0"),
+    ]);
+    for want in [
+        "GREETING=hello",
+        "MODE=rendered",
+        &format!("SITE_NAME={a}"),
+        "TOKEN=tok-5ecret-d0cker",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} in {env}");
+    }
+    let labels = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &format!("ferry-{a}-web-1.0.0"),
+    ]);
+    assert!(!labels.contains("tok-5ecret"), "no secret in labels");
+    let ledger = std::fs::read_to_string(lab.ws.ledger_path()).unwrap();
+    assert!(!ledger.contains("tok-5ecret") && !plan_text.contains("tok-5ecret"));
+
+    // Nothing to do when everything runs what is wanted.
+    lab.plan("w1").expect_code(0).stdout_has("unchanged");
+
+    // Upgrade: start-first; the old container is kept, stopped, for back-out.
+    lab.deploy("w2");
+    for site in [&a, &b] {
+        assert_eq!(lab.running(site), vec!["2.0.0"]);
+        assert_eq!(lab.serves(site, "/version"), "2.0.0");
+        let all = lab.containers(site);
+        assert!(
+            all.iter().any(|(_, v, s)| v == "1.0.0" && s == "exited"),
+            "1.0.0 is kept stopped: {all:?}"
+        );
+    }
+
+    // Back-out restarts the previous container and removes the one backed out.
+    lab.run(&[
+        "backout",
+        "-i",
+        "inventory.yaml",
+        "--app",
+        "web",
+        "--site",
+        &a,
+    ])
+    .expect_code(0);
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+    assert_eq!(lab.serves(&a, "/version"), "1.0.0");
+    assert!(
+        !lab.containers(&a).iter().any(|(_, v, _)| v == "2.0.0"),
+        "{:?}",
+        lab.containers(&a)
+    );
+    assert_eq!(
+        lab.running(&b),
+        vec!["2.0.0"],
+        "the other site is untouched"
+    );
+    lab.run(&["ledger", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_failed_health_check_backs_out_or_halts_with_the_old_container_serving() {
+    let lab = Lab::new("dk-fail", "", HTTP_HEALTH);
+    let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
+    lab.deploy("w1");
+
+    // backout: the canary fails its health check; it returns to 1.0.0, the bad one is removed.
+    lab.plan("w3-backout").expect_code(2);
+    let r = lab.run(&["apply", "w3-backout.json"]);
+    r.expect_code(6);
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+    assert!(
+        !lab.containers(&a).iter().any(|(_, v, _)| v == "3.0.0-bad"),
+        "the failed container is removed: {:?}",
+        lab.containers(&a)
+    );
+    assert_eq!(
+        lab.running(&b),
+        vec!["1.0.0"],
+        "the second wave never started"
+    );
+    let failed = lab.ws.events("step_failed");
+    let detail = failed[0].to_string();
+    assert!(
+        detail.contains("health check did not pass") && detail.contains("exited with"),
+        "{detail}"
+    );
+
+    // halt: start-first stops the failed new container, so the old one serves alone.
+    lab.plan("w3-halt").expect_code(2);
+    lab.run(&["apply", "w3-halt.json"]).expect_code(5);
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+    assert_eq!(lab.serves(&a, "/version"), "1.0.0");
+    let kept: Vec<_> = lab
+        .containers(&a)
+        .into_iter()
+        .filter(|(_, v, _)| v == "3.0.0-bad")
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "halt leaves the failed container, stopped: {kept:?}"
+    );
+    assert_eq!(kept[0].2, "exited");
+}
+
+#[test]
+fn a_container_that_crashes_is_reported_with_its_exit_code() {
+    let lab = Lab::new("dk-crash", "", HTTP_HEALTH);
+    let a = lab.sites[0].clone();
+    lab.deploy("w1");
+    lab.ws.write(
+        "plans/crash.yaml",
+        &format!(
+            "version: 1\nkind: release\nname: crash\nreleases: [{{ app: web, version: \"4.0.0-crash\" }}]\nwaves: [{{ name: only, sites: [{a}] }}]\non_failure: backout\n"
+        ),
+    );
+    lab.plan("crash").expect_code(2);
+    lab.run(&["apply", "crash.json"]).expect_code(6);
+    let detail = lab.ws.events("step_failed")[0].to_string();
+    assert!(detail.contains("container exited with code 3"), "{detail}");
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+}
+
+#[test]
+fn drift_made_by_hand_shows_in_the_plan_and_is_repaired() {
+    let lab = Lab::new("dk-drift", "", HTTP_HEALTH);
+    let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
+    lab.deploy("w1");
+    docker(&["stop", "-t", "1", &format!("ferry-{a}-web-1.0.0")]);
+    docker(&["update", "--restart", "no", &format!("ferry-{b}-web-1.0.0")]);
+    let p = lab.plan("w1");
+    p.expect_code(2)
+        .stdout_has(&format!(
+            "! drift: no container of web is running; the newest, ferry-{a}-web-1.0.0, is exited"
+        ))
+        .stdout_has(&format!(
+            "! drift: container ferry-{b}-web-1.0.0: restart policy is `no`, ferry made it `unless-stopped`"
+        ));
+    lab.run(&["apply", "w1.json"]).expect_code(0);
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+    assert_eq!(lab.running(&b), vec!["1.0.0"]);
+    let policy = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        &format!("ferry-{b}-web-1.0.0"),
+    ]);
+    assert_eq!(policy, "unless-stopped", "the drifted container was remade");
+    lab.plan("w1").expect_code(0);
+
+    // A container removed by hand: the plan shows the target as serving nothing.
+    docker(&["rm", "-f", &format!("ferry-{a}-web-1.0.0")]);
+    lab.plan("w1")
+        .expect_code(2)
+        .stdout_has(&format!("+ {a}/engine/web  (none) -> 1.0.0"));
+
+    // Drift after the plan was made makes it stale.
+    docker(&["stop", "-t", "1", &format!("ferry-{b}-web-1.0.0")]);
+    lab.run(&["apply", "w1.json"])
+        .expect_code(3)
+        .stderr_has(&format!(
+            "target {b}/engine/web changed since the plan was made"
+        ));
+}
+
+#[test]
+fn a_missing_image_with_pull_never_is_a_plan_error_and_nothing_changes() {
+    let lab = Lab::new("dk-missing", "", HTTP_HEALTH);
+    let a = lab.sites[0].clone();
+    lab.deploy("w1");
+    let r = lab.plan("w9");
+    r.expect_code(1)
+        .stderr_has("image ferry-test/web:9.9.9 is not on Docker host `engine`")
+        .stderr_has("pull policy is `never`");
+    assert!(
+        !lab.ws.path().join("w9.json").exists(),
+        "no plan is written"
+    );
+    assert_eq!(lab.running(&a), vec!["1.0.0"]);
+}
+
+#[test]
+fn an_image_retagged_after_planning_makes_the_plan_stale() {
+    let lab = Lab::new("dk-retag", "", HTTP_HEALTH);
+    let tag = "ferry-it-retag/web";
+    docker(&["tag", "ferry-test/web:1.0.0", &format!("{tag}:5.0.0")]);
+    let inv = std::fs::read_to_string(lab.ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace("ferry-test/web:{version}", &format!("{tag}:{{version}}"));
+    lab.ws.write("inventory.yaml", &inv);
+    lab.ws.write(
+        "plans/w5.yaml",
+        &format!(
+            "version: 1\nkind: release\nname: w5\nreleases: [{{ app: web, version: \"5.0.0\" }}]\nwaves: [{{ name: only, sites: [{}] }}]\non_failure: halt\n",
+            lab.sites[0]
+        ),
+    );
+    lab.plan("w5").expect_code(2);
+    docker(&["tag", "ferry-test/web:2.0.0", &format!("{tag}:5.0.0")]);
+    let r = lab.run(&["apply", "w5.json"]);
+    let _ = Command::new("docker")
+        .args(["rmi", &format!("{tag}:5.0.0")])
+        .output();
+    r.expect_code(3)
+        .stderr_has(&format!("image docker://engine/{tag}:5.0.0 is now sha256:"));
+    assert!(
+        lab.containers(&lab.sites[0]).is_empty(),
+        "nothing was started"
+    );
+}
+
+#[test]
+fn an_unreachable_engine_is_a_clear_plan_error() {
+    let lab = Lab::new("dk-noengine", "", HTTP_HEALTH);
+    let inv = std::fs::read_to_string(lab.ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace(
+            "unix:///var/run/docker.sock",
+            "unix:///nonexistent/docker.sock",
+        );
+    lab.ws.write("inventory.yaml", &inv);
+    lab.plan("w1").expect_code(1).stderr_has(
+        "the Docker engine of cloud `engine` at unix:///nonexistent/docker.sock is not reachable",
+    );
+}
+
+#[test]
+fn stop_first_with_a_published_port_serves_the_new_version_on_the_same_port() {
+    // Port per test run: the test's pid keeps parallel runs apart.
+    let port = 20000 + (std::process::id() % 20000);
+    let lab = Lab::new(
+        "dk-port",
+        &format!("      strategy: stop-first\n      ports: [\"127.0.0.1:{port}:80\"]\n"),
+        HTTP_HEALTH,
+    );
+    // One site only: two sites cannot publish the same host port.
+    lab.ws.write(
+        "plans/one1.yaml",
+        &format!("version: 1\nkind: release\nname: one1\nreleases: [{{ app: web, version: \"1.0.0\" }}]\nwaves: [{{ name: only, sites: [{}] }}]\non_failure: backout\n", lab.sites[0]),
+    );
+    lab.ws.write(
+        "plans/one2.yaml",
+        &format!("version: 1\nkind: release\nname: one2\nreleases: [{{ app: web, version: \"2.0.0\" }}]\nwaves: [{{ name: only, sites: [{}] }}]\non_failure: backout\n", lab.sites[0]),
+    );
+    lab.ws.write(
+        "plans/one3.yaml",
+        &format!("version: 1\nkind: release\nname: one3\nreleases: [{{ app: web, version: \"3.0.0-bad\" }}]\nwaves: [{{ name: only, sites: [{}] }}]\non_failure: backout\n", lab.sites[0]),
+    );
+    let get = || http_get(port, "/version");
+    lab.deploy("one1");
+    assert_eq!(get().as_deref(), Some("1.0.0"));
+    lab.deploy("one2");
+    assert_eq!(get().as_deref(), Some("2.0.0"));
+    lab.plan("one3").expect_code(2);
+    lab.run(&["apply", "one3.json"]).expect_code(6);
+    assert_eq!(
+        get().as_deref(),
+        Some("2.0.0"),
+        "backed out on the same port"
+    );
+}
+
+/// Body of `GET http://127.0.0.1:PORT/PATH`, retried for a few seconds.
+fn http_get(port: u32, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port as u16)) {
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut text = String::new();
+            if s.read_to_string(&mut text).is_ok()
+                && let Some((head, body)) = text.split_once("\r\n\r\n")
+                && head.lines().next().is_some_and(|l| l.contains(" 200 "))
+            {
+                return Some(body.trim().to_owned());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn kill_9_during_an_upgrade_then_resume_leaves_exactly_one_version_serving() {
+    let ws_tmp = tempfile::tempdir().unwrap();
+    let ctl = ws_tmp.path().display().to_string();
+    // The health check runs inside the container; it holds while /ctl/hang exists.
+    let health = r#"{ command: [sh, -c, "if [ -e /ctl/hang ]; then touch /ctl/hanging-$FERRY_VERSION; while [ -e /ctl/hang ]; do sleep 0.1; done; fi; wget -q -O /dev/null http://127.0.0.1/health"], timeout_seconds: 60, interval_ms: 200 }"#;
+    let lab = Lab::new(
+        "dk-kill",
+        &format!("      volumes: [\"{ctl}:/ctl\"]\n"),
+        health,
+    );
+    let a = lab.sites[0].clone();
+    lab.deploy("w1");
+    lab.plan("w2").expect_code(2);
+    std::fs::write(ws_tmp.path().join("hang"), "").unwrap();
+    let mut child = lab
+        .ws
+        .cmd(&["apply", "w2.json"])
+        .env("FERRY_IT_DOCKER_TOKEN", "tok-5ecret-d0cker")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ws_tmp.path().join("hanging-2.0.0").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the upgrade never reached its health check"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-upgrade: the new container runs beside the old one.
+    child.wait().unwrap();
+    std::fs::remove_file(ws_tmp.path().join("hang")).unwrap();
+    let mut both = lab.running(&a);
+    both.sort();
+    assert_eq!(
+        both,
+        vec!["1.0.0", "2.0.0"],
+        "killed between start-new and stop-old"
+    );
+
+    lab.run(&["apply", "--resume", "w2.json"]).expect_code(0);
+    for site in &lab.sites {
+        assert_eq!(
+            lab.running(site),
+            vec!["2.0.0"],
+            "exactly one version serves on {site}"
+        );
+        assert_eq!(
+            lab.containers(site)
+                .iter()
+                .filter(|(_, v, _)| v == "2.0.0")
+                .count(),
+            1,
+            "the container made before the kill was reused, not made twice"
+        );
+    }
+    lab.run(&["ledger", "verify"]).expect_code(0);
+}
+
+#[test]
+fn docker_driver_passes_the_compliance_suite() {
+    images();
+    let site = "dk-compliance";
+    let cleanup = || {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
+        for id in ids.lines() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    };
+    cleanup();
+    let app = App {
+        id: "web".into(),
+        version: "1.0.0".into(),
+        artifact: String::new(),
+        target: TargetKind::Docker,
+        sites: vec![site.into()],
+        health_check: HealthCheck {
+            command: vec![],
+            http: Some("http://127.0.0.1/health".into()),
+            timeout_seconds: 6,
+            interval_ms: 100,
+        },
+        restart: None,
+        depends_on: vec![],
+        config: vec![],
+        env: Default::default(),
+        secrets: Default::default(),
+        keep_releases: 5,
+        docker: Some(DockerApp {
+            image: "ferry-test/web:{version}".into(),
+            pull: PullPolicy::Never,
+            command: None,
+            ports: vec![],
+            volumes: vec![],
+            networks: vec![],
+            restart: RestartPolicy::UnlessStopped,
+            memory_mb: None,
+            cpus: None,
+            healthcheck: None,
+            env_template: None,
+            strategy: UpdateOrder::StartFirst,
+            stop_timeout_seconds: 2,
+        }),
+    };
+    let spec = TargetSpec {
+        target: TargetRef::new(site, "engine", "web", TargetKind::Docker),
+        app,
+        cloud: None,
+        base_dir: std::env::temp_dir(),
+        env: vec![],
+        secrets: vec![],
+        ssh: None,
+        docker: Some(DockerTarget {
+            cloud: "engine".into(),
+            host: "unix:///var/run/docker.sock".into(),
+            tls: None,
+            timeout: Duration::from_secs(30),
+        }),
+    };
+    let bundle = |v: &str| ReleaseBundle {
+        version: v.into(),
+        artifact: format!("ferry-test/web:{v}").into(),
+        artifact_sha256: String::new(),
+        files: vec![],
+        plan_id: "compliance".into(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(compliance::run(
+        &DockerDriver::new(),
+        &spec,
+        &bundle("1.0.0"),
+        &bundle("2.0.0"),
+    ));
+    cleanup();
+}
