@@ -18,6 +18,8 @@ ci/sshd.sh install
 # The machine's Docker engine and the test images built from Debian's static busybox (the
 # Docker tests run this too, and fail saying so when no engine answers).
 ci/docker-images.sh
+# stunnel, which puts the engine behind mutual TLS on loopback for the tcp:// + TLS test.
+ci/docker-tls.sh install
 
 echo "== format"
 cargo fmt --all -- --check

@@ -347,6 +347,53 @@ fn a_failed_health_check_backs_out_or_halts_with_the_old_container_serving() {
 }
 
 #[test]
+fn docker_health_status_alone_decides_and_named_volumes_outlive_an_uninstall() {
+    // No ferry check: Docker's own HEALTHCHECK (run by the engine) is what is waited for.
+    let lab = Lab::new(
+        "dk-dhealth",
+        "      healthcheck: { test: [wget, -q, -O, /dev/null, \"http://127.0.0.1/health\"], interval_ms: 200, timeout_ms: 1000, retries: 2 }\n      volumes: [\"ferry-it-dhealth-data:/data\"]\n",
+        "{ timeout_seconds: 8, interval_ms: 200 }",
+    );
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", "ferry-it-dhealth-data"])
+        .output();
+    let a = lab.sites[0].clone();
+    // A first install that fails is undone by uninstalling; the data volume stays.
+    lab.plan("w3-backout").expect_code(2);
+    lab.run(&["apply", "w3-backout.json"]).expect_code(6);
+    let detail = lab.ws.events("step_failed")[0].to_string();
+    assert!(detail.contains("docker health is unhealthy"), "{detail}");
+    assert!(
+        lab.containers(&a).is_empty(),
+        "uninstalled: {:?}",
+        lab.containers(&a)
+    );
+    assert_eq!(
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "name=ferry-it-dhealth-data"
+        ]),
+        "ferry-it-dhealth-data",
+        "ferry never removes a named volume"
+    );
+    lab.deploy("w1");
+    let status = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Health.Status}}",
+        &format!("ferry-{a}-web-1.0.0"),
+    ]);
+    assert_eq!(status, "healthy");
+    drop(lab);
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", "ferry-it-dhealth-data"])
+        .output();
+}
+
+#[test]
 fn a_container_that_crashes_is_reported_with_its_exit_code() {
     let lab = Lab::new("dk-crash", "", HTTP_HEALTH);
     let a = lab.sites[0].clone();
@@ -450,6 +497,60 @@ fn an_image_retagged_after_planning_makes_the_plan_stale() {
         lab.containers(&lab.sites[0]).is_empty(),
         "nothing was started"
     );
+}
+
+/// The engine behind mutual TLS on a loopback port (ci/docker-tls.sh); stopped on drop.
+struct TlsProxy(std::path::PathBuf);
+
+impl TlsProxy {
+    fn start(dir: &std::path::Path, port: u32) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/docker-tls.sh");
+        let out = Command::new(script)
+            .args(["start", &dir.display().to_string(), &port.to_string()])
+            .output()
+            .expect("ci/docker-tls.sh runs");
+        assert!(
+            out.status.success(),
+            "could not put the Docker engine behind TLS (ci/test.sh installs stunnel with `ci/docker-tls.sh install`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/docker-tls.sh");
+        let _ = Command::new(script)
+            .args(["stop", &self.0.display().to_string()])
+            .output();
+    }
+}
+
+#[test]
+fn a_docker_host_over_tcp_is_reached_with_client_certificates_only() {
+    let lab = Lab::new("dk-tls", "", HTTP_HEALTH);
+    let port = 40000 + (std::process::id() % 10000);
+    let _proxy = TlsProxy::start(&lab.ws.path().join("tls"), port);
+    let inv = std::fs::read_to_string(lab.ws.path().join("inventory.yaml")).unwrap();
+    let with = |client: &str| {
+        inv.replace(
+            r#"host: "unix:///var/run/docker.sock""#,
+            &format!(
+                r#"host: "tcp://127.0.0.1:{port}", tls: {{ ca: "file:tls/ca.pem", cert: "file:tls/{client}.pem", key: "file:tls/{client}-key.pem" }}"#
+            ),
+        )
+    };
+    lab.ws.write("inventory.yaml", &with("client"));
+    lab.deploy("w1");
+    for site in &lab.sites {
+        assert_eq!(lab.running(site), vec!["1.0.0"]);
+    }
+    // A client certificate from another CA is refused by the daemon's side: a clear error.
+    lab.ws.write("inventory.yaml", &with("rogue-client"));
+    lab.plan("w2").expect_code(1).stderr_has(&format!(
+        "the Docker engine of cloud `engine` at tcp://127.0.0.1:{port} is not reachable"
+    ));
 }
 
 #[test]

@@ -179,6 +179,10 @@ fn the_example_inventories_and_plans_in_the_repository_validate() {
             "inventories/clinics-ssh.yaml",
             vec!["plans/clinics-gateway-2.1.yaml"],
         ),
+        (
+            "inventories/labs-docker.yaml",
+            vec!["plans/results-portal-3.3.yaml"],
+        ),
     ] {
         let out = std::process::Command::new(crate::support::BIN)
             .current_dir(&root)

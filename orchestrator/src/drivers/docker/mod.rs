@@ -110,12 +110,12 @@ impl DockerDriver {
             ),
             None => Docker::connect_with_unix(&t.host, secs, bollard::API_DEFAULT_VERSION),
         }
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(message(&e)))?;
         // The engine may speak an older API than this client (Debian's 20.10 speaks 1.41).
         let docker = tokio::time::timeout(t.timeout, docker.negotiate_version())
             .await
             .map_err(|_| unreachable(format!("no answer within {secs}s")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(message(&e)))?;
         clients.insert(t.cloud.clone(), docker.clone());
         Ok(docker)
     }
@@ -742,7 +742,21 @@ fn message(e: &BollardError) -> String {
             message,
         } => format!("{message} (HTTP {status_code})"),
         BollardError::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
+        other => {
+            // Transport errors say little at the top ("client error (Connect)"); the cause
+            // (refused, certificate unknown...) is further down the chain.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let s_text = s.to_string();
+                if !text.contains(&s_text) {
+                    text.push_str(": ");
+                    text.push_str(&s_text);
+                }
+                source = s.source();
+            }
+            text
+        }
     }
 }
 
