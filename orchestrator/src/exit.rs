@@ -19,5 +19,8 @@ pub const FAILED: u8 = 5;
 pub const BACKED_OUT: u8 = 6;
 /// `ledger verify`: the chain is broken.
 pub const TAMPERED: u8 = 7;
+/// `apply`: stopped before a wave whose approval gate is not approved yet; `ferry approve`,
+/// then `apply --resume`.
+pub const AWAITING_APPROVAL: u8 = 8;
 /// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
 pub const INTERRUPTED: u8 = 130;

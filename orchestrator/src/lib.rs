@@ -4,6 +4,7 @@
 //! Edge: `workspace` (files), `drivers` (targets), `ledger`, `lock`; `executor` orchestrates;
 //! `cli` parses arguments and prints. See ARCHITECTURE.md.
 
+pub mod approval;
 pub mod artifact;
 pub mod cli;
 pub mod drivers;

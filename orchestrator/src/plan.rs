@@ -106,6 +106,17 @@ pub struct PlanBody {
     /// Hardware readiness of every SSH endpoint the plan touches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readiness: Vec<Readiness>,
+    /// Approval gates, each before a wave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GatePlan>,
+}
+
+/// An approval gate: wave `wave` does not start until `role` has approved the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatePlan {
+    pub name: String,
+    pub wave: usize,
+    pub role: String,
 }
 
 /// The file `ferry plan -o` writes and `ferry apply` reads.
@@ -257,6 +268,18 @@ pub fn plan_release(
         steps,
         unchanged,
         readiness,
+        gates: rp
+            .gates
+            .iter()
+            .filter_map(|g| {
+                let wave = rp.waves.iter().position(|w| w.name == g.before_wave)?;
+                Some(GatePlan {
+                    name: g.name.clone(),
+                    wave,
+                    role: g.role.clone(),
+                })
+            })
+            .collect(),
     })
 }
 
@@ -341,6 +364,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
         steps,
         unchanged: vec![],
         readiness: vec![],
+        gates: vec![],
     }
 }
 
@@ -365,6 +389,13 @@ pub fn render_diff(body: &PlanBody) -> String {
             wave.max_parallel,
             wave.failure_threshold
         );
+        for g in body.gates.iter().filter(|g| g.wave == w) {
+            let _ = writeln!(
+                s,
+                "  || gate `{}`: waits for approval by role `{}` (ferry approve PLAN --gate {} --as NAME)",
+                g.name, g.role, g.name
+            );
+        }
         let mut any = false;
         for step in body.steps.iter().filter(|st| st.wave == w) {
             any = true;

@@ -140,6 +140,7 @@ mod tests {
             waves: vec![],
             on_failure: OnFailure::Halt,
             waivers,
+            gates: vec![],
         }
     }
 

@@ -238,6 +238,33 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         }
     }
 
+    for (n, a) in i.approvers.iter().enumerate() {
+        let at = format!("approvers[{n}]");
+        if a.name.trim().is_empty() {
+            err(format!("{at}.name"), "is empty".into());
+        }
+        if i.approvers[..n].iter().any(|b| b.name == a.name) {
+            err(
+                format!("{at}.name"),
+                format!("approver `{}` is listed twice", a.name),
+            );
+        }
+        if a.roles.is_empty() {
+            err(
+                format!("{at}.roles"),
+                "an approver needs at least one role".into(),
+            );
+        }
+        if let Err(m) = crate::approval::parse_public_key(&a.public_key) {
+            err(format!("{at}.public_key"), m);
+        }
+        if let Some(r) = &a.signing_key
+            && let Err(e) = SecretRef::parse(r)
+        {
+            err(format!("{at}.signing_key"), e.to_string());
+        }
+    }
+
     for (n, app) in i.apps.iter().enumerate() {
         let at = format!("apps[{n}]");
         if let Err(m) = check_version(&app.version) {
@@ -510,6 +537,30 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
     }
     if p.waves.is_empty() {
         err("waves".into(), "the plan has no wave".into());
+    }
+    let mut gate_names = BTreeSet::new();
+    for (n, g) in p.gates.iter().enumerate() {
+        if !gate_names.insert(g.name.as_str()) {
+            err(
+                format!("gates[{n}].name"),
+                format!("gate `{}` is named twice", g.name),
+            );
+        }
+        if !p.waves.iter().any(|w| w.name == g.before_wave) {
+            err(
+                format!("gates[{n}].before_wave"),
+                format!("wave `{}` is not in this plan's `waves`", g.before_wave),
+            );
+        }
+        if !inv.approvers.iter().any(|a| a.roles.contains(&g.role)) {
+            err(
+                format!("gates[{n}].role"),
+                format!(
+                    "no approver in the inventory holds role `{}`: nobody could approve this gate",
+                    g.role
+                ),
+            );
+        }
     }
     for (n, w) in p.waivers.iter().enumerate() {
         if inv.endpoint(&w.endpoint).is_none() {

@@ -3,6 +3,7 @@
 mod support;
 
 mod apply;
+mod approve;
 mod crash;
 mod docker;
 mod ledger;

@@ -48,6 +48,7 @@ pub fn outcome_code(o: &ApplyOutcome) -> u8 {
         ApplyOutcome::BackedOut { undo_failed, .. } if undo_failed.is_empty() => exit::BACKED_OUT,
         ApplyOutcome::BackedOut { .. } => exit::ERROR,
         ApplyOutcome::Interrupted { .. } => exit::INTERRUPTED,
+        ApplyOutcome::AwaitingApproval { .. } => exit::AWAITING_APPROVAL,
     }
 }
 
@@ -240,6 +241,7 @@ async fn apply_locked(
         ProgressBar::hidden()
     };
     let exec = Executor {
+        approvers: inv.value.approvers.clone(),
         plan: Arc::new(plan.clone()),
         specs,
         bundles,
@@ -367,6 +369,15 @@ pub fn print_apply(ctx: &Ctx, r: &ApplyResult, plan_path: &Path) {
                 }
                 ApplyOutcome::Interrupted { pending } => println!(
                     "Plan `{name}` ({}) interrupted at a safe point; {} step(s) left.\nResume with: ferry apply --resume {p}",
+                    r.plan.id,
+                    pending.len()
+                ),
+                ApplyOutcome::AwaitingApproval {
+                    gate,
+                    role,
+                    pending,
+                } => println!(
+                    "Plan `{name}` ({}) stopped at gate `{gate}`: it needs an approval by role `{role}`; {} step(s) left.\nApprove with: ferry approve {p} --gate {gate} --as NAME\nThen resume with: ferry apply --resume {p}",
                     r.plan.id,
                     pending.len()
                 ),

@@ -47,7 +47,10 @@ struct FilterJson<'a> {
 
 pub fn run(ctx: &Ctx, command: LedgerCommand) -> Result<u8, CliError> {
     match command {
-        LedgerCommand::Verify { expect_head } => verify(ctx, expect_head.as_deref()),
+        LedgerCommand::Verify {
+            expect_head,
+            inventory,
+        } => verify(ctx, expect_head.as_deref(), inventory.as_deref()),
         LedgerCommand::Show { filter } => show(ctx, &filter),
         LedgerCommand::Export {
             format,
@@ -240,13 +243,62 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, CliError
         .map_err(|e| CliError::Refused(format!("`{s}` is not an RFC 3339 time: {e}")))
 }
 
-fn verify(ctx: &Ctx, expect_head: Option<&str>) -> Result<u8, CliError> {
+/// Every approval's signature, and with the inventory, the signer's key and role: the first
+/// that fails, as a message naming the entry.
+fn check_approvals(
+    entries: &[Entry],
+    approvers: Option<&[crate::model::Approver]>,
+) -> Option<String> {
+    for e in entries
+        .iter()
+        .filter(|e| e.event == crate::ledger::Event::Approval)
+    {
+        let parsed = e
+            .detail
+            .clone()
+            .ok_or_else(|| "it carries no signed approval".to_owned())
+            .and_then(|d| {
+                serde_json::from_value::<crate::approval::SignedApproval>(d)
+                    .map_err(|err| format!("its signed approval does not parse: {err}"))
+            });
+        let result = parsed.and_then(|a| {
+            if e.plan_id.as_deref() != Some(a.payload.plan_id.as_str()) {
+                return Err("it is filed under another plan than the one signed".into());
+            }
+            crate::approval::verify(&a, approvers)
+                .map_err(|m| format!("gate `{}` by {}: {m}", a.payload.gate, a.payload.approver))
+        });
+        if let Err(m) = result {
+            return Some(format!("entry #{} (approval) is not valid: {m}", e.seq));
+        }
+    }
+    None
+}
+
+fn verify(
+    ctx: &Ctx,
+    expect_head: Option<&str>,
+    inventory: Option<&std::path::Path>,
+) -> Result<u8, CliError> {
     let report = ctx.ledger.verify()?;
+    let approvers = match inventory {
+        Some(p) => Some(
+            crate::workspace::load(p, &[])
+                .map_err(CliError::Invalid)?
+                .0
+                .value
+                .approvers,
+        ),
+        None => None,
+    };
     let head_mismatch = match (expect_head, report.head.as_deref()) {
         (Some(want), got) if report.tamper.is_none() && got != Some(want) => Some(format!(
             "the chain ends at {} but {want} was expected: entries were removed from the end or the ledger was replaced",
             got.unwrap_or("(empty)")
         )),
+        _ if report.tamper.is_none() => {
+            check_approvals(&ctx.ledger.read_all()?, approvers.as_deref())
+        }
         _ => None,
     };
     let ok = report.tamper.is_none() && head_mismatch.is_none();
@@ -268,6 +320,13 @@ fn verify(ctx: &Ctx, expect_head: Option<&str>) -> Result<u8, CliError> {
                     report.entries,
                     report.head.as_deref().unwrap_or("-")
                 );
+                if approvers.is_some() {
+                    println!("approvals: signatures, keys and roles checked against the inventory");
+                } else {
+                    println!(
+                        "approvals: signatures checked; give -i INVENTORY to check the signers' keys and roles"
+                    );
+                }
             }
         }
         OutputFormat::Json => {

@@ -4,6 +4,7 @@
 //! logs go to stderr.
 
 mod apply;
+mod approve;
 mod backout;
 mod demo;
 mod hosts;
@@ -100,6 +101,22 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Approve a gate of a saved plan, signed with your key; recorded in the ledger.
+    Approve {
+        plan: PathBuf,
+        #[arg(long)]
+        gate: String,
+        /// The approver, by name as in the inventory's `approvers`.
+        #[arg(long = "as", value_name = "PERSON")]
+        person: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Make an Ed25519 signing key for approvals; prints the public key for the inventory.
+    Keygen {
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
     /// Inspect and verify the audit ledger.
     Ledger {
         #[command(subcommand)]
@@ -125,6 +142,10 @@ pub enum LedgerCommand {
         /// Also require the chain to end at this hash (detects truncation).
         #[arg(long)]
         expect_head: Option<String>,
+        /// Check approvals against this inventory's approvers (keys and roles), not only their
+        /// signatures.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
     },
     /// List entries, filtered.
     Show {
@@ -291,6 +312,13 @@ pub fn run(cli: Cli) -> ExitCode {
             ))
         }),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
+        Command::Approve {
+            plan,
+            gate,
+            person,
+            comment,
+        } => approve::approve(&ctx, &plan, &gate, &person, comment.as_deref()),
+        Command::Keygen { out } => approve::keygen(&ctx, &out),
         Command::Hosts {
             command:
                 HostsCommand::Trust {

@@ -59,6 +59,12 @@ pub enum ApplyOutcome {
     Interrupted {
         pending: Vec<String>,
     },
+    /// Stopped before a wave whose approval gate is not approved; `--resume` after approval.
+    AwaitingApproval {
+        gate: String,
+        role: String,
+        pending: Vec<String>,
+    },
 }
 
 /// The status of each step at the end, for reports.
@@ -76,6 +82,8 @@ pub enum StepStatus {
 }
 
 pub struct Executor {
+    /// The inventory's approvers: gates accept approvals they signed in a role they hold.
+    pub approvers: Vec<crate::model::Approver>,
     pub plan: Arc<SavedPlan>,
     pub specs: BTreeMap<String, TargetSpec>,
     pub bundles: BTreeMap<String, ReleaseBundle>,
@@ -358,6 +366,12 @@ impl Executor {
             if shared.cancelled() {
                 return finish_interrupted(&shared).await;
             }
+            for gate in plan.body.gates.iter().filter(|g| g.wave == w) {
+                if !gate_approved(&shared, gate)? {
+                    return finish_at_gate(&shared, gate).await;
+                }
+                shared.say(format!("gate `{}` approved", gate.name));
+            }
             shared.say(format!(
                 "wave {} `{}`: {} step(s), max_parallel {}",
                 w + 1,
@@ -517,6 +531,66 @@ fn pending(shared: &Shared) -> Vec<String> {
         })
         .map(|(k, _)| k.clone())
         .collect()
+}
+
+/// A valid approval of `gate` for this plan is in the ledger: signed by an inventory approver
+/// who holds the gate's role, over this plan's digest.
+fn gate_approved(shared: &Shared, gate: &crate::plan::GatePlan) -> Result<bool, ExecError> {
+    let plan = &shared.exec.plan;
+    let digest = crate::approval::plan_digest(plan);
+    let entries = shared.exec.ledger.read_all()?;
+    Ok(entries
+        .iter()
+        .filter(|e| e.event == Event::Approval && e.plan_id.as_deref() == Some(&plan.id))
+        .filter_map(|e| {
+            serde_json::from_value::<crate::approval::SignedApproval>(e.detail.clone()?).ok()
+        })
+        .any(|a| {
+            a.payload.gate == gate.name
+                && a.payload.role == gate.role
+                && a.payload.plan_sha256 == digest
+                && crate::approval::verify(&a, Some(&shared.exec.approvers)).is_ok()
+        }))
+}
+
+async fn finish_at_gate(
+    shared: &Shared,
+    gate: &crate::plan::GatePlan,
+) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    let pending = pending(shared);
+    let plan_id = shared.exec.plan.id.clone();
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::GateWaiting)
+                .plan(&plan_id)
+                .message(format!(
+                    "gate `{}` needs an approval by role `{}` before wave {}",
+                    gate.name,
+                    gate.role,
+                    gate.wave + 1
+                )),
+        )
+        .await?;
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
+                .plan(&plan_id)
+                .outcome(Outcome::Halted)
+                .message(format!(
+                    "stopped at gate `{}`; {} step(s) left; after approval: ferry apply --resume",
+                    gate.name,
+                    pending.len()
+                )),
+        )
+        .await?;
+    Ok((
+        ApplyOutcome::AwaitingApproval {
+            gate: gate.name.clone(),
+            role: gate.role.clone(),
+            pending,
+        },
+        take_status(shared),
+    ))
 }
 
 async fn finish_interrupted(

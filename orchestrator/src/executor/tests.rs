@@ -121,6 +121,7 @@ impl Fixture {
             })
             .collect();
         Executor {
+            approvers: vec![],
             plan: Arc::new(self.plan.clone()),
             specs,
             bundles,

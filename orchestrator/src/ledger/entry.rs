@@ -27,6 +27,8 @@ pub enum Event {
     ApplyInterrupted,
     ApplyFinished,
     Approval,
+    /// Apply stopped before a wave whose gate is not approved yet.
+    GateWaiting,
     /// An SSH host key was recorded in a known_hosts file after confirmation.
     HostTrusted,
 }
@@ -48,6 +50,7 @@ impl Event {
             Event::ApplyInterrupted => "apply_interrupted",
             Event::ApplyFinished => "apply_finished",
             Event::Approval => "approval",
+            Event::GateWaiting => "gate_waiting",
             Event::HostTrusted => "host_trusted",
         }
     }

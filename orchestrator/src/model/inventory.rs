@@ -23,6 +23,23 @@ pub struct Inventory {
     pub databases: Vec<Database>,
     #[serde(default)]
     pub buckets: Vec<Bucket>,
+    /// People who may approve plan gates, with the roles they hold and their public keys.
+    #[serde(default)]
+    pub approvers: Vec<Approver>,
+}
+
+/// Someone who signs approvals. Auditors verify signatures offline with `public_key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    pub name: String,
+    /// Roles held (plan gates name the role that must approve them).
+    pub roles: Vec<String>,
+    /// `ed25519:BASE64` (printed by `ferry keygen`).
+    pub public_key: String,
+    /// Secret reference to the signing key, used by `ferry approve` on the approver's machine.
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 /// Environment tier of a site, in promotion order.

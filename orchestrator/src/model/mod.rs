@@ -7,12 +7,12 @@ mod inventory;
 mod release;
 
 pub use inventory::{
-    App, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, DockerApp, DockerCloud,
-    DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck, Inventory, LocalCloud,
-    MaintenanceWindow, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier,
-    UpdateOrder, Weekday,
+    App, Approver, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, DockerApp,
+    DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck, Inventory,
+    LocalCloud, MaintenanceWindow, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
+    Tier, UpdateOrder, Weekday,
 };
-pub use release::{OnFailure, PlanKind, Release, ReleasePlan, Waiver, Wave};
+pub use release::{Gate, OnFailure, PlanKind, Release, ReleasePlan, Waiver, Wave};
 
 /// The only format version of inventory and plan files this build reads.
 pub const FORMAT_VERSION: u32 = 1;

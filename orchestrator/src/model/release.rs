@@ -35,6 +35,20 @@ pub struct ReleasePlan {
     /// Endpoints allowed to fall short of their hardware requirements, each with a reason.
     #[serde(default)]
     pub waivers: Vec<Waiver>,
+    /// Approval gates: apply stops before the gate's wave until someone holding `role` has
+    /// approved this plan (`ferry approve`).
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub name: String,
+    /// The wave (by name) that may not start before the approval.
+    pub before_wave: String,
+    /// Inventory approver role that must approve.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
