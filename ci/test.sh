@@ -20,6 +20,11 @@ ci/sshd.sh install
 ci/docker-images.sh
 # stunnel, which puts the engine behind mutual TLS on loopback for the tcp:// + TLS test.
 ci/docker-tls.sh install
+# Debian's chromium: the DIBR test opens the generated HTML page headless.
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== format"
 cargo fmt --all -- --check

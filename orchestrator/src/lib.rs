@@ -7,6 +7,7 @@
 pub mod approval;
 pub mod artifact;
 pub mod cli;
+pub mod dibr;
 pub mod drivers;
 pub mod executor;
 pub mod exit;

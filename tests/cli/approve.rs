@@ -116,6 +116,18 @@ fn apply_stops_at_the_gate_until_the_right_role_approves() {
     ws.run(&["ledger", "verify", "-i", "inventory.yaml"])
         .expect_code(0)
         .stdout_has("checked against the inventory");
+    // The DIBR guide's sign-off table shows the verified approval and its evidence.
+    ws.run(&["dibr", "-i", "inventory.yaml", "gated.json", "-o", "dibr"])
+        .expect_code(0);
+    let md = std::fs::read_to_string(ws.path().join("dibr/dibr.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| production-go |"))
+        .unwrap_or_else(|| panic!("no gate row: {md}"));
+    assert!(
+        row.contains("approved by Dana Whitfield (signature verified)") && row.contains("CAB-2291"),
+        "{row}"
+    );
 }
 
 #[test]

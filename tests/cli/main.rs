@@ -5,6 +5,7 @@ mod support;
 mod apply;
 mod approve;
 mod crash;
+mod dibr;
 mod docker;
 mod ledger;
 mod plan;

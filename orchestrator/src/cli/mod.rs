@@ -7,6 +7,7 @@ mod apply;
 mod approve;
 mod backout;
 mod demo;
+mod dibr_cmd;
 mod hosts;
 mod ledger_cmd;
 mod output;
@@ -111,6 +112,15 @@ pub enum Command {
         person: String,
         #[arg(long)]
         comment: Option<String>,
+    },
+    /// Write the DIBR guide (Markdown + HTML) of a saved plan, filled from the ledger.
+    Dibr {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        plan: PathBuf,
+        /// Directory for dibr.md, dibr.html and the revision history kept across runs.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
     },
     /// Make an Ed25519 signing key for approvals; prints the public key for the inventory.
     Keygen {
@@ -319,6 +329,11 @@ pub fn run(cli: Cli) -> ExitCode {
             comment,
         } => approve::approve(&ctx, &plan, &gate, &person, comment.as_deref()),
         Command::Keygen { out } => approve::keygen(&ctx, &out),
+        Command::Dibr {
+            inventory,
+            plan,
+            out,
+        } => dibr_cmd::dibr(&ctx, &inventory, &plan, &out),
         Command::Hosts {
             command:
                 HostsCommand::Trust {

@@ -1,0 +1,156 @@
+//! `ferry dibr`: the guide of a plan before apply, and after an apply that failed and was
+//! backed out (what happened, not a cleaned-up story); the HTML opened in headless Chromium.
+
+use std::process::Command;
+
+use crate::support::Workspace;
+
+fn redact(ws: &Workspace, text: &str) -> String {
+    regex_lite(&text.replace(&ws.path().display().to_string(), "[WS]"))
+}
+
+/// Replaces ids, times and hashes (which differ per run) with placeholders.
+fn regex_lite(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &s[i..];
+        // RFC 3339 time as ferry writes it: 2026-11-22T05:21:36.123Z
+        if rest.len() >= 20
+            && b[i].is_ascii_digit()
+            && rest.as_bytes()[4] == b'-'
+            && rest.as_bytes()[10] == b'T'
+            && let Some(end) = rest.find('Z')
+            && end <= 30
+        {
+            out.push_str("[TIME]");
+            i += end + 1;
+            continue;
+        }
+        // uuid
+        if rest.len() >= 36
+            && rest.as_bytes()[8] == b'-'
+            && rest.as_bytes()[13] == b'-'
+            && rest.as_bytes()[18] == b'-'
+            && rest.as_bytes()[23] == b'-'
+            && rest[..36]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
+            out.push_str("[ID]");
+            i += 36;
+            continue;
+        }
+        // hex hashes (16 or 64 chars)
+        let hex = rest.chars().take_while(char::is_ascii_hexdigit).count();
+        if (hex == 16 || hex == 64) && rest[..hex].chars().any(|c| c.is_ascii_alphabetic()) {
+            out.push_str("[HASH]");
+            i += hex;
+            continue;
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        // Skip the rest of an alphanumeric word so hashes are only matched at word starts.
+        i += c.len_utf8();
+        if c.is_ascii_alphanumeric() {
+            let word = s[i..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect::<String>();
+            out.push_str(&word);
+            i += word.len();
+        }
+    }
+    out
+}
+
+fn dibr(ws: &Workspace, plan: &str) -> String {
+    ws.run(&["dibr", "-i", "inventory.yaml", plan, "-o", "dibr"])
+        .expect_code(0);
+    std::fs::read_to_string(ws.path().join("dibr/dibr.md")).unwrap()
+}
+
+#[test]
+fn the_guide_before_and_after_a_failed_apply_that_was_backed_out() {
+    let ws = Workspace::new();
+    ws.deploy("v1");
+    ws.plan_file("v3-backout").expect_code(2);
+    let before = dibr(&ws, "v3-backout.json");
+    insta::assert_snapshot!("dibr_before_apply", redact(&ws, &before));
+    ws.run(&["apply", "v3-backout.json"]).expect_code(6);
+    let after = dibr(&ws, "v3-backout.json");
+    assert!(after.contains("failed and backed out"), "{after}");
+    insta::assert_snapshot!("dibr_after_failed_apply", redact(&ws, &after));
+
+    // The revision history keeps one row per build across runs.
+    ws.deploy("v2");
+    let next = dibr(&ws, "v2.json");
+    let rows = next
+        .lines()
+        .skip_while(|l| !l.starts_with("## 1. Revision history"))
+        .take_while(|l| !l.starts_with("## 2."))
+        .filter(|l| l.starts_with("| [0-9]") || l.starts_with("| 20"))
+        .count();
+    assert_eq!(rows, 2, "{next}");
+}
+
+#[test]
+fn the_html_page_renders_its_sections_in_headless_chromium() {
+    let ws = Workspace::new();
+    ws.deploy("v1");
+    ws.plan_file("v2").expect_code(2);
+    ws.run(&["apply", "v2.json"]).expect_code(0);
+    dibr(&ws, "v2.json");
+    let page = ws.path().join("dibr/dibr.html");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            ws.path().join("chromium-profile").display()
+        ))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (ci/test.sh installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "headless chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for (id, title) in [
+        ("revision-history", "1. Revision history"),
+        ("introduction", "2. Introduction and purpose"),
+        ("dependencies", "3. Dependencies"),
+        ("constraints", "4. Constraints"),
+        ("roles", "5. Roles and responsibilities"),
+        ("timeline", "6. Timeline"),
+        ("site-readiness", "7. Site readiness"),
+        ("checklist", "8. Deployment and installation checklist"),
+        ("verification", "9. Installation verification"),
+        ("backout", "10. Back-out procedure"),
+        ("rollback", "11. Rollback procedure"),
+        ("risks", "12. Risks and mitigations"),
+    ] {
+        assert!(
+            dom.contains(&format!("<section id=\"{id}\"><h2>{title}</h2>")),
+            "section {id} is in the rendered page"
+        );
+    }
+    assert_eq!(
+        dom.matches("<tr class=\"done\">").count(),
+        3,
+        "three upgrade steps done: {dom}"
+    );
+    assert_eq!(
+        dom.matches("<tr class=\"open\">").count(),
+        3,
+        "three back-out lines not needed: {dom}"
+    );
+}
