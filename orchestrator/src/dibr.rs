@@ -851,19 +851,7 @@ pub fn render(doc: &Doc, name: &str, template: &str) -> Result<String, crate::re
             ))
         },
     );
-    let wrap = |e: tera::Error| {
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
-        crate::render::RenderError {
-            template: name.to_owned(),
-            message,
-        }
-    };
+    let wrap = |e: tera::Error| crate::render::tera_error(name, &e);
     t.add_raw_template(name, template).map_err(wrap)?;
     let ctx = tera::Context::from_serialize(doc).map_err(wrap)?;
     t.render(name, &ctx).map_err(wrap)

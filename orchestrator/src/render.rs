@@ -22,25 +22,28 @@ pub struct RenderContext<'a> {
     pub env: &'a std::collections::BTreeMap<String, String>,
 }
 
+/// A Tera error as a `RenderError`: Tera puts the useful part (line, variable) in the source
+/// chain, so the whole chain is the message.
+pub fn tera_error(template_name: &str, e: &tera::Error) -> RenderError {
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    RenderError {
+        template: template_name.to_owned(),
+        message,
+    }
+}
+
 pub fn render(
     template_name: &str,
     text: &str,
     ctx: &RenderContext<'_>,
 ) -> Result<String, RenderError> {
-    let err = |e: tera::Error| {
-        // Tera puts the useful part (line, variable) in the source chain.
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
-        RenderError {
-            template: template_name.to_owned(),
-            message,
-        }
-    };
+    let err = |e: tera::Error| tera_error(template_name, &e);
     let mut tera = tera::Tera::default();
     tera.add_raw_template(template_name, text).map_err(err)?;
     let context = tera::Context::from_serialize(ctx).map_err(err)?;

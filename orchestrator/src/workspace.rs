@@ -108,6 +108,19 @@ pub fn load(
     ))
 }
 
+/// The inventory a saved plan was made from, loaded and validated again.
+pub fn plan_inventory(plan: &SavedPlan) -> Result<Loaded<Inventory>, WorkspaceError> {
+    let path = plan
+        .inputs
+        .iter()
+        .find(|i| i.role == "inventory")
+        .map(|i| i.path.clone())
+        .unwrap_or_default();
+    Ok(load(Path::new(&path), &[])
+        .map_err(WorkspaceError::Invalid)?
+        .0)
+}
+
 pub fn base_dir(inventory_path: &Path) -> PathBuf {
     let dir = inventory_path.parent().unwrap_or(Path::new("."));
     if dir.as_os_str().is_empty() {

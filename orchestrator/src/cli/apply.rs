@@ -152,13 +152,7 @@ async fn run_locked(
     prior: &PriorRun,
     lock: Arc<Mutex<ApplyLock>>,
 ) -> Result<ApplyResult, CliError> {
-    let inventory = plan
-        .inputs
-        .iter()
-        .find(|i| i.role == "inventory")
-        .map(|i| i.path.clone())
-        .unwrap_or_default();
-    let (inv, _) = workspace::load(Path::new(&inventory), &[]).map_err(CliError::Invalid)?;
+    let inv = workspace::plan_inventory(&plan)?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let renew = spawn_renewal(lock, cancel_tx.clone());
     let signals = spawn_signals(cancel_tx);

@@ -18,13 +18,8 @@ pub fn approve(
     comment: Option<&str>,
 ) -> Result<u8, CliError> {
     let plan = workspace::read_plan(plan_path)?;
-    let inventory = plan
-        .inputs
-        .iter()
-        .find(|i| i.role == "inventory")
-        .map(|i| i.path.clone())
-        .unwrap_or_default();
-    let (inv, _) = workspace::load(Path::new(&inventory), &[]).map_err(CliError::Invalid)?;
+    let inv = workspace::plan_inventory(&plan)?;
+    let inventory = inv.source.path.display().to_string();
     let Some(g) = plan.body.gates.iter().find(|g| g.name == gate) else {
         let known: Vec<&str> = plan.body.gates.iter().map(|g| g.name.as_str()).collect();
         return Err(CliError::Refused(format!(
