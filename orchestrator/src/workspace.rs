@@ -262,6 +262,19 @@ fn host_spec(
     })
 }
 
+/// The driver of `spec`'s target kind; a build without it cannot observe the target.
+fn driver_for(
+    drivers: &Drivers,
+    spec: &TargetSpec,
+) -> Result<std::sync::Arc<dyn crate::drivers::Driver>, WorkspaceError> {
+    drivers
+        .get(spec.target.kind)
+        .map_err(|source| WorkspaceError::Observe {
+            target: spec.target.id.clone(),
+            source,
+        })
+}
+
 /// Observes every target, [`OBSERVE_CONCURRENCY`] at a time, each within [`OBSERVE_TIMEOUT`].
 pub async fn observe_all(
     drivers: &Drivers,
@@ -272,12 +285,7 @@ pub async fn observe_all(
     for spec in specs {
         let spec = spec.clone();
         let slots = slots.clone();
-        let driver = drivers
-            .get(spec.target.kind)
-            .map_err(|source| WorkspaceError::Observe {
-                target: spec.target.id.clone(),
-                source,
-            })?;
+        let driver = driver_for(drivers, &spec)?;
         set.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore open");
             let r = tokio::time::timeout(OBSERVE_TIMEOUT, driver.observe(&spec)).await;
@@ -392,12 +400,7 @@ pub async fn locate_images(
         let Some(spec) = specs.iter().find(|s| s.target.id == step.target.id) else {
             continue;
         };
-        let driver = drivers
-            .get(spec.target.kind)
-            .map_err(|source| WorkspaceError::Observe {
-                target: spec.target.id.clone(),
-                source,
-            })?;
+        let driver = driver_for(drivers, spec)?;
         match tokio::time::timeout(OBSERVE_TIMEOUT, driver.locate(spec, &step.to)).await {
             Ok(Ok(Some(img))) => {
                 if !out.iter().any(|i| i.path == img.location) {
@@ -538,29 +541,24 @@ pub fn bundles(
             target: &step.target.id,
             env: &app.env,
         };
+        // Configuration files, and a docker app's environment file (kept apart by its dest).
+        let env_template = app.docker.as_ref().and_then(|d| d.env_template.as_deref());
+        let templates = app
+            .config
+            .iter()
+            .map(|c| (c.template.as_str(), c.dest.as_str()))
+            .chain(env_template.map(|t| (t, crate::drivers::docker::spec::ENV_FILE_DEST)));
         let mut files = Vec::new();
-        for c in &app.config {
-            let path = base.join(&c.template);
+        for (template, dest) in templates {
+            let path = base.join(template);
             let text =
                 std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
                     path: path.display().to_string(),
                     source,
                 })?;
             files.push(RenderedFile {
-                dest: c.dest.clone(),
-                contents: render::render(&c.template, &text, &ctx)?,
-            });
-        }
-        if let Some(t) = app.docker.as_ref().and_then(|d| d.env_template.as_ref()) {
-            let path = base.join(t);
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            files.push(RenderedFile {
-                dest: crate::drivers::docker::spec::ENV_FILE_DEST.into(),
-                contents: render::render(t, &text, &ctx)?,
+                dest: dest.to_owned(),
+                contents: render::render(template, &text, &ctx)?,
             });
         }
         out.insert(

@@ -33,6 +33,11 @@ fn gated() -> (Workspace, Vec<String>) {
     (ws, keys)
 }
 
+/// `ferry approve PLAN --gate GATE --as PERSON`.
+fn approve(ws: &Workspace, plan: &str, gate: &str, person: &str) -> crate::support::Run {
+    ws.run(&["approve", plan, "--gate", gate, "--as", person])
+}
+
 #[test]
 fn apply_stops_at_the_gate_until_the_right_role_approves() {
     let (ws, _) = gated();
@@ -57,37 +62,16 @@ fn apply_stops_at_the_gate_until_the_right_role_approves() {
     assert_eq!(ws.events("gate_waiting").len(), 1);
 
     // Someone the inventory does not name, and an approver without the role: refused.
-    ws.run(&[
-        "approve",
-        "gated.json",
-        "--gate",
-        "production-go",
-        "--as",
-        "Mallory",
-    ])
-    .expect_code(1)
-    .stderr_has("`Mallory` is not an approver");
-    ws.run(&[
-        "approve",
-        "gated.json",
-        "--gate",
-        "production-go",
-        "--as",
-        "Sam Ortiz",
-    ])
-    .expect_code(1)
-    .stderr_has("Sam Ortiz does not hold role `change-board`")
-    .stderr_has("held by: Dana Whitfield");
-    ws.run(&[
-        "approve",
-        "gated.json",
-        "--gate",
-        "canary-go",
-        "--as",
-        "Dana Whitfield",
-    ])
-    .expect_code(1)
-    .stderr_has("has no gate `canary-go`");
+    approve(&ws, "gated.json", "production-go", "Mallory")
+        .expect_code(1)
+        .stderr_has("`Mallory` is not an approver");
+    approve(&ws, "gated.json", "production-go", "Sam Ortiz")
+        .expect_code(1)
+        .stderr_has("Sam Ortiz does not hold role `change-board`")
+        .stderr_has("held by: Dana Whitfield");
+    approve(&ws, "gated.json", "canary-go", "Dana Whitfield")
+        .expect_code(1)
+        .stderr_has("has no gate `canary-go`");
     assert!(
         ws.events("approval").is_empty(),
         "nothing refused was recorded"
@@ -137,15 +121,7 @@ fn an_approval_for_another_plan_does_not_open_this_gate() {
     ws.plan_file("gated").expect_code(2);
     std::fs::copy(ws.path().join("gated.json"), ws.path().join("first.json")).unwrap();
     ws.plan_file("gated").expect_code(2); // a second plan of the same release: a new id
-    ws.run(&[
-        "approve",
-        "first.json",
-        "--gate",
-        "production-go",
-        "--as",
-        "Dana Whitfield",
-    ])
-    .expect_code(0);
+    approve(&ws, "first.json", "production-go", "Dana Whitfield").expect_code(0);
     ws.run(&["apply", "gated.json"]).expect_code(8);
 }
 
@@ -180,15 +156,7 @@ fn rewrite_approval(ws: &Workspace, edit: impl Fn(&mut serde_json::Value)) -> u6
 fn an_altered_or_forged_approval_is_detected_by_ledger_verify() {
     let (ws, _) = gated();
     ws.plan_file("gated").expect_code(2);
-    ws.run(&[
-        "approve",
-        "gated.json",
-        "--gate",
-        "production-go",
-        "--as",
-        "Dana Whitfield",
-    ])
-    .expect_code(0);
+    approve(&ws, "gated.json", "production-go", "Dana Whitfield").expect_code(0);
     ws.run(&["ledger", "verify", "-i", "inventory.yaml"])
         .expect_code(0);
 

@@ -59,6 +59,7 @@ impl Lab {
         let sites = vec![format!("{tag}-a"), format!("{tag}-b")];
         let lab = Self { ws, sites };
         lab.remove_containers();
+        lab.ws.write("docker-token", "tok-5ecret-d0cker\n");
         lab.ws.write(
             "templates/web.conf.tera",
             "site = {{ site }}\nversion = {{ version }}\n",
@@ -104,7 +105,7 @@ apps:
     sites: [{a}, {b}]
     health_check: {health}
     env: {{ MODE: plain, GREETING: hello }}
-    secrets: {{ TOKEN: "env:FERRY_IT_DOCKER_TOKEN" }}
+    secrets: {{ TOKEN: "file:docker-token" }}
     config: [{{ template: templates/web.conf.tera, dest: /www/site.conf }}]
     keep_releases: 3
     docker:
@@ -115,32 +116,6 @@ apps:
       stop_timeout_seconds: 2
 {docker_extra}"#
         )
-    }
-
-    fn run(&self, args: &[&str]) -> crate::support::Run {
-        crate::support::Run(
-            self.ws
-                .cmd(args)
-                .env("FERRY_IT_DOCKER_TOKEN", "tok-5ecret-d0cker")
-                .output()
-                .expect("ferry runs"),
-        )
-    }
-
-    fn plan(&self, name: &str) -> crate::support::Run {
-        self.run(&[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            &format!("plans/{name}.yaml"),
-            "-o",
-            &format!("{name}.json"),
-        ])
-    }
-
-    fn deploy(&self, name: &str) {
-        self.plan(name).expect_code(2);
-        self.run(&["apply", &format!("{name}.json")]).expect_code(0);
     }
 
     /// `(name, version, state)` of the app's containers on `site`, by name.
@@ -215,7 +190,7 @@ const HTTP_HEALTH: &str =
 fn first_deploy_upgrade_and_backout_through_the_engine() {
     let lab = Lab::new("dk-cycle", "", HTTP_HEALTH);
     let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
-    let planned = lab.plan("w1");
+    let planned = lab.ws.plan_file("w1");
     planned
         .expect_code(2)
         .stdout_has(&format!("+ {a}/engine/web  (none) -> 1.0.0"));
@@ -224,7 +199,7 @@ fn first_deploy_upgrade_and_backout_through_the_engine() {
         plan_text.contains("\"role\": \"image\"") && plan_text.contains("sha256:"),
         "the plan records the image id it was made with"
     );
-    lab.run(&["apply", "w1.json"]).expect_code(0);
+    lab.ws.run(&["apply", "w1.json"]).expect_code(0);
     for site in [&a, &b] {
         assert_eq!(lab.running(site), vec!["1.0.0"]);
         assert_eq!(lab.serves(site, "/version"), "1.0.0");
@@ -260,10 +235,13 @@ fn first_deploy_upgrade_and_backout_through_the_engine() {
     assert!(!ledger.contains("tok-5ecret") && !plan_text.contains("tok-5ecret"));
 
     // Nothing to do when everything runs what is wanted.
-    lab.plan("w1").expect_code(0).stdout_has("unchanged");
+    lab.ws
+        .plan_file("w1")
+        .expect_code(0)
+        .stdout_has("unchanged");
 
     // Upgrade: start-first; the old container is kept, stopped, for back-out.
-    lab.deploy("w2");
+    lab.ws.deploy("w2");
     for site in [&a, &b] {
         assert_eq!(lab.running(site), vec!["2.0.0"]);
         assert_eq!(lab.serves(site, "/version"), "2.0.0");
@@ -275,16 +253,17 @@ fn first_deploy_upgrade_and_backout_through_the_engine() {
     }
 
     // Back-out restarts the previous container and removes the one backed out.
-    lab.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "web",
-        "--site",
-        &a,
-    ])
-    .expect_code(0);
+    lab.ws
+        .run(&[
+            "backout",
+            "-i",
+            "inventory.yaml",
+            "--app",
+            "web",
+            "--site",
+            &a,
+        ])
+        .expect_code(0);
     assert_eq!(lab.running(&a), vec!["1.0.0"]);
     assert_eq!(lab.serves(&a, "/version"), "1.0.0");
     assert!(
@@ -297,18 +276,18 @@ fn first_deploy_upgrade_and_backout_through_the_engine() {
         vec!["2.0.0"],
         "the other site is untouched"
     );
-    lab.run(&["ledger", "verify"]).expect_code(0);
+    lab.ws.run(&["ledger", "verify"]).expect_code(0);
 }
 
 #[test]
 fn a_failed_health_check_backs_out_or_halts_with_the_old_container_serving() {
     let lab = Lab::new("dk-fail", "", HTTP_HEALTH);
     let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
-    lab.deploy("w1");
+    lab.ws.deploy("w1");
 
     // backout: the canary fails its health check; it returns to 1.0.0, the bad one is removed.
-    lab.plan("w3-backout").expect_code(2);
-    let r = lab.run(&["apply", "w3-backout.json"]);
+    lab.ws.plan_file("w3-backout").expect_code(2);
+    let r = lab.ws.run(&["apply", "w3-backout.json"]);
     r.expect_code(6);
     assert_eq!(lab.running(&a), vec!["1.0.0"]);
     assert!(
@@ -329,8 +308,8 @@ fn a_failed_health_check_backs_out_or_halts_with_the_old_container_serving() {
     );
 
     // halt: start-first stops the failed new container, so the old one serves alone.
-    lab.plan("w3-halt").expect_code(2);
-    lab.run(&["apply", "w3-halt.json"]).expect_code(5);
+    lab.ws.plan_file("w3-halt").expect_code(2);
+    lab.ws.run(&["apply", "w3-halt.json"]).expect_code(5);
     assert_eq!(lab.running(&a), vec!["1.0.0"]);
     assert_eq!(lab.serves(&a, "/version"), "1.0.0");
     let kept: Vec<_> = lab
@@ -359,8 +338,8 @@ fn docker_health_status_alone_decides_and_named_volumes_outlive_an_uninstall() {
         .output();
     let a = lab.sites[0].clone();
     // A first install that fails is undone by uninstalling; the data volume stays.
-    lab.plan("w3-backout").expect_code(2);
-    lab.run(&["apply", "w3-backout.json"]).expect_code(6);
+    lab.ws.plan_file("w3-backout").expect_code(2);
+    lab.ws.run(&["apply", "w3-backout.json"]).expect_code(6);
     let detail = lab.ws.events("step_failed")[0].to_string();
     assert!(detail.contains("docker health is unhealthy"), "{detail}");
     assert!(
@@ -379,7 +358,7 @@ fn docker_health_status_alone_decides_and_named_volumes_outlive_an_uninstall() {
         "ferry-it-dhealth-data",
         "ferry never removes a named volume"
     );
-    lab.deploy("w1");
+    lab.ws.deploy("w1");
     let status = docker(&[
         "inspect",
         "--format",
@@ -397,15 +376,15 @@ fn docker_health_status_alone_decides_and_named_volumes_outlive_an_uninstall() {
 fn a_container_that_crashes_is_reported_with_its_exit_code() {
     let lab = Lab::new("dk-crash", "", HTTP_HEALTH);
     let a = lab.sites[0].clone();
-    lab.deploy("w1");
+    lab.ws.deploy("w1");
     lab.ws.write(
         "plans/crash.yaml",
         &format!(
             "version: 1\nkind: release\nname: crash\nreleases: [{{ app: web, version: \"4.0.0-crash\" }}]\nwaves: [{{ name: only, sites: [{a}] }}]\non_failure: backout\n"
         ),
     );
-    lab.plan("crash").expect_code(2);
-    lab.run(&["apply", "crash.json"]).expect_code(6);
+    lab.ws.plan_file("crash").expect_code(2);
+    lab.ws.run(&["apply", "crash.json"]).expect_code(6);
     let detail = lab.ws.events("step_failed")[0].to_string();
     assert!(detail.contains("container exited with code 3"), "{detail}");
     assert_eq!(lab.running(&a), vec!["1.0.0"]);
@@ -415,10 +394,10 @@ fn a_container_that_crashes_is_reported_with_its_exit_code() {
 fn drift_made_by_hand_shows_in_the_plan_and_is_repaired() {
     let lab = Lab::new("dk-drift", "", HTTP_HEALTH);
     let (a, b) = (lab.sites[0].clone(), lab.sites[1].clone());
-    lab.deploy("w1");
+    lab.ws.deploy("w1");
     docker(&["stop", "-t", "1", &format!("ferry-{a}-web-1.0.0")]);
     docker(&["update", "--restart", "no", &format!("ferry-{b}-web-1.0.0")]);
-    let p = lab.plan("w1");
+    let p = lab.ws.plan_file("w1");
     p.expect_code(2)
         .stdout_has(&format!(
             "! drift: no container of web is running; the newest, ferry-{a}-web-1.0.0, is exited"
@@ -426,7 +405,7 @@ fn drift_made_by_hand_shows_in_the_plan_and_is_repaired() {
         .stdout_has(&format!(
             "! drift: container ferry-{b}-web-1.0.0: restart policy is `no`, ferry made it `unless-stopped`"
         ));
-    lab.run(&["apply", "w1.json"]).expect_code(0);
+    lab.ws.run(&["apply", "w1.json"]).expect_code(0);
     assert_eq!(lab.running(&a), vec!["1.0.0"]);
     assert_eq!(lab.running(&b), vec!["1.0.0"]);
     let policy = docker(&[
@@ -436,17 +415,19 @@ fn drift_made_by_hand_shows_in_the_plan_and_is_repaired() {
         &format!("ferry-{b}-web-1.0.0"),
     ]);
     assert_eq!(policy, "unless-stopped", "the drifted container was remade");
-    lab.plan("w1").expect_code(0);
+    lab.ws.plan_file("w1").expect_code(0);
 
     // A container removed by hand: the plan shows the target as serving nothing.
     docker(&["rm", "-f", &format!("ferry-{a}-web-1.0.0")]);
-    lab.plan("w1")
+    lab.ws
+        .plan_file("w1")
         .expect_code(2)
         .stdout_has(&format!("+ {a}/engine/web  (none) -> 1.0.0"));
 
     // Drift after the plan was made makes it stale.
     docker(&["stop", "-t", "1", &format!("ferry-{b}-web-1.0.0")]);
-    lab.run(&["apply", "w1.json"])
+    lab.ws
+        .run(&["apply", "w1.json"])
         .expect_code(3)
         .stderr_has(&format!(
             "target {b}/engine/web changed since the plan was made"
@@ -457,8 +438,8 @@ fn drift_made_by_hand_shows_in_the_plan_and_is_repaired() {
 fn a_missing_image_with_pull_never_is_a_plan_error_and_nothing_changes() {
     let lab = Lab::new("dk-missing", "", HTTP_HEALTH);
     let a = lab.sites[0].clone();
-    lab.deploy("w1");
-    let r = lab.plan("w9");
+    lab.ws.deploy("w1");
+    let r = lab.ws.plan_file("w9");
     r.expect_code(1)
         .stderr_has("image ferry-test/web:9.9.9 is not on Docker host `engine`")
         .stderr_has("pull policy is `never`");
@@ -485,9 +466,9 @@ fn an_image_retagged_after_planning_makes_the_plan_stale() {
             lab.sites[0]
         ),
     );
-    lab.plan("w5").expect_code(2);
+    lab.ws.plan_file("w5").expect_code(2);
     docker(&["tag", "ferry-test/web:2.0.0", &format!("{tag}:5.0.0")]);
-    let r = lab.run(&["apply", "w5.json"]);
+    let r = lab.ws.run(&["apply", "w5.json"]);
     let _ = Command::new("docker")
         .args(["rmi", &format!("{tag}:5.0.0")])
         .output();
@@ -542,13 +523,13 @@ fn a_docker_host_over_tcp_is_reached_with_client_certificates_only() {
         )
     };
     lab.ws.write("inventory.yaml", &with("client"));
-    lab.deploy("w1");
+    lab.ws.deploy("w1");
     for site in &lab.sites {
         assert_eq!(lab.running(site), vec!["1.0.0"]);
     }
     // A client certificate from another CA is refused by the daemon's side: a clear error.
     lab.ws.write("inventory.yaml", &with("rogue-client"));
-    lab.plan("w2").expect_code(1).stderr_has(&format!(
+    lab.ws.plan_file("w2").expect_code(1).stderr_has(&format!(
         "the Docker engine of cloud `engine` at tcp://127.0.0.1:{port} is not reachable"
     ));
 }
@@ -563,7 +544,7 @@ fn an_unreachable_engine_is_a_clear_plan_error() {
             "unix:///nonexistent/docker.sock",
         );
     lab.ws.write("inventory.yaml", &inv);
-    lab.plan("w1").expect_code(1).stderr_has(
+    lab.ws.plan_file("w1").expect_code(1).stderr_has(
         "the Docker engine of cloud `engine` at unix:///nonexistent/docker.sock is not reachable",
     );
 }
@@ -591,12 +572,12 @@ fn stop_first_with_a_published_port_serves_the_new_version_on_the_same_port() {
         &format!("version: 1\nkind: release\nname: one3\nreleases: [{{ app: web, version: \"3.0.0-bad\" }}]\nwaves: [{{ name: only, sites: [{}] }}]\non_failure: backout\n", lab.sites[0]),
     );
     let get = || http_get(port, "/version");
-    lab.deploy("one1");
+    lab.ws.deploy("one1");
     assert_eq!(get().as_deref(), Some("1.0.0"));
-    lab.deploy("one2");
+    lab.ws.deploy("one2");
     assert_eq!(get().as_deref(), Some("2.0.0"));
-    lab.plan("one3").expect_code(2);
-    lab.run(&["apply", "one3.json"]).expect_code(6);
+    lab.ws.plan_file("one3").expect_code(2);
+    lab.ws.run(&["apply", "one3.json"]).expect_code(6);
     assert_eq!(
         get().as_deref(),
         Some("2.0.0"),
@@ -636,13 +617,12 @@ fn kill_9_during_an_upgrade_then_resume_leaves_exactly_one_version_serving() {
         health,
     );
     let a = lab.sites[0].clone();
-    lab.deploy("w1");
-    lab.plan("w2").expect_code(2);
+    lab.ws.deploy("w1");
+    lab.ws.plan_file("w2").expect_code(2);
     std::fs::write(ws_tmp.path().join("hang"), "").unwrap();
     let mut child = lab
         .ws
         .cmd(&["apply", "w2.json"])
-        .env("FERRY_IT_DOCKER_TOKEN", "tok-5ecret-d0cker")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -666,7 +646,7 @@ fn kill_9_during_an_upgrade_then_resume_leaves_exactly_one_version_serving() {
         "killed between start-new and stop-old"
     );
 
-    lab.run(&["apply", "--resume", "w2.json"]).expect_code(0);
+    lab.ws.run(&["apply", "--resume", "w2.json"]).expect_code(0);
     for site in &lab.sites {
         assert_eq!(
             lab.running(site),
@@ -682,7 +662,7 @@ fn kill_9_during_an_upgrade_then_resume_leaves_exactly_one_version_serving() {
             "the container made before the kill was reused, not made twice"
         );
     }
-    lab.run(&["ledger", "verify"]).expect_code(0);
+    lab.ws.run(&["ledger", "verify"]).expect_code(0);
 }
 
 #[test]

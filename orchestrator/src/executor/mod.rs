@@ -553,6 +553,18 @@ fn gate_approved(shared: &Shared, gate: &crate::plan::GatePlan) -> Result<bool, 
         }))
 }
 
+/// Records a resumable stop of the run (`outcome: halted`) with its reason.
+async fn record_stop(shared: &Shared, event: Event, message: String) -> Result<(), ExecError> {
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, event)
+                .plan(&shared.exec.plan.id)
+                .outcome(Outcome::Halted)
+                .message(message),
+        )
+        .await
+}
+
 async fn finish_at_gate(
     shared: &Shared,
     gate: &crate::plan::GatePlan,
@@ -571,18 +583,16 @@ async fn finish_at_gate(
                 )),
         )
         .await?;
-    shared
-        .record(
-            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
-                .plan(&plan_id)
-                .outcome(Outcome::Halted)
-                .message(format!(
-                    "stopped at gate `{}`; {} step(s) left; after approval: ferry apply --resume",
-                    gate.name,
-                    pending.len()
-                )),
-        )
-        .await?;
+    record_stop(
+        shared,
+        Event::ApplyFinished,
+        format!(
+            "stopped at gate `{}`; {} step(s) left; after approval: ferry apply --resume",
+            gate.name,
+            pending.len()
+        ),
+    )
+    .await?;
     Ok((
         ApplyOutcome::AwaitingApproval {
             gate: gate.name.clone(),
@@ -597,18 +607,15 @@ async fn finish_interrupted(
     shared: &Shared,
 ) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
     let pending = pending(shared);
-    let plan_id = shared.exec.plan.id.clone();
-    shared
-        .record(
-            NewEntry::new(&shared.exec.actor, Event::ApplyInterrupted)
-                .plan(&plan_id)
-                .outcome(Outcome::Halted)
-                .message(format!(
-                    "interrupted; {} step(s) left; resume with `ferry apply --resume`",
-                    pending.len()
-                )),
-        )
-        .await?;
+    record_stop(
+        shared,
+        Event::ApplyInterrupted,
+        format!(
+            "interrupted; {} step(s) left; resume with `ferry apply --resume`",
+            pending.len()
+        ),
+    )
+    .await?;
     Ok((ApplyOutcome::Interrupted { pending }, take_status(shared)))
 }
 
@@ -617,19 +624,16 @@ async fn finish_halted(
     failed: Vec<String>,
 ) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
     let pending = pending(shared);
-    let plan_id = shared.exec.plan.id.clone();
-    shared
-        .record(
-            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
-                .plan(&plan_id)
-                .outcome(Outcome::Halted)
-                .message(format!(
-                    "halted: {} failed, {} left; resume with `ferry apply --resume`",
-                    failed.len(),
-                    pending.len()
-                )),
-        )
-        .await?;
+    record_stop(
+        shared,
+        Event::ApplyFinished,
+        format!(
+            "halted: {} failed, {} left; resume with `ferry apply --resume`",
+            failed.len(),
+            pending.len()
+        ),
+    )
+    .await?;
     Ok((
         ApplyOutcome::Halted { failed, pending },
         take_status(shared),
