@@ -605,6 +605,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
         let undo_text = match &s.undo {
             Undo::SwitchTo { version } => format!("switch back to {version}"),
             Undo::Uninstall => "uninstall (first install)".into(),
+            Undo::Keep => "nothing to undo (kept)".into(),
         };
         let (mark, status) = match undo_ev.map(|e| e.event) {
             Some(Event::StepBackedOut) => ("[x]", "backed out, previous release verified"),
@@ -799,6 +800,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
         kind: match body.kind {
             SavedPlanKind::Release => "release".into(),
             SavedPlanKind::Backout => "back-out".into(),
+            SavedPlanKind::Runbook => "runbook".into(),
         },
         planned_at: plan.created_at.clone(),
         planned_by: plan.actor.clone(),

@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before any TLS client exists (Docker over TLS, the AWS SDK): see the function's docs.
+    ferry::install_crypto_provider();
     let cli = ferry::cli::Cli::parse();
     let default = match cli.verbose {
         0 => "warn",

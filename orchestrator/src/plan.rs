@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Inventory, OnFailure, ReleasePlan, TargetKind};
+use crate::ops::Op;
 use crate::readiness::{self, Readiness};
 use crate::target::{Observed, TargetRef, resolve};
 
@@ -21,6 +22,8 @@ pub const PLAN_FORMAT_VERSION: u32 = 1;
 pub enum SavedPlanKind {
     Release,
     Backout,
+    /// A runbook run (`ferry runbook run`): operations, one wave per runbook step.
+    Runbook,
 }
 
 /// A file the plan was computed from, with its digest at planning time.
@@ -65,6 +68,21 @@ pub struct Step {
     pub undo: Undo,
     /// Steps (same site) that must have succeeded first.
     pub depends_on: Vec<String>,
+    /// Set for operation steps (a snapshot, a restore, a manual confirmation...): what the
+    /// step does instead of deploying `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<StepOp>,
+}
+
+/// An operation step's operation and the words around it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOp {
+    pub title: String,
+    #[serde(flatten)]
+    pub op: Op,
+    /// What to do when the step fails (shown and recorded with the failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 /// How a step reaches `to`.
@@ -81,8 +99,12 @@ pub enum StepAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Undo {
-    SwitchTo { version: String },
+    SwitchTo {
+        version: String,
+    },
     Uninstall,
+    /// Nothing to undo: what the step made (a snapshot) is kept, it is what a back-out needs.
+    Keep,
 }
 
 /// A target the plan leaves alone because it already runs the wanted version.
@@ -153,6 +175,48 @@ pub enum PlanError {
     NotObserved(String),
     #[error("release plan names app `{0}`, which is not in the inventory")]
     UnknownApp(String),
+    #[error("release plan names database `{0}`, which is not in the inventory")]
+    UnknownDatabase(String),
+}
+
+/// The target an operation on database `db` acts on: `SITE/CLOUD/DB` (site `-` when the
+/// database belongs to no site).
+pub fn database_target(inv: &Inventory, db: &str) -> Result<TargetRef, PlanError> {
+    let d = inv
+        .database(db)
+        .ok_or_else(|| PlanError::UnknownDatabase(db.to_owned()))?;
+    Ok(TargetRef::new(
+        d.site.as_deref().unwrap_or("-"),
+        &d.cloud,
+        &d.id,
+        TargetKind::Rds,
+    ))
+}
+
+/// An operation step (no release moves): undo keeps what it made.
+pub fn op_step(
+    id: String,
+    wave: usize,
+    target: TargetRef,
+    op: StepOp,
+    depends_on: Vec<String>,
+) -> Step {
+    Step {
+        id,
+        wave,
+        target,
+        from: None,
+        to: op.op.name().into(),
+        action: StepAction::Deploy,
+        undo: Undo::Keep,
+        depends_on,
+        op: Some(op),
+    }
+}
+
+/// Whether a target needs a step to run `version`.
+fn needs_change(obs: &Observed, version: &str) -> bool {
+    obs.current.as_deref() != Some(version) || !obs.drift.is_empty()
 }
 
 /// The targets a release plan touches, in plan order: what drivers must observe.
@@ -188,6 +252,49 @@ pub fn plan_release(
             max_parallel: wave.max_parallel,
             failure_threshold: wave.failure_threshold,
         });
+        // Pre-change snapshots of this wave come first; every other step of the wave waits for
+        // them. A wave that changes nothing takes no snapshot.
+        let wave_changes = wave.sites.iter().any(|site| {
+            order.iter().any(|r| {
+                inv.app(&r.app).is_some_and(|app| {
+                    resolve(inv, app, site).iter().any(|t| {
+                        observed
+                            .get(&t.id)
+                            .is_none_or(|o| needs_change(o, &r.version))
+                    })
+                })
+            })
+        });
+        let mut snapshot_steps = Vec::new();
+        for req in rp
+            .snapshots
+            .iter()
+            .filter(|r| wave_changes && snapshot_wave(inv, rp, r) == Some(w))
+        {
+            let db = inv
+                .database(&req.database)
+                .ok_or_else(|| PlanError::UnknownDatabase(req.database.clone()))?;
+            let id = format!("s{:03}", steps.len() + 1);
+            snapshot_steps.push(id.clone());
+            steps.push(op_step(
+                id,
+                w,
+                database_target(inv, &db.id)?,
+                StepOp {
+                    title: format!("pre-change snapshot of database `{}`", db.id),
+                    op: Op::RdsSnapshot {
+                        database: db.id.clone(),
+                        identifier: db.identifier.clone(),
+                        snapshot_id: None,
+                        timeout_seconds: req.timeout_seconds,
+                    },
+                    on_failure: Some(
+                        "the release did not start: no step of this wave runs without its snapshot; fix the cause and `ferry apply --resume`".into(),
+                    ),
+                },
+                vec![],
+            ));
+        }
         for site in &wave.sites {
             // app id -> step ids on this site, for same-site dependencies.
             let mut site_steps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -205,9 +312,7 @@ pub fn plan_release(
                         observed: obs.clone(),
                     });
                     // A drifted target is repaired even when it runs the wanted version.
-                    if obs.current.as_deref() == Some(release.version.as_str())
-                        && obs.drift.is_empty()
-                    {
+                    if !needs_change(obs, &release.version) {
                         unchanged.push(Unchanged {
                             wave: w,
                             target,
@@ -215,11 +320,14 @@ pub fn plan_release(
                         });
                         continue;
                     }
-                    let depends_on = app
-                        .depends_on
-                        .iter()
-                        .flat_map(|d| site_steps.get(d.as_str()).cloned().unwrap_or_default())
-                        .collect();
+                    let depends_on =
+                        snapshot_steps
+                            .iter()
+                            .cloned()
+                            .chain(app.depends_on.iter().flat_map(|d| {
+                                site_steps.get(d.as_str()).cloned().unwrap_or_default()
+                            }))
+                            .collect();
                     let id = format!("s{:03}", steps.len() + 1);
                     site_steps
                         .entry(app.id.as_str())
@@ -238,6 +346,7 @@ pub fn plan_release(
                         action: StepAction::Deploy,
                         undo,
                         depends_on,
+                        op: None,
                     });
                 }
             }
@@ -281,6 +390,24 @@ pub fn plan_release(
             })
             .collect(),
     })
+}
+
+/// The wave a snapshot requirement precedes: the named one, or the first holding the
+/// database's site (validation makes sure there is one).
+pub fn snapshot_wave(
+    inv: &Inventory,
+    rp: &ReleasePlan,
+    req: &crate::model::SnapshotRequirement,
+) -> Option<usize> {
+    match &req.before_wave {
+        Some(name) => rp.waves.iter().position(|w| &w.name == name),
+        None => {
+            let site = inv.database(&req.database)?.site.as_deref()?;
+            rp.waves
+                .iter()
+                .position(|w| w.sites.iter().any(|s| s == site))
+        }
+    }
 }
 
 /// The plan's releases, dependencies first (stable: plan order among independent apps).
@@ -348,6 +475,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
             action: StepAction::Switch,
             undo,
             depends_on: vec![],
+            op: None,
         });
     }
     PlanBody {
@@ -374,6 +502,7 @@ pub fn render_diff(body: &PlanBody) -> String {
     let kind = match body.kind {
         SavedPlanKind::Release => "release",
         SavedPlanKind::Backout => "backout",
+        SavedPlanKind::Runbook => "runbook",
     };
     let policy = match body.on_failure {
         OnFailure::Halt => "halt",
@@ -399,6 +528,24 @@ pub fn render_diff(body: &PlanBody) -> String {
         let mut any = false;
         for step in body.steps.iter().filter(|st| st.wave == w) {
             any = true;
+            if let Some(op) = &step.op {
+                let _ = writeln!(s, "  * {}   [{}]", op.title, step.id);
+                let _ = writeln!(s, "      {}", op.op.describe());
+                if let Op::Manual { instructions } = &op.op {
+                    for line in instructions.lines().skip(1) {
+                        let _ = writeln!(s, "      {line}");
+                    }
+                    let _ = writeln!(
+                        s,
+                        "      (apply stops here until run with --confirm {})",
+                        step.id
+                    );
+                }
+                if let Some(f) = &op.on_failure {
+                    let _ = writeln!(s, "      on failure: {f}");
+                }
+                continue;
+            }
             let (mark, from) = match &step.from {
                 Some(f) => ("~", f.as_str()),
                 None => ("+", "(none)"),

@@ -141,6 +141,7 @@ mod tests {
             on_failure: OnFailure::Halt,
             waivers,
             gates: vec![],
+            snapshots: vec![],
         }
     }
 

@@ -344,7 +344,8 @@ pub fn hash_inputs(
         });
     }
     let mut seen = std::collections::BTreeSet::new();
-    for step in steps {
+    // Operation steps (snapshots, runbook steps) deploy nothing.
+    for step in steps.iter().filter(|s| s.op.is_none()) {
         let app = inv.value.app(&step.target.app).expect("validated");
         // A docker app's artifact is an image on the Docker host: see `locate_images`.
         if app.docker.is_none() && seen.insert(("artifact", app.id.clone(), step.to.clone())) {
@@ -393,8 +394,8 @@ pub async fn locate_images(
     let mut out: Vec<InputFile> = Vec::new();
     let mut problems = Vec::new();
     for step in steps {
-        // A switch returns to a release already on the target.
-        if step.action != crate::plan::StepAction::Deploy {
+        // A switch returns to a release already on the target; an operation deploys nothing.
+        if step.action != crate::plan::StepAction::Deploy || step.op.is_some() {
             continue;
         }
         let Some(spec) = specs.iter().find(|s| s.target.id == step.target.id) else {
@@ -501,7 +502,7 @@ pub fn bundles(
     base: &Path,
 ) -> Result<BTreeMap<String, ReleaseBundle>, WorkspaceError> {
     let mut out = BTreeMap::new();
-    for step in &plan.body.steps {
+    for step in plan.body.steps.iter().filter(|s| s.op.is_none()) {
         let app = inv.app(&step.target.app).expect("validated");
         let site = inv.site(&step.target.site).expect("validated");
         let (artifact, artifact_sha256) = match &app.docker {

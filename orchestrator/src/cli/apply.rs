@@ -29,12 +29,14 @@ pub async fn apply_cmd(
     plan_path: &Path,
     resume: bool,
     lease_seconds: u64,
+    confirm: &[String],
 ) -> Result<u8, CliError> {
     let r = apply_plan(
         ctx,
         plan_path,
         resume,
         Duration::from_secs(lease_seconds.max(1)),
+        confirm,
     )
     .await?;
     print_apply(ctx, &r, plan_path);
@@ -48,7 +50,9 @@ pub fn outcome_code(o: &ApplyOutcome) -> u8 {
         ApplyOutcome::BackedOut { undo_failed, .. } if undo_failed.is_empty() => exit::BACKED_OUT,
         ApplyOutcome::BackedOut { .. } => exit::ERROR,
         ApplyOutcome::Interrupted { .. } => exit::INTERRUPTED,
-        ApplyOutcome::AwaitingApproval { .. } => exit::AWAITING_APPROVAL,
+        ApplyOutcome::AwaitingApproval { .. } | ApplyOutcome::AwaitingConfirmation { .. } => {
+            exit::AWAITING_APPROVAL
+        }
     }
 }
 
@@ -57,8 +61,30 @@ pub async fn apply_plan(
     plan_path: &Path,
     resume: bool,
     lease: Duration,
+    confirm: &[String],
 ) -> Result<ApplyResult, CliError> {
     let plan = workspace::read_plan(plan_path)?;
+    for c in confirm {
+        match plan.step(c) {
+            Some(s)
+                if matches!(
+                    s.op.as_ref().map(|o| &o.op),
+                    Some(crate::ops::Op::Manual { .. })
+                ) => {}
+            Some(_) => {
+                return Err(CliError::Refused(format!(
+                    "--confirm {c}: step {c} is not a manual step of plan {}",
+                    plan.id
+                )));
+            }
+            None => {
+                return Err(CliError::Refused(format!(
+                    "--confirm {c}: plan {} has no step {c}",
+                    plan.id
+                )));
+            }
+        }
+    }
     let changed = workspace::changed_inputs(&plan.inputs);
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
@@ -93,7 +119,7 @@ pub async fn apply_plan(
     let result = match taken {
         Err(e) => Err(e.into()),
         Ok(_) => match preflight(ctx, &plan, plan_path, resume) {
-            Ok(Some(prior)) => run_locked(ctx, plan, &prior, lock.clone()).await,
+            Ok(Some(prior)) => run_locked(ctx, plan, &prior, lock.clone(), confirm).await,
             Ok(None) => {
                 let status = plan
                     .body
@@ -151,12 +177,13 @@ async fn run_locked(
     plan: SavedPlan,
     prior: &PriorRun,
     lock: Arc<Mutex<ApplyLock>>,
+    confirm: &[String],
 ) -> Result<ApplyResult, CliError> {
     let inv = workspace::plan_inventory(&plan)?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let renew = spawn_renewal(lock, cancel_tx.clone());
     let signals = spawn_signals(cancel_tx);
-    let result = apply_locked(ctx, plan, &inv, prior, cancel_rx).await;
+    let result = apply_locked(ctx, plan, &inv, prior, cancel_rx, confirm).await;
     renew.abort();
     signals.abort();
     let _ = renew.await;
@@ -169,6 +196,7 @@ async fn apply_locked(
     inv: &crate::load::Loaded<crate::model::Inventory>,
     prior: &PriorRun,
     cancel: watch::Receiver<bool>,
+    confirm: &[String],
 ) -> Result<ApplyResult, CliError> {
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
@@ -244,6 +272,8 @@ async fn apply_locked(
         actor: ctx.actor.clone(),
         progress: progress.clone(),
         cancel,
+        ops: Arc::new(crate::drivers::rds::RdsOps::new(&inv.value, &base)),
+        confirmed: confirm.iter().cloned().collect(),
     };
     let (outcome, status) = exec.run(prior).await?;
     progress.finish_and_clear();
@@ -365,6 +395,17 @@ pub fn print_apply(ctx: &Ctx, r: &ApplyResult, plan_path: &Path) {
                     "Plan `{name}` ({}) interrupted at a safe point; {} step(s) left.\nResume with: ferry apply --resume {p}",
                     r.plan.id,
                     pending.len()
+                ),
+                ApplyOutcome::AwaitingConfirmation {
+                    step,
+                    title,
+                    instructions,
+                    pending,
+                } => println!(
+                    "Plan `{name}` ({}) stopped before manual step {step} `{title}`; {} step(s) left.\n{}\nWhen that is done, continue with: ferry apply --resume {p} --confirm {step}",
+                    r.plan.id,
+                    pending.len(),
+                    instructions.trim_end()
                 ),
                 ApplyOutcome::AwaitingApproval {
                     gate,

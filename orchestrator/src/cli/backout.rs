@@ -94,7 +94,7 @@ pub async fn backout(
     if ctx.output == super::OutputFormat::Human {
         print!("{}", plan::render_diff(&saved.body));
     }
-    let r = apply_plan(ctx, &path, false, Duration::from_secs(30)).await?;
+    let r = apply_plan(ctx, &path, false, Duration::from_secs(30), &[]).await?;
     print_apply(ctx, &r, &path);
     Ok(r.code)
 }

@@ -49,7 +49,7 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
         record_plan_created(&ctx, &saved, &out)?;
         print_plan(&ctx, &saved, &out);
         println!("$ ferry apply {}", out.display());
-        let r = apply_plan(&ctx, &out, false, Duration::from_secs(30)).await?;
+        let r = apply_plan(&ctx, &out, false, Duration::from_secs(30), &[]).await?;
         print_apply(&ctx, &r, &out);
         let ok = match (&r.outcome, expect_backout) {
             (ApplyOutcome::Completed, false) => true,

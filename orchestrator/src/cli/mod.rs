@@ -86,6 +86,9 @@ pub enum Command {
         /// Lease of the apply lock; a crashed holder's lock can be taken over after it.
         #[arg(long, default_value_t = 30)]
         lock_lease_seconds: u64,
+        /// Confirm a manual step (runbooks): the step is recorded as confirmed by you.
+        #[arg(long, value_name = "STEP")]
+        confirm: Vec<String>,
     },
     /// Return an app on a site to its previous recorded release.
     Backout {
@@ -303,8 +306,16 @@ pub fn run(cli: Cli) -> ExitCode {
             plan,
             resume,
             lock_lease_seconds,
-        } => runtime()
-            .and_then(|rt| rt.block_on(apply::apply_cmd(&ctx, &plan, resume, lock_lease_seconds))),
+            confirm,
+        } => runtime().and_then(|rt| {
+            rt.block_on(apply::apply_cmd(
+                &ctx,
+                &plan,
+                resume,
+                lock_lease_seconds,
+                &confirm,
+            ))
+        }),
         Command::Backout {
             inventory,
             app,

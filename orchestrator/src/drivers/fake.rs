@@ -178,6 +178,8 @@ impl Driver for FakeDriver {
                     .current = None;
                 Ok(())
             }
+            // Operation steps (snapshots) are never handed to a release driver.
+            Undo::Keep => Ok(()),
         }
     }
 }

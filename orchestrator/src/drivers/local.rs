@@ -336,6 +336,8 @@ impl Driver for LocalDriver {
                 .await
                 .map_err(io_err(spec, "remove current"))
             }
+            // Operation steps (snapshots) are never handed to a release driver.
+            Undo::Keep => Ok(()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod fake;
 mod health;
 pub mod local;
 mod process;
+pub mod rds;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -179,6 +180,25 @@ pub trait Driver: Send + Sync {
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError>;
     /// Undoes a step: switch back to an earlier release (and verify it), or uninstall.
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError>;
+}
+
+/// Where an operation step runs: the plan and step it belongs to (what it creates is tagged
+/// with them, so a re-run finds it), and where progress lines go.
+pub struct OpContext<'a> {
+    pub plan_id: &'a str,
+    pub step_id: &'a str,
+    pub say: &'a (dyn Fn(String) + Send + Sync),
+}
+
+/// Carries out operation steps (`plan::StepOp`) that are not manual. Idempotent per plan and
+/// step, like the driver verbs. Returns what the ledger records about the result.
+#[async_trait]
+pub trait OpRunner: Send + Sync {
+    async fn run(
+        &self,
+        cx: &OpContext<'_>,
+        op: &crate::ops::Op,
+    ) -> Result<serde_json::Value, DriverError>;
 }
 
 /// The drivers of this build, by target kind.

@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 
 pub use resume::{PriorRun, prior_run};
 
-use crate::drivers::{DriverError, Drivers, ReleaseBundle, TargetSpec};
+use crate::drivers::{DriverError, Drivers, OpContext, OpRunner, ReleaseBundle, TargetSpec};
 use crate::ledger::{Event, Ledger, LedgerError, NewEntry, Outcome};
 use crate::model::OnFailure;
+use crate::ops::Op;
 use crate::plan::{SavedPlan, Step, StepAction, Undo};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,13 @@ pub enum ApplyOutcome {
         role: String,
         pending: Vec<String>,
     },
+    /// Stopped before a manual step nobody confirmed; `--resume --confirm STEP` continues.
+    AwaitingConfirmation {
+        step: String,
+        title: String,
+        instructions: String,
+        pending: Vec<String>,
+    },
 }
 
 /// The status of each step at the end, for reports.
@@ -92,6 +100,10 @@ pub struct Executor {
     pub actor: String,
     pub progress: ProgressBar,
     pub cancel: watch::Receiver<bool>,
+    /// Carries out operation steps (snapshots, restores...).
+    pub ops: Arc<dyn OpRunner>,
+    /// Manual steps confirmed for this run (`--confirm STEP`).
+    pub confirmed: BTreeSet<String>,
 }
 
 struct Shared {
@@ -176,6 +188,9 @@ impl Shared {
 
     /// Runs one step: recorded start, act, verify, recorded result. Returns whether it succeeded.
     async fn run_step(&self, step: &Step) -> Result<bool, ExecError> {
+        if step.op.is_some() {
+            return self.run_op_step(step).await;
+        }
         let spec = self
             .exec
             .specs
@@ -260,8 +275,89 @@ impl Shared {
         }
     }
 
+    /// Runs an operation step: recorded start, the operation, recorded result with what it
+    /// made (snapshot id, instance...) and, on failure, the runbook's advice.
+    async fn run_op_step(&self, step: &Step) -> Result<bool, ExecError> {
+        let op = step.op.as_ref().expect("an operation step");
+        self.record(
+            self.entry(Event::StepStarted, step)
+                .message(op.title.clone()),
+        )
+        .await?;
+        let started = Instant::now();
+        let result = match &op.op {
+            Op::Manual { instructions } => Ok(serde_json::json!({
+                "confirmed_by": self.exec.actor,
+                "instructions": instructions,
+            })),
+            other => {
+                let say = |line: String| self.say(line);
+                let cx = OpContext {
+                    plan_id: &self.exec.plan.id,
+                    step_id: &step.id,
+                    say: &say,
+                };
+                self.exec.ops.run(&cx, other).await
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(detail) => {
+                let summary = op_summary(&op.op, &detail);
+                self.record(
+                    self.entry(Event::StepSucceeded, step)
+                        .outcome(Outcome::Ok)
+                        .duration_ms(ms)
+                        .message(summary.clone())
+                        .detail(detail),
+                )
+                .await?;
+                self.set(&step.id, StepStatus::Succeeded);
+                self.exec.progress.inc(1);
+                self.completed
+                    .lock()
+                    .expect("completed lock")
+                    .push(step.id.clone());
+                self.say(format!(
+                    "  ok      {}: {summary} ({ms} ms) [{}]",
+                    op.title, step.id
+                ));
+                Ok(true)
+            }
+            Err(e) => {
+                let mut failed = self
+                    .entry(Event::StepFailed, step)
+                    .outcome(Outcome::Failed)
+                    .duration_ms(ms)
+                    .message(e.to_string());
+                if let Some(advice) = &op.on_failure {
+                    failed = failed.detail(serde_json::json!({ "on_failure": advice }));
+                }
+                self.record(failed).await?;
+                self.set(&step.id, StepStatus::Failed);
+                self.exec.progress.inc(1);
+                self.say(format!("  FAILED  {}: {e} [{}]", op.title, step.id));
+                if let Some(advice) = &op.on_failure {
+                    self.say(format!("          on failure: {advice}"));
+                }
+                Ok(false)
+            }
+        }
+    }
+
     /// Undoes one step and verifies the earlier release is back.
     async fn undo_step(&self, step: &Step) -> Result<bool, ExecError> {
+        if let Some(op) = &step.op {
+            // What an operation made (a snapshot) is what a back-out may need: kept.
+            self.record(
+                self.entry(Event::StepBackedOut, step)
+                    .outcome(Outcome::BackedOut)
+                    .message(format!("nothing to undo: {} kept", op.title)),
+            )
+            .await?;
+            self.set(&step.id, StepStatus::BackedOut);
+            return Ok(true);
+        }
         let spec = self
             .exec
             .specs
@@ -271,6 +367,7 @@ impl Shared {
         let back_to = match &step.undo {
             Undo::SwitchTo { version } => version.clone(),
             Undo::Uninstall => "(uninstalled)".into(),
+            Undo::Keep => "(kept)".into(),
         };
         self.record(
             self.entry(Event::UndoStarted, step)
@@ -371,6 +468,17 @@ impl Executor {
                     return finish_at_gate(&shared, gate).await;
                 }
                 shared.say(format!("gate `{}` approved", gate.name));
+            }
+            for step in &steps {
+                if let Some(crate::plan::StepOp {
+                    title,
+                    op: Op::Manual { instructions },
+                    ..
+                }) = &step.op
+                    && !shared.exec.confirmed.contains(&step.id)
+                {
+                    return finish_unconfirmed(&shared, step, title, instructions).await;
+                }
             }
             shared.say(format!(
                 "wave {} `{}`: {} step(s), max_parallel {}",
@@ -601,6 +709,83 @@ async fn finish_at_gate(
         },
         take_status(shared),
     ))
+}
+
+async fn finish_unconfirmed(
+    shared: &Shared,
+    step: &Step,
+    title: &str,
+    instructions: &str,
+) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    let pending = pending(shared);
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::GateWaiting)
+                .plan(&shared.exec.plan.id)
+                .message(format!(
+                    "manual step {} `{title}` needs a confirmation: {instructions}",
+                    step.id
+                )),
+        )
+        .await?;
+    record_stop(
+        shared,
+        Event::ApplyFinished,
+        format!(
+            "stopped before manual step {} `{title}`; {} step(s) left; when done: ferry apply --resume --confirm {}",
+            step.id,
+            pending.len(),
+            step.id
+        ),
+    )
+    .await?;
+    Ok((
+        ApplyOutcome::AwaitingConfirmation {
+            step: step.id.clone(),
+            title: title.to_owned(),
+            instructions: instructions.to_owned(),
+            pending,
+        },
+        take_status(shared),
+    ))
+}
+
+/// One line saying what an operation did, for the ledger message and the progress output.
+fn op_summary(op: &Op, d: &serde_json::Value) -> String {
+    let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+    let adopted = if d["adopted"] == true {
+        " (found from an earlier run)"
+    } else {
+        ""
+    };
+    match op {
+        Op::Manual { .. } => format!("confirmed by {}", s("confirmed_by")),
+        Op::RdsSnapshot { .. } => format!("snapshot {} available{adopted}", s("snapshot")),
+        Op::RdsRestore { .. } => format!(
+            "restoring snapshot {} to instance {}{adopted}",
+            s("snapshot"),
+            s("instance")
+        ),
+        Op::RdsWait { .. } => format!("instance {} available", s("instance")),
+        Op::RdsVerify { .. } => format!(
+            "instance {} verified: {}",
+            s("instance"),
+            d["checks"]
+                .as_array()
+                .map(|c| c
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
+        Op::RdsRename { .. } => format!("instance {} renamed to {}", s("from"), s("to")),
+        Op::RdsDelete { .. } => format!(
+            "instance {} deleted, final snapshot {}",
+            s("instance"),
+            s("final_snapshot")
+        ),
+    }
 }
 
 async fn finish_interrupted(

@@ -30,6 +30,7 @@ apps:
 
 struct Fixture {
     fake: Arc<FakeDriver>,
+    rds: Arc<crate::drivers::rds::fake::FakeRds>,
     plan: SavedPlan,
     inv: crate::model::Inventory,
     ledger: Ledger,
@@ -78,6 +79,9 @@ fn fixture_from(inventory: &str, plan_yaml: &str, delay_ms: u64) -> Fixture {
     let ledger = Ledger::new(dir.path().join("ledger.jsonl"));
     Fixture {
         fake,
+        rds: Arc::new(crate::drivers::rds::fake::FakeRds::with_instance(
+            "ehr-prod",
+        )),
         plan,
         inv,
         ledger,
@@ -130,6 +134,11 @@ impl Fixture {
             actor: "tester".into(),
             progress: ProgressBar::hidden(),
             cancel,
+            ops: Arc::new(crate::drivers::rds::RdsOps::with_api(
+                &self.inv,
+                self.rds.clone(),
+            )),
+            confirmed: Default::default(),
         }
     }
 
@@ -379,4 +388,102 @@ async fn endpoints_of_one_site_fan_out_and_dependencies_wait_across_hosts() {
         last_db < first_web,
         "web waits for db on every host of the site: {calls:?}"
     );
+}
+
+const INV_DB: &str = r#"version: 1
+sites:
+  - { id: s1, tier: sqa, clouds: [l] }
+  - { id: s2, tier: prod, clouds: [l, aws1] }
+clouds:
+  - { id: l, kind: local, local: { root: r } }
+  - { id: aws1, kind: aws, aws: { account: "123456789012", region: us-east-1, max_attempts: 2 } }
+apps:
+  - { id: app, version: "1", artifact: x, target: local, sites: [s1, s2], health_check: { command: [t] } }
+databases: [{ id: ehr, cloud: aws1, engine: postgres, identifier: ehr-prod, site: s2 }]
+"#;
+
+const PLAN_DB: &str = "version: 1\nkind: release\nname: r\nreleases: [{app: app, version: '2'}]\nwaves:\n  - {name: canary, sites: [s1]}\n  - {name: prod, sites: [s2]}\non_failure: halt\nsnapshots: [{database: ehr}]\n";
+
+#[tokio::test]
+async fn a_pre_change_snapshot_comes_first_in_its_wave_and_is_recorded() {
+    let f = fixture_from(INV_DB, PLAN_DB, 0);
+    let snap = &f.plan.body.steps[1];
+    assert_eq!((snap.wave, snap.target.id.as_str()), (1, "s2/aws1/ehr"));
+    assert_eq!(f.plan.body.steps[2].depends_on, vec![snap.id.clone()]);
+    let (outcome, _) = f.run().await;
+    assert_eq!(outcome, ApplyOutcome::Completed);
+    let entries = f.ledger.read_all().unwrap();
+    let ok = entries
+        .iter()
+        .find(|e| e.event == Event::StepSucceeded && e.step.as_deref() == Some("s002"))
+        .unwrap();
+    let snapshot_id = "ferry-ehr-prod-plan1-s002";
+    assert_eq!(ok.detail.as_ref().unwrap()["snapshot"], snapshot_id);
+    assert_eq!(
+        ok.message.as_deref(),
+        Some(format!("snapshot {snapshot_id} available").as_str())
+    );
+    // The prod app step started only after the snapshot succeeded.
+    let pos = |ev: Event, step: &str| {
+        entries
+            .iter()
+            .position(|e| e.event == ev && e.step.as_deref() == Some(step))
+            .unwrap()
+    };
+    assert!(pos(Event::StepSucceeded, "s002") < pos(Event::StepStarted, "s003"));
+}
+
+#[tokio::test]
+async fn a_failed_pre_change_snapshot_keeps_the_release_from_starting() {
+    let f = fixture_from(INV_DB, PLAN_DB, 0);
+    f.rds.throttle(100);
+    let (outcome, status) = f.run().await;
+    let ApplyOutcome::Halted { failed, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failed, vec!["s002".to_owned()]);
+    assert_eq!(status["s001"], StepStatus::Succeeded, "the canary wave ran");
+    assert_ne!(status["s003"], StepStatus::Succeeded);
+    assert_eq!(
+        f.current("s2").as_deref(),
+        Some("1"),
+        "prod was never touched"
+    );
+    assert!(
+        !f.fake.calls().iter().any(|c| c.contains("s2/l/app 2")),
+        "{:?}",
+        f.fake.calls()
+    );
+    let entries = f.ledger.read_all().unwrap();
+    let failed = entries
+        .iter()
+        .find(|e| e.event == Event::StepFailed)
+        .unwrap();
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{failed:?}"
+    );
+    assert!(
+        failed.detail.as_ref().unwrap()["on_failure"]
+            .as_str()
+            .unwrap()
+            .contains("the release did not start")
+    );
+}
+
+#[tokio::test]
+async fn a_wave_that_changes_nothing_takes_no_snapshot() {
+    let f = fixture_from(
+        INV_DB,
+        &PLAN_DB.replace(
+            "releases: [{app: app, version: '2'}]",
+            "releases: [{app: app, version: '1'}]",
+        ),
+        0,
+    );
+    assert!(f.plan.body.steps.is_empty(), "{:?}", f.plan.body.steps);
 }

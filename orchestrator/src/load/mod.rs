@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 pub use diagnostic::{Diagnostics, Problem};
 pub use source_map::SourceMap;
 
-use crate::model::{Inventory, ReleasePlan};
+use crate::model::{Inventory, ReleasePlan, Runbook};
 
 /// A file as it was read: its path, text and SHA-256.
 #[derive(Debug, Clone)]
@@ -85,6 +85,10 @@ pub fn parse_inventory(source: SourceFile) -> Result<Loaded<Inventory>, Diagnost
 }
 
 pub fn parse_release_plan(source: SourceFile) -> Result<Loaded<ReleasePlan>, Diagnostics> {
+    parse(source)
+}
+
+pub fn parse_runbook(source: SourceFile) -> Result<Loaded<Runbook>, Diagnostics> {
     parse(source)
 }
 

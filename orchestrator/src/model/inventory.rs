@@ -212,11 +212,53 @@ pub struct Cloud {
     #[serde(default)]
     pub local: Option<LocalCloud>,
     #[serde(default)]
-    pub aws: Option<BTreeMap<String, String>>,
+    pub aws: Option<AwsCloud>,
     #[serde(default)]
     pub kubernetes: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub docker: Option<DockerCloud>,
+}
+
+/// An AWS account in one region. Credentials are secret references resolved when a call is
+/// made (never written anywhere); `endpoint_url` points the SDK at another endpoint (a VPC
+/// endpoint, or the moto stand-in the tests use).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCloud {
+    /// Account id (12 digits); recorded with every operation for the audit trail.
+    pub account: String,
+    pub region: String,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    #[serde(default = "default_aws_key_id")]
+    pub access_key_id: String,
+    #[serde(default = "default_aws_secret")]
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Attempts of one call when AWS throttles or a 5xx/connection error occurs (backoff
+    /// between them).
+    #[serde(default = "default_aws_attempts")]
+    pub max_attempts: u32,
+    /// Deadline of one API call.
+    #[serde(default = "default_aws_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_aws_key_id() -> String {
+    "env:AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_aws_secret() -> String {
+    "env:AWS_SECRET_ACCESS_KEY".into()
+}
+
+fn default_aws_attempts() -> u32 {
+    5
+}
+
+fn default_aws_timeout() -> u64 {
+    30
 }
 
 /// A Docker host: the Engine API over a local socket, or over TCP with mutual TLS.
@@ -382,6 +424,9 @@ pub enum TargetKind {
     Kubernetes,
     /// Every hardware endpoint of the site, over SSH.
     Ssh,
+    /// A database's RDS instance (`databases`): the target of snapshot and restore steps,
+    /// never of an app.
+    Rds,
 }
 
 impl TargetKind {
@@ -391,6 +436,7 @@ impl TargetKind {
             TargetKind::Docker => "docker",
             TargetKind::Kubernetes => "kubernetes",
             TargetKind::Ssh => "ssh",
+            TargetKind::Rds => "rds",
         }
     }
 
@@ -401,6 +447,7 @@ impl TargetKind {
             TargetKind::Docker => Some(CloudKind::Docker),
             TargetKind::Kubernetes => Some(CloudKind::Kubernetes),
             TargetKind::Ssh => None,
+            TargetKind::Rds => Some(CloudKind::Aws),
         }
     }
 }
@@ -522,7 +569,7 @@ pub struct Database {
     pub id: String,
     pub cloud: String,
     pub engine: String,
-    /// RDS instance or cluster identifier.
+    /// RDS DB instance identifier.
     pub identifier: String,
     #[serde(default)]
     pub site: Option<String>,
@@ -550,5 +597,8 @@ impl Inventory {
     }
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.id == id)
+    }
+    pub fn database(&self, id: &str) -> Option<&Database> {
+        self.databases.iter().find(|d| d.id == id)
     }
 }

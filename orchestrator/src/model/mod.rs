@@ -5,14 +5,19 @@
 
 mod inventory;
 mod release;
+mod runbook;
 
 pub use inventory::{
-    App, Approver, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database, DockerApp,
-    DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck, Inventory,
-    LocalCloud, MaintenanceWindow, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
-    Tier, UpdateOrder, Weekday,
+    App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
+    DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
+    Inventory, LocalCloud, MaintenanceWindow, PullPolicy, RestartPolicy, RoleAssignment, Site,
+    TargetKind, Tier, UpdateOrder, Weekday,
 };
-pub use release::{Gate, OnFailure, PlanKind, Release, ReleasePlan, Waiver, Wave};
+pub use release::{
+    Gate, OnFailure, PlanKind, Release, ReleasePlan, SnapshotRequirement, Waiver, Wave,
+};
+
+pub use runbook::{ParamType, Runbook, RunbookKind, RunbookParam, RunbookStep};
 
 /// The only format version of inventory and plan files this build reads.
 pub const FORMAT_VERSION: u32 = 1;

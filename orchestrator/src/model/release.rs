@@ -39,6 +39,28 @@ pub struct ReleasePlan {
     /// approved this plan (`ferry approve`).
     #[serde(default)]
     pub gates: Vec<Gate>,
+    /// Databases snapshotted before a wave changes anything: the snapshot is the wave's first
+    /// step and every other step of the wave waits for it to be `available`.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequirement {
+    /// Inventory database id.
+    pub database: String,
+    /// Wave (by name) the snapshot precedes; by default the first wave holding the database's
+    /// site.
+    #[serde(default)]
+    pub before_wave: Option<String>,
+    /// Deadline for the snapshot to become `available`.
+    #[serde(default = "default_snapshot_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_snapshot_timeout() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -100,14 +100,17 @@ impl DockerDriver {
         };
         let secs = t.timeout.as_secs();
         let docker = match &t.tls {
-            Some(tls) => Docker::connect_with_ssl(
-                &t.host,
-                &tls.key,
-                &tls.cert,
-                &tls.ca,
-                secs,
-                bollard::API_DEFAULT_VERSION,
-            ),
+            Some(tls) => {
+                crate::install_crypto_provider();
+                Docker::connect_with_ssl(
+                    &t.host,
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    secs,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
             None => Docker::connect_with_unix(&t.host, secs, bollard::API_DEFAULT_VERSION),
         }
         .map_err(|e| unreachable(message(&e)))?;
@@ -627,6 +630,8 @@ impl Driver for DockerDriver {
                 }
                 Ok(())
             }
+            // Operation steps (snapshots) are never handed to a release driver.
+            Undo::Keep => Ok(()),
         }
     }
 }

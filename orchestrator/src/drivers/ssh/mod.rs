@@ -441,6 +441,8 @@ impl Driver for SshDriver {
                 .must(spec, "uninstall", &script::uninstall(&dir))
                 .await
                 .map(|_| ()),
+            // Operation steps (snapshots) are never handed to a release driver.
+            Undo::Keep => Ok(()),
         }
     }
 }

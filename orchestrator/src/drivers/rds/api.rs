@@ -1,0 +1,155 @@
+//! The part of the RDS API ferry uses, as a trait: the SDK client implements it against AWS (or
+//! moto), [`super::fake::FakeRds`] in memory with scripted state transitions and throttling.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use crate::ops::SnapshotInfo;
+
+/// An RDS DB instance as described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub identifier: String,
+    pub status: String,
+    pub engine: String,
+    pub engine_version: String,
+    /// `host:port`, once RDS has assigned it.
+    pub endpoint: Option<(String, u16)>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What kind of failure an AWS call had: decides retrying and the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// Throttled, or a 5xx: retried with backoff.
+    Throttled,
+    /// The call did not reach AWS or got no answer in time: retried with backoff.
+    Unreachable,
+    NotFound,
+    AlreadyExists,
+    /// Credentials missing, invalid or not allowed.
+    Credentials,
+    /// The resource is in a state that does not allow the call.
+    InvalidState,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}{}", if code.is_empty() { String::new() } else { format!(" ({code})") })]
+pub struct AwsError {
+    pub kind: AwsErrorKind,
+    /// AWS error code (`DBInstanceNotFound`, `Throttling`...), empty when there is none.
+    pub code: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(kind: AwsErrorKind, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            AwsErrorKind::Throttled | AwsErrorKind::Unreachable
+        )
+    }
+
+    /// The kind an AWS error code and HTTP status mean.
+    pub fn classify(code: &str, status: Option<u16>) -> AwsErrorKind {
+        let throttled = [
+            "Throttling",
+            "ThrottlingException",
+            "ThrottledException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "RequestThrottled",
+            "RequestThrottledException",
+            "SlowDown",
+            "PriorRequestNotComplete",
+        ];
+        let credentials = [
+            "InvalidClientTokenId",
+            "UnrecognizedClientException",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "AccessDeniedException",
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "AuthFailure",
+            "MissingAuthenticationToken",
+        ];
+        if throttled.contains(&code) || status == Some(429) {
+            AwsErrorKind::Throttled
+        } else if credentials.contains(&code) || status == Some(403) {
+            AwsErrorKind::Credentials
+        } else if code.ends_with("NotFound") || code.ends_with("NotFoundFault") {
+            AwsErrorKind::NotFound
+        } else if code.ends_with("AlreadyExists") || code.ends_with("AlreadyExistsFault") {
+            AwsErrorKind::AlreadyExists
+        } else if code.starts_with("Invalid") && code.contains("State") {
+            AwsErrorKind::InvalidState
+        } else if status.is_some_and(|s| s >= 500) {
+            AwsErrorKind::Throttled
+        } else {
+            AwsErrorKind::Other
+        }
+    }
+}
+
+/// The RDS calls ferry makes. Each is one API call: retrying and waiting are the caller's.
+#[async_trait]
+pub trait RdsApi: Send + Sync {
+    /// `None` when there is no such instance.
+    async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>, AwsError>;
+    /// `None` when there is no such snapshot.
+    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>, AwsError>;
+    /// Every snapshot of an instance (all pages), manual and automated.
+    async fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>, AwsError>;
+    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>, AwsError>;
+    async fn create_snapshot(
+        &self,
+        instance: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<SnapshotInfo, AwsError>;
+    async fn restore(
+        &self,
+        snapshot: &str,
+        new_id: &str,
+        instance_class: Option<&str>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<InstanceInfo, AwsError>;
+    async fn rename(&self, from: &str, to: &str) -> Result<(), AwsError>;
+    async fn delete(&self, id: &str, final_snapshot: &str) -> Result<(), AwsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_classified() {
+        use AwsErrorKind::*;
+        for (code, status, kind) in [
+            ("Throttling", Some(400), Throttled),
+            ("", Some(503), Throttled),
+            ("", Some(429), Throttled),
+            ("DBInstanceNotFound", Some(404), NotFound),
+            ("DBSnapshotNotFoundFault", Some(404), NotFound),
+            ("DBInstanceAlreadyExists", Some(400), AlreadyExists),
+            ("InvalidClientTokenId", Some(403), Credentials),
+            ("InvalidDBInstanceState", Some(400), InvalidState),
+            ("ValidationError", Some(400), Other),
+        ] {
+            assert_eq!(AwsError::classify(code, status), kind, "{code}");
+        }
+        assert!(AwsError::new(Throttled, "Throttling", "x").retryable());
+        assert!(!AwsError::new(NotFound, "DBInstanceNotFound", "x").retryable());
+    }
+}

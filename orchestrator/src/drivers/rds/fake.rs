@@ -1,0 +1,269 @@
+//! An in-memory RDS for unit tests: instances and snapshots go through scripted states (moto
+//! makes everything `available` at once, so slow transitions are tested here), and calls can be
+//! throttled on demand.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, (InstanceInfo, VecDeque<String>)>,
+    snapshots: BTreeMap<String, (SnapshotInfo, BTreeMap<String, String>, VecDeque<String>)>,
+    throttle_next: u32,
+    calls: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct FakeRds {
+    state: Mutex<State>,
+    /// States a new snapshot or restored instance goes through, one per describe, before
+    /// `available`.
+    pub transitions: Vec<String>,
+}
+
+impl FakeRds {
+    pub fn with_instance(id: &str) -> Self {
+        let f = Self::default();
+        f.add_instance(id, "available");
+        f
+    }
+
+    /// New snapshots and restored instances go through `states` before `available`.
+    pub fn with_transitions(states: &[&str]) -> Self {
+        Self {
+            transitions: states.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn add_instance(&self, id: &str, status: &str) {
+        self.state.lock().unwrap().instances.insert(
+            id.into(),
+            (
+                InstanceInfo {
+                    identifier: id.into(),
+                    status: status.into(),
+                    engine: "postgres".into(),
+                    engine_version: "15.4".into(),
+                    endpoint: Some((format!("{id}.example"), 5432)),
+                    tags: BTreeMap::new(),
+                },
+                VecDeque::new(),
+            ),
+        );
+    }
+
+    pub fn add_snapshot(&self, id: &str, instance: &str, created: &str) {
+        self.state.lock().unwrap().snapshots.insert(
+            id.into(),
+            (
+                SnapshotInfo {
+                    id: id.into(),
+                    instance: instance.into(),
+                    status: "available".into(),
+                    created: created.into(),
+                    kind: "manual".into(),
+                },
+                BTreeMap::new(),
+                VecDeque::new(),
+            ),
+        );
+    }
+
+    /// The next `n` calls answer `Throttling`.
+    pub fn throttle(&self, n: u32) {
+        self.state.lock().unwrap().throttle_next = n;
+    }
+
+    /// The calls made, as `name arg`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn instance_ids(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .instances
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Sets the states an existing instance goes through next (e.g. stuck in `creating`).
+    pub fn script_instance(&self, id: &str, states: &[&str]) {
+        let mut s = self.state.lock().unwrap();
+        let (i, q) = s.instances.get_mut(id).unwrap();
+        let mut states: VecDeque<String> = states.iter().map(|s| (*s).to_owned()).collect();
+        i.status = states.pop_front().unwrap_or_else(|| i.status.clone());
+        *q = states;
+    }
+
+    fn enter(&self, call: String) -> Result<std::sync::MutexGuard<'_, State>, AwsError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(call);
+        if s.throttle_next > 0 {
+            s.throttle_next -= 1;
+            return Err(AwsError::new(
+                AwsErrorKind::Throttled,
+                "Throttling",
+                "Rate exceeded",
+            ));
+        }
+        Ok(s)
+    }
+
+    fn pending(&self) -> VecDeque<String> {
+        self.transitions
+            .iter()
+            .cloned()
+            .chain(["available".to_owned()])
+            .collect()
+    }
+}
+
+fn advance(status: &mut String, q: &mut VecDeque<String>) {
+    if let Some(next) = q.pop_front() {
+        *status = next;
+    }
+}
+
+#[async_trait]
+impl RdsApi for FakeRds {
+    async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>, AwsError> {
+        let mut s = self.enter(format!("describe-instance {id}"))?;
+        Ok(s.instances.get_mut(id).map(|(i, q)| {
+            let now = i.clone();
+            advance(&mut i.status, q);
+            now
+        }))
+    }
+    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>, AwsError> {
+        let mut s = self.enter(format!("describe-snapshot {id}"))?;
+        Ok(s.snapshots.get_mut(id).map(|(i, _, q)| {
+            let now = i.clone();
+            advance(&mut i.status, q);
+            now
+        }))
+    }
+    async fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>, AwsError> {
+        let s = self.enter(format!("list-snapshots {instance}"))?;
+        Ok(s.snapshots
+            .values()
+            .filter(|(i, _, _)| i.instance == instance)
+            .map(|(i, _, _)| i.clone())
+            .collect())
+    }
+    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        let s = self.enter(format!("snapshot-tags {id}"))?;
+        Ok(s.snapshots
+            .get(id)
+            .map(|(_, t, _)| t.clone())
+            .unwrap_or_default())
+    }
+    async fn create_snapshot(
+        &self,
+        instance: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<SnapshotInfo, AwsError> {
+        let pending = self.pending();
+        let mut s = self.enter(format!("create-snapshot {instance} {id}"))?;
+        if !s.instances.contains_key(instance) {
+            return Err(AwsError::new(
+                AwsErrorKind::NotFound,
+                "DBInstanceNotFound",
+                format!("DBInstance {instance} not found."),
+            ));
+        }
+        if s.snapshots.contains_key(id) {
+            return Err(AwsError::new(
+                AwsErrorKind::AlreadyExists,
+                "DBSnapshotAlreadyExists",
+                "exists",
+            ));
+        }
+        let info = SnapshotInfo {
+            id: id.into(),
+            instance: instance.into(),
+            status: "creating".into(),
+            created: String::new(),
+            kind: "manual".into(),
+        };
+        s.snapshots
+            .insert(id.into(), (info.clone(), tags.clone(), pending));
+        Ok(info)
+    }
+    async fn restore(
+        &self,
+        snapshot: &str,
+        new_id: &str,
+        _class: Option<&str>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<InstanceInfo, AwsError> {
+        let pending = self.pending();
+        let mut s = self.enter(format!("restore {snapshot} {new_id}"))?;
+        if !s.snapshots.contains_key(snapshot) {
+            return Err(AwsError::new(
+                AwsErrorKind::NotFound,
+                "DBSnapshotNotFound",
+                format!("DBSnapshot {snapshot} not found."),
+            ));
+        }
+        if s.instances.contains_key(new_id) {
+            return Err(AwsError::new(
+                AwsErrorKind::AlreadyExists,
+                "DBInstanceAlreadyExists",
+                "DB instance already exists",
+            ));
+        }
+        let info = InstanceInfo {
+            identifier: new_id.into(),
+            status: "creating".into(),
+            engine: "postgres".into(),
+            engine_version: "15.4".into(),
+            endpoint: None,
+            tags: tags.clone(),
+        };
+        s.instances.insert(new_id.into(), (info.clone(), pending));
+        Ok(info)
+    }
+    async fn rename(&self, from: &str, to: &str) -> Result<(), AwsError> {
+        let mut s = self.enter(format!("rename {from} {to}"))?;
+        if s.instances.contains_key(to) {
+            return Err(AwsError::new(
+                AwsErrorKind::AlreadyExists,
+                "DBInstanceAlreadyExists",
+                "exists",
+            ));
+        }
+        let (mut i, q) = s.instances.remove(from).ok_or_else(|| {
+            AwsError::new(AwsErrorKind::NotFound, "DBInstanceNotFound", "not found")
+        })?;
+        i.identifier = to.into();
+        s.instances.insert(to.into(), (i, q));
+        Ok(())
+    }
+    async fn delete(&self, id: &str, final_snapshot: &str) -> Result<(), AwsError> {
+        let mut s = self.enter(format!("delete {id} {final_snapshot}"))?;
+        s.instances.remove(id).ok_or_else(|| {
+            AwsError::new(AwsErrorKind::NotFound, "DBInstanceNotFound", "not found")
+        })?;
+        let info = SnapshotInfo {
+            id: final_snapshot.into(),
+            instance: id.into(),
+            status: "available".into(),
+            created: String::new(),
+            kind: "manual".into(),
+        };
+        s.snapshots.insert(
+            final_snapshot.into(),
+            (info, BTreeMap::new(), VecDeque::new()),
+        );
+        Ok(())
+    }
+}

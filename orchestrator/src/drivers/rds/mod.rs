@@ -1,0 +1,727 @@
+//! AWS RDS operations: snapshots, restores, waits, verification, renames, deletion.
+//!
+//! Every call goes through [`RdsOps::call`], which retries throttling, 5xx and connection
+//! failures with exponential backoff (jittered) and reports each retry; every wait is a bounded
+//! poll of our own (the SDK's waiters poll no faster than every 30 s and cannot report
+//! progress). Every operation is idempotent for a given plan and step: what it creates is
+//! tagged `ferry:plan`/`ferry:step`, and a re-run (a resumed apply) adopts what it finds
+//! instead of making a second one.
+
+pub mod api;
+#[cfg(test)]
+pub mod fake;
+pub mod sdk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use self::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
+use super::{DriverError, OpContext, OpRunner};
+use crate::model::{AwsCloud, Database, Inventory};
+use crate::ops::{self, Op};
+
+pub const TAG_PLAN: &str = "ferry:plan";
+pub const TAG_STEP: &str = "ferry:step";
+pub const TAG_DATABASE: &str = "ferry:database";
+
+/// Instance states from which `available` does not come by waiting.
+const INSTANCE_FAILED: &[&str] = &[
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "incompatible-option-group",
+    "storage-full",
+    "inaccessible-encryption-credentials",
+    "restore-error",
+];
+const SNAPSHOT_FAILED: &[&str] = &["failed", "error"];
+
+type Factory = dyn Fn(&str, &AwsCloud) -> Result<Arc<dyn RdsApi>, AwsError> + Send + Sync;
+
+/// Carries out RDS operations for the databases of one inventory.
+pub struct RdsOps {
+    inv: Inventory,
+    clients: Mutex<BTreeMap<String, Arc<dyn RdsApi>>>,
+    factory: Box<Factory>,
+    /// Time between two looks at a resource being waited for.
+    pub poll: Duration,
+    /// First retry delay; doubled on each attempt, capped at 20 s, fully jittered.
+    pub backoff: Duration,
+}
+
+impl RdsOps {
+    /// Real clients (aws-sdk-rds), one per AWS cloud, made on first use.
+    pub fn new(inv: &Inventory, base: &Path) -> Self {
+        let base: PathBuf = base.to_owned();
+        let poll = std::env::var("FERRY_RDS_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(5), Duration::from_millis);
+        Self {
+            inv: inv.clone(),
+            clients: Mutex::new(BTreeMap::new()),
+            factory: Box::new(move |id, aws| {
+                Ok(Arc::new(sdk::SdkRds::new(id, aws, &base)?) as Arc<dyn RdsApi>)
+            }),
+            poll,
+            backoff: Duration::from_millis(500),
+        }
+    }
+
+    /// Every cloud answered by `api` (tests).
+    pub fn with_api(inv: &Inventory, api: Arc<dyn RdsApi>) -> Self {
+        Self {
+            inv: inv.clone(),
+            clients: Mutex::new(BTreeMap::new()),
+            factory: Box::new(move |_, _| Ok(api.clone())),
+            poll: Duration::from_millis(1),
+            backoff: Duration::from_millis(1),
+        }
+    }
+
+    fn database(&self, id: &str) -> Result<(&Database, &AwsCloud, String), DriverError> {
+        let db = self.inv.database(id).ok_or_else(|| DriverError::Failed {
+            target: format!("database {id}"),
+            action: "look up",
+            message: "not in the inventory's `databases`".into(),
+        })?;
+        let aws = self
+            .inv
+            .cloud(&db.cloud)
+            .and_then(|c| c.aws.as_ref())
+            .ok_or_else(|| DriverError::Failed {
+                target: format!("database {id}"),
+                action: "look up",
+                message: format!("cloud `{}` has no `aws` section", db.cloud),
+            })?;
+        let place = format!(
+            "cloud `{}` (account {}, region {})",
+            db.cloud, aws.account, aws.region
+        );
+        Ok((db, aws, place))
+    }
+
+    fn api(&self, db: &Database, aws: &AwsCloud) -> Result<Arc<dyn RdsApi>, DriverError> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(c) = clients.get(&db.cloud) {
+            return Ok(c.clone());
+        }
+        let c = (self.factory)(&db.cloud, aws).map_err(|e| DriverError::Failed {
+            target: format!("rds {}", db.cloud),
+            action: "connect",
+            message: e.to_string(),
+        })?;
+        clients.insert(db.cloud.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// One API call, retried with backoff while AWS throttles or cannot be reached.
+    async fn call<T, F, Fut>(&self, cx: &Call<'_>, what: &str, mut f: F) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        let attempts = cx.aws.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() && attempt < attempts => {
+                    let cap = (self.backoff * 2u32.saturating_pow(attempt - 1))
+                        .min(Duration::from_secs(20));
+                    // Full jitter: many ferry runs throttled together do not retry together.
+                    let fraction = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+                    let delay = (cap * fraction / 1000).max(self.backoff / 2);
+                    (cx.say)(format!(
+                        "  retry   {what} on {}: {e}; attempt {}/{attempts} in {} ms",
+                        cx.place,
+                        attempt + 1,
+                        delay.as_millis()
+                    ));
+                    *cx.retries.lock().expect("retries lock") += 1;
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(cx.fail(what, &e, attempt)),
+            }
+        }
+    }
+
+    /// Polls an instance until it is `available`, failed, gone, or the deadline passes.
+    async fn wait_instance(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        id: &str,
+        timeout: u64,
+    ) -> Result<InstanceInfo, DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        let mut last = String::new();
+        loop {
+            let now = self
+                .call(cx, "DescribeDBInstances", || api.instance(id))
+                .await?;
+            let Some(i) = now else {
+                return Err(cx.error(
+                    "wait",
+                    format!("instance {id} does not exist in {}", cx.place),
+                ));
+            };
+            if i.status == "available" {
+                return Ok(i);
+            }
+            if INSTANCE_FAILED.contains(&i.status.as_str()) {
+                return Err(cx.error(
+                    "wait",
+                    format!(
+                        "instance {id} is `{}`: it will not become available by waiting",
+                        i.status
+                    ),
+                ));
+            }
+            if i.status != last {
+                (cx.say)(format!("  ...     instance {id} is `{}`", i.status));
+                last.clone_from(&i.status);
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Timeout {
+                    target: cx.target.clone(),
+                    what: format!(
+                        "waiting for instance {id} to be `available` (still `{last}`; the work goes on at AWS: `ferry apply --resume PLAN` waits again)"
+                    ),
+                    seconds: timeout,
+                });
+            }
+            tokio::time::sleep(
+                self.poll
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+    }
+
+    async fn wait_snapshot(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        id: &str,
+        timeout: u64,
+    ) -> Result<SnapshotInfo, DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        let mut last = String::new();
+        loop {
+            let now = self
+                .call(cx, "DescribeDBSnapshots", || api.snapshot(id))
+                .await?;
+            let Some(s) = now else {
+                return Err(cx.error(
+                    "wait",
+                    format!("snapshot {id} does not exist in {}", cx.place),
+                ));
+            };
+            if s.status == "available" {
+                return Ok(s);
+            }
+            if SNAPSHOT_FAILED.contains(&s.status.as_str()) {
+                return Err(cx.error("wait", format!("snapshot {id} is `{}`", s.status)));
+            }
+            if s.status != last {
+                (cx.say)(format!("  ...     snapshot {id} is `{}`", s.status));
+                last.clone_from(&s.status);
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Timeout {
+                    target: cx.target.clone(),
+                    what: format!(
+                        "waiting for snapshot {id} to be `available` (still `{last}`; `ferry apply --resume PLAN` waits again, it does not take another)"
+                    ),
+                    seconds: timeout,
+                });
+            }
+            tokio::time::sleep(
+                self.poll
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+    }
+
+    /// The instance of a database as it is now (plan time: it must exist).
+    pub async fn describe(
+        &self,
+        database: &str,
+        say: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<InstanceInfo, DriverError> {
+        let (db, aws, place) = self.database(database)?;
+        let api = self.api(db, aws)?;
+        let cx = Call::new(db, aws, place, "describe", say);
+        match self
+            .call(&cx, "DescribeDBInstances", || api.instance(&db.identifier))
+            .await?
+        {
+            Some(i) => Ok(i),
+            None => Err(cx.error(
+                "describe",
+                format!(
+                    "instance {} of database `{}` does not exist in {}",
+                    db.identifier, db.id, cx.place
+                ),
+            )),
+        }
+    }
+
+    /// Whether an instance id is in use in the database's cloud, and by which plan.
+    pub async fn instance(
+        &self,
+        database: &str,
+        id: &str,
+        say: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Option<InstanceInfo>, DriverError> {
+        let (db, aws, place) = self.database(database)?;
+        let api = self.api(db, aws)?;
+        let cx = Call::new(db, aws, place, "describe", say);
+        self.call(&cx, "DescribeDBInstances", || api.instance(id))
+            .await
+    }
+
+    /// Every snapshot of the database's instance, oldest first.
+    pub async fn snapshots(
+        &self,
+        database: &str,
+        say: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Vec<SnapshotInfo>, DriverError> {
+        let (db, aws, place) = self.database(database)?;
+        let api = self.api(db, aws)?;
+        let cx = Call::new(db, aws, place, "list snapshots", say);
+        let mut list = self
+            .call(&cx, "DescribeDBSnapshots", || api.snapshots(&db.identifier))
+            .await?;
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    async fn snapshot_op(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        run: &OpContext<'_>,
+        identifier: &str,
+        id: &str,
+        timeout: u64,
+    ) -> Result<Value, DriverError> {
+        let mut adopted = false;
+        match self
+            .call(cx, "DescribeDBSnapshots", || api.snapshot(id))
+            .await?
+        {
+            Some(_) => {
+                let tags = self
+                    .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id))
+                    .await?;
+                if !ours(&tags, run) {
+                    return Err(cx.error(
+                        "snapshot",
+                        format!(
+                            "snapshot id {id} is already taken by a snapshot this plan did not make"
+                        ),
+                    ));
+                }
+                (cx.say)(format!(
+                    "  found   snapshot {id}, started by this plan before: waiting for it, not taking another"
+                ));
+                adopted = true;
+            }
+            None => {
+                match self
+                    .call(cx, "DescribeDBInstances", || api.instance(identifier))
+                    .await?
+                {
+                    None => {
+                        return Err(cx.error(
+                            "snapshot",
+                            format!("instance {identifier} does not exist in {}", cx.place),
+                        ));
+                    }
+                    Some(i) if i.status != "available" && i.status != "backing-up" => {
+                        return Err(cx.error(
+                            "snapshot",
+                            format!("instance {identifier} is `{}`; RDS snapshots an `available` instance", i.status),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                let tags = tags(run, cx.database);
+                self.call(cx, "CreateDBSnapshot", || {
+                    api.create_snapshot(identifier, id, &tags)
+                })
+                .await?;
+            }
+        }
+        let s = self.wait_snapshot(cx, api, id, timeout).await?;
+        Ok(json!({
+            "snapshot": s.id,
+            "instance": s.instance,
+            "status": s.status,
+            "created": s.created,
+            "adopted": adopted,
+        }))
+    }
+}
+
+/// Tags on what a plan's step creates.
+fn tags(run: &OpContext<'_>, database: &str) -> BTreeMap<String, String> {
+    [
+        (TAG_PLAN.to_owned(), run.plan_id.to_owned()),
+        (TAG_STEP.to_owned(), run.step_id.to_owned()),
+        (TAG_DATABASE.to_owned(), database.to_owned()),
+    ]
+    .into()
+}
+
+fn ours(tags: &BTreeMap<String, String>, run: &OpContext<'_>) -> bool {
+    tags.get(TAG_PLAN).map(String::as_str) == Some(run.plan_id)
+}
+
+/// One operation's context for calls: where, for messages, and how many retries it took.
+struct Call<'a> {
+    database: &'a str,
+    aws: &'a AwsCloud,
+    place: String,
+    target: String,
+    action: &'static str,
+    say: &'a (dyn Fn(String) + Send + Sync),
+    retries: Mutex<u32>,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        db: &'a Database,
+        aws: &'a AwsCloud,
+        place: String,
+        action: &'static str,
+        say: &'a (dyn Fn(String) + Send + Sync),
+    ) -> Self {
+        Self {
+            database: &db.id,
+            aws,
+            target: format!("database {} ({})", db.id, place),
+            place,
+            action,
+            say,
+            retries: Mutex::new(0),
+        }
+    }
+
+    fn error(&self, action: &'static str, message: String) -> DriverError {
+        DriverError::Failed {
+            target: self.target.clone(),
+            action,
+            message,
+        }
+    }
+
+    fn fail(&self, what: &str, e: &AwsError, attempts: u32) -> DriverError {
+        let message = match e.kind {
+            AwsErrorKind::Credentials => format!(
+                "{what}: AWS refused the credentials of cloud `{}`: {e}",
+                self.aws_cloud()
+            ),
+            AwsErrorKind::Throttled | AwsErrorKind::Unreachable => {
+                format!("{what}: {e} (gave up after {attempts} attempts)")
+            }
+            _ => format!("{what}: {e}"),
+        };
+        self.error(self.action, message)
+    }
+
+    fn aws_cloud(&self) -> &str {
+        self.place.split('`').nth(1).unwrap_or(self.place.as_str())
+    }
+}
+
+#[async_trait]
+impl OpRunner for RdsOps {
+    async fn run(&self, run: &OpContext<'_>, op: &Op) -> Result<Value, DriverError> {
+        let Some(database) = op.database() else {
+            return Err(DriverError::Failed {
+                target: "operation".into(),
+                action: "run",
+                message: format!("`{}` is not an RDS operation", op.name()),
+            });
+        };
+        let (db, aws, place) = self.database(database)?;
+        let api = self.api(db, aws)?;
+        let action: &'static str = op.name();
+        let cx = Call::new(db, aws, place, action, run.say);
+        let mut out = match op {
+            Op::Manual { .. } => unreachable!("manual steps have no database"),
+            Op::RdsSnapshot {
+                identifier,
+                snapshot_id,
+                timeout_seconds,
+                ..
+            } => {
+                let id = snapshot_id
+                    .clone()
+                    .unwrap_or_else(|| ops::snapshot_id(identifier, run.plan_id, run.step_id));
+                self.snapshot_op(&cx, &api, run, identifier, &id, *timeout_seconds)
+                    .await?
+            }
+            Op::RdsRestore {
+                snapshot_id,
+                new_identifier,
+                instance_class,
+                chosen,
+                ..
+            } => {
+                let existing = self
+                    .call(&cx, "DescribeDBInstances", || api.instance(new_identifier))
+                    .await?;
+                let adopted = match existing {
+                    Some(i) if ours(&i.tags, run) => {
+                        (cx.say)(format!(
+                            "  found   instance {new_identifier}, restored by this plan before: adopting it, not restoring again"
+                        ));
+                        true
+                    }
+                    Some(_) => {
+                        return Err(cx.error(
+                            "rds.restore",
+                            format!("instance id {new_identifier} is already taken in {} by an instance this plan did not restore; choose another (--param new_identifier=...)", cx.place),
+                        ));
+                    }
+                    None => {
+                        if self
+                            .call(&cx, "DescribeDBSnapshots", || api.snapshot(snapshot_id))
+                            .await?
+                            .is_none()
+                        {
+                            return Err(cx.error(
+                                "rds.restore",
+                                format!("snapshot {snapshot_id} does not exist in {}", cx.place),
+                            ));
+                        }
+                        let tags = tags(run, database);
+                        self.call(&cx, "RestoreDBInstanceFromDBSnapshot", || {
+                            api.restore(
+                                snapshot_id,
+                                new_identifier,
+                                instance_class.as_deref(),
+                                &tags,
+                            )
+                        })
+                        .await?;
+                        false
+                    }
+                };
+                json!({ "instance": new_identifier, "snapshot": snapshot_id, "chosen": chosen, "adopted": adopted })
+            }
+            Op::RdsWait {
+                identifier,
+                timeout_seconds,
+                ..
+            } => {
+                let started = Instant::now();
+                let i = self
+                    .wait_instance(&cx, &api, identifier, *timeout_seconds)
+                    .await?;
+                json!({ "instance": i.identifier, "status": i.status, "waited_ms": started.elapsed().as_millis() as u64 })
+            }
+            Op::RdsVerify {
+                identifier,
+                engine,
+                engine_version,
+                probe,
+                timeout_seconds,
+                ..
+            } => {
+                let i = self
+                    .call(&cx, "DescribeDBInstances", || api.instance(identifier))
+                    .await?
+                    .ok_or_else(|| {
+                        cx.error(
+                            "rds.verify",
+                            format!("instance {identifier} does not exist in {}", cx.place),
+                        )
+                    })?;
+                let mut wrong = Vec::new();
+                if i.status != "available" {
+                    wrong.push(format!("status is `{}`, not `available`", i.status));
+                }
+                if !i.engine.starts_with(engine.as_str()) {
+                    wrong.push(format!(
+                        "engine is `{}`, the inventory says `{engine}`",
+                        i.engine
+                    ));
+                }
+                if let Some(v) = engine_version
+                    && &i.engine_version != v
+                {
+                    wrong.push(format!(
+                        "engine version is {}, expected {v}",
+                        i.engine_version
+                    ));
+                }
+                if !wrong.is_empty() {
+                    return Err(cx.error(
+                        "rds.verify",
+                        format!("instance {identifier}: {}", wrong.join("; ")),
+                    ));
+                }
+                let mut checks = vec![
+                    "status available".to_owned(),
+                    format!("engine {} {}", i.engine, i.engine_version),
+                ];
+                if !probe.is_empty() {
+                    checks.push(run_probe(&cx, probe, &i, *timeout_seconds).await?);
+                }
+                json!({ "instance": identifier, "checks": checks })
+            }
+            Op::RdsRename {
+                from,
+                to,
+                timeout_seconds,
+                ..
+            } => {
+                let src = self
+                    .call(&cx, "DescribeDBInstances", || api.instance(from))
+                    .await?;
+                let dst = self
+                    .call(&cx, "DescribeDBInstances", || api.instance(to))
+                    .await?;
+                let already = match (src, dst) {
+                    (None, Some(_)) => true,
+                    (Some(_), Some(_)) => {
+                        return Err(cx.error(
+                            "rds.rename",
+                            format!("cannot rename {from} to {to}: instance id {to} is taken"),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(cx.error(
+                            "rds.rename",
+                            format!("instance {from} does not exist in {}", cx.place),
+                        ));
+                    }
+                    (Some(_), None) => {
+                        self.call(&cx, "ModifyDBInstance", || api.rename(from, to))
+                            .await?;
+                        false
+                    }
+                };
+                let i = self.wait_instance(&cx, &api, to, *timeout_seconds).await?;
+                json!({ "from": from, "to": i.identifier, "already_renamed": already })
+            }
+            Op::RdsDelete {
+                identifier,
+                timeout_seconds,
+                ..
+            } => {
+                let final_id = ops::final_snapshot_id(identifier, run.plan_id);
+                let exists = self
+                    .call(&cx, "DescribeDBInstances", || api.instance(identifier))
+                    .await?;
+                let already = exists.is_none();
+                if already {
+                    if self
+                        .call(&cx, "DescribeDBSnapshots", || api.snapshot(&final_id))
+                        .await?
+                        .is_none()
+                    {
+                        return Err(cx.error(
+                            "rds.delete",
+                            format!("instance {identifier} does not exist and this plan's final snapshot {final_id} does not either: it was not deleted by ferry"),
+                        ));
+                    }
+                } else {
+                    self.call(&cx, "DeleteDBInstance", || {
+                        api.delete(identifier, &final_id)
+                    })
+                    .await?;
+                    let deadline = Instant::now() + Duration::from_secs(*timeout_seconds);
+                    while self
+                        .call(&cx, "DescribeDBInstances", || api.instance(identifier))
+                        .await?
+                        .is_some()
+                    {
+                        if Instant::now() >= deadline {
+                            return Err(DriverError::Timeout {
+                                target: cx.target.clone(),
+                                what: format!("waiting for instance {identifier} to be deleted"),
+                                seconds: *timeout_seconds,
+                            });
+                        }
+                        tokio::time::sleep(self.poll).await;
+                    }
+                }
+                json!({ "instance": identifier, "final_snapshot": final_id, "already_deleted": already })
+            }
+        };
+        if let Some(o) = out.as_object_mut() {
+            o.insert("database".into(), json!(database));
+            o.insert("cloud".into(), json!(db.cloud));
+            o.insert("account".into(), json!(aws.account));
+            o.insert("region".into(), json!(aws.region));
+            o.insert(
+                "retries".into(),
+                json!(*cx.retries.lock().expect("retries lock")),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a verification probe here (not on the instance), with the endpoint in its environment.
+async fn run_probe(
+    cx: &Call<'_>,
+    probe: &[String],
+    i: &InstanceInfo,
+    timeout: u64,
+) -> Result<String, DriverError> {
+    let (host, port) = i.endpoint.clone().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&probe[0]);
+    cmd.args(&probe[1..])
+        .env("FERRY_DB_HOST", &host)
+        .env("FERRY_DB_PORT", port.to_string())
+        .env("FERRY_DB_INSTANCE", &i.identifier)
+        .env("FERRY_DB_ENGINE_VERSION", &i.engine_version)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(timeout), cmd.output())
+        .await
+        .map_err(|_| DriverError::Timeout {
+            target: cx.target.clone(),
+            what: format!("probe `{}`", probe.join(" ")),
+            seconds: timeout,
+        })?
+        .map_err(|e| {
+            cx.error(
+                "rds.verify",
+                format!("probe `{}` cannot run: {e}", probe[0]),
+            )
+        })?;
+    if out.status.success() {
+        Ok(format!("probe `{}` passed", probe.join(" ")))
+    } else {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        Err(cx.error(
+            "rds.verify",
+            format!(
+                "probe `{}` failed ({}): {}",
+                probe.join(" "),
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

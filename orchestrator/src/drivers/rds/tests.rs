@@ -1,0 +1,316 @@
+//! The RDS operations against the in-memory fake: slow state transitions, throttling, waits
+//! that time out, and re-runs (resume) that adopt instead of repeating.
+
+use std::sync::{Arc, Mutex};
+
+use super::fake::FakeRds;
+use super::*;
+use crate::load::{self, SourceFile};
+
+const INV: &str = r#"version: 1
+sites: [{ id: a, tier: prod }]
+clouds: [{ id: aws1, kind: aws, aws: { account: "123456789012", region: us-east-1, max_attempts: 4 } }]
+databases: [{ id: ehr, cloud: aws1, engine: postgres, identifier: ehr-prod, site: a }]
+"#;
+
+fn ops(fake: Arc<FakeRds>) -> RdsOps {
+    let inv = load::parse_inventory(SourceFile::new("i.yaml", INV))
+        .unwrap()
+        .value;
+    RdsOps::with_api(&inv, fake)
+}
+
+struct Said(Mutex<Vec<String>>);
+
+impl Said {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn run(ops: &RdsOps, said: &Said, step: &str, op: &Op) -> Result<Value, DriverError> {
+    let say = |l: String| said.0.lock().unwrap().push(l);
+    let cx = OpContext {
+        plan_id: "0f3a9c2e-aaaa",
+        step_id: step,
+        say: &say,
+    };
+    ops.run(&cx, op).await
+}
+
+fn snapshot_op(timeout: u64) -> Op {
+    Op::RdsSnapshot {
+        database: "ehr".into(),
+        identifier: "ehr-prod".into(),
+        snapshot_id: None,
+        timeout_seconds: timeout,
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_is_waited_for_through_its_states_and_recorded() {
+    let fake = Arc::new(FakeRds::with_transitions(&[
+        "creating",
+        "creating",
+        "backing-up",
+    ]));
+    fake.add_instance("ehr-prod", "available");
+    let ops = ops(fake.clone());
+    let said = Said::new();
+    let out = run(&ops, &said, "s001", &snapshot_op(60)).await.unwrap();
+    assert_eq!(out["snapshot"], "ferry-ehr-prod-0f3a9c2e-s001");
+    assert_eq!(out["status"], "available");
+    assert_eq!(out["adopted"], false);
+    assert_eq!(out["account"], "123456789012");
+    let lines = said.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("is `creating`")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("is `backing-up`")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rerun_adopts_the_snapshot_it_started_instead_of_taking_another() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let ops = ops(fake.clone());
+    let said = Said::new();
+    run(&ops, &said, "s001", &snapshot_op(60)).await.unwrap();
+    let again = run(&ops, &said, "s001", &snapshot_op(60)).await.unwrap();
+    assert_eq!(again["adopted"], true);
+    let creates = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create-snapshot"))
+        .count();
+    assert_eq!(creates, 1, "{:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_and_counted() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.throttle(2);
+    let ops = ops(fake.clone());
+    let said = Said::new();
+    let out = run(&ops, &said, "s001", &snapshot_op(60)).await.unwrap();
+    assert_eq!(out["retries"], 2);
+    let retries: Vec<String> = said
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("retry"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(
+        retries[0].contains("Rate exceeded (Throttling); attempt 2/4"),
+        "{retries:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_beyond_the_attempts_fails_with_a_clear_message() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.throttle(10);
+    let ops = ops(fake.clone());
+    let e = run(&ops, &Said::new(), "s001", &snapshot_op(60))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gave up after 4 attempts"), "{e}");
+    assert!(
+        e.contains("database ehr (cloud `aws1` (account 123456789012, region us-east-1))"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_that_passes_its_deadline_says_so_and_how_to_resume() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.add_instance("ehr-new", "creating");
+    fake.script_instance("ehr-new", &["creating"; 100_000]);
+    let mut ops = ops(fake.clone());
+    ops.poll = Duration::from_millis(20);
+    let op = Op::RdsWait {
+        database: "ehr".into(),
+        identifier: "ehr-new".into(),
+        timeout_seconds: 1,
+    };
+    let e = run(&ops, &Said::new(), "s004", &op).await.unwrap_err();
+    assert!(matches!(e, DriverError::Timeout { seconds: 1, .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("still `creating`") && e.contains("ferry apply --resume"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_instance_is_not_waited_for() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.add_instance("ehr-new", "creating");
+    fake.script_instance("ehr-new", &["creating", "incompatible-restore"]);
+    let ops = ops(fake.clone());
+    let op = Op::RdsWait {
+        database: "ehr".into(),
+        identifier: "ehr-new".into(),
+        timeout_seconds: 3600,
+    };
+    let e = run(&ops, &Said::new(), "s004", &op)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is `incompatible-restore`"), "{e}");
+}
+
+fn restore_op(snapshot: &str) -> Op {
+    Op::RdsRestore {
+        database: "ehr".into(),
+        snapshot_id: snapshot.into(),
+        chosen: "given".into(),
+        new_identifier: "ehr-prod-restored".into(),
+        instance_class: None,
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_restore_adopts_its_instance_and_never_restores_twice() {
+    let fake = Arc::new(FakeRds::with_transitions(&["creating"]));
+    fake.add_instance("ehr-prod", "available");
+    fake.add_snapshot("snap-1", "ehr-prod", "2026-11-20T00:00:00Z");
+    let ops = ops(fake.clone());
+    let first = run(&ops, &Said::new(), "s003", &restore_op("snap-1"))
+        .await
+        .unwrap();
+    assert_eq!(first["adopted"], false);
+    // The process died before the result was recorded: the step runs again.
+    let said = Said::new();
+    let again = run(&ops, &said, "s003", &restore_op("snap-1"))
+        .await
+        .unwrap();
+    assert_eq!(again["adopted"], true);
+    assert!(said.lines()[0].contains("adopting it, not restoring again"));
+    let restores = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("restore"))
+        .count();
+    assert_eq!(restores, 1);
+    assert_eq!(fake.instance_ids(), ["ehr-prod", "ehr-prod-restored"]);
+}
+
+#[tokio::test]
+async fn a_taken_instance_id_and_a_missing_snapshot_are_refused_before_any_change() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.add_instance("ehr-prod-restored", "available");
+    fake.add_snapshot("snap-1", "ehr-prod", "2026-11-20T00:00:00Z");
+    let ops = ops(fake.clone());
+    let e = run(&ops, &Said::new(), "s003", &restore_op("snap-1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("instance id ehr-prod-restored is already taken"),
+        "{e}"
+    );
+
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let ops2 = super::tests::ops(fake.clone());
+    let e = run(&ops2, &Said::new(), "s003", &restore_op("gone"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("snapshot gone does not exist"), "{e}");
+    assert!(!fake.calls().iter().any(|c| c.starts_with("restore")));
+}
+
+#[tokio::test]
+async fn renames_and_deletes_are_idempotent() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let ops = ops(fake.clone());
+    let rename = Op::RdsRename {
+        database: "ehr".into(),
+        from: "ehr-prod".into(),
+        to: "ehr-prod-retired".into(),
+        timeout_seconds: 60,
+    };
+    let said = Said::new();
+    assert_eq!(
+        run(&ops, &said, "s006", &rename).await.unwrap()["already_renamed"],
+        false
+    );
+    assert_eq!(
+        run(&ops, &said, "s006", &rename).await.unwrap()["already_renamed"],
+        true
+    );
+    let delete = Op::RdsDelete {
+        database: "ehr".into(),
+        identifier: "ehr-prod-retired".into(),
+        timeout_seconds: 60,
+    };
+    let out = run(&ops, &said, "s010", &delete).await.unwrap();
+    assert_eq!(
+        out["final_snapshot"],
+        "ferry-final-ehr-prod-retired-0f3a9c2e"
+    );
+    assert_eq!(
+        run(&ops, &said, "s010", &delete).await.unwrap()["already_deleted"],
+        true
+    );
+    // An instance that is gone without ferry's final snapshot was not deleted by this plan.
+    let other = Op::RdsDelete {
+        database: "ehr".into(),
+        identifier: "never-existed".into(),
+        timeout_seconds: 60,
+    };
+    let e = run(&ops, &said, "s011", &other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("was not deleted by ferry"), "{e}");
+}
+
+#[tokio::test]
+async fn verify_checks_status_engine_version_and_the_probe() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let ops = ops(fake.clone());
+    let verify = |version: &str, probe: &[&str]| Op::RdsVerify {
+        database: "ehr".into(),
+        identifier: "ehr-prod".into(),
+        engine: "postgres".into(),
+        engine_version: Some(version.into()),
+        probe: probe.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_seconds: 10,
+    };
+    let ok = run(
+        &ops,
+        &Said::new(),
+        "s005",
+        &verify("15.4", &["sh", "-c", "test \"$FERRY_DB_PORT\" = 5432"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ok["checks"][2],
+        "probe `sh -c test \"$FERRY_DB_PORT\" = 5432` passed"
+    );
+    let e = run(&ops, &Said::new(), "s005", &verify("16.1", &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("engine version is 15.4, expected 16.1"), "{e}");
+    let e = run(
+        &ops,
+        &Said::new(),
+        "s005",
+        &verify("15.4", &["sh", "-c", "echo refused >&2; exit 3"]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("failed (exit status: 3): refused"), "{e}");
+}

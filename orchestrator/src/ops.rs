@@ -1,0 +1,353 @@
+//! Operations: plan steps that act on something other than an app release — a database's RDS
+//! instance (snapshot, restore, wait, verify, rename, delete) or a person (a manual
+//! confirmation). Release plans use them for pre-change snapshots, runbooks for everything.
+//!
+//! Pure: the operation as planned, how it is described, and the decisions that need no IO
+//! (snapshot names, which snapshot to restore). Carrying them out is `drivers::rds`.
+
+use serde::{Deserialize, Serialize};
+
+/// One operation, with everything it needs decided when the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A person confirms something ferry cannot check ("the application is stopped"). Apply
+    /// stops before it until `--confirm STEP` is given; the confirmation is recorded.
+    Manual { instructions: String },
+    /// Snapshot of a database's instance, waited for until `available`. Without an explicit
+    /// id, the id is derived from the plan id and step id at apply time ([`snapshot_id`]), so a
+    /// resumed run finds the snapshot it started instead of making another.
+    RdsSnapshot {
+        database: String,
+        identifier: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot_id: Option<String>,
+        timeout_seconds: u64,
+    },
+    /// Restore a snapshot to a new instance (tagged with the plan id, so a resumed run adopts
+    /// it instead of restoring twice).
+    RdsRestore {
+        database: String,
+        snapshot_id: String,
+        /// How the snapshot was chosen (given, or the latest before a time), for reviewers.
+        chosen: String,
+        new_identifier: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance_class: Option<String>,
+    },
+    /// Wait until an instance is `available`, polling until the deadline.
+    RdsWait {
+        database: String,
+        identifier: String,
+        timeout_seconds: u64,
+    },
+    /// Check an instance: `available`, the engine (and version) expected, and optionally a probe
+    /// command run here with `FERRY_DB_HOST`/`FERRY_DB_PORT` set to its endpoint.
+    RdsVerify {
+        database: String,
+        identifier: String,
+        engine: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        engine_version: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        probe: Vec<String>,
+        timeout_seconds: u64,
+    },
+    /// Rename an instance (the cut-over: the restored instance takes the database's
+    /// identifier, so its endpoint name is the one the apps already use).
+    RdsRename {
+        database: String,
+        from: String,
+        to: String,
+        timeout_seconds: u64,
+    },
+    /// Delete an instance, after a final snapshot (decommissioning the old one).
+    RdsDelete {
+        database: String,
+        identifier: String,
+        timeout_seconds: u64,
+    },
+}
+
+impl Op {
+    /// The short name plans and the ledger use (`to` of the step).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Manual { .. } => "manual",
+            Op::RdsSnapshot { .. } => "rds.snapshot",
+            Op::RdsRestore { .. } => "rds.restore",
+            Op::RdsWait { .. } => "rds.wait",
+            Op::RdsVerify { .. } => "rds.verify",
+            Op::RdsRename { .. } => "rds.rename",
+            Op::RdsDelete { .. } => "rds.delete",
+        }
+    }
+
+    /// The inventory database the operation acts on (none for a manual step).
+    pub fn database(&self) -> Option<&str> {
+        match self {
+            Op::Manual { .. } => None,
+            Op::RdsSnapshot { database, .. }
+            | Op::RdsRestore { database, .. }
+            | Op::RdsWait { database, .. }
+            | Op::RdsVerify { database, .. }
+            | Op::RdsRename { database, .. }
+            | Op::RdsDelete { database, .. } => Some(database),
+        }
+    }
+
+    /// One line for plans, checklists and the ledger.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Manual { instructions } => format!(
+                "manual: {}",
+                instructions.lines().next().unwrap_or_default().trim()
+            ),
+            Op::RdsSnapshot {
+                database,
+                identifier,
+                snapshot_id,
+                timeout_seconds,
+            } => format!(
+                "snapshot database `{database}` (instance {identifier}) as {}; wait for `available` up to {timeout_seconds} s",
+                snapshot_id
+                    .as_deref()
+                    .unwrap_or("ferry-<instance>-<plan>-<step>")
+            ),
+            Op::RdsRestore {
+                snapshot_id,
+                chosen,
+                new_identifier,
+                ..
+            } => format!(
+                "restore snapshot {snapshot_id} ({chosen}) to new instance {new_identifier}"
+            ),
+            Op::RdsWait {
+                identifier,
+                timeout_seconds,
+                ..
+            } => format!(
+                "wait for instance {identifier} to be `available` (up to {timeout_seconds} s)"
+            ),
+            Op::RdsVerify {
+                identifier,
+                engine,
+                engine_version,
+                probe,
+                ..
+            } => {
+                let mut s = format!(
+                    "verify instance {identifier}: `available`, engine {engine}{}",
+                    engine_version
+                        .as_deref()
+                        .map(|v| format!(" {v}"))
+                        .unwrap_or_default()
+                );
+                if !probe.is_empty() {
+                    s.push_str(&format!(", probe `{}`", probe.join(" ")));
+                }
+                s
+            }
+            Op::RdsRename { from, to, .. } => format!("rename instance {from} to {to}"),
+            Op::RdsDelete { identifier, .. } => format!(
+                "delete instance {identifier} after a final snapshot (ferry-final-{identifier}-<plan>)"
+            ),
+        }
+    }
+}
+
+/// The id of a snapshot a plan takes without naming it: stable for the plan and step, so a
+/// resumed run looks for the same one. RDS snapshot ids are letters, digits and single hyphens,
+/// starting with a letter, at most 255 characters.
+pub fn snapshot_id(identifier: &str, plan_id: &str, step_id: &str) -> String {
+    let plan: String = plan_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    sanitize(&format!("ferry-{identifier}-{plan}-{step_id}"))
+}
+
+/// The final snapshot taken when ferry deletes an instance.
+pub fn final_snapshot_id(identifier: &str, plan_id: &str) -> String {
+    let plan: String = plan_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    sanitize(&format!("ferry-final-{identifier}-{plan}"))
+}
+
+fn sanitize(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    let mut out: String = out.trim_end_matches('-').chars().take(255).collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// A snapshot as listed by the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    /// The instance it was taken of.
+    pub instance: String,
+    pub status: String,
+    /// RFC 3339, UTC; empty while the cloud has not stamped it.
+    pub created: String,
+    /// `manual` or `automated`.
+    pub kind: String,
+}
+
+/// The snapshot a restore uses: the one named, or else the latest `available` one created
+/// strictly before `before` (RFC 3339), or else the latest `available` one.
+pub fn choose_snapshot<'a>(
+    snapshots: &'a [SnapshotInfo],
+    named: Option<&str>,
+    before: Option<&str>,
+) -> Result<(&'a SnapshotInfo, String), String> {
+    if let Some(id) = named {
+        let s = snapshots
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| format!("snapshot `{id}` does not exist"))?;
+        if s.status != "available" {
+            return Err(format!(
+                "snapshot `{id}` is `{}`, not `available`",
+                s.status
+            ));
+        }
+        return Ok((s, "given".into()));
+    }
+    let cutoff = match before {
+        Some(b) => Some(
+            chrono::DateTime::parse_from_rfc3339(b)
+                .map_err(|e| format!("`{b}` is not an RFC 3339 time: {e}"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    let mut best: Option<(&SnapshotInfo, chrono::DateTime<chrono::Utc>)> = None;
+    for s in snapshots.iter().filter(|s| s.status == "available") {
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(&s.created) else {
+            continue;
+        };
+        let t = t.with_timezone(&chrono::Utc);
+        if cutoff.is_some_and(|c| t >= c) {
+            continue;
+        }
+        if best.is_none_or(|(b, bt)| t > bt || (t == bt && s.id > b.id)) {
+            best = Some((s, t));
+        }
+    }
+    match (best, before) {
+        (Some((s, _)), Some(b)) => Ok((s, format!("latest available before {b}"))),
+        (Some((s, _)), None) => Ok((s, "latest available".into())),
+        (None, Some(b)) => Err(format!("no available snapshot was created before {b}")),
+        (None, None) => Err("there is no available snapshot".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, created: &str, status: &str) -> SnapshotInfo {
+        SnapshotInfo {
+            id: id.into(),
+            instance: "db".into(),
+            status: status.into(),
+            created: created.into(),
+            kind: "manual".into(),
+        }
+    }
+
+    #[test]
+    fn snapshot_ids_are_valid_rds_identifiers_and_stable() {
+        let id = snapshot_id("ehr_db--prod", "0f3a9c2e-1111-2222", "s001");
+        assert_eq!(id, "ferry-ehr-db-prod-0f3a9c2e-s001");
+        assert_eq!(
+            id,
+            snapshot_id("ehr_db--prod", "0f3a9c2e-1111-2222", "s001")
+        );
+        let long = snapshot_id(&"x".repeat(300), "p", "s1");
+        assert!(long.len() <= 255 && !long.ends_with('-'));
+        assert_eq!(
+            final_snapshot_id("ehr-db-retired", "0f3a9c2e-1"),
+            "ferry-final-ehr-db-retired-0f3a9c2e"
+        );
+    }
+
+    #[test]
+    fn the_latest_available_snapshot_before_a_time_is_chosen() {
+        let list = [
+            snap("a", "2026-11-20T01:00:00Z", "available"),
+            snap("b", "2026-11-21T01:00:00Z", "available"),
+            snap("c", "2026-11-21T03:00:00Z", "creating"),
+            snap("d", "2026-11-22T01:00:00Z", "available"),
+        ];
+        let (s, why) = choose_snapshot(&list, None, Some("2026-11-21T12:00:00Z")).unwrap();
+        assert_eq!(
+            (s.id.as_str(), why.as_str()),
+            ("b", "latest available before 2026-11-21T12:00:00Z")
+        );
+        assert_eq!(choose_snapshot(&list, None, None).unwrap().0.id, "d");
+        // Strictly before: a snapshot made at the cut-off time is not "before" it.
+        assert_eq!(
+            choose_snapshot(&list, None, Some("2026-11-21T01:00:00Z"))
+                .unwrap()
+                .0
+                .id,
+            "a"
+        );
+        assert_eq!(
+            choose_snapshot(&list, None, Some("2026-01-01T00:00:00Z")).unwrap_err(),
+            "no available snapshot was created before 2026-01-01T00:00:00Z"
+        );
+        assert!(
+            choose_snapshot(&list, None, Some("yesterday"))
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn a_named_snapshot_must_exist_and_be_available() {
+        let list = [
+            snap("a", "2026-11-20T01:00:00Z", "available"),
+            snap("c", "", "creating"),
+        ];
+        assert_eq!(choose_snapshot(&list, Some("a"), None).unwrap().1, "given");
+        assert_eq!(
+            choose_snapshot(&list, Some("zz"), None).unwrap_err(),
+            "snapshot `zz` does not exist"
+        );
+        assert!(
+            choose_snapshot(&list, Some("c"), None)
+                .unwrap_err()
+                .contains("`creating`")
+        );
+    }
+
+    #[test]
+    fn ops_round_trip_through_json() {
+        let op = Op::RdsRestore {
+            database: "ehr".into(),
+            snapshot_id: "s".into(),
+            chosen: "given".into(),
+            new_identifier: "n".into(),
+            instance_class: None,
+        };
+        let j = serde_json::to_value(&op).unwrap();
+        assert_eq!(j["op"], "rds_restore");
+        assert_eq!(serde_json::from_value::<Op>(j).unwrap(), op);
+    }
+}
