@@ -2,7 +2,7 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
 # Whatever a test needs is installed here (OpenSSH and busybox-static from apt, test images built
-# for the running Docker engine); each test starts its own servers
+# for the running Docker engine, moto from PyPI); each test starts its own servers
 # (ci/sshd.sh start ...) on its own loopback addresses. A test whose server is missing fails;
 # it never passes by skipping.
 set -euo pipefail
@@ -20,6 +20,8 @@ ci/sshd.sh install
 ci/docker-images.sh
 # stunnel, which puts the engine behind mutual TLS on loopback for the tcp:// + TLS test.
 ci/docker-tls.sh install
+# moto (PyPI, pinned): the AWS stand-in the RDS tests start on loopback (ci/moto.sh start).
+ci/moto.sh install
 # Debian's chromium: the DIBR test opens the generated HTML page headless.
 if ! command -v chromium >/dev/null; then
   apt-get update -qq

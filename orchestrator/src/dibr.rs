@@ -714,10 +714,26 @@ pub fn build(i: Inputs<'_>) -> Doc {
         rollback.push("No database in the inventory belongs to these sites: rollback is the back-out above (the previous release is kept on every target).".into());
     } else {
         for d in &databases {
-            rollback.push(format!(
-                "Database `{}` ({} `{}`): restore from an RDS snapshot with the on-call runbook `runbooks/restore-rds-snapshot.yaml`.",
-                d.id, d.engine, d.identifier
-            ));
+            // The pre-change snapshot this plan took, as the ledger records it.
+            let taken = mine.iter().rev().find(|e| {
+                e.event == Event::StepSucceeded
+                    && e.to.as_deref() == Some("rds.snapshot")
+                    && e.detail
+                        .as_ref()
+                        .is_some_and(|x| x["database"] == d.id.as_str())
+            });
+            let snapshot =
+                taken.and_then(|e| e.detail.as_ref()?["snapshot"].as_str().map(str::to_owned));
+            rollback.push(match (snapshot, taken) {
+                (Some(id), Some(e)) => format!(
+                    "Database `{}` ({} `{}`): pre-change snapshot `{id}` (ledger entry #{}, {}). Restore it with the on-call runbook `runbooks/restore-rds-snapshot.yaml`: `ferry runbook run restore-rds-snapshot -i INVENTORY --param database={} --param snapshot={id}`.",
+                    d.id, d.engine, d.identifier, e.seq, short(&e.hash), d.id
+                ),
+                _ => format!(
+                    "Database `{}` ({} `{}`): restore from an RDS snapshot with the on-call runbook `runbooks/restore-rds-snapshot.yaml` (`ferry runbook run restore-rds-snapshot -i INVENTORY --param database={} --param before=TIME`).",
+                    d.id, d.engine, d.identifier, d.id
+                ),
+            });
         }
     }
     for e in mine

@@ -496,6 +496,34 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
     }
 }
 
+/// A runbook run: one wave per runbook step (named after it), in order, each step on its
+/// target; any failure halts with a resumable record.
+pub fn plan_runbook(name: &str, steps: Vec<(String, TargetRef, StepOp)>) -> PlanBody {
+    let mut waves = Vec::new();
+    let mut out: Vec<Step> = Vec::new();
+    for (w, (wave_name, target, op)) in steps.into_iter().enumerate() {
+        waves.push(WavePlan {
+            name: wave_name,
+            sites: vec![target.site.clone()],
+            max_parallel: 1,
+            failure_threshold: 0,
+        });
+        let depends_on = out.last().map(|s| vec![s.id.clone()]).unwrap_or_default();
+        out.push(op_step(format!("s{:03}", w + 1), w, target, op, depends_on));
+    }
+    PlanBody {
+        name: name.to_owned(),
+        kind: SavedPlanKind::Runbook,
+        on_failure: OnFailure::Halt,
+        waves,
+        targets: vec![],
+        steps: out,
+        unchanged: vec![],
+        readiness: vec![],
+        gates: vec![],
+    }
+}
+
 /// The human-readable diff `ferry plan` prints.
 pub fn render_diff(body: &PlanBody) -> String {
     let mut s = String::new();

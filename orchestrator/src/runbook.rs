@@ -391,7 +391,12 @@ fn typed(ty: ParamType, raw: &str, inv: &Inventory) -> Result<Value, String> {
         },
         ParamType::Timestamp if raw.is_empty() => Ok(Value::String(String::new())),
         ParamType::Timestamp => chrono::DateTime::parse_from_rfc3339(raw)
-            .map(|t| Value::String(t.with_timezone(&chrono::Utc).to_rfc3339()))
+            .map(|t| {
+                Value::String(
+                    t.with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                )
+            })
             .map_err(|e| format!("`{raw}` is not an RFC 3339 time ({e})")),
         ParamType::Database => match inv.database(raw) {
             Some(_) => Ok(Value::String(raw.to_owned())),

@@ -151,6 +151,42 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         if let Some(d) = &cloud.docker {
             check_docker_cloud(&at, &cloud.id, d, &mut err);
         }
+        if let Some(a) = &cloud.aws {
+            if a.account.len() != 12 || !a.account.chars().all(|c| c.is_ascii_digit()) {
+                err(
+                    format!("{at}.aws.account"),
+                    format!("`{}` is not an AWS account id (12 digits)", a.account),
+                );
+            }
+            if a.region.trim().is_empty() {
+                err(format!("{at}.aws.region"), "is empty".into());
+            }
+            if let Some(u) = &a.endpoint_url
+                && !(u.starts_with("https://") || u.starts_with("http://"))
+            {
+                err(
+                    format!("{at}.aws.endpoint_url"),
+                    format!("`{u}` is not an http(s) URL"),
+                );
+            }
+            for (field, value) in [
+                ("access_key_id", Some(&a.access_key_id)),
+                ("secret_access_key", Some(&a.secret_access_key)),
+                ("session_token", a.session_token.as_ref()),
+            ] {
+                if let Some(v) = value
+                    && let Err(e) = SecretRef::parse(v)
+                {
+                    err(format!("{at}.aws.{field}"), e.to_string());
+                }
+            }
+            if a.max_attempts == 0 || a.timeout_seconds == 0 {
+                err(
+                    format!("{at}.aws"),
+                    "max_attempts and timeout_seconds must be at least 1".into(),
+                );
+            }
+        }
     }
 
     for (n, ep) in i.endpoints.iter().enumerate() {
@@ -357,6 +393,12 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                     }
                 }
             }
+        }
+        if app.target == TargetKind::Rds {
+            err(
+                format!("{at}.target"),
+                "`rds` is where `databases` live, not an app target (use `local`, `ssh` or `docker`)".into(),
+            );
         }
         if app.target == TargetKind::Kubernetes {
             err(
@@ -574,6 +616,44 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
         }
         if w.reason.trim().len() < 10 {
             err(format!("waivers[{n}].reason"), "say why the shortfall is acceptable (at least 10 characters): the waiver goes into the ledger".into());
+        }
+    }
+    for (n, req) in p.snapshots.iter().enumerate() {
+        let at = format!("snapshots[{n}]");
+        let Some(db) = inv.database(&req.database) else {
+            err(
+                format!("{at}.database"),
+                format!(
+                    "database `{}` is not in the inventory's `databases`",
+                    req.database
+                ),
+            );
+            continue;
+        };
+        match &req.before_wave {
+            Some(w) if !p.waves.iter().any(|x| &x.name == w) => err(
+                format!("{at}.before_wave"),
+                format!("wave `{w}` is not in this plan's `waves`"),
+            ),
+            Some(_) => {}
+            None => {
+                let placed = db
+                    .site
+                    .as_deref()
+                    .is_some_and(|s| p.waves.iter().any(|w| w.sites.iter().any(|x| x == s)));
+                if !placed {
+                    err(
+                        format!("{at}.database"),
+                        format!(
+                            "database `{}` belongs to no site of this plan's waves: say which wave the snapshot precedes (`before_wave`)",
+                            db.id
+                        ),
+                    );
+                }
+            }
+        }
+        if req.timeout_seconds == 0 {
+            err(format!("{at}.timeout_seconds"), "must be at least 1".into());
         }
     }
     let mut wave_names = BTreeSet::new();

@@ -9,4 +9,5 @@ mod dibr;
 mod docker;
 mod ledger;
 mod plan;
+mod rds;
 mod ssh;

@@ -64,17 +64,29 @@ pub async fn apply_plan(
     confirm: &[String],
 ) -> Result<ApplyResult, CliError> {
     let plan = workspace::read_plan(plan_path)?;
+    // A manual step is confirmed by its step id, or (runbooks) by its runbook step name.
+    let mut confirmed = Vec::new();
     for c in confirm {
-        match plan.step(c) {
+        let step = plan.step(c).or_else(|| {
+            let w = plan.body.waves.iter().position(|w| &w.name == c)?;
+            plan.body
+                .steps
+                .iter()
+                .find(|s| s.wave == w && s.op.is_some())
+        });
+        match step {
             Some(s)
                 if matches!(
                     s.op.as_ref().map(|o| &o.op),
                     Some(crate::ops::Op::Manual { .. })
-                ) => {}
-            Some(_) => {
+                ) =>
+            {
+                confirmed.push(s.id.clone());
+            }
+            Some(s) => {
                 return Err(CliError::Refused(format!(
-                    "--confirm {c}: step {c} is not a manual step of plan {}",
-                    plan.id
+                    "--confirm {c}: step {} is not a manual step of plan {}",
+                    s.id, plan.id
                 )));
             }
             None => {
@@ -85,6 +97,7 @@ pub async fn apply_plan(
             }
         }
     }
+    let confirm = confirmed.as_slice();
     let changed = workspace::changed_inputs(&plan.inputs);
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
@@ -401,12 +414,23 @@ pub fn print_apply(ctx: &Ctx, r: &ApplyResult, plan_path: &Path) {
                     title,
                     instructions,
                     pending,
-                } => println!(
-                    "Plan `{name}` ({}) stopped before manual step {step} `{title}`; {} step(s) left.\n{}\nWhen that is done, continue with: ferry apply --resume {p} --confirm {step}",
-                    r.plan.id,
-                    pending.len(),
-                    instructions.trim_end()
-                ),
+                } => {
+                    // Runbook steps are confirmed by their runbook name.
+                    let handle = match r.plan.body.kind {
+                        crate::plan::SavedPlanKind::Runbook => r
+                            .plan
+                            .step(step)
+                            .and_then(|s| r.plan.body.waves.get(s.wave))
+                            .map_or(step.as_str(), |w| w.name.as_str()),
+                        _ => step.as_str(),
+                    };
+                    println!(
+                        "Plan `{name}` ({}) stopped before manual step `{handle}` ({title}); {} step(s) left.\n{}\nWhen that is done, continue with: ferry apply --resume {p} --confirm {handle}",
+                        r.plan.id,
+                        pending.len(),
+                        instructions.trim_end()
+                    )
+                }
                 ApplyOutcome::AwaitingApproval {
                     gate,
                     role,

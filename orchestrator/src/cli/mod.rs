@@ -12,6 +12,7 @@ mod hosts;
 mod ledger_cmd;
 mod output;
 mod plan_cmd;
+mod rds_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +141,16 @@ pub enum Command {
         #[command(subcommand)]
         command: HostsCommand,
     },
+    /// RDS snapshots of an inventory database.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// On-call runbooks (YAML in `runbooks/`), run through the plan/apply engine and ledger.
+    Runbook {
+        #[command(subcommand)]
+        command: RunbookCommand,
+    },
     /// Plan and apply the example releases of inventories/local.yaml, then verify the ledger.
     Demo {
         /// Repository root holding inventories/ and plans/.
@@ -212,6 +223,59 @@ pub enum HostsCommand {
         /// Confirm without a prompt: the fingerprint you checked on the endpoint (SHA256:...).
         #[arg(long)]
         fingerprint: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Every snapshot of the database's instance, oldest first.
+    List {
+        database: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+    },
+    /// Take a snapshot now and wait until it is available (recorded in the ledger).
+    Create {
+        database: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Snapshot id (default `ferry-INSTANCE-YYYYMMDD-HHMMSS`).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 3600)]
+        timeout_seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunbookCommand {
+    List {
+        #[arg(long, default_value = "runbooks")]
+        dir: PathBuf,
+    },
+    Show {
+        name: String,
+        #[arg(long, default_value = "runbooks")]
+        dir: PathBuf,
+    },
+    /// Plan the runbook (printed), then apply it; `--plan-only` stops after the plan.
+    Run {
+        name: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long, default_value = "runbooks")]
+        dir: PathBuf,
+        /// `NAME=VALUE`, repeated.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Where the plan is written (default: STATE_DIR/runbooks/NAME-ID.json).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        plan_only: bool,
+        /// Confirm a manual step in advance (by its runbook step id).
+        #[arg(long, value_name = "STEP")]
+        confirm: Vec<String>,
     },
 }
 
@@ -360,6 +424,57 @@ pub fn run(cli: Cli) -> ExitCode {
                 fingerprint.as_deref(),
             ))
         }),
+        Command::Snapshot { command } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    SnapshotCommand::List {
+                        database,
+                        inventory,
+                    } => rds_cmd::snapshot_list(&ctx, &inventory, &database).await,
+                    SnapshotCommand::Create {
+                        database,
+                        inventory,
+                        id,
+                        timeout_seconds,
+                    } => {
+                        rds_cmd::snapshot_create(
+                            &ctx,
+                            &inventory,
+                            &database,
+                            id.as_deref(),
+                            timeout_seconds,
+                        )
+                        .await
+                    }
+                }
+            })
+        }),
+        Command::Runbook { command } => match command {
+            RunbookCommand::List { dir } => rds_cmd::runbook_list(&ctx, &dir),
+            RunbookCommand::Show { name, dir } => rds_cmd::runbook_show(&ctx, &dir, &name),
+            RunbookCommand::Run {
+                name,
+                inventory,
+                dir,
+                params,
+                out,
+                plan_only,
+                confirm,
+            } => runtime().and_then(|rt| {
+                rt.block_on(rds_cmd::runbook_run(
+                    &ctx,
+                    rds_cmd::RunArgs {
+                        dir: &dir,
+                        name: &name,
+                        inventory: &inventory,
+                        params: &params,
+                        out: out.as_deref(),
+                        plan_only,
+                        confirm: &confirm,
+                    },
+                ))
+            }),
+        },
         Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
     };
     match result {

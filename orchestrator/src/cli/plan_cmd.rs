@@ -90,6 +90,23 @@ pub async fn make_plan(
         .collect::<Result<Vec<_>, _>>()?;
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
+    // A pre-change snapshot needs its database reachable with working credentials: say so now,
+    // not when the wave is about to start.
+    let rds = crate::drivers::rds::RdsOps::new(&inv.value, &base);
+    let mut problems = Vec::new();
+    for step in &body.steps {
+        if let Some(crate::ops::Op::RdsSnapshot { database, .. }) = step.op.as_ref().map(|o| &o.op)
+            && let Err(e) = rds.describe(database, &|l| eprintln!("{l}")).await
+        {
+            problems.push(format!("pre-change snapshot {}: {e}", step.id));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CliError::Refused(format!(
+            "plan not written:\n  - {}",
+            problems.join("\n  - ")
+        )));
+    }
     let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
     inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
     Ok(workspace::new_saved_plan(&ctx.actor, inputs, body))

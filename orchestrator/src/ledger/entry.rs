@@ -31,6 +31,10 @@ pub enum Event {
     GateWaiting,
     /// An SSH host key was recorded in a known_hosts file after confirmation.
     HostTrusted,
+    /// An operation outside any plan began (`ferry snapshot create`).
+    OperationStarted,
+    /// It ended (`outcome` ok or failed; `detail` says what it made).
+    OperationFinished,
 }
 
 impl Event {
@@ -52,6 +56,8 @@ impl Event {
             Event::Approval => "approval",
             Event::GateWaiting => "gate_waiting",
             Event::HostTrusted => "host_trusted",
+            Event::OperationStarted => "operation_started",
+            Event::OperationFinished => "operation_finished",
         }
     }
 }

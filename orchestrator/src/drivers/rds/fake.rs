@@ -9,10 +9,13 @@ use async_trait::async_trait;
 
 use super::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
 
+/// A snapshot, its tags, and the states it goes through next.
+type FakeSnapshot = (SnapshotInfo, BTreeMap<String, String>, VecDeque<String>);
+
 #[derive(Default)]
 struct State {
     instances: BTreeMap<String, (InstanceInfo, VecDeque<String>)>,
-    snapshots: BTreeMap<String, (SnapshotInfo, BTreeMap<String, String>, VecDeque<String>)>,
+    snapshots: BTreeMap<String, FakeSnapshot>,
     throttle_next: u32,
     calls: Vec<String>,
 }
