@@ -1119,3 +1119,66 @@ on_failure: backout
         assert!(!out.contains("hunter2"), "{out}");
     }
 }
+
+#[cfg(test)]
+mod aws_tests {
+    use crate::load::{self, SourceFile};
+
+    const INV: &str = r#"version: 1
+sites:
+  - { id: a, tier: prod, clouds: [l] }
+  - { id: b, tier: prod, clouds: [l] }
+clouds:
+  - { id: l, kind: local, local: { root: r } }
+  - id: aws1
+    kind: aws
+    aws: { account: "12345", region: "", endpoint_url: "localhost:5000", access_key_id: "AKIAEXAMPLE", max_attempts: 0 }
+apps:
+  - { id: web, version: "1", artifact: x, target: local, sites: [a, b], health_check: { command: [t] } }
+  - { id: db, version: "1", artifact: x, target: rds, sites: [a], health_check: { command: [t] } }
+databases:
+  - { id: ehr, cloud: aws1, engine: postgres, identifier: ehr-prod, site: a }
+  - { id: nosite, cloud: aws1, engine: postgres, identifier: x }
+"#;
+
+    const PLAN: &str = r#"version: 1
+kind: release
+name: r
+releases: [{ app: web, version: "2" }]
+waves: [{ name: one, sites: [a] }, { name: two, sites: [b] }]
+on_failure: halt
+snapshots:
+  - { database: ehr }
+  - { database: nosite }
+  - { database: ghost }
+  - { database: ehr, before_wave: three, timeout_seconds: 0 }
+"#;
+
+    #[test]
+    fn aws_clouds_and_snapshot_requirements_are_checked_and_located() {
+        let inv = load::parse_inventory(SourceFile::new("inventory.yaml", INV)).unwrap();
+        let mut d = super::inventory(&inv);
+        let p = load::parse_release_plan(SourceFile::new("plan.yaml", PLAN)).unwrap();
+        d.extend(super::release_plan(&p, &inv.value));
+        let text = d.into_result().unwrap_err().to_string();
+        for expected in [
+            "inventory.yaml:9:21: clouds[1].aws.account: `12345` is not an AWS account id (12 digits)",
+            "clouds[1].aws.region: is empty",
+            "clouds[1].aws.endpoint_url: `localhost:5000` is not an http(s) URL",
+            "clouds[1].aws.access_key_id: is not a secret reference",
+            "clouds[1].aws: max_attempts and timeout_seconds must be at least 1",
+            "apps[1].target: `rds` is where `databases` live, not an app target",
+            "plan.yaml:9:17: snapshots[1].database: database `nosite` belongs to no site of this plan's waves",
+            "snapshots[2].database: database `ghost` is not in the inventory's `databases`",
+            "snapshots[3].before_wave: wave `three` is not in this plan's `waves`",
+            "snapshots[3].timeout_seconds: must be at least 1",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("AKIAEXAMPLE"),
+            "a pasted key is never echoed:\n{text}"
+        );
+        assert!(!text.contains("snapshots[0]"), "{text}");
+    }
+}
