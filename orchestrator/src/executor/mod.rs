@@ -224,25 +224,18 @@ impl Shared {
         let ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
-                self.record(
-                    self.entry(Event::StepSucceeded, step)
-                        .outcome(Outcome::Ok)
-                        .duration_ms(ms),
+                self.succeeded(
+                    step,
+                    self.entry(Event::StepSucceeded, step).duration_ms(ms),
+                    format!(
+                        "  ok      {} {} -> {} ({ms} ms) [{}]",
+                        step.target.id,
+                        step.from.as_deref().unwrap_or("(none)"),
+                        step.to,
+                        step.id
+                    ),
                 )
                 .await?;
-                self.set(&step.id, StepStatus::Succeeded);
-                self.exec.progress.inc(1);
-                self.completed
-                    .lock()
-                    .expect("completed lock")
-                    .push(step.id.clone());
-                self.say(format!(
-                    "  ok      {} {} -> {} ({ms} ms) [{}]",
-                    step.target.id,
-                    step.from.as_deref().unwrap_or("(none)"),
-                    step.to,
-                    step.id
-                ));
                 Ok(true)
             }
             Err(e) => {
@@ -275,6 +268,19 @@ impl Shared {
         }
     }
 
+    /// Records a step's success (durably, before anything depends on it), then reports it.
+    async fn succeeded(&self, step: &Step, entry: NewEntry, line: String) -> Result<(), ExecError> {
+        self.record(entry.outcome(Outcome::Ok)).await?;
+        self.set(&step.id, StepStatus::Succeeded);
+        self.exec.progress.inc(1);
+        self.completed
+            .lock()
+            .expect("completed lock")
+            .push(step.id.clone());
+        self.say(line);
+        Ok(())
+    }
+
     /// Runs an operation step: recorded start, the operation, recorded result with what it
     /// made (snapshot id, instance...) and, on failure, the runbook's advice.
     async fn run_op_step(&self, step: &Step) -> Result<bool, ExecError> {
@@ -304,24 +310,15 @@ impl Shared {
         match result {
             Ok(detail) => {
                 let summary = op_summary(&op.op, &detail);
-                self.record(
+                self.succeeded(
+                    step,
                     self.entry(Event::StepSucceeded, step)
-                        .outcome(Outcome::Ok)
                         .duration_ms(ms)
                         .message(summary.clone())
                         .detail(detail),
+                    format!("  ok      {}: {summary} ({ms} ms) [{}]", op.title, step.id),
                 )
                 .await?;
-                self.set(&step.id, StepStatus::Succeeded);
-                self.exec.progress.inc(1);
-                self.completed
-                    .lock()
-                    .expect("completed lock")
-                    .push(step.id.clone());
-                self.say(format!(
-                    "  ok      {}: {summary} ({ms} ms) [{}]",
-                    op.title, step.id
-                ));
                 Ok(true)
             }
             Err(e) => {

@@ -153,47 +153,46 @@ impl RdsOps {
         }
     }
 
-    /// Polls an instance until it is `available`, failed, gone, or the deadline passes.
-    async fn wait_instance(
+    /// Polls `look` until what it looks at is `available`; fails at once on a `failed` state or
+    /// when it is gone, and with a timeout naming the last state when the deadline passes.
+    async fn wait_available<T, F, Fut>(
         &self,
         cx: &Call<'_>,
-        api: &Arc<dyn RdsApi>,
-        id: &str,
+        what: &str,
+        failed: &[&str],
         timeout: u64,
-    ) -> Result<InstanceInfo, DriverError> {
+        status: fn(&T) -> &str,
+        mut look: F,
+    ) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, DriverError>>,
+    {
         let deadline = Instant::now() + Duration::from_secs(timeout);
         let mut last = String::new();
         loop {
-            let now = self
-                .call(cx, "DescribeDBInstances", || api.instance(id))
-                .await?;
-            let Some(i) = now else {
-                return Err(cx.error(
-                    "wait",
-                    format!("instance {id} does not exist in {}", cx.place),
-                ));
+            let Some(now) = look().await? else {
+                return Err(cx.error("wait", format!("{what} does not exist in {}", cx.place)));
             };
-            if i.status == "available" {
-                return Ok(i);
+            let state = status(&now);
+            if state == "available" {
+                return Ok(now);
             }
-            if INSTANCE_FAILED.contains(&i.status.as_str()) {
+            if failed.contains(&state) {
                 return Err(cx.error(
                     "wait",
-                    format!(
-                        "instance {id} is `{}`: it will not become available by waiting",
-                        i.status
-                    ),
+                    format!("{what} is `{state}`: it will not become available by waiting"),
                 ));
             }
-            if i.status != last {
-                (cx.say)(format!("  ...     instance {id} is `{}`", i.status));
-                last.clone_from(&i.status);
+            if state != last {
+                (cx.say)(format!("  ...     {what} is `{state}`"));
+                state.clone_into(&mut last);
             }
             if Instant::now() >= deadline {
                 return Err(DriverError::Timeout {
                     target: cx.target.clone(),
                     what: format!(
-                        "waiting for instance {id} to be `available` (still `{last}`; the work goes on at AWS: `ferry apply --resume PLAN` waits again)"
+                        "waiting for {what} to be `available` (still `{last}`; the work goes on at AWS: `ferry apply --resume PLAN` waits again, it does not start it again)"
                     ),
                     seconds: timeout,
                 });
@@ -206,6 +205,25 @@ impl RdsOps {
         }
     }
 
+    async fn wait_instance(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        id: &str,
+        timeout: u64,
+    ) -> Result<InstanceInfo, DriverError> {
+        let what = format!("instance {id}");
+        self.wait_available(
+            cx,
+            &what,
+            INSTANCE_FAILED,
+            timeout,
+            |i: &InstanceInfo| &i.status,
+            || self.call(cx, "DescribeDBInstances", || api.instance(id)),
+        )
+        .await
+    }
+
     async fn wait_snapshot(
         &self,
         cx: &Call<'_>,
@@ -213,43 +231,16 @@ impl RdsOps {
         id: &str,
         timeout: u64,
     ) -> Result<SnapshotInfo, DriverError> {
-        let deadline = Instant::now() + Duration::from_secs(timeout);
-        let mut last = String::new();
-        loop {
-            let now = self
-                .call(cx, "DescribeDBSnapshots", || api.snapshot(id))
-                .await?;
-            let Some(s) = now else {
-                return Err(cx.error(
-                    "wait",
-                    format!("snapshot {id} does not exist in {}", cx.place),
-                ));
-            };
-            if s.status == "available" {
-                return Ok(s);
-            }
-            if SNAPSHOT_FAILED.contains(&s.status.as_str()) {
-                return Err(cx.error("wait", format!("snapshot {id} is `{}`", s.status)));
-            }
-            if s.status != last {
-                (cx.say)(format!("  ...     snapshot {id} is `{}`", s.status));
-                last.clone_from(&s.status);
-            }
-            if Instant::now() >= deadline {
-                return Err(DriverError::Timeout {
-                    target: cx.target.clone(),
-                    what: format!(
-                        "waiting for snapshot {id} to be `available` (still `{last}`; `ferry apply --resume PLAN` waits again, it does not take another)"
-                    ),
-                    seconds: timeout,
-                });
-            }
-            tokio::time::sleep(
-                self.poll
-                    .min(deadline.saturating_duration_since(Instant::now())),
-            )
-            .await;
-        }
+        let what = format!("snapshot {id}");
+        self.wait_available(
+            cx,
+            &what,
+            SNAPSHOT_FAILED,
+            timeout,
+            |s: &SnapshotInfo| &s.status,
+            || self.call(cx, "DescribeDBSnapshots", || api.snapshot(id)),
+        )
+        .await
     }
 
     /// The instance of a database as it is now (plan time: it must exist).
