@@ -317,7 +317,8 @@ pub fn artifact_path(inv: &Inventory, base: &Path, app: &str, version: &str) -> 
     base.join(a.artifact.replace("{version}", version))
 }
 
-fn canonical(p: &Path) -> String {
+/// The absolute form of a path (as given when it cannot be resolved), as plans record inputs.
+pub fn canonical(p: &Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.to_owned())
         .display()

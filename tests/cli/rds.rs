@@ -138,6 +138,16 @@ fn workspace(east: &Moto, west: &Moto) -> Workspace {
     ws
 }
 
+/// Two moto clouds on 127.61.NET.1 and .2 (each test its own NET), instance `ehr-prod` in the
+/// east one, and the workspace that names them.
+fn clouds(net: u8) -> (Moto, Moto, Workspace) {
+    let east = Moto::start(&format!("127.61.{net}.1"));
+    let west = Moto::start(&format!("127.61.{net}.2"));
+    east.create_instance("ehr-prod");
+    let ws = workspace(&east, &west);
+    (east, west, ws)
+}
+
 fn with_creds(ws: &Workspace, args: &[&str]) -> Run {
     Run(ws
         .cmd(args)
@@ -150,10 +160,8 @@ fn with_creds(ws: &Workspace, args: &[&str]) -> Run {
 
 #[test]
 fn snapshots_are_listed_and_taken_per_cloud_and_recorded() {
-    let (east, west) = (Moto::start("127.61.0.1"), Moto::start("127.61.0.2"));
-    east.create_instance("ehr-prod");
+    let (east, west, ws) = clouds(0);
     west.create_instance("labs-db");
-    let ws = workspace(&east, &west);
 
     let made = with_creds(
         &ws,
@@ -229,9 +237,7 @@ fn snapshots_are_listed_and_taken_per_cloud_and_recorded() {
 
 #[test]
 fn missing_credentials_and_an_unreachable_cloud_are_clear_at_plan_time() {
-    let (east, west) = (Moto::start("127.61.1.1"), Moto::start("127.61.1.2"));
-    east.create_instance("ehr-prod");
-    let ws = workspace(&east, &west);
+    let (east, _west, ws) = clouds(1);
     ws.write(
         "plans/snap.yaml",
         &format!(
@@ -269,9 +275,7 @@ fn missing_credentials_and_an_unreachable_cloud_are_clear_at_plan_time() {
 
 #[test]
 fn a_release_snapshots_its_database_first_and_a_failed_snapshot_stops_it() {
-    let (east, west) = (Moto::start("127.61.2.1"), Moto::start("127.61.2.2"));
-    east.create_instance("ehr-prod");
-    let ws = workspace(&east, &west);
+    let (east, _west, ws) = clouds(2);
     ws.deploy("v1");
     ws.write(
         "plans/snap.yaml",
@@ -399,10 +403,8 @@ fn runbook(ws: &Workspace, extra: &[&str]) -> Run {
 
 #[test]
 fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_until_decommission() {
-    let (east, west) = (Moto::start("127.61.3.1"), Moto::start("127.61.3.2"));
-    east.create_instance("ehr-prod");
+    let (east, _west, ws) = clouds(3);
     east.snapshot("ehr-prod", "nightly");
-    let ws = workspace(&east, &west);
 
     with_creds(
         &ws,
@@ -517,11 +519,9 @@ fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_un
 
 #[test]
 fn restore_errors_are_refused_at_plan_time_with_the_reason() {
-    let (east, west) = (Moto::start("127.61.4.1"), Moto::start("127.61.4.2"));
-    east.create_instance("ehr-prod");
+    let (east, _west, ws) = clouds(4);
     east.create_instance("taken");
     east.snapshot("ehr-prod", "nightly");
-    let ws = workspace(&east, &west);
     runbook(
         &ws,
         &[
@@ -569,10 +569,8 @@ const PROBE: &str = "#!/bin/sh\ntouch hanging\nwhile [ -e hang ]; do sleep 0.05;
 
 #[test]
 fn an_interrupted_restore_resumes_without_a_second_instance() {
-    let (east, west) = (Moto::start("127.61.5.1"), Moto::start("127.61.5.2"));
-    east.create_instance("ehr-prod");
+    let (east, _west, ws) = clouds(5);
     east.snapshot("ehr-prod", "nightly");
-    let ws = workspace(&east, &west);
     ws.write("probe.sh", PROBE);
     ws.write("hang", "");
     runbook(

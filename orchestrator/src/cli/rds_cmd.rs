@@ -300,6 +300,8 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
         .map(str::to_owned);
     let mut steps = Vec::new();
     let mut problems = Vec::new();
+    // Each database's instance as it is now, described once however many steps ask.
+    let mut described = BTreeMap::new();
     for d in compiled.steps {
         let mut op = d.op;
         // What only the cloud can say is decided now, so the plan names it for review.
@@ -345,16 +347,11 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
                 engine_version,
                 ..
             } if engine_version.is_none() => {
-                let now = rds
-                    .describe(database, &stderr_say)
-                    .await
-                    .map_err(driver_error)?;
-                *engine_version = Some(now.engine_version);
+                let now = current(&rds, &mut described, database).await?;
+                *engine_version = Some(now.engine_version.clone());
             }
             Op::RdsSnapshot { database, .. } => {
-                rds.describe(database, &stderr_say)
-                    .await
-                    .map_err(driver_error)?;
+                current(&rds, &mut described, database).await?;
             }
             _ => {}
         }
@@ -385,12 +382,12 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
     let inputs = vec![
         InputFile {
             role: "inventory".into(),
-            path: canonical(&inv.source.path),
+            path: workspace::canonical(&inv.source.path),
             sha256: inv.source.sha256.clone(),
         },
         InputFile {
             role: "runbook".into(),
-            path: canonical(&rb.source.path),
+            path: workspace::canonical(&rb.source.path),
             sha256: rb.source.sha256.clone(),
         },
     ];
@@ -427,9 +424,18 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
     Ok(r.code)
 }
 
-fn canonical(p: &Path) -> String {
-    std::fs::canonicalize(p)
-        .unwrap_or_else(|_| p.to_owned())
-        .display()
-        .to_string()
+/// The database's instance now (it must exist), from `cache` after the first description.
+async fn current<'c>(
+    rds: &RdsOps,
+    cache: &'c mut BTreeMap<String, crate::drivers::rds::api::InstanceInfo>,
+    database: &str,
+) -> Result<&'c crate::drivers::rds::api::InstanceInfo, CliError> {
+    if !cache.contains_key(database) {
+        let now = rds
+            .describe(database, &stderr_say)
+            .await
+            .map_err(driver_error)?;
+        cache.insert(database.to_owned(), now);
+    }
+    Ok(&cache[database])
 }

@@ -382,6 +382,7 @@ fn ours(tags: &BTreeMap<String, String>, run: &OpContext<'_>) -> bool {
 /// One operation's context for calls: where, for messages, and how many retries it took.
 struct Call<'a> {
     database: &'a str,
+    cloud: &'a str,
     aws: &'a AwsCloud,
     place: String,
     target: String,
@@ -400,6 +401,7 @@ impl<'a> Call<'a> {
     ) -> Self {
         Self {
             database: &db.id,
+            cloud: &db.cloud,
             aws,
             target: format!("database {} ({})", db.id, place),
             place,
@@ -421,7 +423,7 @@ impl<'a> Call<'a> {
         let message = match e.kind {
             AwsErrorKind::Credentials => format!(
                 "{what}: AWS refused the credentials of cloud `{}`: {e}",
-                self.aws_cloud()
+                self.cloud
             ),
             AwsErrorKind::Throttled | AwsErrorKind::Unreachable => {
                 format!("{what}: {e} (gave up after {attempts} attempts)")
@@ -429,10 +431,6 @@ impl<'a> Call<'a> {
             _ => format!("{what}: {e}"),
         };
         self.error(self.action, message)
-    }
-
-    fn aws_cloud(&self) -> &str {
-        self.place.split('`').nth(1).unwrap_or(self.place.as_str())
     }
 }
 
