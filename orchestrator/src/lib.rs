@@ -11,6 +11,7 @@ pub mod dibr;
 pub mod drivers;
 pub mod executor;
 pub mod exit;
+pub mod kubernetes;
 pub mod ledger;
 pub mod load;
 pub mod lock;

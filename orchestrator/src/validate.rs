@@ -151,6 +151,37 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         if let Some(d) = &cloud.docker {
             check_docker_cloud(&at, &cloud.id, d, &mut err);
         }
+        if let Some(k) = &cloud.kubernetes {
+            match (&k.kubeconfig, k.in_cluster) {
+                (None, false) => err(
+                    format!("{at}.kubernetes"),
+                    format!(
+                        "cloud `{}` needs `kubeconfig: PATH` (and optionally `context`), or `in_cluster: true`",
+                        cloud.id
+                    ),
+                ),
+                (Some(_), true) => err(
+                    format!("{at}.kubernetes.in_cluster"),
+                    "give either `kubeconfig` or `in_cluster: true`, not both".into(),
+                ),
+                (Some(p), false) if p.trim().is_empty() => {
+                    err(format!("{at}.kubernetes.kubeconfig"), "is empty".into())
+                }
+                _ => {}
+            }
+            if k.in_cluster && k.context.is_some() {
+                err(
+                    format!("{at}.kubernetes.context"),
+                    "an in-cluster connection has no kubeconfig context".into(),
+                );
+            }
+            if k.max_attempts == 0 || k.timeout_seconds == 0 {
+                err(
+                    format!("{at}.kubernetes"),
+                    "max_attempts and timeout_seconds must be at least 1".into(),
+                );
+            }
+        }
         if let Some(a) = &cloud.aws {
             if a.account.len() != 12 || !a.account.chars().all(|c| c.is_ascii_digit()) {
                 err(
@@ -341,6 +372,15 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                     app.target.as_str()
                 ),
             ),
+            (TargetKind::Kubernetes, None) => {
+                if !app.artifact.trim().is_empty() {
+                    err(
+                        format!("{at}.artifact"),
+                        "kubernetes apps deploy the images named in their manifests; leave `artifact` out"
+                            .into(),
+                    );
+                }
+            }
             (_, None) => {
                 if app.artifact.trim().is_empty() {
                     err(format!("{at}.artifact"), "is empty".into());
@@ -400,14 +440,15 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 "`rds` is where `databases` live, not an app target (use `local`, `ssh` or `docker`)".into(),
             );
         }
-        if app.target == TargetKind::Kubernetes {
-            err(
-                format!("{at}.target"),
-                "target kind `kubernetes` has no driver in this build yet (only `local`, `ssh` and `docker`)".into(),
-            );
-        }
-        let docker_checked = app.docker.as_ref().is_some_and(|d| d.healthcheck.is_some());
+        check_kubernetes_app(&at, app, i, &mut err);
+        // A Kubernetes app is healthy when its rollout is: the workloads' own probes decide.
+        let docker_checked = app.docker.as_ref().is_some_and(|d| d.healthcheck.is_some())
+            || app.target == TargetKind::Kubernetes;
         match (&app.health_check.http, app.health_check.command.is_empty()) {
+            (Some(_), _) | (None, false) if app.target == TargetKind::Kubernetes => err(
+                format!("{at}.health_check"),
+                "a kubernetes app is healthy when its rollout is (readiness probes in the manifests); leave `health_check` out".into(),
+            ),
             (None, true) if !docker_checked => err(
                 format!("{at}.health_check"),
                 if app.target == TargetKind::Docker {
@@ -814,6 +855,66 @@ fn check_docker_cloud(
             format!("{at}.docker.timeout_seconds"),
             "must be at least 1".into(),
         );
+    }
+}
+
+/// A Kubernetes app's section: present exactly for `target: kubernetes`, with manifests and a
+/// namespace that is a DNS label on every site.
+fn check_kubernetes_app(
+    at: &str,
+    app: &crate::model::App,
+    i: &Inventory,
+    err: &mut impl FnMut(String, String),
+) {
+    let Some(k) = &app.kubernetes else {
+        if app.target == TargetKind::Kubernetes {
+            err(
+                at.to_owned(),
+                format!(
+                    "app `{}` runs on kubernetes and needs a `kubernetes` section (namespace, manifests)",
+                    app.id
+                ),
+            );
+        }
+        return;
+    };
+    if app.target != TargetKind::Kubernetes {
+        err(
+            format!("{at}.kubernetes"),
+            format!(
+                "app `{}` runs on `{}`; a `kubernetes` section does not belong here",
+                app.id,
+                app.target.as_str()
+            ),
+        );
+        return;
+    }
+    if k.manifests.is_empty() {
+        err(
+            format!("{at}.kubernetes.manifests"),
+            "names no template".into(),
+        );
+    }
+    for (n, m) in k.manifests.iter().enumerate() {
+        if m.trim().is_empty() {
+            err(format!("{at}.kubernetes.manifests[{n}]"), "is empty".into());
+        }
+    }
+    if k.rollout_timeout_seconds == 0 {
+        err(
+            format!("{at}.kubernetes.rollout_timeout_seconds"),
+            "must be at least 1".into(),
+        );
+    }
+    for site in app.sites.iter().filter(|s| i.site(s).is_some()) {
+        let ns = k.namespace_for(site);
+        if let Err(why) = crate::kubernetes::check_dns_label(&ns) {
+            err(
+                format!("{at}.kubernetes.namespace"),
+                format!("`{ns}` (site `{site}`) is not a namespace name: {why}"),
+            );
+            break;
+        }
     }
 }
 

@@ -709,6 +709,7 @@ fn docker_driver_passes_the_compliance_suite() {
             strategy: UpdateOrder::StartFirst,
             stop_timeout_seconds: 2,
         }),
+        kubernetes: None,
     };
     let spec = TargetSpec {
         target: TargetRef::new(site, "engine", "web", TargetKind::Docker),

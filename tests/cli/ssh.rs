@@ -484,6 +484,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
         secrets: Default::default(),
         keep_releases: 5,
         docker: None,
+        kubernetes: None,
     };
     let spec = TargetSpec {
         target: TargetRef::new("s", "ep-1", "demo", TargetKind::Ssh),

@@ -261,6 +261,7 @@ mod tests {
             secrets: BTreeMap::new(),
             keep_releases: 5,
             docker: None,
+            kubernetes: None,
         };
         let cloud = Cloud {
             id: "l".into(),

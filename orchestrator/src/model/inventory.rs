@@ -214,7 +214,7 @@ pub struct Cloud {
     #[serde(default)]
     pub aws: Option<AwsCloud>,
     #[serde(default)]
-    pub kubernetes: Option<BTreeMap<String, String>>,
+    pub kubernetes: Option<KubernetesCloud>,
     #[serde(default)]
     pub docker: Option<DockerCloud>,
 }
@@ -259,6 +259,66 @@ fn default_aws_attempts() -> u32 {
 
 fn default_aws_timeout() -> u64 {
     30
+}
+
+/// A Kubernetes cluster, reached through a kubeconfig file (and one of its contexts) or, when
+/// ferry itself runs in a pod, through the pod's service account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesCloud {
+    /// Kubeconfig file, relative to the inventory file. Required unless `in_cluster`.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// Context of the kubeconfig to use; its current context when absent.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Use the service account of the pod ferry runs in (no kubeconfig).
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Attempts of one API call when the server answers 429 or 5xx or cannot be reached
+    /// (backoff between them).
+    #[serde(default = "default_kube_attempts")]
+    pub max_attempts: u32,
+    /// Deadline of one API call (rollout waits have the app's own deadline).
+    #[serde(default = "default_kube_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_kube_attempts() -> u32 {
+    5
+}
+
+fn default_kube_timeout() -> u64 {
+    30
+}
+
+/// How a Kubernetes app is made: its manifests, where they go, how long a rollout may take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesApp {
+    /// Namespace of the app's objects and of its release records; `{site}` is replaced by the
+    /// site id (`ehr-{site}`).
+    pub namespace: String,
+    /// Tera templates (multi-document YAML), relative to the inventory file. They see `app`,
+    /// `version`, `site`, `tier`, `location`, `target`, `env`, `namespace` and `values`.
+    pub manifests: Vec<String>,
+    /// Values for the templates (`{{ values.replicas }}`).
+    #[serde(default)]
+    pub values: BTreeMap<String, serde_json::Value>,
+    /// Deadline for every Deployment/StatefulSet/DaemonSet of a release to be rolled out.
+    #[serde(default = "default_rollout_timeout")]
+    pub rollout_timeout_seconds: u64,
+}
+
+fn default_rollout_timeout() -> u64 {
+    300
+}
+
+impl KubernetesApp {
+    /// The namespace of the app on `site`.
+    pub fn namespace_for(&self, site: &str) -> String {
+        self.namespace.replace("{site}", site)
+    }
 }
 
 /// A Docker host: the Engine API over a local socket, or over TCP with mutual TLS.
@@ -492,6 +552,9 @@ pub struct App {
     /// For `docker` targets: the image and how its container is made.
     #[serde(default)]
     pub docker: Option<DockerApp>,
+    /// For `kubernetes` targets: the manifests and their namespace.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesApp>,
 }
 
 fn default_keep_releases() -> u32 {

@@ -1,0 +1,1305 @@
+//! A STAND-IN for a Kubernetes API server, for ferry's tests only.
+//!
+//! No real API server can be installed on the machines ferry is tested on (none in apt, PyPI,
+//! npm or crates.io), so this in-process HTTP server answers the part of the Kubernetes API
+//! that ferry uses, the way a real one does:
+//!
+//! - REST paths of core (`/api/v1`) and grouped (`/apis/GROUP/VERSION`) resources, namespaced
+//!   and cluster-scoped: GET (one or a list, with label selectors), POST, PUT (with
+//!   resourceVersion checks), PATCH (server-side apply, merge patch), DELETE (one, or a
+//!   collection by label selector), `dryRun=All` on every write, the `status` subresource;
+//! - `uid`, `resourceVersion`, `generation` (bumped on spec changes), `creationTimestamp`;
+//!   objects cannot be created in a namespace that does not exist; deleting a namespace
+//!   deletes what is in it; deleting a workload deletes its pods;
+//! - server-side apply field ownership: each manager owns the leaf fields it set (lists are
+//!   atomic); an apply that changes a field another manager owns is a 409 naming that
+//!   manager (unless forced); an update (PUT, merge patch) takes the fields it changes;
+//!   fields an applier stops setting are removed;
+//! - a rollout controller: a Deployment/StatefulSet/DaemonSet written with a new generation
+//!   gets pods and a status after `rollout_delay`: ready, or for an image whose reference
+//!   contains `bad` pods in `ImagePullBackOff`, `crash` pods in `CrashLoopBackOff`, `slow`
+//!   pods that never become ready;
+//! - fault injection: the next N requests can be answered with a chosen status (429, 503).
+//!
+//! It is not Kubernetes: no admission, no defaulting beyond the above, no watch, no
+//! strategic-merge semantics (lists are replaced). The same tests run against a real cluster
+//! when `FERRY_TEST_KUBECONFIG` is set (see the README).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+/// Resource types the stand-in serves: (group/version, kind, plural, namespaced).
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    ("v1", "Namespace", "namespaces", false),
+    ("v1", "ConfigMap", "configmaps", true),
+    ("v1", "Secret", "secrets", true),
+    ("v1", "Service", "services", true),
+    ("v1", "ServiceAccount", "serviceaccounts", true),
+    ("v1", "Pod", "pods", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("v1", "ResourceQuota", "resourcequotas", true),
+    ("v1", "LimitRange", "limitranges", true),
+    ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
+    ("apps/v1", "DaemonSet", "daemonsets", true),
+    ("batch/v1", "Job", "jobs", true),
+    ("batch/v1", "CronJob", "cronjobs", true),
+    ("networking.k8s.io/v1", "Ingress", "ingresses", true),
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+];
+
+const WORKLOADS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+
+type Key = (String, String, String); // plural, namespace ("" if cluster-scoped), name
+
+#[derive(Default)]
+struct Stored {
+    obj: Value,
+    /// manager -> (operation, leaf paths owned)
+    owners: BTreeMap<String, (String, BTreeSet<String>)>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<Key, Stored>,
+    version: u64,
+    uid: u64,
+    faults: Vec<(u16, String)>,
+    requests: Vec<String>,
+    rollout_delay: Duration,
+}
+
+/// A running stand-in API server. Dropping it stops it.
+pub struct StandIn {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    _runtime: Option<tokio::runtime::Runtime>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl StandIn {
+    /// Starts on `bind` (`127.0.0.1:0` for any port) on its own runtime thread: for tests that
+    /// are not async themselves (CLI tests).
+    pub fn start(bind: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the stand-in");
+        let mut s = rt.block_on(Self::start_async(bind));
+        s._runtime = Some(rt);
+        s
+    }
+
+    /// Starts on `bind` on the current runtime.
+    pub async fn start_async(bind: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .unwrap_or_else(|e| panic!("kube stand-in cannot listen on {bind}: {e}"));
+        let addr = listener.local_addr().expect("bound address");
+        let state = Arc::new(Mutex::new(State {
+            rollout_delay: Duration::from_millis(300),
+            ..State::default()
+        }));
+        {
+            let mut st = state.lock().unwrap();
+            for ns in ["default", "kube-system"] {
+                let obj =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                create(
+                    &mut st,
+                    key("namespaces", "", ns),
+                    obj,
+                    "kube-apiserver",
+                    "Update",
+                );
+            }
+        }
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(st, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            _runtime: None,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for this server with one context, `standin`, namespace `default`.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: standin\nclusters:\n- name: standin\n  cluster:\n    server: {}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n    namespace: default\nusers:\n- name: standin\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    /// How long the rollout controller takes to act on a new generation.
+    pub fn set_rollout_delay(&self, d: Duration) {
+        self.state.lock().unwrap().rollout_delay = d;
+    }
+
+    /// Answers the next `n` requests with `code` (429, 503...).
+    pub fn fail_next(&self, n: usize, code: u16) {
+        let mut st = self.state.lock().unwrap();
+        for _ in 0..n {
+            st.faults
+                .push((code, format!("injected by the stand-in ({code})")));
+        }
+    }
+
+    /// `METHOD path?query` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn key(plural: &str, ns: &str, name: &str) -> Key {
+    (plural.to_owned(), ns.to_owned(), name.to_owned())
+}
+
+fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> (u16, Value) {
+    let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": message, "reason": reason, "code": code});
+    if let Some(d) = details {
+        s["details"] = d;
+    }
+    (code, s)
+}
+
+struct Route {
+    api_version: String,
+    kind: String,
+    plural: String,
+    namespaced: bool,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("v1".to_owned(), rest),
+        ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, more @ ..] if !r.is_empty() => {
+            let mut v = vec![*r];
+            v.extend(more);
+            (Some((*ns).to_owned()), v)
+        }
+        r => (None, r.to_vec()),
+    };
+    let plural = *rest.first()?;
+    let (_, kind, _, namespaced) = RESOURCES
+        .iter()
+        .find(|(g, _, p, _)| *g == gv && *p == plural)?;
+    if *namespaced != namespace.is_some() && !(*namespaced && rest.len() == 1) {
+        return None;
+    }
+    Some(Route {
+        api_version: gv,
+        kind: (*kind).to_owned(),
+        plural: plural.to_owned(),
+        namespaced: *namespaced,
+        namespace,
+        name: rest.get(1).map(|s| (*s).to_owned()),
+        sub: rest.get(2).map(|s| (*s).to_owned()),
+    })
+}
+
+fn query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(h, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let q = query(req.uri().query().unwrap_or(""));
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (code, value) = {
+        let mut s = st.lock().unwrap();
+        s.requests.push(format!(
+            "{method} {path}{}",
+            if q.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "?{}",
+                    q.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join("&")
+                )
+            }
+        ));
+        if !s.faults.is_empty() {
+            let (c, m) = s.faults.remove(0);
+            let reason = if c == 429 {
+                "TooManyRequests"
+            } else {
+                "InternalError"
+            };
+            status(c, reason, &m, None)
+        } else {
+            serve(&mut s, &method, &path, &q, &ctype, &body)
+        }
+    };
+    // The rollout controller acts after a delay, as a real one does.
+    let workloads: Vec<Key> = {
+        let s = st.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|(_, o)| {
+                WORKLOADS.contains(&o.obj["kind"].as_str().unwrap_or(""))
+                    && o.obj.pointer("/status/observedGeneration")
+                        != o.obj.pointer("/metadata/generation")
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    if !workloads.is_empty() {
+        let delay = st.lock().unwrap().rollout_delay;
+        let st = st.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut s = st.lock().unwrap();
+            for k in workloads {
+                control(&mut s, &k);
+            }
+        });
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
+fn serve(
+    st: &mut State,
+    method: &Method,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    ctype: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    if path == "/version" {
+        return (
+            200,
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-ferry-standin", "platform": "linux/amd64"}),
+        );
+    }
+    let Some(r) = route(path) else {
+        return status(
+            404,
+            "NotFound",
+            &format!("the server could not find the requested resource ({path})"),
+            None,
+        );
+    };
+    let dry = q.get("dryRun").is_some_and(|v| v == "All");
+    let manager = q
+        .get("fieldManager")
+        .cloned()
+        .unwrap_or_else(|| "unknown".into());
+    let ns = r.namespace.clone().unwrap_or_default();
+    let not_found = |name: &str| {
+        status(
+            404,
+            "NotFound",
+            &format!("{} \"{name}\" not found", r.plural),
+            Some(json!({"name": name, "kind": r.plural})),
+        )
+    };
+    if r.namespaced
+        && !ns.is_empty()
+        && *method != Method::GET
+        && *method != Method::DELETE
+        && !st.objects.contains_key(&key("namespaces", "", &ns))
+    {
+        return status(
+            404,
+            "NotFound",
+            &format!("namespaces \"{ns}\" not found"),
+            None,
+        );
+    }
+    let parsed: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => Some(v),
+            Err(e) => return status(400, "BadRequest", &format!("body is not JSON: {e}"), None),
+        }
+    };
+    match (method.clone(), r.name.clone()) {
+        (Method::GET, None) => {
+            let sel = q.get("labelSelector").cloned().unwrap_or_default();
+            let items: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|((p, n, _), o)| {
+                    *p == r.plural && (r.namespace.is_none() || *n == ns) && selects(&sel, &o.obj)
+                })
+                .map(|(_, o)| o.obj.clone())
+                .collect();
+            (
+                200,
+                json!({"apiVersion": r.api_version, "kind": format!("{}List", r.kind),
+                       "metadata": {"resourceVersion": st.version.to_string()}, "items": items}),
+            )
+        }
+        (Method::GET, Some(name)) => match st.objects.get(&key(&r.plural, &ns, &name)) {
+            Some(o) => (200, o.obj.clone()),
+            None => not_found(&name),
+        },
+        (Method::POST, None) => {
+            let Some(mut obj) = parsed else {
+                return status(400, "BadRequest", "no body", None);
+            };
+            let Some(name) = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            else {
+                return status(422, "Invalid", "metadata.name: Required value", None);
+            };
+            let k = key(&r.plural, &ns, &name);
+            if st.objects.contains_key(&k) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", r.plural),
+                    None,
+                );
+            }
+            fix_identity(&mut obj, &r);
+            if dry {
+                return (201, preview_create(st, obj));
+            }
+            (201, create(st, k, obj, &manager, "Update"))
+        }
+        (Method::PUT, Some(name)) => {
+            let Some(mut obj) = parsed else {
+                return status(400, "BadRequest", "no body", None);
+            };
+            let k = key(&r.plural, &ns, &name);
+            let Some(cur) = st.objects.get(&k) else {
+                return not_found(&name);
+            };
+            let want_rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str);
+            let have_rv = cur
+                .obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str);
+            if want_rv.is_some() && want_rv != have_rv {
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        r.plural
+                    ),
+                    None,
+                );
+            }
+            fix_identity(&mut obj, &r);
+            let sub = r.sub.as_deref() == Some("status");
+            update(st, k, obj, &manager, sub, dry)
+        }
+        (Method::PATCH, Some(name)) => {
+            let Some(mut patch) = parsed else {
+                return status(400, "BadRequest", "no body", None);
+            };
+            let k = key(&r.plural, &ns, &name);
+            let sub = r.sub.as_deref() == Some("status");
+            if ctype.starts_with("application/apply-patch") {
+                if !q.contains_key("fieldManager") {
+                    return status(
+                        422,
+                        "Invalid",
+                        "fieldManager: Required value: is required for apply patch",
+                        None,
+                    );
+                }
+                fix_identity(&mut patch, &r);
+                let force = q.get("force").is_some_and(|v| v == "true");
+                apply(st, k, patch, &manager, force, sub, dry, &r)
+            } else {
+                let Some(cur) = st.objects.get(&k) else {
+                    return not_found(&name);
+                };
+                let mut obj = cur.obj.clone();
+                merge(&mut obj, &patch);
+                update(st, k, obj, &manager, sub, dry)
+            }
+        }
+        (Method::DELETE, Some(name)) => {
+            let k = key(&r.plural, &ns, &name);
+            match st.objects.get(&k) {
+                None => not_found(&name),
+                Some(o) => {
+                    let obj = o.obj.clone();
+                    if !dry {
+                        delete(st, &k);
+                    }
+                    (200, obj)
+                }
+            }
+        }
+        (Method::DELETE, None) => {
+            let sel = q.get("labelSelector").cloned().unwrap_or_default();
+            let keys: Vec<Key> = st
+                .objects
+                .iter()
+                .filter(|((p, n, _), o)| {
+                    *p == r.plural && (r.namespace.is_none() || *n == ns) && selects(&sel, &o.obj)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let items: Vec<Value> = keys.iter().map(|k| st.objects[k].obj.clone()).collect();
+            if !dry {
+                for k in &keys {
+                    delete(st, k);
+                }
+            }
+            (
+                200,
+                json!({"apiVersion": r.api_version, "kind": format!("{}List", r.kind), "metadata": {}, "items": items}),
+            )
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            &format!("{method} is not supported here"),
+            None,
+        ),
+    }
+}
+
+fn fix_identity(obj: &mut Value, r: &Route) {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    obj["apiVersion"] = json!(r.api_version);
+    obj["kind"] = json!(r.kind);
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    if let Some(n) = &r.name {
+        obj["metadata"]["name"] = json!(n);
+    }
+    if let Some(ns) = &r.namespace {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+}
+
+fn next_rv(st: &mut State) -> String {
+    st.version += 1;
+    st.version.to_string()
+}
+
+fn now() -> String {
+    // Seconds since the epoch as an RFC 3339 UTC time, without a date crate.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+fn preview_create(st: &mut State, mut obj: Value) -> Value {
+    let meta = obj["metadata"].as_object_mut().expect("metadata");
+    meta.insert("uid".into(), json!(format!("standin-uid-{}", st.uid + 1)));
+    meta.insert(
+        "resourceVersion".into(),
+        json!((st.version + 1).to_string()),
+    );
+    meta.insert("generation".into(), json!(1));
+    meta.insert("creationTimestamp".into(), json!(now()));
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+    }
+    default_fields(&mut obj);
+    obj
+}
+
+/// The few defaults a real API server adds that show up in ferry's diffs.
+fn default_fields(obj: &mut Value) {
+    if obj["kind"] == "Deployment"
+        && obj.pointer("/spec/replicas").is_none()
+        && obj.get("spec").is_some()
+    {
+        obj["spec"]["replicas"] = json!(1);
+    }
+}
+
+fn create(st: &mut State, k: Key, obj: Value, manager: &str, op: &str) -> Value {
+    let mut obj = preview_create(st, obj);
+    st.uid += 1;
+    obj["metadata"]["resourceVersion"] = json!(next_rv(st));
+    let paths = leaves(&obj);
+    let mut owners = BTreeMap::new();
+    owners.insert(manager.to_owned(), (op.to_owned(), paths));
+    let mut s = Stored { obj, owners };
+    render_managed(&mut s);
+    let out = s.obj.clone();
+    st.objects.insert(k, s);
+    out
+}
+
+/// Leaf paths of the fields an object sets (lists are atomic), identity and server fields
+/// left out.
+fn leaves(obj: &Value) -> BTreeSet<String> {
+    fn walk(path: &str, v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    walk(&format!("{path}.{k}"), v, out);
+                }
+            }
+            _ => {
+                out.insert(path.to_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in m {
+            if k == "apiVersion" || k == "kind" || k == "status" {
+                continue;
+            }
+            if k == "metadata" {
+                for (mk, mv) in v.as_object().into_iter().flatten() {
+                    if ["labels", "annotations"].contains(&mk.as_str()) {
+                        walk(&format!(".metadata.{mk}"), mv, &mut out);
+                    }
+                }
+                continue;
+            }
+            walk(&format!(".{k}"), v, &mut out);
+        }
+    }
+    out
+}
+
+fn get_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut v = obj;
+    for part in path.trim_start_matches('.').split('.') {
+        v = v.get(part)?;
+    }
+    Some(v)
+}
+
+fn remove_path(obj: &mut Value, path: &str) {
+    let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+    fn rm(v: &mut Value, parts: &[&str]) {
+        let Some(m) = v.as_object_mut() else { return };
+        if parts.len() == 1 {
+            m.remove(parts[0]);
+            return;
+        }
+        if let Some(child) = m.get_mut(parts[0]) {
+            rm(child, &parts[1..]);
+            if child.as_object().is_some_and(Map::is_empty) {
+                m.remove(parts[0]);
+            }
+        }
+    }
+    rm(obj, &parts);
+}
+
+/// JSON merge patch (RFC 7386): maps merge, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn spec_of(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("status");
+        m.remove("metadata");
+    }
+    o
+}
+
+/// Stores `obj` (already the whole new object) as a write by `manager`; generation follows
+/// spec changes, and the manager takes the fields it changed.
+fn update(
+    st: &mut State,
+    k: Key,
+    mut obj: Value,
+    manager: &str,
+    status_only: bool,
+    dry: bool,
+) -> (u16, Value) {
+    let Some(cur) = st.objects.get(&k) else {
+        return status(
+            404,
+            "NotFound",
+            &format!("{} \"{}\" not found", k.0, k.2),
+            None,
+        );
+    };
+    let old = cur.obj.clone();
+    if status_only {
+        let mut o = old.clone();
+        o["status"] = obj.get("status").cloned().unwrap_or(json!({}));
+        obj = o;
+    } else {
+        obj["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+        if obj["status"].is_null() {
+            obj.as_object_mut().unwrap().remove("status");
+        }
+        for f in ["uid", "creationTimestamp", "generation"] {
+            obj["metadata"][f] = old["metadata"][f].clone();
+        }
+        if spec_of(&obj) != spec_of(&old) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            obj["metadata"]["generation"] = json!(g);
+        }
+    }
+    let changed: BTreeSet<String> = leaves(&obj)
+        .into_iter()
+        .filter(|p| get_path(&obj, p) != get_path(&old, p))
+        .collect();
+    let rv = st.version + 1;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let mut owners = st.objects[&k].owners.clone();
+    if !status_only {
+        for (_, (_, set)) in owners.iter_mut() {
+            set.retain(|p| !changed.contains(p));
+        }
+        let e = owners
+            .entry(manager.to_owned())
+            .or_insert_with(|| ("Update".into(), BTreeSet::new()));
+        e.1.extend(changed);
+        owners.retain(|_, (_, s)| !s.is_empty());
+    }
+    let mut s = Stored { obj, owners };
+    render_managed(&mut s);
+    let out = s.obj.clone();
+    if !dry {
+        st.version = rv;
+        st.objects.insert(k, s);
+    }
+    (200, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    st: &mut State,
+    k: Key,
+    config: Value,
+    manager: &str,
+    force: bool,
+    status_only: bool,
+    dry: bool,
+    r: &Route,
+) -> (u16, Value) {
+    let mut config = config;
+    if !status_only && let Some(m) = config.as_object_mut() {
+        m.remove("status");
+    }
+    let Some(cur) = st.objects.get(&k) else {
+        if status_only {
+            return status(
+                404,
+                "NotFound",
+                &format!("{} \"{}\" not found", k.0, k.2),
+                None,
+            );
+        }
+        // Server-side apply of a missing object creates it.
+        if dry {
+            return (201, preview_create(st, config));
+        }
+        let out = create(st, k, config, manager, "Apply");
+        return (201, out);
+    };
+    let live = cur.obj.clone();
+    let mine = leaves(&config);
+    let mut conflicts = Vec::new();
+    for (other, (_, set)) in &cur.owners {
+        if other == manager {
+            continue;
+        }
+        for p in set.intersection(&mine) {
+            if get_path(&live, p) != get_path(&config, p) {
+                conflicts.push((other.clone(), p.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {}", r.api_version), "field": p}))
+            .collect();
+        let msg = format!(
+            "Apply failed with {} conflict{}: {}",
+            conflicts.len(),
+            if conflicts.len() == 1 { "" } else { "s" },
+            conflicts
+                .iter()
+                .map(|(m, p)| format!("conflict with \"{m}\" using {}: {p}", r.api_version))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        return status(
+            409,
+            "Conflict",
+            &msg,
+            Some(json!({"name": k.2, "kind": k.0, "causes": causes})),
+        );
+    }
+    let mut obj = live.clone();
+    let previously = cur
+        .owners
+        .get(manager)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    let others: BTreeSet<String> = cur
+        .owners
+        .iter()
+        .filter(|(m, _)| m.as_str() != manager)
+        .flat_map(|(_, (_, s))| s.iter().cloned())
+        .collect();
+    if status_only {
+        merge(
+            &mut obj,
+            &json!({"status": config.get("status").cloned().unwrap_or(json!({}))}),
+        );
+    } else {
+        for p in previously.difference(&mine) {
+            if !others.contains(p) {
+                remove_path(&mut obj, p);
+            }
+        }
+        // Lists are atomic: replace them whole, merge maps.
+        apply_merge(&mut obj, &config);
+    }
+    // Forced fields move to the applier; others keep what they still own.
+    let mut owners = cur.owners.clone();
+    for (m, (_, set)) in owners.iter_mut() {
+        if m != manager {
+            set.retain(|p| {
+                !mine.contains(p) || get_path(&live, p) == get_path(&config, p) && !force
+            });
+        }
+    }
+    owners.insert(manager.to_owned(), ("Apply".into(), mine));
+    owners.retain(|_, (_, s)| !s.is_empty());
+    let old = live;
+    let o = obj.as_object_mut().unwrap();
+    o.insert("apiVersion".into(), json!(r.api_version));
+    if spec_of(&obj) != spec_of(&old) && !status_only {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        obj["metadata"]["generation"] = json!(g);
+    }
+    obj["metadata"]["resourceVersion"] = json!((st.version + 1).to_string());
+    let mut s = Stored { obj, owners };
+    render_managed(&mut s);
+    let out = s.obj.clone();
+    if !dry {
+        st.version += 1;
+        st.objects.insert(k, s);
+    }
+    (200, out)
+}
+
+fn apply_merge(target: &mut Value, config: &Value) {
+    match (target.as_object_mut(), config.as_object()) {
+        (Some(t), Some(c)) => {
+            for (k, v) in c {
+                apply_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => *target = config.clone(),
+    }
+}
+
+fn render_managed(s: &mut Stored) {
+    let t = now();
+    let entries: Vec<Value> = s
+        .owners
+        .iter()
+        .map(|(m, (op, set))| {
+            json!({"manager": m, "operation": op, "apiVersion": s.obj["apiVersion"], "time": t,
+                   "fieldsType": "FieldsV1", "fieldsV1": {"f:standin": set.iter().collect::<Vec<_>>()}})
+        })
+        .collect();
+    s.obj["metadata"]["managedFields"] = Value::Array(entries);
+}
+
+fn delete(st: &mut State, k: &Key) {
+    let Some(o) = st.objects.remove(k) else {
+        return;
+    };
+    st.version += 1;
+    let uid = o.obj.pointer("/metadata/uid").cloned();
+    if k.0 == "namespaces" {
+        st.objects.retain(|(_, ns, _), _| *ns != k.2);
+    }
+    // Garbage collection of dependents (pods of a workload).
+    let owned: Vec<Key> = st
+        .objects
+        .iter()
+        .filter(|(_, d)| {
+            d.obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r.get("uid") == uid.as_ref()))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for d in owned {
+        delete(st, &d);
+    }
+}
+
+/// Label selector: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, ANDed.
+fn selects(selector: &str, obj: &Value) -> bool {
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    // Split on commas outside parentheses.
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    terms
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            let set = |s: &str| -> Vec<String> {
+                s.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|x| x.trim().to_owned())
+                    .collect()
+            };
+            if let Some((k, v)) = t.split_once(" notin ") {
+                return get(k.trim()).is_none_or(|x| !set(v).iter().any(|s| s == x));
+            }
+            if let Some((k, v)) = t.split_once(" in ") {
+                return get(k.trim()).is_some_and(|x| set(v).iter().any(|s| s == x));
+            }
+            if let Some((k, v)) = t.split_once("!=") {
+                return get(k.trim()) != Some(v.trim());
+            }
+            if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                return get(k.trim()) == Some(v.trim());
+            }
+            if let Some(k) = t.strip_prefix('!') {
+                return get(k.trim()).is_none();
+            }
+            get(t).is_some()
+        })
+}
+
+/// The rollout controller: pods and status for a workload's current generation.
+fn control(st: &mut State, k: &Key) {
+    let Some(w) = st.objects.get(k) else { return };
+    let obj = w.obj.clone();
+    let kind = obj["kind"].as_str().unwrap_or("").to_owned();
+    let generation = obj
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let replicas = if kind == "DaemonSet" {
+        1
+    } else {
+        obj.pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+    };
+    let containers: Vec<(String, String)> = obj
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("app").to_owned(),
+                c["image"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let ns = k.1.clone();
+    let name = k.2.clone();
+    // Old pods go; new ones come.
+    let old: Vec<Key> = st
+        .objects
+        .iter()
+        .filter(|(_, d)| {
+            d.obj
+                .pointer("/metadata/ownerReferences/0/uid")
+                .is_some_and(|u| *u == uid)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for o in old {
+        st.objects.remove(&o);
+    }
+    let waiting = containers.iter().find_map(|(_, image)| {
+        if image.contains("bad") {
+            Some((
+                "ImagePullBackOff",
+                format!("Back-off pulling image \"{image}\""),
+            ))
+        } else if image.contains("crash") {
+            Some((
+                "CrashLoopBackOff",
+                "back-off 40s restarting failed container".to_owned(),
+            ))
+        } else if image.contains("slow") {
+            Some(("ContainerCreating", String::new()))
+        } else {
+            None
+        }
+    });
+    let ready = waiting.is_none();
+    for i in 0..replicas {
+        let pod_name = format!("{name}-g{}-{i}", generation);
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|(c, image)| {
+                let state = match &waiting {
+                    Some((reason, msg)) => json!({"waiting": {"reason": reason, "message": msg}}),
+                    None => json!({"running": {"startedAt": now()}}),
+                };
+                json!({"name": c, "image": image, "imageID": "", "ready": ready,
+                       "restartCount": if waiting.as_ref().is_some_and(|w| w.0 == "CrashLoopBackOff") { 4 } else { 0 },
+                       "state": state})
+            })
+            .collect();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                         "ownerReferences": [{"apiVersion": obj["apiVersion"], "kind": kind, "name": name, "uid": uid, "controller": true}]},
+            "spec": {"containers": containers.iter().map(|(c, i)| json!({"name": c, "image": i})).collect::<Vec<_>>()},
+            "status": {"phase": if ready { "Running" } else { "Pending" }, "containerStatuses": statuses}});
+        create(
+            st,
+            key("pods", &ns, &pod_name),
+            pod,
+            "kube-controller-manager",
+            "Update",
+        );
+    }
+    let n = if ready { replicas } else { 0 };
+    let status = match kind.as_str() {
+        "Deployment" => {
+            json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": n, "availableReplicas": n, "unavailableReplicas": replicas - n,
+            "conditions": [
+                {"type": "Available", "status": if ready { "True" } else { "False" }, "reason": if ready { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
+                {"type": "Progressing", "status": "True", "reason": if ready { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" }}]})
+        }
+        "StatefulSet" => {
+            json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": n,
+            "currentReplicas": n, "updatedReplicas": replicas,
+            "currentRevision": format!("{name}-g{}", if ready { generation.clone() } else { json!("old") }),
+            "updateRevision": format!("{name}-g{generation}")})
+        }
+        _ => {
+            json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+            "numberMisscheduled": 0, "updatedNumberScheduled": 1, "numberReady": n, "numberAvailable": n})
+        }
+    };
+    if let Some(w) = st.objects.get_mut(k) {
+        w.obj["status"] = status;
+    }
+    st.version += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = route("/apis/apps/v1/namespaces/ehr/deployments/web/status").unwrap();
+        assert_eq!(
+            (
+                r.kind.as_str(),
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.sub.as_deref()
+            ),
+            ("Deployment", Some("ehr"), Some("web"), Some("status"))
+        );
+        let r = route("/api/v1/namespaces/ehr").unwrap();
+        assert_eq!(
+            (r.kind.as_str(), r.namespace, r.name.as_deref()),
+            ("Namespace", None, Some("ehr"))
+        );
+        let r = route("/api/v1/namespaces").unwrap();
+        assert_eq!((r.kind.as_str(), r.name), ("Namespace", None));
+        let r = route("/api/v1/secrets").unwrap();
+        assert!(
+            r.namespaced && r.namespace.is_none(),
+            "list across namespaces"
+        );
+        assert!(route("/apis/example.com/v1/widgets").is_none());
+    }
+
+    #[test]
+    fn selectors() {
+        let o = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        for (s, want) in [
+            ("a=1", true),
+            ("a=1,b=3", false),
+            ("a!=1", false),
+            ("c", false),
+            ("!c", true),
+            ("b in (1,2)", true),
+            ("b notin (2)", false),
+            ("", true),
+            ("a==1", true),
+        ] {
+            assert_eq!(selects(s, &o), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn apply_conflicts_with_another_manager_and_removes_dropped_fields() {
+        let mut st = State::default();
+        create(
+            &mut st,
+            key("namespaces", "", "ns"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}),
+            "t",
+            "Update",
+        );
+        let r = route("/apis/apps/v1/namespaces/ns/deployments/web").unwrap();
+        let k = key("deployments", "ns", "web");
+        let cfg = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "ns"},
+                         "spec": {"replicas": 2, "paused": false}});
+        assert_eq!(
+            apply(
+                &mut st,
+                k.clone(),
+                cfg.clone(),
+                "ferry",
+                false,
+                false,
+                false,
+                &r
+            )
+            .0,
+            201
+        );
+        let mut edited = st.objects[&k].obj.clone();
+        edited["spec"]["replicas"] = json!(5);
+        assert_eq!(
+            update(&mut st, k.clone(), edited, "kubectl-edit", false, false).0,
+            200
+        );
+        let (code, s) = apply(
+            &mut st,
+            k.clone(),
+            cfg.clone(),
+            "ferry",
+            false,
+            false,
+            false,
+            &r,
+        );
+        assert_eq!(code, 409);
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .contains("conflict with \"kubectl-edit\""),
+            "{s}"
+        );
+        assert_eq!(s["details"]["causes"][0]["field"], ".spec.replicas");
+        let (code, o) = apply(
+            &mut st,
+            k.clone(),
+            cfg.clone(),
+            "ferry",
+            true,
+            false,
+            false,
+            &r,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(o["spec"]["replicas"], 2);
+        let gen_before = o["metadata"]["generation"].clone();
+        let dropped = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}});
+        let (_, o) = apply(
+            &mut st,
+            k.clone(),
+            dropped,
+            "ferry",
+            false,
+            false,
+            false,
+            &r,
+        );
+        assert!(o["spec"].get("paused").is_none(), "{o}");
+        assert_ne!(o["metadata"]["generation"], gen_before);
+    }
+}

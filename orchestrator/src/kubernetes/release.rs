@@ -1,0 +1,305 @@
+//! Release records: one Secret per revision of an app, in the app's namespace (like Helm's
+//! `sh.helm.release.v1.*`), holding the objects exactly as applied, the version and the plan.
+//! They let back-out and rollback work from the cluster alone, without the ledger's host.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ObjectId;
+
+pub const FORMAT: &str = "ferry.release.v1";
+/// Secret type of release records.
+pub const SECRET_TYPE: &str = "ferry.io/release.v1";
+/// Labels of release records (not ferry's object labels: a record is never pruned).
+pub const OWNER_LABEL: &str = "owner";
+pub const REVISION_LABEL: &str = "ferry.io/revision";
+pub const STATUS_LABEL: &str = "ferry.io/status";
+/// Key of the record in the Secret's data (gzipped JSON).
+pub const DATA_KEY: &str = "release";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Applied, rollout not yet confirmed (or the run stopped before it was).
+    Pending,
+    Deployed,
+    /// Was deployed; a later revision replaced it. Back-out returns to these.
+    Superseded,
+    Failed,
+    Uninstalled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Deployed => "deployed",
+            Status::Superseded => "superseded",
+            Status::Failed => "failed",
+            Status::Uninstalled => "uninstalled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub format: String,
+    pub app: String,
+    pub site: String,
+    pub namespace: String,
+    pub revision: u32,
+    pub version: String,
+    pub status: Status,
+    /// Why it failed (rollout reason, conflict...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub plan_id: String,
+    /// The revision whose objects this one re-applied (a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u32>,
+    /// SHA-256 of the objects' canonical JSON: what the ledger references.
+    pub objects_sha256: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The objects as applied, in apply order.
+    pub objects: Vec<Value>,
+}
+
+impl Record {
+    pub fn ids(&self) -> Vec<ObjectId> {
+        self.objects.iter().filter_map(ObjectId::of).collect()
+    }
+
+    pub fn secret_name(&self) -> String {
+        secret_name(&self.app, self.revision)
+    }
+
+    /// A back-out may return to it: it was once rolled out completely.
+    pub fn was_deployed(&self) -> bool {
+        matches!(self.status, Status::Deployed | Status::Superseded)
+    }
+}
+
+pub fn secret_name(app: &str, revision: u32) -> String {
+    format!("{FORMAT}.{app}.v{revision}")
+}
+
+pub fn objects_sha256(objects: &[Value]) -> String {
+    crate::load::sha256_hex(&serde_json::to_vec(objects).expect("JSON values serialize"))
+}
+
+/// Labels of a record's Secret: found by `owner=ferry,ferry.io/app=APP`.
+pub fn labels(r: &Record) -> BTreeMap<String, String> {
+    [
+        (OWNER_LABEL.to_owned(), "ferry".to_owned()),
+        (super::APP_LABEL.to_owned(), r.app.clone()),
+        (REVISION_LABEL.to_owned(), r.revision.to_string()),
+        (STATUS_LABEL.to_owned(), r.status.as_str().to_owned()),
+    ]
+    .into()
+}
+
+pub fn selector(app: &str) -> String {
+    format!("{OWNER_LABEL}=ferry,{}={app}", super::APP_LABEL)
+}
+
+/// The record as Secret data bytes (gzipped JSON: records hold whole manifests, and a Secret
+/// holds at most 1 MiB).
+pub fn encode(r: &Record) -> Vec<u8> {
+    let json = serde_json::to_vec(r).expect("records serialize");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&json).expect("writing to memory");
+    gz.finish().expect("writing to memory")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("not gzip data: {e}"))?;
+    let r: Record =
+        serde_json::from_slice(&json).map_err(|e| format!("not a release record: {e}"))?;
+    if r.format != FORMAT {
+        return Err(format!(
+            "format `{}`, this build reads `{FORMAT}`",
+            r.format
+        ));
+    }
+    Ok(r)
+}
+
+/// What the records say about an app on one namespace, newest last.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub records: Vec<Record>,
+}
+
+impl History {
+    pub fn new(mut records: Vec<Record>) -> Self {
+        records.sort_by_key(|r| r.revision);
+        Self { records }
+    }
+
+    pub fn deployed(&self) -> Option<&Record> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.status == Status::Deployed)
+    }
+
+    pub fn latest(&self) -> Option<&Record> {
+        self.records.last()
+    }
+
+    pub fn revision(&self, n: u32) -> Option<&Record> {
+        self.records.iter().find(|r| r.revision == n)
+    }
+
+    pub fn next_revision(&self) -> u32 {
+        self.latest().map_or(1, |r| r.revision + 1)
+    }
+
+    /// The revision a back-out returns to: the newest once-deployed revision before the
+    /// deployed one with another version.
+    pub fn previous(&self) -> Option<&Record> {
+        let current = self.deployed()?;
+        self.records
+            .iter()
+            .rev()
+            .filter(|r| r.revision < current.revision && r.was_deployed())
+            .find(|r| r.version != current.version)
+    }
+
+    /// The newest once-deployed revision of `version` (what switching to a version means).
+    pub fn of_version(&self, version: &str) -> Option<&Record> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.version == version && r.was_deployed())
+    }
+
+    /// Versions a back-out can return to, sorted and unique.
+    pub fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| r.was_deployed())
+            .map(|r| r.version.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every object any live revision may have left in the cluster: what a new revision
+    /// prunes against and an uninstall deletes.
+    pub fn all_ids(&self) -> Vec<ObjectId> {
+        self.records
+            .iter()
+            .filter(|r| r.status != Status::Uninstalled)
+            .flat_map(Record::ids)
+            .collect()
+    }
+
+    /// Revisions beyond the newest `keep` to delete; the deployed one is always kept.
+    pub fn expired(&self, keep: usize) -> Vec<u32> {
+        let deployed = self.deployed().map(|r| r.revision);
+        let n = self.records.len();
+        self.records
+            .iter()
+            .take(n.saturating_sub(keep))
+            .filter(|r| Some(r.revision) != deployed)
+            .map(|r| r.revision)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn rec(revision: u32, version: &str, status: Status) -> Record {
+        let objects = vec![json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                  "metadata": {"name": format!("c{revision}"), "namespace": "ns"}})];
+        Record {
+            format: FORMAT.into(),
+            app: "ehr".into(),
+            site: "east".into(),
+            namespace: "ns".into(),
+            revision,
+            version: version.into(),
+            status,
+            reason: None,
+            plan_id: "p".into(),
+            rollback_of: None,
+            objects_sha256: objects_sha256(&objects),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            objects,
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_refuse_garbage() {
+        let r = rec(3, "3.0.0", Status::Deployed);
+        assert_eq!(decode(&encode(&r)).unwrap(), r);
+        assert!(decode(b"plain").unwrap_err().contains("not gzip"));
+        assert_eq!(secret_name("ehr", 3), "ferry.release.v1.ehr.v3");
+        assert!(crate::kubernetes::check_dns_subdomain(&r.secret_name()).is_ok());
+    }
+
+    #[test]
+    fn history_finds_current_previous_and_versions() {
+        use Status::*;
+        let h = History::new(vec![
+            rec(2, "2.0.0", Superseded),
+            rec(1, "1.0.0", Superseded),
+            rec(3, "2.0.0", Superseded),
+            rec(4, "3.0.0", Failed),
+            rec(5, "3.0.1", Deployed),
+            rec(6, "3.1.0", Pending),
+        ]);
+        assert_eq!(h.deployed().unwrap().revision, 5);
+        assert_eq!(h.latest().unwrap().revision, 6);
+        assert_eq!(h.next_revision(), 7);
+        assert_eq!(
+            h.previous().unwrap().revision,
+            3,
+            "newest deployed, not the failed one"
+        );
+        assert_eq!(h.of_version("2.0.0").unwrap().revision, 3);
+        assert!(h.of_version("3.0.0").is_none(), "never rolled out");
+        assert_eq!(h.versions(), ["1.0.0", "2.0.0", "3.0.1"]);
+        assert_eq!(h.expired(3), vec![1, 2, 3]);
+        assert_eq!(h.all_ids().len(), 6);
+    }
+
+    #[test]
+    fn failed_first_install_has_no_current_but_its_objects_are_known() {
+        let h = History::new(vec![rec(1, "1.0.0", Status::Failed)]);
+        assert!(h.deployed().is_none());
+        assert!(h.previous().is_none());
+        assert_eq!(
+            h.all_ids().len(),
+            1,
+            "an uninstall still finds what it left"
+        );
+        assert_eq!(h.expired(1), Vec::<u32>::new());
+        let gone = History::new(vec![rec(1, "1.0.0", Status::Uninstalled)]);
+        assert!(gone.all_ids().is_empty());
+    }
+
+    #[test]
+    fn the_deployed_revision_is_never_expired() {
+        let h = History::new(vec![
+            rec(1, "1", Status::Deployed),
+            rec(2, "2", Status::Failed),
+            rec(3, "3", Status::Failed),
+        ]);
+        assert_eq!(h.expired(2), Vec::<u32>::new());
+    }
+}
