@@ -1139,13 +1139,12 @@ fn control(st: &mut State, k: &Key) {
                          "ownerReferences": [{"apiVersion": obj["apiVersion"], "kind": kind, "name": name, "uid": uid, "controller": true}]},
             "spec": {"containers": containers.iter().map(|(c, i)| json!({"name": c, "image": i})).collect::<Vec<_>>()},
             "status": {"phase": if ready { "Running" } else { "Pending" }, "containerStatuses": statuses}});
-        create(
-            st,
-            key("pods", &ns, &pod_name),
-            pod,
-            "kube-controller-manager",
-            "Update",
-        );
+        let pod_status = pod["status"].clone();
+        let pk = key("pods", &ns, &pod_name);
+        create(st, pk.clone(), pod, "kube-controller-manager", "Update");
+        if let Some(p) = st.objects.get_mut(&pk) {
+            p.obj["status"] = pod_status;
+        }
     }
     let n = if ready { replicas } else { 0 };
     let status = match kind.as_str() {

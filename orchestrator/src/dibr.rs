@@ -603,7 +603,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
             )
         });
         let undo_text = match &s.undo {
-            Undo::SwitchTo { version } => format!("switch back to {version}"),
+            Undo::SwitchTo { version, .. } => format!("switch back to {version}"),
             Undo::Uninstall => "uninstall (first install)".into(),
             Undo::Keep => "nothing to undo (kept)".into(),
         };

@@ -72,6 +72,10 @@ pub struct Step {
     /// step does instead of deploying `to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<StepOp>,
+    /// Switch steps on Kubernetes: the release revision to return to (`ferry rollback --to`);
+    /// without it, the newest rolled-out revision of `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
 }
 
 /// An operation step's operation and the words around it.
@@ -94,6 +98,8 @@ pub enum StepAction {
     Deploy,
     /// Switch to a release already on the target, verify (back-out).
     Switch,
+    /// Remove the app from the target (cleaning up a first install that failed).
+    Uninstall,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +107,9 @@ pub enum StepAction {
 pub enum Undo {
     SwitchTo {
         version: String,
+        /// A Kubernetes release revision (rollback to an exact revision).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u32>,
     },
     Uninstall,
     /// Nothing to undo: what the step made (a snapshot) is kept, it is what a back-out needs.
@@ -211,6 +220,7 @@ pub fn op_step(
         undo: Undo::Keep,
         depends_on,
         op: Some(op),
+        revision: None,
     }
 }
 
@@ -334,7 +344,10 @@ pub fn plan_release(
                         .or_default()
                         .push(id.clone());
                     let undo = match &obs.current {
-                        Some(v) => Undo::SwitchTo { version: v.clone() },
+                        Some(v) => Undo::SwitchTo {
+                            version: v.clone(),
+                            revision: None,
+                        },
                         None => Undo::Uninstall,
                     };
                     steps.push(Step {
@@ -347,6 +360,7 @@ pub fn plan_release(
                         undo,
                         depends_on,
                         op: None,
+                        revision: None,
                     });
                 }
             }
@@ -463,7 +477,10 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
             observed: obs.clone(),
         });
         let undo = match &obs.current {
-            Some(v) => Undo::SwitchTo { version: v.clone() },
+            Some(v) => Undo::SwitchTo {
+                version: v.clone(),
+                revision: None,
+            },
             None => Undo::Uninstall,
         };
         steps.push(Step {
@@ -476,6 +493,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
             undo,
             depends_on: vec![],
             op: None,
+            revision: None,
         });
     }
     PlanBody {

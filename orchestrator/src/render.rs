@@ -20,6 +20,11 @@ pub struct RenderContext<'a> {
     pub location: Option<&'a str>,
     pub target: &'a str,
     pub env: &'a std::collections::BTreeMap<String, String>,
+    /// Kubernetes apps: the namespace on this site and the app's `values`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// A Tera error as a `RenderError`: Tera puts the useful part (line, variable) in the source
@@ -38,12 +43,47 @@ pub fn tera_error(template_name: &str, e: &tera::Error) -> RenderError {
     }
 }
 
+/// Tera names a missing variable but not where it is used: the first line of `text` that uses
+/// it inside `{{ }}` or `{% %}`, as `line N`.
+fn variable_line(text: &str, message: &str) -> Option<usize> {
+    let var = message.split("Variable `").nth(1)?.split('`').next()?;
+    text.lines()
+        .position(|line| {
+            let mut rest = line;
+            while let Some(open) = rest.find("{{").or_else(|| rest.find("{%")) {
+                let after = &rest[open + 2..];
+                let close = after
+                    .find("}}")
+                    .or_else(|| after.find("%}"))
+                    .unwrap_or(after.len());
+                let tag = &after[..close];
+                if tag.match_indices(var).any(|(i, _)| {
+                    let before = tag[..i].chars().next_back();
+                    let next = tag[i + var.len()..].chars().next();
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                        && !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                }) {
+                    return true;
+                }
+                rest = &after[close..];
+            }
+            false
+        })
+        .map(|n| n + 1)
+}
+
 pub fn render(
     template_name: &str,
     text: &str,
     ctx: &RenderContext<'_>,
 ) -> Result<String, RenderError> {
-    let err = |e: tera::Error| tera_error(template_name, &e);
+    let err = |e: tera::Error| {
+        let mut r = tera_error(template_name, &e);
+        if let Some(line) = variable_line(text, &r.message) {
+            r.message = format!("line {line}: {}", r.message);
+        }
+        r
+    };
     let mut tera = tera::Tera::default();
     tera.add_raw_template(template_name, text).map_err(err)?;
     let context = tera::Context::from_serialize(ctx).map_err(err)?;
@@ -63,6 +103,8 @@ mod tests {
             location: None,
             target: "clinic-a/local-a/demo",
             env,
+            namespace: None,
+            values: None,
         }
     }
 
@@ -84,5 +126,13 @@ mod tests {
         let e = render("app.conf.tera", "line1\nport={{ port }}\n", &ctx(&env)).unwrap_err();
         assert!(e.to_string().contains("app.conf.tera"), "{e}");
         assert!(e.to_string().contains("port"), "{e}");
+        assert!(e.to_string().contains("line 2:"), "{e}");
+        let e = render(
+            "web.yaml.tera",
+            "a: {{ app }}\nb: {{ values.port }}\nc: {{ values.replicas | default(value=1) }}\n",
+            &ctx(&env),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2:"), "{e}");
     }
 }

@@ -348,8 +348,12 @@ pub fn hash_inputs(
     // Operation steps (snapshots, runbook steps) deploy nothing.
     for step in steps.iter().filter(|s| s.op.is_none()) {
         let app = inv.value.app(&step.target.app).expect("validated");
-        // A docker app's artifact is an image on the Docker host: see `locate_images`.
-        if app.docker.is_none() && seen.insert(("artifact", app.id.clone(), step.to.clone())) {
+        // A docker app's artifact is an image on the Docker host: see `locate_images`; a
+        // kubernetes app's images are named in its manifests.
+        if app.docker.is_none()
+            && app.kubernetes.is_none()
+            && seen.insert(("artifact", app.id.clone(), step.to.clone()))
+        {
             let path = artifact_path(&inv.value, &base, &app.id, &step.to);
             let sha256 = artifact::digest(&path).map_err(|source| WorkspaceError::Artifact {
                 app: app.id.clone(),
@@ -364,7 +368,14 @@ pub fn hash_inputs(
             });
         }
         let env_template = app.docker.as_ref().and_then(|d| d.env_template.clone());
-        for template in app.config.iter().map(|c| &c.template).chain(&env_template) {
+        let manifests = app.kubernetes.iter().flat_map(|k| &k.manifests);
+        for template in app
+            .config
+            .iter()
+            .map(|c| &c.template)
+            .chain(&env_template)
+            .chain(manifests)
+        {
             if seen.insert(("template", template.clone(), String::new())) {
                 let path = base.join(template);
                 let bytes = std::fs::read(&path).map_err(|source| WorkspaceError::Template {
@@ -507,6 +518,8 @@ pub fn bundles(
         let app = inv.app(&step.target.app).expect("validated");
         let site = inv.site(&step.target.site).expect("validated");
         let (artifact, artifact_sha256) = match &app.docker {
+            // A kubernetes app's images are named in its manifests.
+            None if app.kubernetes.is_some() => (PathBuf::new(), String::new()),
             Some(d) => {
                 let reference = crate::drivers::docker::spec::image_ref(d, &step.to);
                 let location = format!("docker://{}/{reference}", step.target.host);
@@ -534,6 +547,7 @@ pub fn bundles(
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let namespace = app.kubernetes.as_ref().map(|k| k.namespace_for(&site.id));
         let ctx = RenderContext {
             app: &app.id,
             version: &step.to,
@@ -542,14 +556,19 @@ pub fn bundles(
             location: site.location.as_deref(),
             target: &step.target.id,
             env: &app.env,
+            namespace: namespace.as_deref(),
+            values: app.kubernetes.as_ref().map(|k| &k.values),
         };
-        // Configuration files, and a docker app's environment file (kept apart by its dest).
+        // Configuration files, a docker app's environment file (kept apart by its dest), a
+        // kubernetes app's manifests (named by their template).
         let env_template = app.docker.as_ref().and_then(|d| d.env_template.as_deref());
+        let manifests = app.kubernetes.iter().flat_map(|k| &k.manifests);
         let templates = app
             .config
             .iter()
             .map(|c| (c.template.as_str(), c.dest.as_str()))
-            .chain(env_template.map(|t| (t, crate::drivers::docker::spec::ENV_FILE_DEST)));
+            .chain(env_template.map(|t| (t, crate::drivers::docker::spec::ENV_FILE_DEST)))
+            .chain(manifests.map(|m| (m.as_str(), m.as_str())));
         let mut files = Vec::new();
         for (template, dest) in templates {
             let path = base.join(template);

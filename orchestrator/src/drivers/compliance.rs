@@ -62,6 +62,7 @@ pub async fn run(driver: &dyn Driver, spec: &TargetSpec, v1: &ReleaseBundle, v2:
             spec,
             &Undo::SwitchTo {
                 version: v1.version.clone(),
+                revision: None,
             },
         )
         .await
@@ -76,6 +77,7 @@ pub async fn run(driver: &dyn Driver, spec: &TargetSpec, v1: &ReleaseBundle, v2:
     // Undo to a release that is not there is an error, not a guess.
     let missing = Undo::SwitchTo {
         version: "0.0.0-missing".into(),
+        revision: None,
     };
     assert!(
         driver.undo(spec, &missing).await.is_err(),

@@ -161,7 +161,7 @@ impl Driver for FakeDriver {
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
         match undo {
-            Undo::SwitchTo { version } => {
+            Undo::SwitchTo { version, .. } => {
                 self.enter(spec, format!("undo {} {version}", spec.target.id))
                     .await?;
                 self.switch(spec, version)?;

@@ -322,7 +322,7 @@ impl Driver for LocalDriver {
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
         let dir = app_dir(spec)?;
         match undo {
-            Undo::SwitchTo { version } => {
+            Undo::SwitchTo { version, .. } => {
                 self.switch_to(spec, &dir, version).await?;
                 self.verify(spec, version).await
             }

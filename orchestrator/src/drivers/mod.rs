@@ -8,6 +8,7 @@ pub mod compliance;
 pub mod docker;
 pub mod fake;
 mod health;
+pub mod kube;
 pub mod local;
 mod process;
 pub mod rds;
@@ -180,6 +181,29 @@ pub trait Driver: Send + Sync {
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError>;
     /// Undoes a step: switch back to an earlier release (and verify it), or uninstall.
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError>;
+    /// At plan time, what deploying `release` would change on the target, object by object
+    /// (Kubernetes). `None`: the driver has nothing finer than the version change to show.
+    async fn preview(
+        &self,
+        _spec: &TargetSpec,
+        _release: &ReleaseBundle,
+    ) -> Result<Option<Vec<crate::kubernetes::diff::ObjectChange>>, DriverError> {
+        Ok(None)
+    }
+    /// What the ledger records about the release of `version` that a step left on the target
+    /// (Kubernetes: the release record's name, revision and digest). Best effort.
+    async fn receipt(&self, _spec: &TargetSpec, _version: &str) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Delay before retry `attempt` (1-based): `base` doubled each attempt, capped at 20 s, fully
+/// jittered so that many ferry runs throttled together do not retry together.
+pub fn backoff_delay(base: std::time::Duration, attempt: u32) -> std::time::Duration {
+    let cap = (base * 2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(std::time::Duration::from_secs(20));
+    let fraction = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+    (cap * fraction / 1000).max(base / 2)
 }
 
 /// Where an operation step runs: the plan and step it belongs to (what it creates is tagged
@@ -214,6 +238,7 @@ impl Drivers {
         d.insert(TargetKind::Local, Arc::new(local::LocalDriver));
         d.insert(TargetKind::Ssh, Arc::new(ssh::SshDriver::new()));
         d.insert(TargetKind::Docker, Arc::new(docker::DockerDriver::new()));
+        d.insert(TargetKind::Kubernetes, Arc::new(kube::KubeDriver::new()));
         d
     }
 

@@ -216,17 +216,28 @@ impl Shared {
                         spec,
                         &Undo::SwitchTo {
                             version: step.to.clone(),
+                            revision: step.revision,
                         },
                     )
                     .await
             }
+            StepAction::Uninstall => driver.undo(spec, &Undo::Uninstall).await,
         };
         let ms = started.elapsed().as_millis() as u64;
+        // What the step left on the target, for the ledger (a Kubernetes release record).
+        let receipt = match step.action {
+            StepAction::Uninstall => None,
+            _ => driver.receipt(spec, &step.to).await,
+        };
         match result {
             Ok(()) => {
+                let mut entry = self.entry(Event::StepSucceeded, step).duration_ms(ms);
+                if let Some(r) = &receipt {
+                    entry = entry.detail(serde_json::json!({ "release": r }));
+                }
                 self.succeeded(
                     step,
-                    self.entry(Event::StepSucceeded, step).duration_ms(ms),
+                    entry,
                     format!(
                         "  ok      {} {} -> {} ({ms} ms) [{}]",
                         step.target.id,
@@ -255,8 +266,11 @@ impl Shared {
                     .outcome(Outcome::Failed)
                     .duration_ms(ms)
                     .message(e.to_string());
-                self.record(failed.detail(serde_json::json!({ "serving_after": serving_after })))
-                    .await?;
+                let mut detail = serde_json::json!({ "serving_after": serving_after });
+                if let Some(r) = receipt {
+                    detail["release"] = r;
+                }
+                self.record(failed.detail(detail)).await?;
                 self.set(&step.id, StepStatus::Failed);
                 self.exec.progress.inc(1);
                 self.say(format!(
@@ -362,7 +376,7 @@ impl Shared {
             .ok_or_else(|| ExecError::NoSpec(step.target.id.clone()))?;
         let driver = self.exec.drivers.get(step.target.kind)?;
         let back_to = match &step.undo {
-            Undo::SwitchTo { version } => version.clone(),
+            Undo::SwitchTo { version, .. } => version.clone(),
             Undo::Uninstall => "(uninstalled)".into(),
             Undo::Keep => "(kept)".into(),
         };

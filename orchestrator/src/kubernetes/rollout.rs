@@ -143,10 +143,32 @@ pub fn daemonset(d: &DaemonSet) -> Rollout {
     Rollout::Done
 }
 
-/// The first pod whose container is stuck in a state waiting will not cure (image pull error,
-/// crash loop, bad configuration), as a sentence naming pod, container, reason and image.
-pub fn stuck_pod(pods: &[Pod]) -> Option<String> {
+/// The images a workload's pod template asks for.
+pub fn template_images(workload: &Value) -> Vec<String> {
+    workload
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("image").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// The first pod of the current template (its containers ask for exactly `images`: pods of an
+/// older template, still going away, do not count) whose container is stuck in a state waiting
+/// will not cure (image pull error, crash loop, bad configuration), as a sentence naming pod,
+/// container, reason and image.
+pub fn stuck_pod(pods: &[Pod], images: &[String]) -> Option<String> {
     for p in pods {
+        let asks: Vec<&str> = p
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter_map(|c| c.image.as_deref())
+            .collect();
+        if asks.len() != images.len() || !asks.iter().all(|a| images.iter().any(|i| i == a)) {
+            continue;
+        }
         let name = p.metadata.name.clone().unwrap_or_default();
         let Some(status) = &p.status else { continue };
         let all = status
@@ -263,12 +285,15 @@ mod tests {
     #[test]
     fn stuck_pods_name_the_reason() {
         let pod = |reason: &str| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "web-abc"}, "status": {"containerStatuses": [
+            serde_json::from_value(json!({"metadata": {"name": "web-abc"},
+                "spec": {"containers": [{"name": "web", "image": "ehr:bad"}]},
+                "status": {"containerStatuses": [
                 {"name": "web", "image": "ehr:bad", "imageID": "", "ready": false, "restartCount": 4,
                  "state": {"waiting": {"reason": reason, "message": "back-off pulling image"}}}]}}))
             .unwrap()
         };
-        let m = stuck_pod(&[pod("ImagePullBackOff")]).unwrap();
+        let bad = vec!["ehr:bad".to_owned()];
+        let m = stuck_pod(&[pod("ImagePullBackOff")], &bad).unwrap();
         assert!(
             m.starts_with(
                 "image pull error: pod web-abc container web is ImagePullBackOff (image ehr:bad"
@@ -276,10 +301,15 @@ mod tests {
             "{m}"
         );
         assert!(
-            stuck_pod(&[pod("CrashLoopBackOff")])
+            stuck_pod(&[pod("CrashLoopBackOff")], &bad)
                 .unwrap()
                 .starts_with("crash loop")
         );
-        assert_eq!(stuck_pod(&[pod("ContainerCreating")]), None);
+        assert_eq!(stuck_pod(&[pod("ContainerCreating")], &bad), None);
+        // A pod of the template being replaced (rolling back from the bad image) is not ours.
+        assert_eq!(
+            stuck_pod(&[pod("ImagePullBackOff")], &["ehr:1".to_owned()]),
+            None
+        );
     }
 }

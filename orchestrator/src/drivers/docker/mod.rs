@@ -602,7 +602,7 @@ impl Driver for DockerDriver {
         let docker = self.client(spec).await?;
         let all = self.managed(&docker, spec).await?;
         match undo {
-            Undo::SwitchTo { version } => {
+            Undo::SwitchTo { version, .. } => {
                 let Some(back) = all.iter().rev().find(|m| &m.version == version) else {
                     return Err(DriverError::MissingRelease {
                         target: spec.target.id.clone(),

@@ -133,11 +133,7 @@ impl RdsOps {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() && attempt < attempts => {
-                    let cap = (self.backoff * 2u32.saturating_pow(attempt - 1))
-                        .min(Duration::from_secs(20));
-                    // Full jitter: many ferry runs throttled together do not retry together.
-                    let fraction = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-                    let delay = (cap * fraction / 1000).max(self.backoff / 2);
+                    let delay = crate::drivers::backoff_delay(self.backoff, attempt);
                     (cx.say)(format!(
                         "  retry   {what} on {}: {e}; attempt {}/{attempts} in {} ms",
                         cx.place,

@@ -432,7 +432,7 @@ impl Driver for SshDriver {
         let t = ssh_of(spec)?;
         let dir = app_dir(t, spec);
         match undo {
-            Undo::SwitchTo { version } => {
+            Undo::SwitchTo { version, .. } => {
                 self.switch_with(spec, &script::switch(&dir, version), version)
                     .await?;
                 self.verify(spec, version).await

@@ -1,0 +1,980 @@
+//! The Kubernetes driver (kube-rs): releases of an app's manifests into its namespace, with a
+//! release record (a Secret) per revision, server-side apply under the field manager `ferry`,
+//! pruning, rollout waits and rollback from the cluster's own history.
+//!
+//! What to apply, in which order, what to prune and whether a rollout is done are decided by
+//! the pure `crate::kubernetes`; this module talks to the API server. Every call is retried
+//! with jittered backoff on 429, 5xx and connection errors (each retry printed); a 409 from
+//! server-side apply names the field manager that owns the field.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+use super::{Driver, DriverError, ReleaseBundle, TargetSpec};
+use crate::kubernetes::diff::{self, ChangeKind, ObjectChange};
+use crate::kubernetes::release::{self, History, Record, Status};
+use crate::kubernetes::rollout::{self, Rollout};
+use crate::kubernetes::{self as k8s, Manifest, ObjectId, Placement};
+use crate::model::{KubernetesApp, KubernetesCloud};
+use crate::plan::Undo;
+use crate::target::Observed;
+
+/// Progress lines (rollout waits, retries, prunes) go here.
+pub type Say = Arc<dyn Fn(String) + Send + Sync>;
+
+pub struct KubeDriver {
+    /// Per cloud: the client and the API server's URL.
+    clients: Mutex<BTreeMap<String, (kube::Client, String)>>,
+    /// Between two looks at a rollout (`FERRY_KUBE_POLL_MS`, default 2 s).
+    poll: Duration,
+    /// First retry delay; doubled each attempt, capped, fully jittered.
+    backoff: Duration,
+    say: Say,
+}
+
+impl Default for KubeDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KubeDriver {
+    pub fn new() -> Self {
+        let poll = std::env::var("FERRY_KUBE_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(2), Duration::from_millis);
+        Self {
+            clients: Mutex::default(),
+            poll,
+            backoff: Duration::from_millis(250),
+            say: Arc::new(|l| eprintln!("{l}")),
+        }
+    }
+
+    pub fn with_say(mut self, say: Say) -> Self {
+        self.say = say;
+        self
+    }
+}
+
+/// One app on one cluster: where, with what client.
+struct Cx<'a> {
+    spec: &'a TargetSpec,
+    cloud: &'a KubernetesCloud,
+    app: &'a KubernetesApp,
+    ns: String,
+    client: kube::Client,
+    server: String,
+}
+
+impl Cx<'_> {
+    fn place(&self) -> &str {
+        &self.spec.target.id
+    }
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            app: &self.spec.app.id,
+            namespace: &self.ns,
+        }
+    }
+    fn fail(&self, action: &'static str, message: String) -> DriverError {
+        DriverError::Failed {
+            target: self.place().to_owned(),
+            action,
+            message,
+        }
+    }
+}
+
+/// A kube error as a sentence; transport errors keep their cause chain (the top says little).
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => {
+            let mut m = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !m.contains(&t) {
+                    m.push_str(": ");
+                    m.push_str(&t);
+                }
+                src = s.source();
+            }
+            m
+        }
+    }
+}
+
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// 429, 5xx and transport failures are worth another attempt; anything else is an answer.
+fn retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// The managers and fields of a server-side apply conflict (`conflict with "helm" using
+/// apps/v1: .spec.replicas`).
+pub fn conflicts(e: &kube::Error) -> Option<Vec<(String, String)>> {
+    let kube::Error::Api(s) = e else { return None };
+    if s.code != 409 {
+        return None;
+    }
+    let mut out = Vec::new();
+    if let Some(d) = &s.details {
+        for c in &d.causes {
+            if let Some(m) = c.message.split('"').nth(1) {
+                out.push((m.to_owned(), c.field.clone()));
+            }
+        }
+    }
+    if out.is_empty() {
+        for part in s.message.split("conflict with \"").skip(1) {
+            let manager = part.split('"').next().unwrap_or_default();
+            let field = part.rsplit(": ").next().unwrap_or_default().trim();
+            out.push((manager.to_owned(), field.to_owned()));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn resource(id: &ObjectId) -> Result<ApiResource, String> {
+    let info = id
+        .kind_info()
+        .ok_or_else(|| format!("{id}: kind is not one ferry applies"))?;
+    let (g, v) = id.group_version();
+    Ok(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(g, v, &id.kind),
+        info.plural,
+    ))
+}
+
+fn now() -> String {
+    crate::ledger::now()
+}
+
+impl KubeDriver {
+    async fn cx<'a>(&self, spec: &'a TargetSpec) -> Result<Cx<'a>, DriverError> {
+        let fail = |message: String| DriverError::Failed {
+            target: spec.target.id.clone(),
+            action: "connect",
+            message,
+        };
+        let cloud = spec
+            .cloud
+            .as_ref()
+            .and_then(|c| c.kubernetes.as_ref())
+            .ok_or_else(|| fail("the cloud has no `kubernetes` section".into()))?;
+        let app = spec
+            .app
+            .kubernetes
+            .as_ref()
+            .ok_or_else(|| fail("the app has no `kubernetes` section".into()))?;
+        let ns = app.namespace_for(&spec.target.site);
+        let cached = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .get(&spec.target.host)
+            .cloned();
+        let (client, server) = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.connect(spec, cloud).await.map_err(fail)?;
+                self.clients
+                    .lock()
+                    .expect("clients lock")
+                    .insert(spec.target.host.clone(), c.clone());
+                c
+            }
+        };
+        Ok(Cx {
+            spec,
+            cloud,
+            app,
+            ns,
+            server,
+            client,
+        })
+    }
+
+    async fn config(
+        &self,
+        spec: &TargetSpec,
+        cloud: &KubernetesCloud,
+    ) -> Result<kube::Config, String> {
+        let mut config = if cloud.in_cluster {
+            kube::Config::incluster()
+                .map_err(|e| format!("in-cluster configuration is not available: {e}"))?
+        } else {
+            let path = spec
+                .base_dir
+                .join(cloud.kubeconfig.as_deref().unwrap_or_default());
+            let kc = Kubeconfig::read_from(&path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let options = KubeConfigOptions {
+                context: cloud.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "kubeconfig {}{}: {e}",
+                        path.display(),
+                        cloud
+                            .context
+                            .as_deref()
+                            .map(|c| format!(" (context `{c}`)"))
+                            .unwrap_or_default()
+                    )
+                })?
+        };
+        let t = Duration::from_secs(cloud.timeout_seconds);
+        config.connect_timeout = Some(t);
+        config.read_timeout = Some(t);
+        config.write_timeout = Some(t);
+        // ferry retries itself, so that every retry is printed and bounded by max_attempts.
+        config.default_retry = false;
+        Ok(config)
+    }
+
+    async fn connect(
+        &self,
+        spec: &TargetSpec,
+        cloud: &KubernetesCloud,
+    ) -> Result<(kube::Client, String), String> {
+        // kube's rustls client panics without one process-wide provider (see lib.rs).
+        crate::install_crypto_provider();
+        let config = self.config(spec, cloud).await?;
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| describe(&e))?;
+        Ok((client, server))
+    }
+
+    /// One API call, retried with backoff on 429, 5xx and transport errors.
+    async fn call<T, F, Fut>(&self, cx: &Cx<'_>, what: &str, mut f: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let attempts = cx.cloud.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if retryable(&e) && attempt < attempts => {
+                    let delay = crate::drivers::backoff_delay(self.backoff, attempt);
+                    (self.say)(format!(
+                        "  retry   {what} on {}: {}; attempt {}/{attempts} in {} ms",
+                        cx.place(),
+                        describe(&e),
+                        attempt + 1,
+                        delay.as_millis()
+                    ));
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A failed call as a driver error: unreachable clusters say where they were looked for.
+    fn error(&self, cx: &Cx<'_>, action: &'static str, what: &str, e: &kube::Error) -> DriverError {
+        let message = match e {
+            kube::Error::HyperError(_) | kube::Error::Service(_) => format!(
+                "cannot reach the Kubernetes API of cloud `{}` at {} ({what}): {} (gave up after {} attempt(s))",
+                cx.spec.target.host,
+                cx.server,
+                describe(e),
+                cx.cloud.max_attempts
+            ),
+            _ => match conflicts(e) {
+                Some(c) => format!(
+                    "{what}: 409 conflict: {} (ferry does not take fields from another field manager; have that manager release them, or remove the field from ferry's manifest)",
+                    c.iter()
+                        .map(|(m, f)| format!("field {f} is managed by `{m}`"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                None => format!("{what}: {}", describe(e)),
+            },
+        };
+        cx.fail(action, message)
+    }
+
+    fn dynamic(&self, cx: &Cx<'_>, id: &ObjectId) -> Result<Api<DynamicObject>, DriverError> {
+        let ar = resource(id).map_err(|m| cx.fail("apply", m))?;
+        Ok(match &id.namespace {
+            Some(ns) => Api::namespaced_with(cx.client.clone(), ns, &ar),
+            None => Api::all_with(cx.client.clone(), &ar),
+        })
+    }
+
+    async fn get(&self, cx: &Cx<'_>, id: &ObjectId) -> Result<Option<Value>, DriverError> {
+        let api = self.dynamic(cx, id)?;
+        let what = format!("reading {id}");
+        let got = self
+            .call(cx, &what, || api.get_opt(&id.name))
+            .await
+            .map_err(|e| self.error(cx, "observe", &what, &e))?;
+        Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
+    }
+
+    /// Server-side apply of one object as `ferry` (dry-run: the server's answer, nothing
+    /// stored).
+    async fn ssa(
+        &self,
+        cx: &Cx<'_>,
+        obj: &Value,
+        dry_run: bool,
+    ) -> Result<Value, (Option<u16>, DriverError)> {
+        let id = ObjectId::of(obj).expect("prepared objects have ids");
+        let api = self.dynamic(cx, &id).map_err(|e| (None, e))?;
+        let mut pp = PatchParams::apply(k8s::FIELD_MANAGER);
+        pp.dry_run = dry_run;
+        let what = format!("{}applying {id}", if dry_run { "dry-run " } else { "" });
+        let patch = Patch::Apply(obj);
+        match self
+            .call(cx, &what, || api.patch(&id.name, &pp, &patch))
+            .await
+        {
+            Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
+            Err(e) => Err((code(&e), self.error(cx, "apply", &what, &e))),
+        }
+    }
+
+    async fn history(&self, cx: &Cx<'_>) -> Result<History, DriverError> {
+        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let lp = ListParams::default().labels(&release::selector(&cx.spec.app.id));
+        let what = format!("listing release records in namespace {}", cx.ns);
+        let list = self
+            .call(cx, &what, || api.list(&lp))
+            .await
+            .map_err(|e| self.error(cx, "observe", &what, &e))?;
+        let mut records = Vec::new();
+        for s in list.items {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let bytes = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(release::DATA_KEY))
+                .map(|b| b.0.clone())
+                .unwrap_or_default();
+            let r = release::decode(&bytes).map_err(|m| {
+                cx.fail(
+                    "observe",
+                    format!("release record {}/{name} cannot be read: {m}", cx.ns),
+                )
+            })?;
+            records.push(r);
+        }
+        Ok(History::new(records))
+    }
+
+    async fn write_record(&self, cx: &Cx<'_>, r: &Record) -> Result<(), DriverError> {
+        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(r.secret_name()),
+                namespace: Some(cx.ns.clone()),
+                labels: Some(release::labels(r)),
+                ..Default::default()
+            },
+            type_: Some(release::SECRET_TYPE.into()),
+            data: Some([(release::DATA_KEY.to_owned(), ByteString(release::encode(r)))].into()),
+            ..Default::default()
+        };
+        let value = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": serde_json::to_value(&secret.metadata).expect("serializes"),
+            "type": secret.type_, "data": serde_json::to_value(&secret.data).expect("serializes"),
+        });
+        let pp = PatchParams::apply(k8s::FIELD_MANAGER).force();
+        let what = format!(
+            "writing release record {}/{} ({})",
+            cx.ns,
+            r.secret_name(),
+            r.status.as_str()
+        );
+        let name = r.secret_name();
+        let patch = Patch::Apply(&value);
+        self.call(cx, &what, || api.patch(&name, &pp, &patch))
+            .await
+            .map_err(|e| self.error(cx, "record", &what, &e))?;
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        cx: &Cx<'_>,
+        r: &mut Record,
+        status: Status,
+        reason: Option<String>,
+    ) -> Result<(), DriverError> {
+        r.status = status;
+        r.reason = reason;
+        r.updated_at = now();
+        self.write_record(cx, r).await
+    }
+
+    /// The release's objects: rendered templates parsed, placed and ordered.
+    fn objects(&self, cx: &Cx<'_>, bundle: &ReleaseBundle) -> Result<Vec<Manifest>, DriverError> {
+        let mut all = Vec::new();
+        for f in &bundle.files {
+            all.extend(
+                k8s::parse(&f.dest, &f.contents, &cx.placement())
+                    .map_err(|e| cx.fail("render", e.to_string()))?,
+            );
+        }
+        k8s::order(all).map_err(|e| cx.fail("render", e.to_string()))
+    }
+
+    async fn namespace_exists(&self, cx: &Cx<'_>) -> Result<bool, DriverError> {
+        let id = ObjectId {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: cx.ns.clone(),
+        };
+        Ok(self.get(cx, &id).await?.is_some())
+    }
+
+    /// Applies `objects` as revision `revision` (a record first, pending), prunes what earlier
+    /// revisions had and this one does not.
+    async fn install(
+        &self,
+        cx: &Cx<'_>,
+        objects: Vec<Value>,
+        version: &str,
+        plan_id: &str,
+        rollback_of: Option<u32>,
+    ) -> Result<Record, DriverError> {
+        let history = self.history(cx).await?;
+        // A run resumed after a crash continues its own pending revision.
+        let resumed = history.latest().filter(|r| {
+            r.status == Status::Pending
+                && r.plan_id == plan_id
+                && r.version == version
+                && r.rollback_of == rollback_of
+        });
+        // The same objects as the deployed revision: applied again (repairing drift) under
+        // that revision, not a new one.
+        let sha = release::objects_sha256(&objects);
+        let same = history.deployed().filter(|r| {
+            history.latest().map(|l| l.revision) == Some(r.revision)
+                && r.objects_sha256 == sha
+                && r.version == version
+        });
+        let revision = resumed
+            .or(same)
+            .map_or(history.next_revision(), |r| r.revision);
+        let ids: Vec<ObjectId> = objects.iter().filter_map(ObjectId::of).collect();
+        // Namespaces first: the record lives in the app's namespace.
+        for o in objects.iter().filter(|o| o["kind"] == "Namespace") {
+            self.ssa(cx, o, false).await.map_err(|(_, e)| e)?;
+        }
+        if !self.namespace_exists(cx).await? {
+            return Err(cx.fail(
+                "apply",
+                format!(
+                    "namespace `{}` does not exist and the manifests do not create it",
+                    cx.ns
+                ),
+            ));
+        }
+        let t = now();
+        let fresh = Record {
+            format: release::FORMAT.into(),
+            app: cx.spec.app.id.clone(),
+            site: cx.spec.target.site.clone(),
+            namespace: cx.ns.clone(),
+            revision,
+            version: version.to_owned(),
+            status: Status::Pending,
+            reason: None,
+            plan_id: plan_id.to_owned(),
+            rollback_of,
+            objects_sha256: sha,
+            created_at: resumed.map_or(t.clone(), |r| r.created_at.clone()),
+            updated_at: t,
+            objects: objects.clone(),
+        };
+        let mut record = match same {
+            Some(d) => d.clone(),
+            None => {
+                self.write_record(cx, &fresh).await?;
+                fresh
+            }
+        };
+        (self.say)(format!(
+            "  apply   {}: revision {revision} ({version}), {} object(s) as field manager `{}`",
+            cx.place(),
+            objects.len(),
+            k8s::FIELD_MANAGER
+        ));
+        for o in objects.iter().filter(|o| o["kind"] != "Namespace") {
+            if let Err((_, e)) = self.ssa(cx, o, false).await {
+                let reason = e.to_string();
+                self.set_status(cx, &mut record, Status::Failed, Some(reason))
+                    .await?;
+                return Err(e);
+            }
+        }
+        for id in k8s::prune(&history.all_ids(), &ids) {
+            self.delete_ours(cx, &id, "prune").await?;
+        }
+        Ok(record)
+    }
+
+    /// Deletes `id` if it is there and carries ferry's labels for this app.
+    async fn delete_ours(&self, cx: &Cx<'_>, id: &ObjectId, why: &str) -> Result<(), DriverError> {
+        let Some(live) = self.get(cx, id).await? else {
+            return Ok(());
+        };
+        if !k8s::is_ours(&live, &cx.spec.app.id) {
+            (self.say)(format!(
+                "  keep    {}: {id} is not labelled as ferry's for {}; not deleted",
+                cx.place(),
+                cx.spec.app.id
+            ));
+            return Ok(());
+        }
+        let api = self.dynamic(cx, id)?;
+        let dp = DeleteParams::background();
+        let what = format!("deleting {id}");
+        match self.call(cx, &what, || api.delete(&id.name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => return Err(self.error(cx, "delete", &what, &e)),
+        }
+        (self.say)(format!("  {why:<7} {}: deleted {id}", cx.place()));
+        Ok(())
+    }
+
+    /// Waits until every workload of `record` has rolled out, or fails with the reason.
+    async fn wait(&self, cx: &Cx<'_>, record: &Record) -> Result<(), String> {
+        let deadline = Duration::from_secs(cx.app.rollout_timeout_seconds);
+        let started = Instant::now();
+        let workloads: Vec<ObjectId> = record
+            .ids()
+            .into_iter()
+            .filter(|id| id.kind_info().is_some_and(|i| i.workload))
+            .collect();
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let mut pending = Vec::new();
+            for id in &workloads {
+                let live = match self.get(cx, id).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return Err(format!("{id} is gone")),
+                    Err(e) => return Err(e.to_string()),
+                };
+                match rollout::state(&id.kind, &live)? {
+                    Rollout::Done => {}
+                    Rollout::Failed(why) => return Err(format!("{id}: {why}")),
+                    Rollout::Progressing(msg) => {
+                        if let Some(stuck) = self.stuck(cx, &live).await {
+                            return Err(format!("{id}: {stuck}"));
+                        }
+                        if last.get(&id.to_string()) != Some(&msg) {
+                            (self.say)(format!("  wait    {}: {id}: {msg}", cx.place()));
+                            last.insert(id.to_string(), msg.clone());
+                        }
+                        pending.push(format!("{id}: {msg}"));
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= deadline {
+                return Err(format!(
+                    "rollout timed out after {}s: {}",
+                    deadline.as_secs(),
+                    pending.join("; ")
+                ));
+            }
+            tokio::time::sleep(self.poll.min(deadline.saturating_sub(started.elapsed()))).await;
+        }
+    }
+
+    /// A pod of the workload stuck in a state waiting will not cure.
+    async fn stuck(&self, cx: &Cx<'_>, workload: &Value) -> Option<String> {
+        let labels = workload
+            .pointer("/spec/selector/matchLabels")?
+            .as_object()?;
+        let selector = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let api: Api<Pod> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let lp = ListParams::default().labels(&selector);
+        let pods = match self.call(cx, "listing pods", || api.list(&lp)).await {
+            Ok(p) => p,
+            Err(e) => {
+                // The wait goes on; its deadline still holds.
+                (self.say)(format!(
+                    "  warn    {}: cannot list the pods of a workload: {}",
+                    cx.place(),
+                    describe(&e)
+                ));
+                return None;
+            }
+        };
+        rollout::stuck_pod(&pods.items, &rollout::template_images(workload))
+    }
+
+    /// Waits for `record`'s rollout and records the outcome: deployed (the previous deployed
+    /// revision superseded, history beyond `keep` deleted) or failed with the reason.
+    async fn conclude(&self, cx: &Cx<'_>, mut record: Record) -> Result<(), DriverError> {
+        if let Err(why) = self.wait(cx, &record).await {
+            self.set_status(cx, &mut record, Status::Failed, Some(why.clone()))
+                .await?;
+            return Err(cx.fail(
+                "rollout",
+                format!("revision {} ({}): {why}", record.revision, record.version),
+            ));
+        }
+        let history = self.history(cx).await?;
+        for mut r in history.records.iter().cloned() {
+            if r.status == Status::Deployed && r.revision != record.revision {
+                self.set_status(cx, &mut r, Status::Superseded, None)
+                    .await?;
+            }
+        }
+        self.set_status(cx, &mut record, Status::Deployed, None)
+            .await?;
+        (self.say)(format!(
+            "  ok      {}: revision {} ({}) rolled out",
+            cx.place(),
+            record.revision,
+            record.version
+        ));
+        let history = self.history(cx).await?;
+        for n in history.expired(cx.spec.app.keep_releases as usize) {
+            let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
+            let name = release::secret_name(&cx.spec.app.id, n);
+            let what = format!("deleting expired release record {name}");
+            let dp = DeleteParams::default();
+            match self.call(cx, &what, || api.delete(&name, &dp)).await {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some(404) => {}
+                Err(e) => return Err(self.error(cx, "record", &what, &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-applies the objects of `revision` as a new revision and waits for it.
+    async fn rollback_to(&self, cx: &Cx<'_>, from: &Record) -> Result<(), DriverError> {
+        (self.say)(format!(
+            "  rollback {}: re-applying revision {} ({})",
+            cx.place(),
+            from.revision,
+            from.version
+        ));
+        let plan_id = format!("rollback-of-{}", from.revision);
+        let r = self
+            .install(
+                cx,
+                from.objects.clone(),
+                &from.version,
+                &plan_id,
+                Some(from.revision),
+            )
+            .await?;
+        self.conclude(cx, r).await
+    }
+
+    async fn uninstall(&self, cx: &Cx<'_>) -> Result<(), DriverError> {
+        let history = self.history(cx).await?;
+        for id in k8s::prune(&history.all_ids(), &[]) {
+            self.delete_ours(cx, &id, "delete").await?;
+        }
+        for mut r in history.records {
+            if r.status != Status::Uninstalled {
+                self.set_status(cx, &mut r, Status::Uninstalled, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the cluster's release history holds for the target (for `ferry history`).
+    pub async fn releases(&self, spec: &TargetSpec) -> Result<History, DriverError> {
+        let cx = self.cx(spec).await?;
+        self.history(&cx).await
+    }
+}
+
+#[async_trait]
+impl Driver for KubeDriver {
+    async fn observe(&self, spec: &TargetSpec) -> Result<Observed, DriverError> {
+        let cx = self.cx(spec).await?;
+        let history = self.history(&cx).await?;
+        let mut o = Observed {
+            current: history.deployed().map(|r| r.version.clone()),
+            releases: history.versions(),
+            ..Observed::default()
+        };
+        o.facts.insert("namespace".into(), cx.ns.clone());
+        o.facts.insert("server".into(), cx.server.clone());
+        if let Some(d) = history.deployed() {
+            o.facts.insert("revision".into(), d.revision.to_string());
+            for id in d.ids() {
+                if self.get(&cx, &id).await?.is_none() {
+                    o.drift.push(format!(
+                        "{id} of revision {} is missing (deleted outside ferry)",
+                        d.revision
+                    ));
+                }
+            }
+        }
+        if let Some(p) = history.previous() {
+            o.facts
+                .insert("previous_revision".into(), p.revision.to_string());
+            o.facts.insert("previous_version".into(), p.version.clone());
+        }
+        if let Some(l) = history.latest()
+            && !matches!(l.status, Status::Deployed | Status::Superseded)
+        {
+            o.facts.insert(
+                "latest_revision".into(),
+                format!("{} ({}, {})", l.revision, l.version, l.status.as_str()),
+            );
+            if matches!(l.status, Status::Failed | Status::Pending) {
+                o.drift.push(format!(
+                    "revision {} ({}) is {}{}",
+                    l.revision,
+                    l.version,
+                    l.status.as_str(),
+                    l.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        Ok(o)
+    }
+
+    async fn preview(
+        &self,
+        spec: &TargetSpec,
+        bundle: &ReleaseBundle,
+    ) -> Result<Option<Vec<ObjectChange>>, DriverError> {
+        let cx = self.cx(spec).await?;
+        let objects = self.objects(&cx, bundle)?;
+        let history = self.history(&cx).await?;
+        let ns_created = objects
+            .iter()
+            .any(|m| m.object["kind"] == "Namespace" && m.object["metadata"]["name"] == cx.ns);
+        let ns_exists = self.namespace_exists(&cx).await?;
+        if !ns_exists && !ns_created {
+            return Err(cx.fail(
+                "plan",
+                format!(
+                    "namespace `{}` does not exist on cloud `{}` and the manifests do not create it",
+                    cx.ns, spec.target.host
+                ),
+            ));
+        }
+        let mut out = Vec::new();
+        for m in &objects {
+            let id = m.id();
+            let live = self.get(&cx, &id).await?;
+            // Objects in a namespace that is still to be made cannot be dry-run yet.
+            let dry = if id.namespace.is_some() && !ns_exists {
+                None
+            } else {
+                match self.ssa(&cx, &m.object, true).await {
+                    Ok(v) => Some(v),
+                    // A server without dry-run: compare the manifest's own fields.
+                    Err((Some(400 | 405 | 415), _)) => None,
+                    Err((_, e)) => {
+                        return Err(
+                            cx.fail("plan", format!("{e} (object from template {})", m.template))
+                        );
+                    }
+                }
+            };
+            let basis = Some(
+                if dry.is_some() {
+                    "server-dry-run"
+                } else {
+                    "manifest"
+                }
+                .to_owned(),
+            );
+            let change = match (&live, &dry) {
+                (None, _) => ObjectChange {
+                    object: id,
+                    change: ChangeKind::Add,
+                    fields: vec![],
+                    basis,
+                },
+                (Some(l), Some(after)) => {
+                    let fields = diff::full(&id, l, after);
+                    ObjectChange {
+                        change: if fields.is_empty() {
+                            ChangeKind::Unchanged
+                        } else {
+                            ChangeKind::Change
+                        },
+                        object: id,
+                        fields,
+                        basis,
+                    }
+                }
+                (Some(l), None) => {
+                    let fields = diff::subset(&id, l, &m.object);
+                    ObjectChange {
+                        change: if fields.is_empty() {
+                            ChangeKind::Unchanged
+                        } else {
+                            ChangeKind::Change
+                        },
+                        object: id,
+                        fields,
+                        basis,
+                    }
+                }
+            };
+            out.push(change);
+        }
+        let ids: Vec<ObjectId> = objects.iter().map(Manifest::id).collect();
+        for id in k8s::prune(&history.all_ids(), &ids) {
+            if let Some(live) = self.get(&cx, &id).await?
+                && k8s::is_ours(&live, &spec.app.id)
+            {
+                out.push(ObjectChange {
+                    object: id,
+                    change: ChangeKind::Remove,
+                    fields: vec![],
+                    basis: None,
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn apply(&self, spec: &TargetSpec, bundle: &ReleaseBundle) -> Result<(), DriverError> {
+        let cx = self.cx(spec).await?;
+        let objects: Vec<Value> = self
+            .objects(&cx, bundle)?
+            .into_iter()
+            .map(|m| m.object)
+            .collect();
+        self.install(&cx, objects, &bundle.version, &bundle.plan_id, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError> {
+        let cx = self.cx(spec).await?;
+        let history = self.history(&cx).await?;
+        // Only the newest revision is what the cluster is being moved to.
+        let record = history
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.status != Status::Uninstalled)
+            .filter(|r| r.version == version)
+            .cloned()
+            .ok_or_else(|| {
+                cx.fail(
+                    "verify",
+                    format!(
+                        "{version} is not the newest revision here (newest: {})",
+                        history
+                            .latest()
+                            .map(|r| format!("{} {}", r.revision, r.version))
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                )
+            })?;
+        self.conclude(&cx, record).await
+    }
+
+    async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
+        let cx = self.cx(spec).await?;
+        match undo {
+            Undo::Keep => Ok(()),
+            Undo::Uninstall => self.uninstall(&cx).await,
+            Undo::SwitchTo {
+                version,
+                revision: Some(n),
+            } => {
+                let history = self.history(&cx).await?;
+                let r = history
+                    .revision(*n)
+                    .filter(|r| &r.version == version)
+                    .cloned()
+                    .ok_or_else(|| {
+                        cx.fail(
+                            "rollback",
+                            format!("revision {n} ({version}) is not in the release history"),
+                        )
+                    })?;
+                self.rollback_to(&cx, &r).await
+            }
+            Undo::SwitchTo { version, .. } => {
+                let history = self.history(&cx).await?;
+                let r = history.of_version(version).cloned().ok_or_else(|| {
+                    cx.fail(
+                        "rollback",
+                        format!(
+                            "no revision of {version} was ever rolled out here (history: {})",
+                            history.versions().join(", ")
+                        ),
+                    )
+                })?;
+                self.rollback_to(&cx, &r).await
+            }
+        }
+    }
+
+    async fn receipt(&self, spec: &TargetSpec, version: &str) -> Option<Value> {
+        let cx = self.cx(spec).await.ok()?;
+        let history = self.history(&cx).await.ok()?;
+        let r = history
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.version == version)?;
+        Some(json!({
+            "release_record": format!("{}/{}", cx.ns, r.secret_name()),
+            "revision": r.revision,
+            "status": r.status.as_str(),
+            "objects": r.objects.len(),
+            "objects_sha256": r.objects_sha256,
+            "rollback_of": r.rollback_of,
+            "server": cx.server,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

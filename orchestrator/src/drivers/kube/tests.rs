@@ -1,0 +1,460 @@
+//! The Kubernetes driver against the STAND-IN API server (`kube-standin`): no real API server
+//! can be installed where these tests run. The CLI suite (tests/cli/kube.rs) can also run
+//! against a real cluster; these tests inject faults only the stand-in can.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube_standin::StandIn;
+
+use super::*;
+use crate::drivers::{RenderedFile, compliance};
+use crate::model::{App, Cloud, CloudKind, HealthCheck, TargetKind};
+use crate::target::TargetRef;
+
+struct World {
+    server: StandIn,
+    dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+async fn world() -> World {
+    let server = StandIn::start_async("127.0.0.1:0").await;
+    server.set_rollout_delay(Duration::from_millis(50));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig()).unwrap();
+    World {
+        server,
+        dir,
+        lines: Arc::default(),
+    }
+}
+
+impl World {
+    fn driver(&self) -> KubeDriver {
+        let lines = self.lines.clone();
+        let mut d = KubeDriver::new().with_say(Arc::new(move |l| lines.lock().unwrap().push(l)));
+        d.poll = Duration::from_millis(30);
+        d.backoff = Duration::from_millis(5);
+        d
+    }
+
+    fn said(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn spec(&self) -> TargetSpec {
+        spec_at(self.dir.path(), "kubeconfig")
+    }
+}
+
+fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
+    let app = App {
+        id: "ehr".into(),
+        version: "1.0.0".into(),
+        artifact: String::new(),
+        target: TargetKind::Kubernetes,
+        sites: vec!["east".into()],
+        health_check: HealthCheck::default(),
+        restart: None,
+        depends_on: vec![],
+        config: vec![],
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        keep_releases: 3,
+        docker: None,
+        kubernetes: Some(KubernetesApp {
+            namespace: "ehr-{site}".into(),
+            manifests: vec!["web.yaml".into()],
+            values: BTreeMap::new(),
+            rollout_timeout_seconds: 5,
+        }),
+    };
+    let cloud = Cloud {
+        id: "k1".into(),
+        kind: CloudKind::Kubernetes,
+        local: None,
+        aws: None,
+        kubernetes: Some(KubernetesCloud {
+            kubeconfig: Some(kubeconfig.into()),
+            context: None,
+            in_cluster: false,
+            max_attempts: 4,
+            timeout_seconds: 5,
+        }),
+        docker: None,
+    };
+    TargetSpec {
+        target: TargetRef::new("east", "k1", "ehr", TargetKind::Kubernetes),
+        app,
+        cloud: Some(cloud),
+        base_dir: base.to_owned(),
+        env: vec![],
+        secrets: vec![],
+        ssh: None,
+        docker: None,
+    }
+}
+
+/// A release: namespace, config, service, deployment running `image`, plus `extra` documents.
+fn bundle(version: &str, image: &str, extra: &str) -> ReleaseBundle {
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: ehr-east}}\n---\n\
+apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: web, image: \"{image}\"}}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n---\n\
+apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{VERSION: \"{version}\"}}\n{extra}"
+    );
+    ReleaseBundle {
+        version: version.into(),
+        artifact: Default::default(),
+        artifact_sha256: String::new(),
+        files: vec![RenderedFile {
+            dest: "web.yaml".into(),
+            contents: text,
+        }],
+        plan_id: format!("plan-{version}"),
+    }
+}
+
+const WORKER: &str = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: worker}\nspec:\n  selector: {matchLabels: {app: worker}}\n  template:\n    metadata: {labels: {app: worker}}\n    spec: {containers: [{name: w, image: worker:1}]}\n";
+
+async fn live(w: &World, d: &KubeDriver, kind: &str, name: &str) -> Option<Value> {
+    let spec = w.spec();
+    let cx = d.cx(&spec).await.unwrap();
+    let info = k8s::KINDS.iter().find(|i| i.kind == kind).unwrap();
+    let id = ObjectId {
+        api_version: info.api_version.into(),
+        kind: kind.into(),
+        namespace: info.namespaced.then(|| "ehr-east".into()),
+        name: name.into(),
+    };
+    d.get(&cx, &id).await.unwrap()
+}
+
+#[tokio::test]
+async fn kube_driver_passes_the_compliance_suite() {
+    let w = world().await;
+    let d = w.driver();
+    compliance::run(
+        &d,
+        &w.spec(),
+        &bundle("1.0.0", "ehr:1.0.0", ""),
+        &bundle("2.0.0", "ehr:2.0.0", ""),
+    )
+    .await;
+    // Every revision was recorded; the uninstall kept them for the audit trail.
+    let h = d.releases(&w.spec()).await.unwrap();
+    assert!(h.records.len() >= 3, "{:?}", h.records.len());
+    assert!(h.records.iter().all(|r| r.status == Status::Uninstalled));
+    assert!(live(&w, &d, "Deployment", "web").await.is_none());
+    assert!(
+        live(&w, &d, "Namespace", "ehr-east").await.is_some(),
+        "namespaces are never deleted"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_prunes_what_the_new_revision_dropped_and_keeps_foreign_objects() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", WORKER))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    assert!(live(&w, &d, "Deployment", "worker").await.is_some());
+    d.apply(&spec, &bundle("2.0.0", "ehr:2", "")).await.unwrap();
+    d.verify(&spec, "2.0.0").await.unwrap();
+    assert!(
+        live(&w, &d, "Deployment", "worker").await.is_none(),
+        "pruned"
+    );
+    let web = live(&w, &d, "Deployment", "web").await.unwrap();
+    assert_eq!(
+        web.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("ehr:2"))
+    );
+    let managers: Vec<&str> = web["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"ferry"), "{managers:?}");
+    assert!(
+        w.said()
+            .contains("prune   east/k1/ehr: deleted Deployment ehr-east/worker")
+    );
+    let h = d.releases(&spec).await.unwrap();
+    let st: Vec<(u32, Status)> = h.records.iter().map(|r| (r.revision, r.status)).collect();
+    assert_eq!(st, [(1, Status::Superseded), (2, Status::Deployed)]);
+    assert_eq!(
+        d.receipt(&spec, "2.0.0").await.unwrap()["release_record"],
+        "ehr-east/ferry.release.v1.ehr.v2"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_image_fails_the_rollout_with_the_reason_and_back_out_returns() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    d.apply(&spec, &bundle("2.0.0", "ehr:2-bad", ""))
+        .await
+        .unwrap();
+    let e = d.verify(&spec, "2.0.0").await.unwrap_err().to_string();
+    assert!(e.contains("image pull error"), "{e}");
+    assert!(e.contains("ImagePullBackOff"), "{e}");
+    let o = d.observe(&spec).await.unwrap();
+    assert_eq!(
+        o.current.as_deref(),
+        Some("1.0.0"),
+        "rev 1 stays the deployed one"
+    );
+    assert!(
+        o.drift
+            .iter()
+            .any(|d| d.contains("revision 2 (2.0.0) is failed")),
+        "{o:?}"
+    );
+    d.undo(
+        &spec,
+        &Undo::SwitchTo {
+            version: "1.0.0".into(),
+            revision: None,
+        },
+    )
+    .await
+    .unwrap();
+    let h = d.releases(&spec).await.unwrap();
+    let last = h.latest().unwrap();
+    assert_eq!(
+        (last.revision, last.rollback_of, last.status),
+        (3, Some(1), Status::Deployed)
+    );
+    let web = live(&w, &d, "Deployment", "web").await.unwrap();
+    assert_eq!(
+        web.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("ehr:1"))
+    );
+}
+
+#[tokio::test]
+async fn crash_loops_and_timeouts_are_named() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:crash", ""))
+        .await
+        .unwrap();
+    let e = d.verify(&spec, "1.0.0").await.unwrap_err().to_string();
+    assert!(
+        e.contains("crash loop") && e.contains("CrashLoopBackOff"),
+        "{e}\n{}",
+        w.said()
+    );
+    let mut slow = spec.clone();
+    slow.app
+        .kubernetes
+        .as_mut()
+        .unwrap()
+        .rollout_timeout_seconds = 1;
+    d.apply(&slow, &bundle("1.0.1", "ehr:slow", ""))
+        .await
+        .unwrap();
+    let e = d.verify(&slow, "1.0.1").await.unwrap_err().to_string();
+    assert!(e.contains("rollout timed out after 1s"), "{e}");
+    assert!(e.contains("0 of 2 updated replicas available"), "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_first_install_can_be_cleaned_up() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:bad", WORKER))
+        .await
+        .unwrap();
+    assert!(d.verify(&spec, "1.0.0").await.is_err());
+    let o = d.observe(&spec).await.unwrap();
+    assert_eq!(o.current, None, "nothing was ever deployed");
+    assert!(o.facts["latest_revision"].contains("failed"), "{o:?}");
+    // What Helm cannot do ("has no deployed releases"): a new install goes ahead...
+    d.apply(&spec, &bundle("1.0.1", "ehr:1.0.1", ""))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.1").await.unwrap();
+    assert!(
+        live(&w, &d, "Deployment", "worker").await.is_none(),
+        "the failed revision's leftovers are pruned too"
+    );
+    // ... and an uninstall removes everything ferry made.
+    d.undo(&spec, &Undo::Uninstall).await.unwrap();
+    assert!(live(&w, &d, "Deployment", "web").await.is_none());
+    assert!(live(&w, &d, "ConfigMap", "web").await.is_none());
+}
+
+#[tokio::test]
+async fn a_conflict_names_the_other_field_manager() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    // Someone scales the deployment by hand (an update by another manager takes the field).
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cx.client.clone(),
+        "ehr-east",
+        &resource(&ObjectId::of(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}})).unwrap()).unwrap(),
+    );
+    let pp = PatchParams {
+        field_manager: Some("kubectl-scale".into()),
+        ..Default::default()
+    };
+    api.patch("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 5}})))
+        .await
+        .unwrap();
+    let e = d
+        .apply(&spec, &bundle("2.0.0", "ehr:2", ""))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("409 conflict"), "{e}");
+    assert!(
+        e.contains("field .spec.replicas is managed by `kubectl-scale`"),
+        "{e}"
+    );
+    let h = d.releases(&spec).await.unwrap();
+    assert_eq!(h.latest().unwrap().status, Status::Failed);
+    // The plan-time preview says the same before anything is changed.
+    let e = d
+        .preview(&spec, &bundle("2.0.0", "ehr:2", ""))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kubectl-scale"), "{e}");
+}
+
+#[tokio::test]
+async fn preview_shows_added_changed_and_removed_objects_from_a_server_dry_run() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    // Before the namespace exists, everything is an addition.
+    let p = d
+        .preview(&spec, &bundle("1.0.0", "ehr:1", WORKER))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(p.iter().all(|c| c.change == ChangeKind::Add), "{p:?}");
+    assert_eq!(p.len(), 5);
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", WORKER))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    let before = w.server.requests().len();
+    let p = d
+        .preview(&spec, &bundle("2.0.0", "ehr:2", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = diff::render(&p);
+    assert!(text.contains("~ Deployment ehr-east/web"), "{text}");
+    assert!(
+        text.contains("spec.template.spec.containers[name=web].image: \"ehr:1\" -> \"ehr:2\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("data.VERSION: \"1.0.0\" -> \"2.0.0\""),
+        "{text}"
+    );
+    assert!(text.contains("= Service ehr-east/web"), "{text}");
+    assert!(text.contains("= Namespace ehr-east"), "{text}");
+    assert!(text.contains("- Deployment ehr-east/worker"), "{text}");
+    assert!(
+        p.iter()
+            .filter(|c| c.basis.as_deref() == Some("server-dry-run"))
+            .count()
+            >= 3
+    );
+    // The preview used dry-run applies and changed nothing.
+    let reqs = w.server.requests()[before..].to_vec();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("PATCH") && r.contains("dryRun=All")),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.starts_with("PATCH") && !r.contains("dryRun=All")),
+        "{reqs:?}"
+    );
+    assert!(live(&w, &d, "Deployment", "worker").await.is_some());
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_then_given_up() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    w.server.fail_next(2, 429);
+    d.observe(&spec).await.unwrap();
+    assert_eq!(w.said().matches("  retry   ").count(), 2, "{}", w.said());
+    w.server.fail_next(10, 503);
+    let e = d.observe(&spec).await.unwrap_err().to_string();
+    assert!(e.contains("503"), "{e}");
+    assert_eq!(
+        w.said().matches("  retry   ").count(),
+        2 + 3,
+        "max_attempts 4 => 3 retries"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_says_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = StandIn::start_async("127.0.0.1:0").await.kubeconfig();
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server:") {
+                format!("    server: http://127.0.0.1:{port}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("kc"), cfg).unwrap();
+    let mut d = KubeDriver::new().with_say(Arc::new(|_| {}));
+    d.backoff = Duration::from_millis(1);
+    let e = d
+        .observe(&spec_at(dir.path(), "kc"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot reach the Kubernetes API of cloud `k1`"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    // Clients are kept per cloud: a new driver reads the kubeconfig again.
+    let e = KubeDriver::new()
+        .observe(&spec_at(dir.path(), "missing-kubeconfig"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing-kubeconfig"), "{e}");
+}
