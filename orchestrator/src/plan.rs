@@ -140,6 +140,10 @@ pub struct PlanBody {
     /// Approval gates, each before a wave.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GatePlan>,
+    /// Kubernetes steps: what each changes, object by object (observed at plan time by the
+    /// driver; filled in at the edge, not by the planner).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, Vec<crate::kubernetes::diff::ObjectChange>>,
 }
 
 /// An approval gate: wave `wave` does not start until `role` has approved the plan.
@@ -391,6 +395,7 @@ pub fn plan_release(
         steps,
         unchanged,
         readiness,
+        objects: BTreeMap::new(),
         gates: rp
             .gates
             .iter()
@@ -511,6 +516,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
         unchanged: vec![],
         readiness: vec![],
         gates: vec![],
+        objects: BTreeMap::new(),
     }
 }
 
@@ -539,6 +545,7 @@ pub fn plan_runbook(name: &str, steps: Vec<(String, TargetRef, StepOp)>) -> Plan
         unchanged: vec![],
         readiness: vec![],
         gates: vec![],
+        objects: BTreeMap::new(),
     }
 }
 
@@ -605,6 +612,9 @@ pub fn render_diff(body: &PlanBody) -> String {
                 let _ = write!(s, " after {}", step.depends_on.join(", "));
             }
             s.push('\n');
+            if let Some(changes) = body.objects.get(&step.id) {
+                s.push_str(&crate::kubernetes::diff::render(changes));
+            }
             if let Some(t) = body.targets.iter().find(|t| t.target == step.target) {
                 for d in &t.observed.drift {
                     let _ = writeln!(s, "      ! drift: {d}");

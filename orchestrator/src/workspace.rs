@@ -440,6 +440,60 @@ pub async fn locate_images(
     }
 }
 
+/// What each Kubernetes step would change, object by object (a server-side dry-run where the
+/// server supports it), put into the plan. Every problem (rendering, conflicts, a missing
+/// namespace, an unreachable cluster) is reported, not only the first.
+pub async fn preview_objects(
+    drivers: &Drivers,
+    specs: &[TargetSpec],
+    plan: &mut SavedPlan,
+    inv: &Inventory,
+    base: &Path,
+) -> Result<(), WorkspaceError> {
+    let kube_steps: Vec<Step> = plan
+        .body
+        .steps
+        .iter()
+        .filter(|s| {
+            s.op.is_none()
+                && s.action == crate::plan::StepAction::Deploy
+                && s.target.kind == crate::model::TargetKind::Kubernetes
+        })
+        .cloned()
+        .collect();
+    if kube_steps.is_empty() {
+        return Ok(());
+    }
+    let bundles = bundles(plan, inv, base)?;
+    let mut problems = Vec::new();
+    for step in kube_steps {
+        let (Some(spec), Some(bundle)) = (
+            specs.iter().find(|s| s.target.id == step.target.id),
+            bundles.get(&step.id),
+        ) else {
+            continue;
+        };
+        let driver = driver_for(drivers, spec)?;
+        match tokio::time::timeout(OBSERVE_TIMEOUT, driver.preview(spec, bundle)).await {
+            Ok(Ok(Some(changes))) => {
+                plan.body.objects.insert(step.id.clone(), changes);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => problems.push(e.to_string()),
+            Err(_) => problems.push(format!(
+                "{}: previewing the release timed out after {}s",
+                spec.target.id,
+                OBSERVE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(WorkspaceError::Unavailable(problems))
+    }
+}
+
 /// Images whose id on the Docker host differs from the plan's record.
 pub async fn changed_images(
     drivers: &Drivers,

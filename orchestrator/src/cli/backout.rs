@@ -7,18 +7,32 @@ use super::apply::{apply_plan, print_apply};
 use super::plan_cmd::{print_plan, record_plan_created};
 use super::{CliError, Ctx};
 use crate::drivers::Drivers;
+use crate::drivers::kube::KubeDriver;
 use crate::ledger::{Entry, Event};
+use crate::model::TargetKind;
+use crate::plan::StepAction;
 use crate::plan::{self, InputFile};
 use crate::target::resolve;
 use crate::{exit, workspace};
+
+/// What a back-out or rollback asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    /// A version to return to (instead of the previous one).
+    pub to: Option<&'a str>,
+    /// Kubernetes: a release revision to return to (`ferry rollback --to N`).
+    pub revision: Option<u32>,
+    /// Kubernetes: remove the app instead (cleaning up a failed first install).
+    pub uninstall: bool,
+    pub dry_run: bool,
+}
 
 pub async fn backout(
     ctx: &Ctx,
     inventory: &Path,
     app: &str,
     site: &str,
-    to: Option<&str>,
-    dry_run: bool,
+    req: Request<'_>,
 ) -> Result<u8, CliError> {
     let (inv, _) = workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
     let a = inv.value.app(app).ok_or_else(|| {
@@ -28,6 +42,13 @@ pub async fn backout(
         return Err(CliError::Refused(format!(
             "site `{site}` is not in {}",
             inventory.display()
+        )));
+    }
+    let kube = a.target == TargetKind::Kubernetes;
+    if (req.revision.is_some() || req.uninstall) && !kube {
+        return Err(CliError::Refused(format!(
+            "app `{app}` runs on `{}`; revisions and uninstall are for kubernetes apps (use `ferry backout --to VERSION`)",
+            a.target.as_str()
         )));
     }
     let targets = resolve(&inv.value, a, site);
@@ -42,19 +63,74 @@ pub async fn backout(
         .map(|t| workspace::target_spec(&inv.value, &base, t, false))
         .collect::<Result<Vec<_>, _>>()?;
     let observed = workspace::observe_all(&Drivers::standard(), &specs).await?;
-    let entries = ctx.ledger.read_all()?;
+    // Kubernetes keeps its release history in the cluster: no ledger needed.
+    let entries = if kube {
+        Vec::new()
+    } else {
+        ctx.ledger.read_all()?
+    };
     let mut changes = Vec::new();
-    for t in targets {
+    let mut pinned = std::collections::BTreeMap::new();
+    for (t, spec) in targets.into_iter().zip(&specs) {
         let now = observed[&t.id].clone();
+        if req.uninstall {
+            pinned.insert(t.id.clone(), (None, true));
+            changes.push((t, now, "(uninstalled)".to_owned()));
+            continue;
+        }
+        if let Some(n) = req.revision {
+            let history = KubeDriver::new()
+                .releases(spec)
+                .await
+                .map_err(|e| CliError::Refused(e.to_string()))?;
+            let r = history.revision(n).ok_or_else(|| {
+                CliError::Refused(format!(
+                    "{}: revision {n} is not in the release history (see `ferry history {app} --site {site}`)",
+                    t.id
+                ))
+            })?;
+            if !r.was_deployed() {
+                return Err(CliError::Refused(format!(
+                    "{}: revision {n} ({}) never rolled out ({}); roll back to one that did",
+                    t.id,
+                    r.version,
+                    r.status.as_str()
+                )));
+            }
+            pinned.insert(t.id.clone(), (Some(n), false));
+            changes.push((t, now, r.version.clone()));
+            continue;
+        }
         let Some(current) = now.current.clone() else {
+            let hint = if kube {
+                format!(
+                    "; to clean up what a failed install left, run `ferry rollback {app} --site {site} --uninstall`"
+                )
+            } else {
+                String::new()
+            };
             return Err(CliError::Refused(format!(
-                "{} serves nothing; there is nothing to back out",
+                "{} serves nothing; there is nothing to back out{hint}",
                 t.id
             )));
         };
-        let back_to = match to {
-            Some(v) => v.to_owned(),
-            None => previous_recorded(&entries, &t.id, &current)?,
+        let back_to = match (req.to, kube) {
+            (Some(v), _) => v.to_owned(),
+            (None, true) => {
+                let v = now.facts.get("previous_version").cloned().ok_or_else(|| {
+                    CliError::Refused(format!(
+                        "{}: the cluster's release history has no earlier rolled-out version (first install); see `ferry history {app} --site {site}`",
+                        t.id
+                    ))
+                })?;
+                let n = now
+                    .facts
+                    .get("previous_revision")
+                    .and_then(|n| n.parse().ok());
+                pinned.insert(t.id.clone(), (n, false));
+                v
+            }
+            (None, false) => previous_recorded(&entries, &t.id, &current)?,
         };
         if !now.releases.contains(&back_to) {
             return Err(CliError::Refused(format!(
@@ -71,7 +147,23 @@ pub async fn backout(
         }
         changes.push((t, now, back_to));
     }
-    let body = plan::plan_backout(&format!("backout {app} on {site}"), changes);
+    let what = if req.uninstall {
+        "uninstall"
+    } else if req.revision.is_some() {
+        "rollback"
+    } else {
+        "backout"
+    };
+    let mut body = plan::plan_backout(&format!("{what} {app} on {site}"), changes);
+    for step in &mut body.steps {
+        if let Some((revision, uninstall)) = pinned.get(&step.target.id) {
+            step.revision = *revision;
+            if *uninstall {
+                step.action = StepAction::Uninstall;
+                step.undo = plan::Undo::Keep;
+            }
+        }
+    }
     let inputs = vec![InputFile {
         role: "inventory".into(),
         path: std::fs::canonicalize(inventory)
@@ -87,7 +179,7 @@ pub async fn backout(
         .join(format!("{}.json", saved.id));
     workspace::write_plan(&path, &saved)?;
     record_plan_created(ctx, &saved, &path)?;
-    if dry_run {
+    if req.dry_run {
         print_plan(ctx, &saved, &path);
         return Ok(exit::CHANGES);
     }
@@ -97,6 +189,100 @@ pub async fn backout(
     let r = apply_plan(ctx, &path, false, Duration::from_secs(30), &[]).await?;
     print_apply(ctx, &r, &path);
     Ok(r.code)
+}
+
+/// `ferry history APP --site SITE`: the release records a Kubernetes app has in its cluster.
+pub async fn history(ctx: &Ctx, inventory: &Path, app: &str, site: &str) -> Result<u8, CliError> {
+    let (inv, _) = workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
+    let a = inv.value.app(app).ok_or_else(|| {
+        CliError::Refused(format!("app `{app}` is not in {}", inventory.display()))
+    })?;
+    if a.target != TargetKind::Kubernetes {
+        return Err(CliError::Refused(format!(
+            "app `{app}` runs on `{}`; release history in the cluster is kept for kubernetes apps (see `ferry ledger show`)",
+            a.target.as_str()
+        )));
+    }
+    let targets = resolve(&inv.value, a, site);
+    if targets.is_empty() {
+        return Err(CliError::Refused(format!(
+            "app `{app}` is not installed on site `{site}`"
+        )));
+    }
+    let base = workspace::base_dir(&inv.source.path);
+    let driver = KubeDriver::new();
+    let mut out = Vec::new();
+    for t in &targets {
+        let spec = workspace::target_spec(&inv.value, &base, t, false)?;
+        let h = driver
+            .releases(&spec)
+            .await
+            .map_err(|e| CliError::Refused(e.to_string()))?;
+        out.push((t.id.clone(), h));
+    }
+    match ctx.output {
+        super::OutputFormat::Human => {
+            for (target, h) in &out {
+                println!("{target}");
+                println!(
+                    "  {:<9} {:<12} {:<14} {:<10} {:<21} PLAN / NOTE",
+                    "REVISION", "STATUS", "VERSION", "OBJECTS", "UPDATED"
+                );
+                for r in &h.records {
+                    let note = match (&r.reason, r.rollback_of) {
+                        (Some(why), _) => why.clone(),
+                        (None, Some(n)) => format!("rollback to revision {n}"),
+                        (None, None) => r.plan_id.clone(),
+                    };
+                    println!(
+                        "  {:<9} {:<12} {:<14} {:<10} {:<21} {note}",
+                        r.revision,
+                        r.status.as_str(),
+                        r.version,
+                        r.objects.len(),
+                        r.updated_at
+                    );
+                }
+                if h.records.is_empty() {
+                    println!("  (no release records)");
+                }
+            }
+        }
+        super::OutputFormat::Json => {
+            let targets: Vec<serde_json::Value> = out
+                .iter()
+                .map(|(target, h)| {
+                    serde_json::json!({
+                        "target": target,
+                        "revisions": h.records.iter().map(|r| serde_json::json!({
+                            "revision": r.revision,
+                            "status": r.status,
+                            "version": r.version,
+                            "plan_id": r.plan_id,
+                            "rollback_of": r.rollback_of,
+                            "reason": r.reason,
+                            "objects": r.ids(),
+                            "objects_sha256": r.objects_sha256,
+                            "created_at": r.created_at,
+                            "updated_at": r.updated_at,
+                            "record": format!("{}/{}", r.namespace, r.secret_name()),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "format": "ferry.history",
+                    "version": super::output::JSON_VERSION,
+                    "app": app,
+                    "site": site,
+                    "targets": targets,
+                })
+            );
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// The release a target served before `current`, according to the ledger.

@@ -106,6 +106,36 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Kubernetes: return an app on a site to a revision of its release history (kept in the
+    /// cluster), or remove it (`--uninstall`, e.g. after a failed first install).
+    Rollback {
+        app: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        site: String,
+        /// Revision to return to (see `ferry history`).
+        #[arg(
+            long,
+            required_unless_present = "uninstall",
+            conflicts_with = "uninstall"
+        )]
+        to: Option<u32>,
+        /// Delete every object of the app that ferry made (namespaces and release records stay).
+        #[arg(long)]
+        uninstall: bool,
+        /// Show the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Kubernetes: the release history an app has in its cluster, one line per revision.
+    History {
+        app: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        site: String,
+    },
     /// Approve a gate of a saved plan, signed with your key; recorded in the ledger.
     Approve {
         plan: PathBuf,
@@ -392,10 +422,39 @@ pub fn run(cli: Cli) -> ExitCode {
                 &inventory,
                 &app,
                 &site,
-                to.as_deref(),
-                dry_run,
+                backout::Request {
+                    to: to.as_deref(),
+                    dry_run,
+                    ..Default::default()
+                },
             ))
         }),
+        Command::Rollback {
+            app,
+            inventory,
+            site,
+            to,
+            uninstall,
+            dry_run,
+        } => runtime().and_then(|rt| {
+            rt.block_on(backout::backout(
+                &ctx,
+                &inventory,
+                &app,
+                &site,
+                backout::Request {
+                    to: None,
+                    revision: to,
+                    uninstall,
+                    dry_run,
+                },
+            ))
+        }),
+        Command::History {
+            app,
+            inventory,
+            site,
+        } => runtime().and_then(|rt| rt.block_on(backout::history(&ctx, &inventory, &app, &site))),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
         Command::Approve {
             plan,

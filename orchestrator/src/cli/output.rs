@@ -84,6 +84,9 @@ pub struct PlanStepReport<'a> {
     pub from: Option<&'a str>,
     pub to: &'a str,
     pub depends_on: &'a [String],
+    /// Kubernetes steps: the objects added, changed (with fields) and removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<&'a [crate::kubernetes::diff::ObjectChange]>,
 }
 
 #[derive(Debug, Serialize)]

@@ -109,7 +109,9 @@ pub async fn make_plan(
     }
     let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
     inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
-    Ok(workspace::new_saved_plan(&ctx.actor, inputs, body))
+    let mut saved = workspace::new_saved_plan(&ctx.actor, inputs, body);
+    workspace::preview_objects(&drivers, &specs, &mut saved, &inv.value, &base).await?;
+    Ok(saved)
 }
 
 /// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.
@@ -185,6 +187,7 @@ pub fn print_plan(ctx: &Ctx, saved: &SavedPlan, out: &Path) {
                     from: s.from.as_deref(),
                     to: &s.to,
                     depends_on: &s.depends_on,
+                    objects: saved.body.objects.get(&s.id).map(Vec::as_slice),
                 })
                 .collect();
             let report = PlanReport {

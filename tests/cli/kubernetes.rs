@@ -1,0 +1,524 @@
+//! The Kubernetes driver end to end, through the `ferry` binary.
+//!
+//! By default each test starts its own STAND-IN API server (`kube-standin`, in this test
+//! process): no real Kubernetes API server can be installed on the machines these tests run on.
+//! The stand-in also plays the rollout controller: images whose reference contains `bad` never
+//! pull. With `FERRY_TEST_KUBECONFIG=/path/to/kubeconfig` the same tests run against that real
+//! cluster instead (its current context): the good images are `registry.k8s.io/pause:3.9` and
+//! `:3.10`, the bad one `:0.0-bad` fails to pull there too. Each test works in its own
+//! namespaces (`ft-<test>-a`, `-b`), which it leaves behind on a real cluster. Tests that inject
+//! faults (throttling) always use the stand-in.
+
+use std::time::Duration;
+
+use kube_standin::StandIn;
+
+use crate::support::{Run, Workspace};
+
+const GOOD1: &str = "3.9";
+const GOOD2: &str = "3.10";
+const BAD: &str = "0.0-bad";
+
+/// A cluster for one test: the real one named by FERRY_TEST_KUBECONFIG, or a stand-in.
+struct Cluster {
+    _standin: Option<StandIn>,
+    kubeconfig: String,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        match std::env::var("FERRY_TEST_KUBECONFIG") {
+            Ok(path) if !path.is_empty() => Self {
+                _standin: None,
+                kubeconfig: std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("FERRY_TEST_KUBECONFIG={path}: {e}")),
+            },
+            _ => Self::standin(),
+        }
+    }
+
+    fn standin() -> Self {
+        let s = StandIn::start("127.0.0.1:0");
+        s.set_rollout_delay(Duration::from_millis(150));
+        Self {
+            kubeconfig: s.kubeconfig(),
+            _standin: Some(s),
+        }
+    }
+}
+
+const MANIFEST: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {{ namespace }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web
+data:
+  VERSION: "{{ version }}"
+  SITE: "{{ site }}"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: { app: web }
+  ports: [{ port: 80 }]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {{ values.replicas }}
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+        - name: web
+          image: "registry.k8s.io/pause:{{ version }}"
+{% if version == "3.9" %}---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: legacy
+data: { only: "in 3.9" }
+{% endif %}"#;
+
+/// Sites `ft-<tag>-a` (canary) and `-b` on one cluster, app `web` on both.
+struct Kube {
+    ws: Workspace,
+    a: String,
+    b: String,
+    _cluster: Cluster,
+}
+
+impl Kube {
+    fn new(tag: &str) -> Self {
+        Self::on(tag, Cluster::new())
+    }
+
+    fn on(tag: &str, cluster: Cluster) -> Self {
+        let ws = Workspace::new();
+        let (a, b) = (format!("ft-{tag}-a"), format!("ft-{tag}-b"));
+        ws.write("kubeconfig", &cluster.kubeconfig);
+        ws.write("templates/web.yaml.tera", MANIFEST);
+        ws.write(
+            "inventory.yaml",
+            &format!(
+                r#"version: 1
+sites:
+  - {{ id: {a}, tier: sqa, clouds: [k1] }}
+  - {{ id: {b}, tier: prod, clouds: [k1] }}
+clouds:
+  - {{ id: k1, kind: kubernetes, kubernetes: {{ kubeconfig: kubeconfig, max_attempts: 4 }} }}
+apps:
+  - id: web
+    version: "{GOOD1}"
+    target: kubernetes
+    sites: [{a}, {b}]
+    keep_releases: 5
+    kubernetes:
+      namespace: "{{site}}"
+      manifests: [templates/web.yaml.tera]
+      values: {{ replicas: 2 }}
+      rollout_timeout_seconds: 60
+"#
+            ),
+        );
+        let k = Self {
+            ws,
+            a,
+            b,
+            _cluster: cluster,
+        };
+        for (name, version, policy) in [
+            ("v1", GOOD1, "backout"),
+            ("v2", GOOD2, "backout"),
+            ("bad-backout", BAD, "backout"),
+            ("bad-halt", BAD, "halt"),
+        ] {
+            k.ws.write(
+                &format!("plans/{name}.yaml"),
+                &format!(
+                    "version: 1\nkind: release\nname: web-{version}\nreleases: [{{ app: web, version: \"{version}\" }}]\nwaves:\n  - {{ name: canary, sites: [{}] }}\n  - {{ name: rest, sites: [{}] }}\non_failure: {policy}\n",
+                    k.a, k.b
+                ),
+            );
+        }
+        k
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run(self
+            .ws
+            .cmd(args)
+            .env("FERRY_KUBE_POLL_MS", "100")
+            .output()
+            .expect("ferry runs"))
+    }
+
+    fn plan(&self, name: &str) -> Run {
+        self.run(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            &format!("plans/{name}.yaml"),
+            "-o",
+            &format!("{name}.json"),
+        ])
+    }
+
+    fn apply(&self, name: &str) -> Run {
+        self.run(&["apply", &format!("{name}.json")])
+    }
+
+    fn history(&self, site: &str) -> Vec<serde_json::Value> {
+        let r = self.run(&[
+            "history",
+            "web",
+            "-i",
+            "inventory.yaml",
+            "--site",
+            site,
+            "--output",
+            "json",
+        ]);
+        r.expect_code(0);
+        r.json()["targets"][0]["revisions"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// `(revision, status, version)` of every release record of `site`.
+    fn revisions(&self, site: &str) -> Vec<(u64, String, String)> {
+        self.history(site)
+            .iter()
+            .map(|r| {
+                (
+                    r["revision"].as_u64().unwrap(),
+                    r["status"].as_str().unwrap().to_owned(),
+                    r["version"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn rev(n: u64, status: &str, version: &str) -> (u64, String, String) {
+    (n, status.to_owned(), version.to_owned())
+}
+
+#[test]
+fn plan_shows_object_diffs_apply_prunes_and_history_rolls_back_without_the_ledger() {
+    let k = Kube::new("rel");
+    // First install: every object is an addition; nothing is written to the cluster by a plan.
+    let p = k.plan("v1");
+    p.expect_code(2)
+        .stdout_has(&format!("+ Namespace {}", k.a))
+        .stdout_has(&format!("+ Deployment {}/web", k.a))
+        .stdout_has(&format!("+ ConfigMap {}/legacy", k.a));
+    assert!(k.revisions(&k.a).is_empty(), "a plan changes nothing");
+    k.apply("v1").expect_code(0);
+    assert_eq!(k.revisions(&k.a), [rev(1, "deployed", GOOD1)]);
+    // The ledger points at the release record in the cluster.
+    let ok = k.ws.events("step_succeeded");
+    let record = ok
+        .iter()
+        .find(|e| e["target"].as_str().unwrap().starts_with(&k.a))
+        .unwrap();
+    assert_eq!(
+        record["detail"]["release"]["release_record"],
+        format!("{}/ferry.release.v1.web.v1", k.a)
+    );
+    assert_eq!(record["detail"]["release"]["revision"], 1);
+
+    // Upgrade: the plan shows the changed fields (from a server dry-run) and the pruned object.
+    let p = k.plan("v2");
+    p.expect_code(2)
+        .stdout_has(&format!("~ Deployment {}/web", k.a))
+        .stdout_has(&format!(
+            "spec.template.spec.containers[name=web].image: \"registry.k8s.io/pause:{GOOD1}\" -> \"registry.k8s.io/pause:{GOOD2}\""
+        ))
+        .stdout_has(&format!("data.VERSION: \"{GOOD1}\" -> \"{GOOD2}\""))
+        .stdout_has(&format!("- ConfigMap {}/legacy", k.a))
+        .stdout_has(&format!("= Service {}/web", k.a));
+    let json = k
+        .run(&[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/v2.yaml",
+            "-o",
+            "v2.json",
+            "--output",
+            "json",
+        ])
+        .json();
+    let objects = json["steps"][0]["objects"].as_array().unwrap();
+    let dep = objects
+        .iter()
+        .find(|o| o["object"]["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(dep["change"], "change");
+    assert_eq!(dep["basis"], "server-dry-run");
+    k.apply("v2").expect_code(0);
+    assert_eq!(
+        k.revisions(&k.a),
+        [rev(1, "superseded", GOOD1), rev(2, "deployed", GOOD2)]
+    );
+    let h = k.history(&k.a);
+    assert!(
+        !h[1]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "legacy"),
+        "{h:?}"
+    );
+    let human = k.run(&["history", "web", "-i", "inventory.yaml", "--site", &k.a]);
+    human
+        .expect_code(0)
+        .stdout_has("REVISION")
+        .stdout_has("deployed");
+
+    // Rollback to revision 1: a new revision with revision 1's objects.
+    k.run(&[
+        "rollback",
+        "web",
+        "-i",
+        "inventory.yaml",
+        "--site",
+        &k.a,
+        "--to",
+        "1",
+    ])
+    .expect_code(0);
+    let h = k.history(&k.a);
+    assert_eq!(h[2]["revision"], 3);
+    assert_eq!(h[2]["rollback_of"], 1);
+    assert_eq!(h[2]["status"], "deployed");
+    assert!(
+        h[2]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "legacy"),
+        "the rolled-back revision's objects are back"
+    );
+    // The cluster now runs 3.9 again: planning 3.9 finds site a unchanged.
+    k.plan("v1")
+        .expect_code(2)
+        .stdout_has(&format!("= {}/k1/web  {GOOD1} (unchanged)", k.a));
+
+    // The ledger's host is gone: back-out still knows where to go, from the cluster.
+    std::fs::remove_file(k.ws.ledger_path()).unwrap();
+    k.run(&[
+        "backout",
+        "-i",
+        "inventory.yaml",
+        "--app",
+        "web",
+        "--site",
+        &k.a,
+    ])
+    .expect_code(0);
+    let last = k.revisions(&k.a).pop().unwrap();
+    assert_eq!(last, rev(4, "deployed", GOOD2));
+    assert_eq!(k.history(&k.a)[3]["rollback_of"], 2);
+}
+
+#[test]
+fn a_bad_image_fails_the_canary_with_the_reason_and_backs_out_automatically() {
+    let k = Kube::new("bad");
+    k.plan("v1").expect_code(2);
+    k.apply("v1").expect_code(0);
+    k.plan("bad-backout").expect_code(2);
+    let r = k.apply("bad-backout");
+    r.expect_code(6).stderr_has("image pull error");
+    assert_eq!(
+        k.revisions(&k.a),
+        [
+            rev(1, "superseded", GOOD1),
+            rev(2, "failed", BAD),
+            rev(3, "deployed", GOOD1)
+        ]
+    );
+    assert_eq!(
+        k.revisions(&k.b),
+        [rev(1, "deployed", GOOD1)],
+        "the second wave never started"
+    );
+    let failed = k.ws.events("step_failed");
+    assert!(
+        failed[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ImagePullBackOff")
+            || failed[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ErrImagePull"),
+        "{failed:?}"
+    );
+    assert_eq!(failed[0]["detail"]["release"]["status"], "failed");
+    assert_eq!(failed[0]["detail"]["serving_after"], GOOD1);
+}
+
+#[test]
+fn a_failed_first_install_can_be_cleaned_up_and_installed_again() {
+    let k = Kube::new("first");
+    k.plan("bad-halt").expect_code(2);
+    k.apply("bad-halt")
+        .expect_code(5)
+        .stderr_has("image pull error");
+    assert_eq!(k.revisions(&k.a), [rev(1, "failed", BAD)]);
+    // Nothing was ever deployed: back-out says how to clean up instead of failing obscurely.
+    k.run(&[
+        "backout",
+        "-i",
+        "inventory.yaml",
+        "--app",
+        "web",
+        "--site",
+        &k.a,
+    ])
+    .expect_code(1)
+    .stderr_has(&format!("ferry rollback web --site {} --uninstall", k.a));
+    // A plan shows the failed revision as drift.
+    k.plan("v1")
+        .expect_code(2)
+        .stdout_has(&format!("! drift: revision 1 ({BAD}) is failed"));
+    k.run(&[
+        "rollback",
+        "web",
+        "-i",
+        "inventory.yaml",
+        "--site",
+        &k.a,
+        "--uninstall",
+    ])
+    .expect_code(0);
+    assert_eq!(k.revisions(&k.a), [rev(1, "uninstalled", BAD)]);
+    let ok = k.ws.events("plan_created");
+    assert!(!ok.is_empty(), "the uninstall was planned and recorded");
+    k.plan("v1").expect_code(2);
+    k.apply("v1").expect_code(0);
+    assert_eq!(
+        k.revisions(&k.a),
+        [rev(1, "uninstalled", BAD), rev(2, "deployed", GOOD1)]
+    );
+}
+
+#[test]
+fn a_field_owned_by_another_manager_is_a_plan_time_conflict_naming_it() {
+    let k = Kube::new("conflict");
+    k.plan("v1").expect_code(2);
+    k.apply("v1").expect_code(0);
+    // Someone scales the deployment by hand: their manager now owns spec.replicas.
+    ferry::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(k.ws.path().join("kubeconfig")).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+            kube::Api::namespaced(client, &k.a);
+        let pp = kube::api::PatchParams {
+            field_manager: Some("kubectl-scale".into()),
+            ..Default::default()
+        };
+        api.patch(
+            "web",
+            &pp,
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    });
+    k.plan("v2")
+        .expect_code(1)
+        .stderr_has("409 conflict")
+        .stderr_has("field .spec.replicas is managed by `kubectl-scale`");
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clear_error_at_plan_time() {
+    let k = Kube::on("down", Cluster::standin());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = std::fs::read_to_string(k.ws.path().join("kubeconfig")).unwrap();
+    let cfg: String = cfg
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server:") {
+                format!("    server: http://127.0.0.1:{port}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    k.ws.write("kubeconfig", &cfg);
+    k.plan("v1")
+        .expect_code(1)
+        .stderr_has("cannot reach the Kubernetes API of cloud `k1`")
+        .stderr_has(&format!("127.0.0.1:{port}"));
+    assert!(!k.ws.path().join("v1.json").exists(), "no plan written");
+}
+
+#[test]
+fn rendering_and_manifest_errors_name_the_template_line_and_field() {
+    let k = Kube::new("render");
+    k.ws.write(
+        "templates/web.yaml.tera",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  PORT: \"{{ values.port }}\"\n",
+    );
+    k.plan("v1")
+        .expect_code(1)
+        .stderr_has("templates/web.yaml.tera")
+        .stderr_has("line 6")
+        .stderr_has("values.port");
+    k.ws.write(
+        "templates/web.yaml.tera",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: elsewhere\n",
+    );
+    k.plan("v1")
+        .expect_code(1)
+        .stderr_has("manifest templates/web.yaml.tera (document 1)")
+        .stderr_has("namespace `elsewhere`");
+}
+
+#[test]
+fn throttling_is_retried_with_backoff_and_reported() {
+    // Fault injection needs the stand-in, even when a real cluster is configured.
+    let cluster = Cluster::standin();
+    let standin = cluster._standin.as_ref().unwrap();
+    standin.fail_next(2, 429);
+    let k = Kube::on(
+        "retry",
+        Cluster {
+            _standin: None,
+            kubeconfig: cluster.kubeconfig.clone(),
+        },
+    );
+    k.plan("v1")
+        .expect_code(2)
+        .stderr_has("retry   listing release records");
+    let retried = standin
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/secrets?labelSelector"))
+        .count();
+    assert!(retried >= 3, "two refused, then answered: {retried}");
+    drop(cluster);
+}
