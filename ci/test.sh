@@ -22,6 +22,9 @@ ci/docker-images.sh
 ci/docker-tls.sh install
 # moto (PyPI, pinned): the AWS stand-in the RDS tests start on loopback (ci/moto.sh start).
 ci/moto.sh install
+# Kubernetes: no API server can be installed here; the tests start an in-process STAND-IN
+# (crate kube-standin), or use a real cluster when FERRY_TEST_KUBECONFIG is set. Nothing to
+# install.
 # Debian's chromium: the DIBR test opens the generated HTML page headless.
 if ! command -v chromium >/dev/null; then
   apt-get update -qq
