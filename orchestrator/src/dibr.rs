@@ -602,10 +602,19 @@ pub fn build(i: Inputs<'_>) -> Doc {
                 Event::StepBackedOut | Event::UndoFailed | Event::UndoStarted
             )
         });
-        let undo_text = match &s.undo {
-            Undo::SwitchTo { version, .. } => format!("switch back to {version}"),
-            Undo::Uninstall => "uninstall (first install)".into(),
-            Undo::Keep => "nothing to undo (kept)".into(),
+        let kube = s.target.kind == crate::model::TargetKind::Kubernetes;
+        let undo_text = match (&s.undo, kube) {
+            (Undo::SwitchTo { version, .. }, false) => format!("switch back to {version}"),
+            (Undo::SwitchTo { version, .. }, true) => format!(
+                "re-apply the last rolled-out revision of {version} from the cluster's release history (`ferry backout --app {} --site {}`, or `ferry rollback {} --site {} --to REVISION`; `ferry history` lists revisions)",
+                s.target.app, s.target.site, s.target.app, s.target.site
+            ),
+            (Undo::Uninstall, false) => "uninstall (first install)".into(),
+            (Undo::Uninstall, true) => format!(
+                "uninstall (first install): `ferry rollback {} --site {} --uninstall`",
+                s.target.app, s.target.site
+            ),
+            (Undo::Keep, _) => "nothing to undo (kept)".into(),
         };
         let (mark, status) = match undo_ev.map(|e| e.event) {
             Some(Event::StepBackedOut) => ("[x]", "backed out, previous release verified"),

@@ -177,6 +177,18 @@ apps:
         self.run(&["apply", &format!("{name}.json")])
     }
 
+    fn backout(&self, site: &str) -> Run {
+        self.run(&[
+            "backout",
+            "-i",
+            "inventory.yaml",
+            "--app",
+            "web",
+            "--site",
+            site,
+        ])
+    }
+
     fn history(&self, site: &str) -> Vec<serde_json::Value> {
         let r = self.run(&[
             "history",
@@ -318,16 +330,7 @@ fn plan_shows_object_diffs_apply_prunes_and_history_rolls_back_without_the_ledge
 
     // The ledger's host is gone: back-out still knows where to go, from the cluster.
     std::fs::remove_file(k.ws.ledger_path()).unwrap();
-    k.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "web",
-        "--site",
-        &k.a,
-    ])
-    .expect_code(0);
+    k.backout(&k.a).expect_code(0);
     let last = k.revisions(&k.a).pop().unwrap();
     assert_eq!(last, rev(4, "deployed", GOOD2));
     assert_eq!(k.history(&k.a)[3]["rollback_of"], 2);
@@ -379,17 +382,9 @@ fn a_failed_first_install_can_be_cleaned_up_and_installed_again() {
         .stderr_has("image pull error");
     assert_eq!(k.revisions(&k.a), [rev(1, "failed", BAD)]);
     // Nothing was ever deployed: back-out says how to clean up instead of failing obscurely.
-    k.run(&[
-        "backout",
-        "-i",
-        "inventory.yaml",
-        "--app",
-        "web",
-        "--site",
-        &k.a,
-    ])
-    .expect_code(1)
-    .stderr_has(&format!("ferry rollback web --site {} --uninstall", k.a));
+    k.backout(&k.a)
+        .expect_code(1)
+        .stderr_has(&format!("ferry rollback web --site {} --uninstall", k.a));
     // A plan shows the failed revision as drift.
     k.plan("v1")
         .expect_code(2)
@@ -521,4 +516,52 @@ fn throttling_is_retried_with_backoff_and_reported() {
         .count();
     assert!(retried >= 3, "two refused, then answered: {retried}");
     drop(cluster);
+}
+
+#[test]
+fn the_example_inventory_plans_and_applies_on_the_stand_in() {
+    // inventories/k8s.yaml + templates/ehr-k8s + plans/ehr-web-3.0.yaml, copied as they are,
+    // with the stand-in's kubeconfig where the example expects the cluster's.
+    let cluster = Cluster::standin();
+    let ws = Workspace::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in [
+        "inventories/k8s.yaml",
+        "templates/ehr-k8s/ehr-web.yaml.tera",
+        "plans/ehr-web-3.0.yaml",
+    ] {
+        ws.write(f, &std::fs::read_to_string(repo.join(f)).unwrap());
+    }
+    ws.write(
+        "kube/config",
+        &cluster.kubeconfig.replace("standin", "ehr-prod-east"),
+    );
+    let k = Kube {
+        ws,
+        a: "cloud-sqa".into(),
+        b: "cloud-east".into(),
+        _cluster: cluster,
+    };
+    k.run(&[
+        "plan",
+        "-i",
+        "inventories/k8s.yaml",
+        "plans/ehr-web-3.0.yaml",
+        "-o",
+        "ehr.json",
+    ])
+    .expect_code(2)
+    .stdout_has("+ Ingress ehr-cloud-sqa/ehr-web")
+    .stdout_has("+ Deployment ehr-cloud-east/ehr-web");
+    k.run(&["apply", "ehr.json"]).expect_code(0);
+    k.run(&[
+        "history",
+        "ehr-web",
+        "-i",
+        "inventories/k8s.yaml",
+        "--site",
+        &k.b,
+    ])
+    .expect_code(0)
+    .stdout_has("deployed");
 }

@@ -9,9 +9,11 @@ use super::{CliError, Ctx};
 use crate::drivers::Drivers;
 use crate::drivers::kube::KubeDriver;
 use crate::ledger::{Entry, Event};
-use crate::model::TargetKind;
+use crate::load::Loaded;
+use crate::model::{App, Inventory, TargetKind};
 use crate::plan::StepAction;
 use crate::plan::{self, InputFile};
+use crate::target::TargetRef;
 use crate::target::resolve;
 use crate::{exit, workspace};
 
@@ -34,27 +36,12 @@ pub async fn backout(
     site: &str,
     req: Request<'_>,
 ) -> Result<u8, CliError> {
-    let (inv, _) = workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
-    let a = inv.value.app(app).ok_or_else(|| {
-        CliError::Refused(format!("app `{app}` is not in {}", inventory.display()))
-    })?;
-    if inv.value.site(site).is_none() {
-        return Err(CliError::Refused(format!(
-            "site `{site}` is not in {}",
-            inventory.display()
-        )));
-    }
+    let (inv, a, targets) = app_on_site(inventory, app, site)?;
     let kube = a.target == TargetKind::Kubernetes;
     if (req.revision.is_some() || req.uninstall) && !kube {
         return Err(CliError::Refused(format!(
             "app `{app}` runs on `{}`; revisions and uninstall are for kubernetes apps (use `ferry backout --to VERSION`)",
             a.target.as_str()
-        )));
-    }
-    let targets = resolve(&inv.value, a, site);
-    if targets.is_empty() {
-        return Err(CliError::Refused(format!(
-            "app `{app}` is not installed on site `{site}`"
         )));
     }
     let base = workspace::base_dir(&inv.source.path);
@@ -191,22 +178,38 @@ pub async fn backout(
     Ok(r.code)
 }
 
-/// `ferry history APP --site SITE`: the release records a Kubernetes app has in its cluster.
-pub async fn history(ctx: &Ctx, inventory: &Path, app: &str, site: &str) -> Result<u8, CliError> {
+/// The inventory, app `app` in it and its targets on `site`, or why not.
+fn app_on_site(
+    inventory: &Path,
+    app: &str,
+    site: &str,
+) -> Result<(Loaded<Inventory>, App, Vec<TargetRef>), CliError> {
     let (inv, _) = workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
-    let a = inv.value.app(app).ok_or_else(|| {
+    let a = inv.value.app(app).cloned().ok_or_else(|| {
         CliError::Refused(format!("app `{app}` is not in {}", inventory.display()))
     })?;
+    if inv.value.site(site).is_none() {
+        return Err(CliError::Refused(format!(
+            "site `{site}` is not in {}",
+            inventory.display()
+        )));
+    }
+    let targets = resolve(&inv.value, &a, site);
+    if targets.is_empty() {
+        return Err(CliError::Refused(format!(
+            "app `{app}` is not installed on site `{site}`"
+        )));
+    }
+    Ok((inv, a, targets))
+}
+
+/// `ferry history APP --site SITE`: the release records a Kubernetes app has in its cluster.
+pub async fn history(ctx: &Ctx, inventory: &Path, app: &str, site: &str) -> Result<u8, CliError> {
+    let (inv, a, targets) = app_on_site(inventory, app, site)?;
     if a.target != TargetKind::Kubernetes {
         return Err(CliError::Refused(format!(
             "app `{app}` runs on `{}`; release history in the cluster is kept for kubernetes apps (see `ferry ledger show`)",
             a.target.as_str()
-        )));
-    }
-    let targets = resolve(&inv.value, a, site);
-    if targets.is_empty() {
-        return Err(CliError::Refused(format!(
-            "app `{app}` is not installed on site `{site}`"
         )));
     }
     let base = workspace::base_dir(&inv.source.path);

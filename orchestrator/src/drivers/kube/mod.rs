@@ -835,21 +835,11 @@ impl Driver for KubeDriver {
                     fields: vec![],
                     basis,
                 },
-                (Some(l), Some(after)) => {
-                    let fields = diff::full(&id, l, after);
-                    ObjectChange {
-                        change: if fields.is_empty() {
-                            ChangeKind::Unchanged
-                        } else {
-                            ChangeKind::Change
-                        },
-                        object: id,
-                        fields,
-                        basis,
-                    }
-                }
-                (Some(l), None) => {
-                    let fields = diff::subset(&id, l, &m.object);
+                (Some(l), after) => {
+                    let fields = match after {
+                        Some(after) => diff::full(&id, l, after),
+                        None => diff::subset(&id, l, &m.object),
+                    };
                     ObjectChange {
                         change: if fields.is_empty() {
                             ChangeKind::Unchanged
