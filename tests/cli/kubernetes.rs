@@ -162,15 +162,16 @@ apps:
             .expect("ferry runs"))
     }
 
+    /// A plan waits for no rollout: the workspace's own `plan_file`.
     fn plan(&self, name: &str) -> Run {
-        self.run(&[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            &format!("plans/{name}.yaml"),
-            "-o",
-            &format!("{name}.json"),
-        ])
+        self.ws.plan_file(name)
+    }
+
+    /// `ferry rollback web -i inventory.yaml --site SITE ARGS...`
+    fn rollback(&self, site: &str, args: &[&str]) -> Run {
+        let mut all = vec!["rollback", "web", "-i", "inventory.yaml", "--site", site];
+        all.extend_from_slice(args);
+        self.run(&all)
     }
 
     fn apply(&self, name: &str) -> Run {
@@ -300,17 +301,7 @@ fn plan_shows_object_diffs_apply_prunes_and_history_rolls_back_without_the_ledge
         .stdout_has("deployed");
 
     // Rollback to revision 1: a new revision with revision 1's objects.
-    k.run(&[
-        "rollback",
-        "web",
-        "-i",
-        "inventory.yaml",
-        "--site",
-        &k.a,
-        "--to",
-        "1",
-    ])
-    .expect_code(0);
+    k.rollback(&k.a, &["--to", "1"]).expect_code(0);
     let h = k.history(&k.a);
     assert_eq!(h[2]["revision"], 3);
     assert_eq!(h[2]["rollback_of"], 1);
@@ -389,16 +380,7 @@ fn a_failed_first_install_can_be_cleaned_up_and_installed_again() {
     k.plan("v1")
         .expect_code(2)
         .stdout_has(&format!("! drift: revision 1 ({BAD}) is failed"));
-    k.run(&[
-        "rollback",
-        "web",
-        "-i",
-        "inventory.yaml",
-        "--site",
-        &k.a,
-        "--uninstall",
-    ])
-    .expect_code(0);
+    k.rollback(&k.a, &["--uninstall"]).expect_code(0);
     assert_eq!(k.revisions(&k.a), [rev(1, "uninstalled", BAD)]);
     let ok = k.ws.events("plan_created");
     assert!(!ok.is_empty(), "the uninstall was planned and recorded");

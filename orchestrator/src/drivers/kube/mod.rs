@@ -657,24 +657,30 @@ impl KubeDriver {
                 format!("revision {} ({}): {why}", record.revision, record.version),
             ));
         }
-        let history = self.history(cx).await?;
-        for mut r in history.records.iter().cloned() {
+        // One read of the history: statuses are changed in it as they are written.
+        let mut history = self.history(cx).await?;
+        for r in &mut history.records {
             if r.status == Status::Deployed && r.revision != record.revision {
-                self.set_status(cx, &mut r, Status::Superseded, None)
-                    .await?;
+                self.set_status(cx, r, Status::Superseded, None).await?;
             }
         }
         self.set_status(cx, &mut record, Status::Deployed, None)
             .await?;
+        if let Some(r) = history
+            .records
+            .iter_mut()
+            .find(|r| r.revision == record.revision)
+        {
+            *r = record.clone();
+        }
         (self.say)(format!(
             "  ok      {}: revision {} ({}) rolled out",
             cx.place(),
             record.revision,
             record.version
         ));
-        let history = self.history(cx).await?;
+        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
         for n in history.expired(cx.spec.app.keep_releases as usize) {
-            let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
             let name = release::secret_name(&cx.spec.app.id, n);
             let what = format!("deleting expired release record {name}");
             let dp = DeleteParams::default();
