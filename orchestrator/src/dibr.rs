@@ -864,7 +864,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
 
 /// Renders the document with a template (`markdown` or `html` escaping).
 pub fn render(doc: &Doc, name: &str, template: &str) -> Result<String, crate::render::RenderError> {
-    let mut t = tera::Tera::default();
+    let mut t = crate::render::sandboxed_tera();
     t.autoescape_on(vec![".html.tera"]);
     t.register_filter(
         "cell",

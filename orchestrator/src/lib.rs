@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod cli;
 pub mod dibr;
 pub mod drivers;
+pub mod durable;
 pub mod executor;
 pub mod exit;
 pub mod kubernetes;

@@ -641,6 +641,108 @@ pub fn render_diff(body: &PlanBody) -> String {
     s
 }
 
+/// How a saved plan's body differs from the body its inputs produce, one line per
+/// difference (empty: the same). `objects` (the Kubernetes preview, filled in at the edge from
+/// the cluster's dry-run, shown but never acted on) is left out. Apply refuses any difference,
+/// so a hand-edited plan cannot drop a gate, a wave or a step, or change a step's target or
+/// version, even where every input file still hashes the same.
+pub fn body_differences(saved: &PlanBody, derived: &PlanBody) -> Vec<String> {
+    let mut out = Vec::new();
+    let show = |v: &serde_json::Value| serde_json::to_string(v).expect("values serialize");
+    let (a, b) = (
+        serde_json::to_value(saved).expect("bodies serialize"),
+        serde_json::to_value(derived).expect("bodies serialize"),
+    );
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (a, b) else {
+        return out;
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let null = serde_json::Value::Null;
+    for key in keys.into_iter().filter(|k| *k != "objects") {
+        let (x, y) = (a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null));
+        if x == y {
+            continue;
+        }
+        match (key.as_str(), x, y) {
+            ("gates", _, _) => {
+                let (x, y) = (&saved.gates, &derived.gates);
+                for g in y.iter().filter(|g| !x.contains(g)) {
+                    out.push(format!(
+                        "gate `{}` (role `{}`, before wave {}) is missing from the saved plan",
+                        g.name,
+                        g.role,
+                        g.wave + 1
+                    ));
+                }
+                for g in x.iter().filter(|g| !y.contains(g)) {
+                    out.push(format!(
+                        "gate `{}` is in the saved plan but not in its inputs",
+                        g.name
+                    ));
+                }
+            }
+            ("steps", _, _) => out.extend(step_differences(&saved.steps, &derived.steps)),
+            _ => out.push(format!(
+                "`{key}`: the saved plan has {}, its inputs give {}",
+                clip(&show(x)),
+                clip(&show(y))
+            )),
+        }
+    }
+    out
+}
+
+fn step_differences(saved: &[Step], derived: &[Step]) -> Vec<String> {
+    let mut out = Vec::new();
+    let ids: BTreeSet<&str> = saved.iter().chain(derived).map(|s| s.id.as_str()).collect();
+    for id in ids {
+        let find = |l: &[Step]| l.iter().position(|s| s.id == id);
+        match (
+            find(saved).map(|i| &saved[i]),
+            find(derived).map(|i| &derived[i]),
+        ) {
+            (Some(_), None) => out.push(format!("step {id} is not what the inputs produce")),
+            (None, Some(d)) => out.push(format!(
+                "step {id} ({} -> {}) is missing from the saved plan",
+                d.target.id, d.to
+            )),
+            (Some(x), Some(y)) if x != y => {
+                let (vx, vy) = (
+                    serde_json::to_value(x).expect("steps serialize"),
+                    serde_json::to_value(y).expect("steps serialize"),
+                );
+                let fields: Vec<String> = vx
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|o| o.keys())
+                    .chain(vy.as_object().into_iter().flat_map(|o| o.keys()))
+                    .filter(|k| vx.get(*k) != vy.get(*k))
+                    .map(|k| {
+                        format!(
+                            "{k} {} (inputs give {})",
+                            clip(&vx.get(k).map(ToString::to_string).unwrap_or_default()),
+                            clip(&vy.get(k).map(ToString::to_string).unwrap_or_default())
+                        )
+                    })
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                out.push(format!("step {id} differs: {}", fields.join("; ")));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() <= 160 {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(160).collect::<String>())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +855,51 @@ on_failure: halt
         );
         // Drift changes the fingerprint: a plan made before it is stale.
         assert_ne!(map["b/l/web"].fingerprint(), obs(Some("2")).fingerprint());
+    }
+
+    #[test]
+    fn an_edited_body_is_named_difference_by_difference() {
+        let b = body(&[]);
+        assert!(body_differences(&b, &b).is_empty());
+        let mut edited = b.clone();
+        edited.gates.clear();
+        edited.steps[1].to = "9".into();
+        edited.steps.pop();
+        edited.waves[1].failure_threshold = 5;
+        edited.objects.insert("s001".into(), vec![]);
+        let mut derived = b.clone();
+        derived.gates.push(GatePlan {
+            name: "go".into(),
+            wave: 1,
+            role: "cab".into(),
+        });
+        let d = body_differences(&edited, &derived);
+        let text = d.join("\n");
+        assert!(
+            text.contains("gate `go` (role `cab`, before wave 2) is missing"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "step {} differs: to \"9\" (inputs give \"2\")",
+                b.steps[1].id
+            )),
+            "{text}"
+        );
+        let last = b.steps.last().unwrap();
+        assert!(
+            text.contains(&format!(
+                "step {} ({} -> 2) is missing",
+                last.id, last.target.id
+            )),
+            "{text}"
+        );
+        assert!(text.contains("`waves`"), "{text}");
+        assert!(
+            !text.contains("objects"),
+            "the preview is not compared: {text}"
+        );
+        assert_eq!(d.len(), 4, "{text}");
     }
 
     #[test]

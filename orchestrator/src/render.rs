@@ -27,6 +27,33 @@ pub struct RenderContext<'a> {
     pub values: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
+/// A Tera instance that sees only the context ferry gives it. Tera registers `get_env`
+/// whatever its features, which would let a configuration or manifest template read any
+/// variable of ferry's process (other apps' secrets, cloud credentials) into a rendered file
+/// or an error message; it is replaced by a function that refuses. Tera's other functions
+/// (`range`, `throw`) and its filters read nothing outside the template and its context;
+/// `now` and `get_random` exist only with its `builtins` feature, which ferry leaves off, and
+/// `include`/`extends` resolve only templates added to this instance, never files.
+pub fn sandboxed_tera() -> tera::Tera {
+    let mut t = tera::Tera::default();
+    t.register_function(
+        "get_env",
+        |_: &std::collections::HashMap<String, tera::Value>| -> tera::Result<tera::Value> {
+            Err(tera::Error::msg(
+                "get_env is not available: ferry templates see only the values ferry gives them (app, version, site, tier, location, target, env, namespace, values); secrets reach the app through its environment at run time",
+            ))
+        },
+    );
+    t
+}
+
+/// Renders one template text with `ctx` in a [`sandboxed_tera`].
+pub fn render_one_off(name: &str, text: &str, ctx: &tera::Context) -> tera::Result<String> {
+    let mut t = sandboxed_tera();
+    t.add_raw_template(name, text)?;
+    t.render(name, ctx)
+}
+
 /// A Tera error as a `RenderError`: Tera puts the useful part (line, variable) in the source
 /// chain, so the whole chain is the message.
 pub fn tera_error(template_name: &str, e: &tera::Error) -> RenderError {
@@ -84,10 +111,8 @@ pub fn render(
         }
         r
     };
-    let mut tera = tera::Tera::default();
-    tera.add_raw_template(template_name, text).map_err(err)?;
     let context = tera::Context::from_serialize(ctx).map_err(err)?;
-    tera.render(template_name, &context).map_err(err)
+    render_one_off(template_name, text, &context).map_err(err)
 }
 
 #[cfg(test)]
@@ -118,6 +143,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "demo=1.1.0 at clinic-a log=info");
+    }
+
+    /// A template cannot read ferry's environment, neither into the file nor into an error.
+    #[test]
+    fn templates_cannot_read_the_environment() {
+        // SAFETY (test): set before any thread of this test reads the environment.
+        unsafe { std::env::set_var("FERRY_TEST_TEMPLATE_SECRET", "s3cr3t-value") };
+        let env = Default::default();
+        for text in [
+            "{{ get_env(name='FERRY_TEST_TEMPLATE_SECRET') }}",
+            "{{ get_env(name='FERRY_TEST_TEMPLATE_SECRET', default='x') }}",
+            "{{ throw(message=get_env(name='FERRY_TEST_TEMPLATE_SECRET')) }}",
+            "{% set k = get_env(name='FERRY_TEST_TEMPLATE_SECRET') %}{{ k }}",
+        ] {
+            let e = render("evil.tera", text, &ctx(&env)).unwrap_err();
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+            assert!(e.to_string().contains("get_env is not available"), "{e}");
+        }
+        // What a template is given still renders, `throw` included.
+        let e = render("t", "{{ throw(message='stop: ' ~ site) }}", &ctx(&env)).unwrap_err();
+        assert!(e.to_string().contains("stop: clinic-a"), "{e}");
+        let inc = render("t", "{% include 'other' %}", &ctx(&env)).unwrap_err();
+        assert!(inc.to_string().contains("other"), "{inc}");
     }
 
     #[test]

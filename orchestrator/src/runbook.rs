@@ -422,7 +422,7 @@ fn render(
     if let Some(db) = database {
         ctx.insert("database", db);
     }
-    tera::Tera::one_off(text, &ctx, false)
+    crate::render::render_one_off("value", text, &ctx)
         .map_err(|e| crate::render::tera_error("value", &e).message)
 }
 

@@ -25,15 +25,20 @@ pub enum SecretError {
     File(String, String, String),
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: a name a POSIX shell can `export` and every process
+/// environment holds without surprise. Names of app `env:` and `secrets:`, and of `env:`
+/// references, must be one.
+pub fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl SecretRef {
     pub fn parse(s: &str) -> Result<Self, SecretError> {
         if let Some(name) = s.strip_prefix("env:") {
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if valid {
+            if is_env_name(name) {
                 return Ok(SecretRef::Env(name.to_owned()));
             }
         } else if let Some(path) = s.strip_prefix("file:")

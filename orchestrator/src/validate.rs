@@ -515,6 +515,19 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
                 err(format!("{at}.config[{k}].dest"), m);
             }
         }
+        for (field, names) in [("env", app.env.keys()), ("secrets", app.secrets.keys())] {
+            for name in names {
+                if !crate::secret::is_env_name(name) {
+                    err(
+                        format!("{at}.{field}.{name}"),
+                        format!(
+                            "`{}` is not an environment variable name: use letters, digits and `_`, not starting with a digit",
+                            name.escape_debug()
+                        ),
+                    );
+                }
+            }
+        }
         for (name, value) in &app.secrets {
             if let Err(e) = SecretRef::parse(value) {
                 err(format!("{at}.secrets.{name}"), e.to_string());

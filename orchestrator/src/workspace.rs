@@ -41,7 +41,7 @@ pub enum WorkspaceError {
         version: String,
         path: String,
         #[source]
-        source: std::io::Error,
+        source: Box<artifact::ArtifactError>,
     },
     #[error("template {path}")]
     Template {
@@ -119,6 +119,56 @@ pub fn plan_inventory(plan: &SavedPlan) -> Result<Loaded<Inventory>, WorkspaceEr
     Ok(load(Path::new(&path), &[])
         .map_err(WorkspaceError::Invalid)?
         .0)
+}
+
+/// Checks that a saved plan's body is what its (already re-hashed) inputs produce: the
+/// release plan and inventory are loaded and validated again and the planner re-run on the
+/// plan's own recorded observations (each checked against its fingerprint, which apply checks
+/// against the targets). Every difference is named. Back-out and runbook plans are made from
+/// the ledger, the cluster or the cloud, not from a release plan: one that names a release
+/// plan among its inputs is refused, so an edited `kind` cannot escape the check.
+pub fn body_problems(plan: &SavedPlan) -> Result<Vec<String>, WorkspaceError> {
+    let plan_inputs: Vec<&InputFile> = plan.inputs.iter().filter(|i| i.role == "plan").collect();
+    if plan.body.kind != crate::plan::SavedPlanKind::Release {
+        return Ok(if plan_inputs.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "the plan is of kind {:?} but was made from release plan {}",
+                plan.body.kind, plan_inputs[0].path
+            )]
+        });
+    }
+    let [rp_input] = plan_inputs.as_slice() else {
+        return Ok(vec![format!(
+            "a release plan must name exactly one release plan among its inputs; it names {}",
+            plan_inputs.len()
+        )]);
+    };
+    let inventory = plan
+        .inputs
+        .iter()
+        .find(|i| i.role == "inventory")
+        .map(|i| i.path.clone())
+        .unwrap_or_default();
+    let (inv, plans) = load(Path::new(&inventory), &[PathBuf::from(&rp_input.path)])
+        .map_err(WorkspaceError::Invalid)?;
+    let mut problems = Vec::new();
+    let mut observed = BTreeMap::new();
+    for t in &plan.body.targets {
+        if t.observed.fingerprint() != t.fingerprint {
+            problems.push(format!(
+                "target {}: the recorded observation does not match its fingerprint",
+                t.target.id
+            ));
+        }
+        observed.insert(t.target.id.clone(), t.observed.clone());
+    }
+    match crate::plan::plan_release(&inv.value, &plans[0].value, &observed) {
+        Ok(derived) => problems.extend(crate::plan::body_differences(&plan.body, &derived)),
+        Err(e) => problems.push(format!("its inputs do not produce a plan: {e}")),
+    }
+    Ok(problems)
 }
 
 pub fn base_dir(inventory_path: &Path) -> PathBuf {
@@ -355,12 +405,14 @@ pub fn hash_inputs(
             && seen.insert(("artifact", app.id.clone(), step.to.clone()))
         {
             let path = artifact_path(&inv.value, &base, &app.id, &step.to);
-            let sha256 = artifact::digest(&path).map_err(|source| WorkspaceError::Artifact {
-                app: app.id.clone(),
-                version: step.to.clone(),
-                path: path.display().to_string(),
-                source,
-            })?;
+            let dests: Vec<&str> = app.config.iter().map(|c| c.dest.as_str()).collect();
+            let sha256 =
+                artifact::inspect(&path, &dests).map_err(|source| WorkspaceError::Artifact {
+                    app: app.id.clone(),
+                    version: step.to.clone(),
+                    path: path.display().to_string(),
+                    source: Box::new(source),
+                })?;
             inputs.push(InputFile {
                 role: "artifact".into(),
                 path: canonical(&path),
@@ -682,14 +734,7 @@ pub fn write_plan(path: &Path, plan: &SavedPlan) -> Result<(), WorkspaceError> {
     {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(json.as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::durable::write_atomic(path, json.as_bytes()).map_err(err)
 }
 
 pub fn read_plan(path: &Path) -> Result<SavedPlan, WorkspaceError> {

@@ -11,4 +11,5 @@ mod kubernetes;
 mod ledger;
 mod plan;
 mod rds;
+mod security;
 mod ssh;

@@ -102,6 +102,17 @@ pub async fn apply_plan(
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
     }
+    // The body is acted on, so it must be what the inputs produce (not only the inputs
+    // unchanged): an edited plan cannot drop a gate or change a step.
+    let edited = workspace::body_problems(&plan)?;
+    if !edited.is_empty() {
+        return Err(CliError::Stale(
+            edited
+                .into_iter()
+                .map(|d| format!("the saved plan was edited: {d}"))
+                .collect(),
+        ));
+    }
     if !plan.has_changes() {
         return Ok(ApplyResult {
             plan,

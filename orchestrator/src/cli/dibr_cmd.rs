@@ -46,9 +46,7 @@ pub fn dibr(ctx: &Ctx, inventory: &Path, plan_path: &Path, out: &Path) -> Result
         .map_err(|e| CliError::Refused(e.to_string()))?;
     let write = |name: &str, text: &str| -> Result<(), CliError> {
         let path = out.join(name);
-        let tmp = out.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        crate::durable::write_atomic(&path, text.as_bytes())
             .map_err(|e| CliError::Refused(format!("cannot write {}: {e}", path.display())))
     };
     write("dibr.md", &md)?;

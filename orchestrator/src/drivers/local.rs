@@ -84,39 +84,43 @@ fn build_release(
     }
     fs::create_dir_all(&releases)
         .map_err(io_err(spec, format!("create {}", releases.display())))?;
-    let found = artifact::digest(&release.artifact).map_err(io_err(
-        spec,
-        format!("read artifact {}", release.artifact.display()),
-    ))?;
-    if found != release.artifact_sha256 {
-        return Err(DriverError::ArtifactChanged {
-            target: spec.target.id.clone(),
-            path: release.artifact.display().to_string(),
-            expected: release.artifact_sha256.clone(),
-            found,
-        });
-    }
     let staging = releases.join(format!(
         ".staging-{}-{}",
         release.version,
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&staging);
-    artifact::copy_tree(&release.artifact, &staging).map_err(io_err(spec, "copy artifact"))?;
-    for f in &release.files {
-        let path = staging.join(&f.dest);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .map_err(io_err(spec, format!("create {}", parent.display())))?;
-        }
-        fs::write(&path, &f.contents).map_err(io_err(spec, format!("write {}", f.dest)))?;
+    let artifact_err = |e: artifact::ArtifactError| DriverError::Failed {
+        target: spec.target.id.clone(),
+        action: "copy artifact",
+        message: format!("{}: {e}", release.artifact.display()),
+    };
+    // One pass: what is hashed is what was copied, so the artifact cannot be swapped between
+    // the check and the copy.
+    let built = artifact::copy_tree(&release.artifact, &staging)
+        .map_err(artifact_err)
+        .and_then(|(found, tree)| {
+            if found != release.artifact_sha256 {
+                return Err(DriverError::ArtifactChanged {
+                    target: spec.target.id.clone(),
+                    path: release.artifact.display().to_string(),
+                    expected: release.artifact_sha256.clone(),
+                    found,
+                });
+            }
+            for f in &release.files {
+                artifact::write_into(&staging, &tree, &f.dest, f.contents.as_bytes())
+                    .map_err(artifact_err)?;
+            }
+            let marker = serde_json::to_vec_pretty(&wanted).expect("marker serializes");
+            artifact::create_new(&staging.join(MARKER_FILE), 0o644)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &marker))
+                .map_err(io_err(spec, "write release marker"))
+        });
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
     }
-    let marker = wanted;
-    fs::write(
-        staging.join(MARKER_FILE),
-        serde_json::to_vec_pretty(&marker).expect("marker serializes"),
-    )
-    .map_err(io_err(spec, "write release marker"))?;
     if target_dir.exists() {
         // Incomplete or different leftovers under the same version: replace them.
         let aside = releases.join(format!(

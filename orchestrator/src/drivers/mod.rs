@@ -357,6 +357,59 @@ mod tests {
         );
     }
 
+    /// The artifact is swapped back and forth (atomic renames) while it is deployed, again and
+    /// again: every deploy either refuses the changed artifact or installs exactly the approved
+    /// content, never other content under the approved digest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_artifact_swapped_during_the_copy_is_never_deployed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        s.app.keep_releases = 100;
+        let mut b = bundle(dir.path(), "1.0.0");
+        let payload = "approved\n".repeat(20_000);
+        std::fs::write(b.artifact.join("payload"), &payload).unwrap();
+        b.artifact_sha256 = crate::artifact::digest(&b.artifact).unwrap();
+        let (good, evil) = (dir.path().join("good"), dir.path().join("evil"));
+        std::fs::write(&good, &payload).unwrap();
+        std::fs::write(&evil, "evil\n".repeat(20_000)).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, target) = (stop.clone(), b.artifact.join("payload"));
+            let tmp = dir.path().join("payload.new");
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let from = if n.is_multiple_of(2) { &evil } else { &good };
+                    std::fs::copy(from, &tmp).unwrap();
+                    std::fs::rename(&tmp, &target).unwrap();
+                    n += 1;
+                }
+            })
+        };
+        let (mut refused, mut installed) = (0, 0);
+        for i in 0..30 {
+            b.version = format!("1.0.{i}");
+            match local::LocalDriver.apply(&s, &b).await {
+                Ok(()) => {
+                    installed += 1;
+                    let root = dir.path().join("targets/s1/demo/releases").join(&b.version);
+                    let got = std::fs::read_to_string(root.join("payload")).unwrap();
+                    assert!(got == payload, "release {} holds other content", b.version);
+                }
+                Err(DriverError::ArtifactChanged { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        swapper.join().unwrap();
+        assert_eq!(refused + installed, 30);
+        assert!(
+            refused > 0,
+            "the swap was never seen: the test did not race"
+        );
+    }
+
     #[tokio::test]
     async fn local_driver_keeps_only_the_newest_releases() {
         let dir = tempfile::tempdir().unwrap();

@@ -70,13 +70,64 @@ pub(crate) async fn run(
     })
 }
 
-/// Replaces every occurrence of each secret value with `***`.
+/// Replaces every occurrence of each secret value with `***`. Every occurrence of every
+/// value is found first (overlapping ones too) and each run of covered text is replaced once,
+/// so a secret that contains another (`4711` and `4711-9f8e7d6c5b4a`), or two that overlap,
+/// never leave a part of one in clear (`***-9f8e7d6c5b4a`).
 pub fn redact<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
-    let mut out = text.to_owned();
-    for s in secrets {
-        if !s.is_empty() {
-            out = out.replace(s, "***");
+    let patterns: Vec<&str> = secrets.filter(|s| !s.is_empty()).collect();
+    if patterns.is_empty() {
+        return text.to_owned();
+    }
+    let ac = aho_corasick::AhoCorasick::new(&patterns).expect("literal patterns always build");
+    let mut found: Vec<(usize, usize)> = ac
+        .find_overlapping_iter(text)
+        .map(|m| (m.start(), m.end()))
+        .collect();
+    found.sort_unstable();
+    let mut covered: Vec<(usize, usize)> = Vec::new();
+    for m in found {
+        let (start, end) = m;
+        match covered.last_mut() {
+            Some((_, e)) if start <= *e => *e = (*e).max(end),
+            _ => covered.push((start, end)),
         }
     }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in covered {
+        out.push_str(&text[at..start]);
+        out.push_str("***");
+        at = end;
+    }
+    out.push_str(&text[at..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_secret_inside_another_is_hidden_whole() {
+        let secrets = ["4711", "4711-9f8e7d6c5b4a"];
+        for order in [secrets, [secrets[1], secrets[0]]] {
+            let out = redact(
+                "pin 4711, token 4711-9f8e7d6c5b4a, again x4711y",
+                order.into_iter(),
+            );
+            assert_eq!(out, "pin ***, token ***, again x***y");
+        }
+    }
+
+    #[test]
+    fn overlapping_and_empty_values() {
+        assert_eq!(redact("abcd", ["abc", "bcd", ""].into_iter()), "***");
+        assert_eq!(
+            redact("xabcdx abc", ["bcd", "ab"].into_iter()),
+            "x***x ***c"
+        );
+        assert_eq!(redact("nothing", std::iter::empty()), "nothing");
+        assert_eq!(redact("aaaa", ["aa"].into_iter()), "***");
+    }
 }

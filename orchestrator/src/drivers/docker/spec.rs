@@ -149,12 +149,19 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
+        // The line's text is never echoed: a mistyped line may hold a value.
         let Some((k, v)) = l.split_once('=') else {
-            return Err(format!("line {}: `{l}` is not KEY=VALUE", n + 1));
+            return Err(format!(
+                "line {} is not KEY=VALUE (its text is not shown: it may hold a value)",
+                n + 1
+            ));
         };
         let k = k.trim();
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("line {}: `{k}` is not a variable name", n + 1));
+        if !crate::secret::is_env_name(k) {
+            return Err(format!(
+                "line {}: the text before `=` is not a variable name ([A-Za-z_][A-Za-z0-9_]*; not shown: it may hold a value)",
+                n + 1
+            ));
         }
         out.push((k.to_owned(), v.to_owned()));
     }
@@ -448,10 +455,12 @@ mod tests {
             parse_env_file("# c\n\nA=1\nB = x=y\n").unwrap(),
             vec![("A".into(), "1".into()), ("B".into(), " x=y".into())]
         );
-        assert_eq!(
-            parse_env_file("A=1\nnope\n").unwrap_err(),
-            "line 2: `nope` is not KEY=VALUE"
-        );
+        let e = parse_env_file("A=1\nPASSWORD hunter2\n").unwrap_err();
+        assert!(e.starts_with("line 2 is not KEY=VALUE"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = parse_env_file("A=1\nhunter2 x=1\n").unwrap_err();
+        assert!(e.starts_with("line 2: the text before"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

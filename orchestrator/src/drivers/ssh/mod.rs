@@ -59,42 +59,104 @@ fn app_dir(t: &SshTarget, spec: &TargetSpec) -> String {
 }
 
 /// The release as one gzipped tarball: the artifact (a directory, or a .tar.gz whose entries
-/// are copied), then the rendered files, then the
-/// release marker (last, so a release with a marker is complete).
+/// are copied), then the rendered files, then the release marker (last, so a release with a
+/// marker is complete). The artifact is hashed while it is packed, in the same pass, so what
+/// is sent is what matches the planned digest; every header is made by ferry (mode 0644/0755,
+/// owner 0, no setuid), whatever the artifact's own headers said. Returns the tarball and the
+/// artifact's digest as packed.
 fn pack(
     path: &std::path::Path,
     files: &[super::RenderedFile],
     marker: &str,
-) -> std::io::Result<Vec<u8>> {
+) -> Result<(Vec<u8>, String), artifact::ArtifactError> {
     let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(enc);
     tar.follow_symlinks(false);
-    if path.is_file() {
-        // A release tarball (.tar.gz): its entries are copied over, then ours are added.
-        let mut source =
-            tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path)?));
-        for entry in source.entries()? {
-            let mut entry = entry?;
-            let mut header = entry.header().clone();
-            let name = entry.path()?.into_owned();
-            tar.append_data(&mut header, name, &mut entry)?;
-        }
+    let mut add = |rel: &std::path::Path, item: artifact::Item<'_>, mtime: u64| {
+        append(&mut tar, rel, item, mtime)
+    };
+    let (digest, tree) = if path.is_file() {
+        artifact::read_tarball(path, &mut add)?
     } else {
-        tar.append_dir_all(".", path)?;
-    }
-    let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, name, data)
+        let mut with_mtime = |rel: &std::path::Path, item: artifact::Item<'_>| {
+            let mtime = std::fs::symlink_metadata(path.join(rel))
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            add(rel, item, mtime)
+        };
+        let tree = artifact::walk_hashed(path, &mut with_mtime)?;
+        (artifact::tree_digest(&tree), tree)
+    };
+    let io = |source| artifact::ArtifactError::Io {
+        path: "release tarball".into(),
+        source,
     };
     for f in files {
-        add(&f.dest, f.contents.as_bytes())?;
+        artifact::check_dest(&tree, &f.dest)?;
+        let mut data = f.contents.as_bytes();
+        append(
+            &mut tar,
+            std::path::Path::new(&f.dest),
+            artifact::Item::File {
+                exec: false,
+                reader: &mut data,
+            },
+            0,
+        )
+        .map_err(io)?;
     }
-    add(script::MARKER, marker.as_bytes())?;
-    tar.into_inner()?.finish()
+    let mut data = marker.as_bytes();
+    append(
+        &mut tar,
+        std::path::Path::new(script::MARKER),
+        artifact::Item::File {
+            exec: false,
+            reader: &mut data,
+        },
+        0,
+    )
+    .map_err(io)?;
+    let bytes = tar.into_inner().and_then(|e| e.finish()).map_err(io)?;
+    Ok((bytes, digest))
+}
+
+/// Appends one entry with a header of ferry's own. A file's content is read whole first, so
+/// the header's size is what follows it even if the file changes meanwhile (the digest then
+/// differs, and the release is refused).
+fn append<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    rel: &std::path::Path,
+    item: artifact::Item<'_>,
+    mtime: u64,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    match item {
+        artifact::Item::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, rel, std::io::empty())
+        }
+        artifact::Item::Link(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, rel, target)
+        }
+        artifact::Item::File { exec, reader } => {
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data)?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(if exec { 0o755 } else { 0o644 });
+            header.set_size(data.len() as u64);
+            tar.append_data(&mut header, rel, data.as_slice())
+        }
+    }
 }
 
 impl SshDriver {
@@ -194,7 +256,12 @@ impl SshDriver {
         let text = match kind {
             HookKind::Restart => script::hook(&dir, &env, argv),
             HookKind::Health => script::health(&dir, version, &env, argv),
-        };
+        }
+        .map_err(|e| DriverError::Failed {
+            target: spec.target.id.clone(),
+            action: "prepare command",
+            message: e.to_string(),
+        })?;
         let mut out = self.run(spec, &text, timeout).await?;
         let secrets = || spec.secrets.iter().map(|(_, s)| s.expose());
         out.stderr = redact(&out.stderr, secrets());
@@ -353,15 +420,11 @@ impl Driver for SshDriver {
         let files = release.files.clone();
         let marker = serde_json::to_string(&wanted).expect("marker serializes");
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DriverError> {
-            let io = |action: &str| {
-                let (target, action) = (target.clone(), action.to_owned());
-                move |source| DriverError::Io {
-                    target,
-                    action,
-                    source,
-                }
-            };
-            let found = artifact::digest(&path).map_err(io("read artifact"))?;
+            let (bytes, found) = pack(&path, &files, &marker).map_err(|e| DriverError::Failed {
+                target: target.clone(),
+                action: "pack release",
+                message: format!("{}: {e}", path.display()),
+            })?;
             if found != expected {
                 return Err(DriverError::ArtifactChanged {
                     target: target.clone(),
@@ -370,7 +433,7 @@ impl Driver for SshDriver {
                     found,
                 });
             }
-            pack(&path, &files, &marker).map_err(io("pack release"))
+            Ok(bytes)
         })
         .await
         .map_err(|e| DriverError::Failed {

@@ -63,12 +63,16 @@ A={app}
 V={ver}
 mkdir -p "$A/.incoming" "$A/releases"
 T="$A/.incoming/$V.tar.gz.$$"
+S="$A/releases/.staging-$$"
+trap 'rm -rf "$T" "$S"' EXIT
+trap 'exit 130' HUP INT TERM
+find "$A/.incoming" "$A/releases" -maxdepth 1 \( -name '*.tar.gz.*' -o -name '.staging-*' \) -mmin +60 -exec rm -rf {{}} + 2>/dev/null || true
+umask 022
 cat > "$T"
 set -- $(sha256sum "$T")
-if [ "$1" != {sha} ]; then echo "uploaded release checksum $1 does not match {sha_plain}" >&2; rm -f "$T"; exit 3; fi
-S="$A/releases/.staging-$$"
+if [ "$1" != {sha} ]; then echo "uploaded release checksum $1 does not match {sha_plain}" >&2; exit 3; fi
 mkdir "$S"
-tar -xzf "$T" -C "$S"
+tar -xzf "$T" -C "$S" --no-same-owner
 rm -f "$T"
 R="$A/releases/$V"
 if [ -e "$R" ]; then mv "$R" "$S.old"; rm -rf "$S.old"; fi
@@ -128,26 +132,40 @@ pub fn uninstall(app_dir: &str) -> String {
     format!("set -eu\nrm -f {}/current\n", q(app_dir))
 }
 
+/// An environment name that is not `[A-Za-z_][A-Za-z0-9_]*`: it would be shell text.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{}` is not an environment variable name; refusing to put it in a script", .0.escape_debug())]
+pub struct BadEnvName(pub String);
+
 /// Runs an app command (restart, health) in `current` with its environment. The script, and
-/// so every secret in it, travels on stdin.
-pub fn hook(app_dir: &str, env: &[(&str, &str)], argv: &[String]) -> String {
+/// so every secret in it, travels on stdin. Values are quoted; names cannot be, so a name
+/// that is not a plain identifier is refused here too, whatever validation said.
+pub fn hook(app_dir: &str, env: &[(&str, &str)], argv: &[String]) -> Result<String, BadEnvName> {
     let mut s = format!("set -eu\ncd {}/current\n", q(app_dir));
     for (k, v) in env {
+        if !crate::secret::is_env_name(k) {
+            return Err(BadEnvName((*k).to_owned()));
+        }
         s.push_str(&format!("export {k}={}\n", q(v)));
     }
     let cmd: Vec<String> = argv.iter().map(|a| q(a)).collect();
     s.push_str(&format!("exec {}\n", cmd.join(" ")));
-    s
+    Ok(s)
 }
 
 /// Checks that `current` is `version`, then runs the health command (exit 97: not current).
-pub fn health(app_dir: &str, version: &str, env: &[(&str, &str)], argv: &[String]) -> String {
+pub fn health(
+    app_dir: &str,
+    version: &str,
+    env: &[(&str, &str)],
+    argv: &[String],
+) -> Result<String, BadEnvName> {
     let check = format!(
         "cur=$(readlink {}/current 2>/dev/null || true)\nif [ \"${{cur##*/}}\" != {} ]; then echo \"current is ${{cur##*/}}\" >&2; exit 97; fi\n",
         q(app_dir),
         q(version)
     );
-    format!("{check}{}", hook(app_dir, env, argv))
+    Ok(format!("{check}{}", hook(app_dir, env, argv)?))
 }
 
 #[cfg(test)]
@@ -161,9 +179,21 @@ mod tests {
             "/opt/ferry/app",
             &[("TOKEN", "a'b $(rm -rf /)")],
             &["sh".into(), "bin/health".into()],
-        );
+        )
+        .unwrap();
         assert!(s.contains(r#"export TOKEN='a'\''b $(rm -rf /)'"#), "{s}");
         assert!(s.ends_with("exec sh bin/health\n"), "{s}");
+    }
+
+    /// A name is shell text, so one that is not an identifier never reaches a script.
+    #[test]
+    fn env_names_that_are_shell_text_are_refused() {
+        for bad in ["LOG=1; id > /tmp/x; X", "A B", "$(id)", "1X", "", "X\nid"] {
+            let e = hook("/r/a", &[(bad, "v")], &["true".into()]).unwrap_err();
+            assert_eq!(e, BadEnvName(bad.to_owned()));
+            assert!(health("/r/a", "1", &[(bad, "v")], &["true".into()]).is_err());
+        }
+        assert!(hook("/r/a", &[("_OK_1", "v")], &["true".into()]).is_ok());
     }
 
     #[test]
@@ -174,7 +204,7 @@ mod tests {
             switch("/r/app", "1.0"),
             switch_and_prune("/r/app", "1.0", 3, Some("0.9")),
             uninstall("/r/app"),
-            health("/r/app", "1.0", &[("A", "b")], &["true".into()]),
+            health("/r/app", "1.0", &[("A", "b")], &["true".into()]).unwrap(),
         ] {
             let out = std::process::Command::new("sh")
                 .arg("-n")
