@@ -45,8 +45,7 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         // Old-style predictable temp names, planted as links: not used.
         for pid in [std::process::id(), 1, 2] {
-            std::os::unix::fs::symlink(&victim, d.path().join(format!("apply.tmp.{pid}")))
-                .unwrap();
+            std::os::unix::fs::symlink(&victim, d.path().join(format!("apply.tmp.{pid}"))).unwrap();
         }
         write_atomic(&target, b"one").unwrap();
         write_atomic(&target, b"two").unwrap();

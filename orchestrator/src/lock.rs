@@ -1,16 +1,35 @@
-//! The apply lock: one apply per state directory, with an owner and a lease.
+//! The apply lock: one apply per state directory, with an owner, a lease and a fence.
 //!
-//! The lock is a JSON file naming its holder and when its lease ends; the holder renews the
-//! lease while it works. Checking and taking the lock happens under a short `flock` on a
-//! guard file, so two processes cannot both take it. A lock whose lease has run out, or whose
-//! holder process is gone from this host, may be taken over; the caller records the takeover.
+//! The lock is a JSON file naming its holder, a fresh random `token` per acquisition (the
+//! lock's generation) and when its lease ends; the holder renews the lease while it works.
+//! Checking and taking the lock happens under a short `flock` on a guard file, so two
+//! processes cannot both take it.
+//!
+//! Is the holder alive? Each holder also keeps an `flock` on its own file
+//! `apply.lock.<token>.live` for its whole life: the kernel drops it when the process dies,
+//! `kill -9` included, whatever pid namespace or container it ran in. On the same kernel (same
+//! boot id) that answers exactly; a free live lock means the holder is gone and the lock may be
+//! taken over at once. Otherwise (another host on shared storage, or a lock written by an older
+//! ferry) only the lease can tell.
+//!
+//! When has the lease run out? On the same boot, by `CLOCK_BOOTTIME` (monotonic, immune to
+//! wall-clock steps): the holder writes it at every renewal. Across hosts, by wall clocks,
+//! tolerating [`MAX_CLOCK_SKEW`] between them. A holder that is alive but stopped renewing
+//! (paused, hung) loses the lock when its lease runs out; it is then *fenced*: every ledger
+//! append and every driver action of a run checks [`Fence::check`] first, so it cannot act or
+//! record after the takeover, and renewal never recreates a lock it no longer holds.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+/// How far apart two hosts' wall clocks may be before a lease is misjudged (hosts sharing a
+/// state directory on network storage; one host uses its monotonic clock instead).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10);
+
+const LOCK_FILE: &str = "apply.lock";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
@@ -20,6 +39,21 @@ pub struct LockHolder {
     pub plan_id: String,
     pub acquired_at_ms: u64,
     pub lease_until_ms: u64,
+    /// This acquisition's generation: random, never reused. Empty in locks of older ferry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`) of the holder.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
+    /// `CLOCK_BOOTTIME` at the last renewal, and the lease length, in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub renewed_boottime_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::fmt::Display for LockHolder {
@@ -48,6 +82,8 @@ pub enum LockError {
     },
     #[error("the lock was taken over by {0} while this apply held it")]
     Lost(Box<LockHolder>),
+    #[error("the lock file was removed while this apply held it")]
+    Vanished,
 }
 
 /// How a lock was acquired.
@@ -61,11 +97,35 @@ pub enum Acquired {
     },
 }
 
+/// A run's proof that it still holds the lock: the lock file names its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    path: PathBuf,
+    token: String,
+}
+
+impl Fence {
+    /// `Ok` while the lock file names this run's token; otherwise who holds it now.
+    pub fn check(&self) -> Result<(), LockError> {
+        match read_holder(&self.path) {
+            Ok(Some(h)) if h.token == self.token => Ok(()),
+            Ok(Some(h)) => Err(LockError::Lost(Box::new(h))),
+            Ok(None) => Err(LockError::Vanished),
+            Err(source) => Err(LockError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApplyLock {
     path: PathBuf,
     holder: LockHolder,
     lease: Duration,
+    /// Held (flock) for the life of this lock: the kernel releases it if the process dies.
+    live: Option<(PathBuf, File)>,
 }
 
 impl ApplyLock {
@@ -75,7 +135,7 @@ impl ApplyLock {
         plan_id: &str,
         lease: Duration,
     ) -> Result<(Self, Acquired), LockError> {
-        let path = state_dir.join("apply.lock");
+        let path = state_dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -90,30 +150,39 @@ impl ApplyLock {
             plan_id: plan_id.to_owned(),
             acquired_at_ms: now,
             lease_until_ms: now + lease.as_millis() as u64,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            boot_id: boot_id(),
+            renewed_boottime_ms: boottime_ms(),
+            lease_ms: lease.as_millis() as u64,
         };
         let how = match read_holder(&path).map_err(io)? {
             None => Acquired::Fresh,
             Some(prev) => {
-                let reason = if prev.lease_until_ms < now {
-                    format!("lease expired at {}", fmt_ms(prev.lease_until_ms))
-                } else if prev.host == holder.host && !process_alive(prev.pid) {
-                    format!("holder process {} is gone from this host", prev.pid)
-                } else {
-                    return Err(LockError::Held(Box::new(prev)));
-                };
+                let reason = takeover_reason(state_dir, &prev, &holder)
+                    .ok_or_else(|| LockError::Held(Box::new(prev.clone())))?;
                 Acquired::TakenOver {
                     previous: prev,
                     reason,
                 }
             }
         };
+        let live_path = live_file(state_dir, &holder.token);
+        let live = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&live_path)
+            .and_then(|f| f.try_lock().map_err(std::io::Error::from).map(|()| f))
+            .map_err(io)?;
         write_holder(&path, &holder).map_err(io)?;
+        remove_dead_live_files(state_dir, &holder.token);
         drop(guard);
         Ok((
             Self {
                 path,
                 holder,
                 lease,
+                live: Some((live_path, live)),
             },
             how,
         ))
@@ -123,7 +192,15 @@ impl ApplyLock {
         &self.holder
     }
 
-    /// Extends the lease; fails if someone else took the lock meanwhile.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            path: self.path.clone(),
+            token: self.holder.token.clone(),
+        }
+    }
+
+    /// Extends the lease; fails if someone else took the lock meanwhile or the file is gone
+    /// (it is never written again then: a lock lost is lost).
     pub fn renew(&mut self) -> Result<(), LockError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let io = |source| LockError::Io {
@@ -132,14 +209,12 @@ impl ApplyLock {
         };
         let _guard = guard(dir).map_err(io)?;
         match read_holder(&self.path).map_err(io)? {
-            Some(h)
-                if h.pid == self.holder.pid
-                    && h.host == self.holder.host
-                    && h.acquired_at_ms == self.holder.acquired_at_ms => {}
+            Some(h) if h.token == self.holder.token => {}
             Some(other) => return Err(LockError::Lost(Box::new(other))),
-            None => {}
+            None => return Err(LockError::Vanished),
         }
         self.holder.lease_until_ms = now_ms() + self.lease.as_millis() as u64;
+        self.holder.renewed_boottime_ms = boottime_ms();
         write_holder(&self.path, &self.holder).map_err(io)
     }
 
@@ -147,27 +222,89 @@ impl ApplyLock {
         self.lease
     }
 
-    /// Removes the lock if it is still ours.
-    pub fn release(&self) -> Result<(), LockError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+    /// Removes the lock if it is still ours (same token); `Ok(false)` if it was not.
+    pub fn release(&mut self) -> Result<bool, LockError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
         let io = |source| LockError::Io {
             path: self.path.clone(),
             source,
         };
-        let _guard = guard(dir).map_err(io)?;
-        if let Some(h) = read_holder(&self.path).map_err(io)?
-            && h.pid == self.holder.pid
-            && h.host == self.holder.host
-        {
+        let _guard = guard(&dir).map_err(io)?;
+        let ours =
+            matches!(read_holder(&self.path).map_err(io)?, Some(h) if h.token == self.holder.token);
+        if ours {
             std::fs::remove_file(&self.path).map_err(io)?;
+            crate::durable::sync_dir(&dir).map_err(io)?;
         }
-        Ok(())
+        if let Some((live_path, file)) = self.live.take() {
+            let _ = std::fs::remove_file(&live_path);
+            drop(file);
+        }
+        Ok(ours)
+    }
+}
+
+/// Why `prev` may be taken over now, or `None` while it holds the lock.
+fn takeover_reason(state_dir: &Path, prev: &LockHolder, me: &LockHolder) -> Option<String> {
+    let same_kernel = !prev.boot_id.is_empty() && prev.boot_id == me.boot_id;
+    if same_kernel && !prev.token.is_empty() && !holder_alive(state_dir, &prev.token) {
+        return Some(format!(
+            "holder process {} is gone from this host (its live lock died with it)",
+            prev.pid
+        ));
+    }
+    let expired = if same_kernel && prev.lease_ms > 0 && prev.renewed_boottime_ms > 0 {
+        prev.renewed_boottime_ms + prev.lease_ms < me.renewed_boottime_ms
+    } else {
+        prev.lease_until_ms + (MAX_CLOCK_SKEW.as_millis() as u64) < me.acquired_at_ms
+    };
+    if !expired {
+        return None;
+    }
+    let alive = if same_kernel && !prev.token.is_empty() {
+        "; the holder is still running but stopped renewing: it is fenced off and cannot act or record any more"
+    } else {
+        ""
+    };
+    Some(format!(
+        "lease expired at {}{alive}",
+        fmt_ms(prev.lease_until_ms)
+    ))
+}
+
+fn live_file(state_dir: &Path, token: &str) -> PathBuf {
+    state_dir.join(format!("{LOCK_FILE}.{token}.live"))
+}
+
+/// Whether the process holding `token` still holds its live lock (on this kernel).
+fn holder_alive(state_dir: &Path, token: &str) -> bool {
+    match File::open(live_file(state_dir, token)) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// Live files of holders that are gone (their flock is free), but this one's.
+fn remove_dead_live_files(state_dir: &Path, mine: &str) {
+    let Ok(rd) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(token) = name
+            .strip_prefix(&format!("{LOCK_FILE}."))
+            .and_then(|n| n.strip_suffix(".live"))
+            && token != mine
+            && !holder_alive(state_dir, token)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
 /// The current holder of the lock in `state_dir`, if any.
 pub fn current_holder(state_dir: &Path) -> std::io::Result<Option<LockHolder>> {
-    read_holder(&state_dir.join("apply.lock"))
+    read_holder(&state_dir.join(LOCK_FILE))
 }
 
 fn guard(dir: &Path) -> std::io::Result<File> {
@@ -191,6 +328,10 @@ fn read_holder(path: &Path) -> std::io::Result<Option<LockHolder>> {
                 plan_id: String::new(),
                 acquired_at_ms: 0,
                 lease_until_ms: 0,
+                token: String::new(),
+                boot_id: String::new(),
+                renewed_boottime_ms: 0,
+                lease_ms: 0,
             })
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -199,27 +340,35 @@ fn read_holder(path: &Path) -> std::io::Result<Option<LockHolder>> {
 }
 
 fn write_holder(path: &Path, holder: &LockHolder) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(holder).expect("holder serializes"))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::durable::write_atomic(
+        path,
+        &serde_json::to_vec_pretty(holder).expect("holder serializes"),
+    )
 }
 
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
+/// This kernel's boot id; empty where the kernel does not say.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `CLOCK_BOOTTIME` in milliseconds: monotonic, counting suspend, the same for every process
+/// of one boot.
+fn boottime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    if pid <= 0 {
-        return false;
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
     }
-    // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 pub fn now_ms() -> u64 {
@@ -239,29 +388,37 @@ fn fmt_ms(ms: u64) -> String {
 mod tests {
     use super::*;
 
+    fn other(host: &str, lease_until_ms: u64) -> LockHolder {
+        LockHolder {
+            actor: "crashed".into(),
+            host: host.into(),
+            pid: 1,
+            plan_id: "p0".into(),
+            acquired_at_ms: 1,
+            lease_until_ms,
+            token: String::new(),
+            boot_id: String::new(),
+            renewed_boottime_ms: 0,
+            lease_ms: 0,
+        }
+    }
+
     #[test]
     fn second_acquire_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let (lock, how) =
+        let (mut lock, how) =
             ApplyLock::acquire(dir.path(), "alice", "p1", Duration::from_secs(60)).unwrap();
         assert_eq!(how, Acquired::Fresh);
         let err = ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)).unwrap_err();
         assert!(err.to_string().contains("alice"), "{err}");
-        lock.release().unwrap();
+        assert!(lock.release().unwrap());
         assert!(ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)).is_ok());
     }
 
     #[test]
     fn expired_lease_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let stale = LockHolder {
-            actor: "crashed".into(),
-            host: "elsewhere".into(),
-            pid: 1,
-            plan_id: "p0".into(),
-            acquired_at_ms: 1,
-            lease_until_ms: 2,
-        };
+        let stale = other("elsewhere", 2);
         write_holder(&dir.path().join("apply.lock"), &stale).unwrap();
         let (_lock, how) =
             ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)).unwrap();
@@ -274,22 +431,38 @@ mod tests {
         }
     }
 
+    /// Another host's lease just past its end is within the tolerated clock skew.
     #[test]
-    fn dead_local_holder_is_taken_over_before_lease_ends() {
+    fn a_lease_from_another_host_gets_the_skew_tolerance() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        let stale = LockHolder {
-            actor: "crashed".into(),
-            host: hostname(),
-            pid,
-            plan_id: "p0".into(),
-            acquired_at_ms: 1,
-            lease_until_ms: now_ms() + 600_000,
-        };
-        write_holder(&dir.path().join("apply.lock"), &stale).unwrap();
-        let (_lock, how) =
+        let mut h = other("elsewhere", now_ms() - 2_000);
+        h.token = "t".into();
+        h.boot_id = "another-kernel".into();
+        write_holder(&dir.path().join("apply.lock"), &h).unwrap();
+        assert!(matches!(
+            ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)),
+            Err(LockError::Held(_))
+        ));
+    }
+
+    /// The holder's live lock, not its pid: a holder that died (its flock went with it) is
+    /// taken over at once; one alive is not, even when its pid means nothing here.
+    #[test]
+    fn liveness_is_the_holders_own_flock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _) =
+            ApplyLock::acquire(dir.path(), "alice", "p1", Duration::from_secs(600)).unwrap();
+        // Pretend alice's pid is one that does not exist here (another pid namespace).
+        let mut h = a.holder.clone();
+        h.pid = 999_999;
+        write_holder(&a.path, &h).unwrap();
+        assert!(matches!(
+            ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)),
+            Err(LockError::Held(_))
+        ));
+        // Alice dies: the kernel drops her flock (here: the file is closed).
+        drop(a.live.take());
+        let (_b, how) =
             ApplyLock::acquire(dir.path(), "bob", "p2", Duration::from_secs(60)).unwrap();
         assert!(
             matches!(how, Acquired::TakenOver { ref reason, .. } if reason.contains("gone")),
@@ -298,19 +471,36 @@ mod tests {
     }
 
     #[test]
-    fn renew_detects_a_lost_lock() {
+    fn renew_detects_a_lost_or_removed_lock_and_never_recreates_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lock, _) =
             ApplyLock::acquire(dir.path(), "alice", "p1", Duration::from_secs(60)).unwrap();
-        let other = LockHolder {
-            actor: "bob".into(),
-            host: "h".into(),
-            pid: 7,
-            plan_id: "p2".into(),
-            acquired_at_ms: 5,
-            lease_until_ms: u64::MAX,
-        };
-        write_holder(&dir.path().join("apply.lock"), &other).unwrap();
+        let fence = lock.fence();
+        fence.check().unwrap();
+        let mut bob = other("h", u64::MAX);
+        bob.token = "bobs".into();
+        write_holder(&dir.path().join("apply.lock"), &bob).unwrap();
         assert!(matches!(lock.renew(), Err(LockError::Lost(_))));
+        assert!(matches!(fence.check(), Err(LockError::Lost(_))));
+        std::fs::remove_file(dir.path().join("apply.lock")).unwrap();
+        assert!(matches!(lock.renew(), Err(LockError::Vanished)));
+        assert!(!dir.path().join("apply.lock").exists(), "not recreated");
+        assert!(matches!(fence.check(), Err(LockError::Vanished)));
+        assert!(!lock.release().unwrap(), "nothing of ours to release");
+    }
+
+    /// A lock of the same holder re-acquired has a new token: the old fence does not pass.
+    #[test]
+    fn each_acquisition_is_its_own_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _) =
+            ApplyLock::acquire(dir.path(), "alice", "p1", Duration::from_secs(60)).unwrap();
+        let old = a.fence();
+        a.release().unwrap();
+        let (b, _) =
+            ApplyLock::acquire(dir.path(), "alice", "p1", Duration::from_secs(60)).unwrap();
+        assert_ne!(old, b.fence());
+        assert!(old.check().is_err());
+        b.fence().check().unwrap();
     }
 }

@@ -225,6 +225,7 @@ pub fn target_spec(
         secrets,
         ssh,
         docker,
+        fence: None,
     })
 }
 

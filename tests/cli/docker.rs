@@ -725,6 +725,7 @@ fn docker_driver_passes_the_compliance_suite() {
             tls: None,
             timeout: Duration::from_secs(30),
         }),
+        fence: None,
     };
     let bundle = |v: &str| ReleaseBundle {
         version: v.into(),

@@ -7,6 +7,7 @@ mod approve;
 mod crash;
 mod dibr;
 mod docker;
+mod guarantees;
 mod kubernetes;
 mod ledger;
 mod plan;

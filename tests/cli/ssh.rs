@@ -500,6 +500,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
             command_timeout: std::time::Duration::from_secs(20),
         }),
         docker: None,
+        fence: None,
     };
     let (v1, v2) = (bundle("1.0.0"), bundle("2.0.0"));
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -12,8 +12,9 @@ use super::output::{ApplyReport, ApplyStepReport, JSON_VERSION, OutputFormat};
 use super::{CliError, Ctx};
 use crate::drivers::Drivers;
 use crate::executor::{ApplyOutcome, Executor, PriorRun, StepStatus, prior_run};
+use crate::ledger::LedgerError;
 use crate::ledger::{Event, NewEntry, Outcome};
-use crate::lock::{Acquired, ApplyLock};
+use crate::lock::{Acquired, ApplyLock, Fence};
 use crate::plan::SavedPlan;
 use crate::{exit, workspace};
 
@@ -122,53 +123,105 @@ pub async fn apply_plan(
         });
     }
     // The lock comes first: while another apply runs, that is what the operator needs to hear.
-    let (lock, how) = ApplyLock::acquire(&ctx.state_dir, &ctx.actor, &plan.id, lease)?;
-    let holder = serde_json::to_value(lock.holder()).expect("holder serializes");
-    let taken = match how {
-        Acquired::Fresh => ctx.ledger.append(
-            NewEntry::new(&ctx.actor, Event::LockTaken)
-                .plan(&plan.id)
-                .detail(holder),
-        ),
-        Acquired::TakenOver { previous, reason } => ctx.ledger.append(
-            NewEntry::new(&ctx.actor, Event::LockBroken)
-                .plan(&plan.id)
-                .message(format!("took over the apply lock of {previous}: {reason}"))
-                .detail(
-                    serde_json::json!({ "previous": previous, "reason": reason, "holder": holder }),
-                ),
-        ),
+    // It is taken and recorded as one step under the ledger's file lock, so no fenced append of
+    // an earlier holder can land after the takeover's record.
+    // Nothing is acted on (or recorded) on a ledger whose chain does not verify (exit 7).
+    ctx.ledger.read_verified()?;
+    let (lock, _) = ctx
+        .ledger
+        .append_after(|| take_lock(ctx, &plan.id, lease))?;
+    let fence = lock.fence();
+    let run_ctx = Ctx {
+        output: ctx.output,
+        state_dir: ctx.state_dir.clone(),
+        ledger: ctx.ledger.fenced(fence.clone()),
+        actor: ctx.actor.clone(),
     };
     let lock = Arc::new(Mutex::new(lock));
-    let result = match taken {
-        Err(e) => Err(e.into()),
-        Ok(_) => match preflight(ctx, &plan, plan_path, resume) {
-            Ok(Some(prior)) => run_locked(ctx, plan, &prior, lock.clone(), confirm).await,
-            Ok(None) => {
-                let status = plan
-                    .body
-                    .steps
-                    .iter()
-                    .map(|s| (s.id.clone(), StepStatus::AlreadyDone))
-                    .collect();
-                Ok(ApplyResult {
-                    plan,
-                    outcome: ApplyOutcome::Completed,
-                    status,
-                    code: exit::OK,
-                })
-            }
-            Err(e) => Err(e),
-        },
+    let result = match preflight(&run_ctx, &plan, plan_path, resume) {
+        Ok(Some(prior)) => run_locked(&run_ctx, plan, &prior, lock.clone(), confirm, fence).await,
+        Ok(None) => {
+            let status = plan
+                .body
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), StepStatus::AlreadyDone))
+                .collect();
+            Ok(ApplyResult {
+                plan,
+                outcome: ApplyOutcome::Completed,
+                status,
+                code: exit::OK,
+            })
+        }
+        Err(e) => Err(e),
     };
-    let guard = lock
+    let mut guard = lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let plan_id = guard.holder().plan_id.clone();
-    guard.release()?;
-    ctx.ledger
-        .append(NewEntry::new(&ctx.actor, Event::LockReleased).plan(&plan_id))?;
-    result
+    // `lock_released` is fenced like every other entry: a run that lost the lock says so
+    // instead, and leaves the new holder's lock alone.
+    let released = run_ctx
+        .ledger
+        .append(NewEntry::new(&ctx.actor, Event::LockReleased).plan(&plan_id));
+    match released {
+        Ok(_) => {
+            guard.release()?;
+            result
+        }
+        Err(LedgerError::Fenced(lost)) => {
+            let _ = guard.release();
+            record_lock_lost(ctx, &plan_id, &lost, &result);
+            match result {
+                Err(e) => Err(e),
+                Ok(_) => Err(CliError::Ledger(LedgerError::Fenced(lost))),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes the apply lock and says how, as the entry to record with it.
+fn take_lock(ctx: &Ctx, plan_id: &str, lease: Duration) -> Result<(ApplyLock, NewEntry), CliError> {
+    let (lock, how) = ApplyLock::acquire(&ctx.state_dir, &ctx.actor, plan_id, lease)?;
+    let holder = serde_json::to_value(lock.holder()).expect("holder serializes");
+    let entry = match how {
+        Acquired::Fresh => NewEntry::new(&ctx.actor, Event::LockTaken)
+            .plan(plan_id)
+            .detail(holder),
+        Acquired::TakenOver { previous, reason } => NewEntry::new(&ctx.actor, Event::LockBroken)
+            .plan(plan_id)
+            .message(format!("took over the apply lock of {previous}: {reason}"))
+            .detail(
+                serde_json::json!({ "previous": previous, "reason": reason, "holder": holder }),
+            ),
+    };
+    Ok((lock, entry))
+}
+
+/// A run that found it lost the lock records that, and only that: what it was doing and who
+/// holds the lock now. Its last driver action may have finished after the takeover; the entry
+/// says so, so an auditor and the new holder's next plan see it.
+fn record_lock_lost(
+    ctx: &Ctx,
+    plan_id: &str,
+    lost: &crate::lock::LockError,
+    result: &Result<ApplyResult, CliError>,
+) {
+    let stopped = match result {
+        Err(e) => e.to_string(),
+        Ok(r) => format!("{:?}", r.outcome),
+    };
+    let _ = ctx.ledger.append(
+        NewEntry::new(&ctx.actor, Event::LockLost)
+            .plan(plan_id)
+            .outcome(Outcome::Failed)
+            .message(format!(
+                "this apply lost the apply lock ({lost}) and stopped; a step in flight when the lock was lost may have acted after the takeover: plan again before acting on this estate"
+            ))
+            .detail(serde_json::json!({ "stopped": stopped, "pid": std::process::id() })),
+    );
 }
 
 /// What earlier runs of this plan did, checked under the lock. `None`: nothing is left to do.
@@ -178,7 +231,7 @@ fn preflight(
     plan_path: &Path,
     resume: bool,
 ) -> Result<Option<PriorRun>, CliError> {
-    let prior = prior_run(&ctx.ledger.read_all()?, &plan.id);
+    let prior = prior_run(&ctx.ledger.read_verified()?, &plan.id);
     if prior.started && !resume {
         return Err(CliError::Refused(format!(
             "plan {} was already applied (or partly applied) from this state directory; to finish an interrupted or halted run: ferry apply --resume {}",
@@ -202,12 +255,13 @@ async fn run_locked(
     prior: &PriorRun,
     lock: Arc<Mutex<ApplyLock>>,
     confirm: &[String],
+    fence: Fence,
 ) -> Result<ApplyResult, CliError> {
     let inv = workspace::plan_inventory(&plan)?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let renew = spawn_renewal(lock, cancel_tx.clone());
     let signals = spawn_signals(cancel_tx);
-    let result = apply_locked(ctx, plan, &inv, prior, cancel_rx, confirm).await;
+    let result = apply_locked(ctx, plan, &inv, prior, cancel_rx, confirm, fence).await;
     renew.abort();
     signals.abort();
     let _ = renew.await;
@@ -221,15 +275,15 @@ async fn apply_locked(
     prior: &PriorRun,
     cancel: watch::Receiver<bool>,
     confirm: &[String],
+    fence: Fence,
 ) -> Result<ApplyResult, CliError> {
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
     let mut specs = BTreeMap::new();
     for t in &plan.body.targets {
-        specs.insert(
-            t.target.id.clone(),
-            workspace::target_spec(&inv.value, &base, &t.target, true)?,
-        );
+        let mut spec = workspace::target_spec(&inv.value, &base, &t.target, true)?;
+        spec.fence = Some(fence.clone());
+        specs.insert(t.target.id.clone(), spec);
     }
     let list: Vec<_> = specs.values().cloned().collect();
     let observed = workspace::observe_all(&drivers, &list).await?;

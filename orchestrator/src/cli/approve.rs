@@ -80,6 +80,8 @@ pub fn approve(
         },
         &key,
     );
+    // An approval is evidence: it is never added to a ledger that does not verify.
+    ctx.ledger.read_verified()?;
     let entry = ctx.ledger.append(
         NewEntry::new(&ctx.actor, Event::Approval)
             .plan(&plan.id)

@@ -54,7 +54,8 @@ pub async fn backout(
     let entries = if kube {
         Vec::new()
     } else {
-        ctx.ledger.read_all()?
+        // A back-out decides from the ledger: only from one that verifies.
+        ctx.ledger.read_verified()?
     };
     let mut changes = Vec::new();
     let mut pinned = std::collections::BTreeMap::new();

@@ -57,7 +57,40 @@ pub fn run(ctx: &Ctx, command: LedgerCommand) -> Result<u8, CliError> {
             out,
             filter,
         } => export(ctx, format, out.as_deref(), &filter),
+        LedgerCommand::Repair { reason } => repair(ctx, &reason),
     }
+}
+
+fn repair(ctx: &Ctx, reason: &str) -> Result<u8, CliError> {
+    let done = ctx.ledger.repair(&ctx.actor, reason)?;
+    let path = ctx.ledger.path().display();
+    match ctx.output {
+        OutputFormat::Human => match &done {
+            crate::ledger::Repair::Nothing => {
+                println!("ledger {path} ends with a complete line: nothing to repair");
+            }
+            crate::ledger::Repair::Completed { seq } => println!(
+                "ledger {path}: entry #{seq} was whole but missing its newline; completed and recorded"
+            ),
+            crate::ledger::Repair::SetAside {
+                bytes,
+                sha256,
+                kept_at,
+            } => println!(
+                "ledger {path}: {bytes} torn byte(s) (sha256 {sha256}) moved to {kept_at}; the ledger ends at its last full entry; recorded as ledger_repaired"
+            ),
+        },
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "format": "ferry.ledger-repair",
+                "version": JSON_VERSION,
+                "ledger": ctx.ledger.path().display().to_string(),
+                "result": done,
+            })
+        ),
+    }
+    Ok(exit::OK)
 }
 
 impl EntryFilter {

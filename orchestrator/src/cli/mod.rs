@@ -216,6 +216,15 @@ pub enum LedgerCommand {
         #[command(flatten)]
         filter: EntryFilter,
     },
+    /// Repair a torn last line (a write cut short by a crash or a full disk): a whole entry
+    /// missing its newline is completed; other torn bytes are moved to LEDGER.torn-TIME and the
+    /// file cut back to its last full line. Recorded as `ledger_repaired`. Refuses a ledger
+    /// that does not verify before the torn line: repair never hides tampering.
+    Repair {
+        /// Why (recorded with the repair).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Which entries to list or export.
@@ -360,9 +369,17 @@ impl From<LockError> for CliError {
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
+        use crate::executor::ExecError;
         match self {
             CliError::Stale(_) => exit::STALE,
-            CliError::Locked(_) => exit::LOCKED,
+            CliError::Locked(_)
+            | CliError::Lock(LockError::Lost(_) | LockError::Vanished)
+            | CliError::Ledger(LedgerError::Fenced(_))
+            | CliError::Exec(ExecError::Ledger(LedgerError::Fenced(_))) => exit::LOCKED,
+            CliError::Ledger(LedgerError::Broken { .. } | LedgerError::TornTail { .. })
+            | CliError::Exec(ExecError::Ledger(
+                LedgerError::Broken { .. } | LedgerError::TornTail { .. },
+            )) => exit::TAMPERED,
             _ => exit::ERROR,
         }
     }

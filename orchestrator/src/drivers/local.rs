@@ -230,6 +230,7 @@ impl LocalDriver {
                 version: version.to_owned(),
             });
         }
+        spec.check_fence()?;
         let d = dir.to_owned();
         let v = version.to_owned();
         blocking(move || switch(&d, &v))
@@ -331,6 +332,7 @@ impl Driver for LocalDriver {
                 self.verify(spec, version).await
             }
             Undo::Uninstall => {
+                spec.check_fence()?;
                 let d = dir.clone();
                 blocking(move || match fs::remove_file(d.join("current")) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !d.exists() => Ok(()),

@@ -42,6 +42,23 @@ pub struct TargetSpec {
     pub ssh: Option<ssh::SshTarget>,
     /// Set for `docker` targets: how to reach the Docker host.
     pub docker: Option<docker::DockerTarget>,
+    /// Set by apply: the run's hold on the apply lock, checked before every irreversible
+    /// action (a switch, a container stop or start, an object applied).
+    pub fence: Option<crate::lock::Fence>,
+}
+
+impl TargetSpec {
+    /// Fails if this run no longer holds the apply lock; drivers call it right before each
+    /// action that changes what the target serves.
+    pub fn check_fence(&self) -> Result<(), DriverError> {
+        match &self.fence {
+            Some(f) => f.check().map_err(|e| DriverError::Fenced {
+                target: self.target.id.clone(),
+                message: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A release's artifact that lives on the target's side rather than in ferry's inputs (a
@@ -147,6 +164,8 @@ pub enum DriverError {
         what: String,
         seconds: u64,
     },
+    #[error("{target}: not acting: this run no longer holds the apply lock ({message})")]
+    Fenced { target: String, message: String },
     #[error("no driver for target kind `{0}` in this build")]
     NoDriver(String),
     #[error(transparent)]
@@ -181,6 +200,17 @@ pub trait Driver: Send + Sync {
     async fn verify(&self, spec: &TargetSpec, version: &str) -> Result<(), DriverError>;
     /// Undoes a step: switch back to an earlier release (and verify it), or uninstall.
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError>;
+    /// [`Driver::undo`] when the caller knows which release is being left (the backed-out
+    /// step's `to`, or a switch step's `from`): a driver that removes the release it leaves
+    /// (Docker) removes exactly that one, decided from what ferry recorded rather than clocks.
+    async fn undo_leaving(
+        &self,
+        spec: &TargetSpec,
+        undo: &Undo,
+        _leaving: Option<&str>,
+    ) -> Result<(), DriverError> {
+        self.undo(spec, undo).await
+    }
     /// At plan time, what deploying `release` would change on the target, object by object
     /// (Kubernetes). `None`: the driver has nothing finer than the version change to show.
     async fn preview(
@@ -307,6 +337,7 @@ mod tests {
             secrets: vec![],
             ssh: None,
             docker: None,
+            fence: None,
         }
     }
 

@@ -40,6 +40,10 @@ pub(crate) async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C goes to ferry's group only, so the first
+        // one lets a restart or health command finish (the safe-point rule) instead of
+        // killing it and turning a clean stop into a failed step.
+        .process_group(0)
         .kill_on_drop(true);
     for (k, v) in &spec.env {
         cmd.env(k, v);

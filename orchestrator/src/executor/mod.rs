@@ -212,12 +212,13 @@ impl Shared {
             },
             StepAction::Switch => {
                 driver
-                    .undo(
+                    .undo_leaving(
                         spec,
                         &Undo::SwitchTo {
                             version: step.to.clone(),
                             revision: step.revision,
                         },
+                        step.from.as_deref(),
                     )
                     .await
             }
@@ -261,11 +262,16 @@ impl Shared {
                     Ok(Ok(o)) => serde_json::json!(o.current),
                     _ => serde_json::json!("unknown"),
                 };
+                // Drivers redact what they relay; this is the last line of defence.
+                let message = crate::drivers::redact(
+                    &e.to_string(),
+                    spec.secrets.iter().map(|(_, s)| s.expose()),
+                );
                 let failed = self
                     .entry(Event::StepFailed, step)
                     .outcome(Outcome::Failed)
                     .duration_ms(ms)
-                    .message(e.to_string());
+                    .message(message);
                 let mut detail = serde_json::json!({ "serving_after": serving_after });
                 if let Some(r) = receipt {
                     detail["release"] = r;
@@ -386,7 +392,9 @@ impl Shared {
         )
         .await?;
         let started = Instant::now();
-        let result = driver.undo(spec, &step.undo).await;
+        let result = driver
+            .undo_leaving(spec, &step.undo, Some(step.to.as_str()))
+            .await;
         let ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
@@ -657,7 +665,7 @@ fn pending(shared: &Shared) -> Vec<String> {
 fn gate_approved(shared: &Shared, gate: &crate::plan::GatePlan) -> Result<bool, ExecError> {
     let plan = &shared.exec.plan;
     let digest = crate::approval::plan_digest(plan);
-    let entries = shared.exec.ledger.read_all()?;
+    let entries = shared.exec.ledger.read_verified()?;
     Ok(entries
         .iter()
         .filter(|e| e.event == Event::Approval && e.plan_id.as_deref() == Some(&plan.id))

@@ -14,6 +14,9 @@ pub struct PriorRun {
     pub done_in_order: Vec<String>,
     /// Steps that were started (whatever became of them).
     pub touched: BTreeSet<String>,
+    /// Steps whose back-out began after they succeeded (`undo_started`, then backed out,
+    /// failed or never finished): not complete, whatever the target serves now.
+    pub undone: BTreeSet<String>,
     /// The last `apply_finished` outcome, if the plan ran to an end.
     pub finished: Option<Outcome>,
 }
@@ -34,11 +37,16 @@ pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
             }
             (Event::StepSucceeded, Some(s)) => {
                 p.done.insert(s.clone());
+                p.undone.remove(s);
                 p.done_in_order.retain(|x| x != s);
                 p.done_in_order.push(s.clone());
             }
-            (Event::StepBackedOut, Some(s)) => {
-                p.done.remove(s);
+            // A back-out that began is enough: the step is not complete any more, even if
+            // the undo failed or the process died before it ended.
+            (Event::UndoStarted | Event::StepBackedOut | Event::UndoFailed, Some(s)) => {
+                if p.done.remove(s) {
+                    p.undone.insert(s.clone());
+                }
                 p.done_in_order.retain(|x| x != s);
             }
             (Event::ApplyFinished, _) => p.finished = e.outcome,
@@ -46,4 +54,39 @@ pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::NewEntry;
+
+    fn e(event: Event, step: &str) -> Entry {
+        let mut n = NewEntry::new("t", event).plan("p");
+        n.step = Some(step.to_owned());
+        n.seal(0, String::new())
+    }
+
+    /// A step whose back-out began is not done, however the back-out ended (or if it never
+    /// ended because ferry was killed); a later success makes it done again.
+    #[test]
+    fn a_step_whose_back_out_began_is_not_done() {
+        for tail in [
+            vec![Event::UndoStarted],
+            vec![Event::UndoStarted, Event::UndoFailed],
+            vec![Event::UndoStarted, Event::StepBackedOut],
+        ] {
+            let mut entries = vec![e(Event::StepStarted, "s1"), e(Event::StepSucceeded, "s1")];
+            entries.extend(tail.iter().map(|ev| e(*ev, "s1")));
+            let p = prior_run(&entries, "p");
+            assert!(!p.done.contains("s1"), "{tail:?}");
+            assert!(p.undone.contains("s1"), "{tail:?}");
+            entries.push(e(Event::StepSucceeded, "s1"));
+            let p = prior_run(&entries, "p");
+            assert!(
+                p.done.contains("s1") && !p.undone.contains("s1"),
+                "{tail:?}"
+            );
+        }
+    }
 }

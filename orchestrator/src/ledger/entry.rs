@@ -35,6 +35,11 @@ pub enum Event {
     OperationStarted,
     /// It ended (`outcome` ok or failed; `detail` says what it made).
     OperationFinished,
+    /// A run found it no longer holds the apply lock and stopped (the only entry a run that
+    /// lost its lock may still write: it changes nothing, it says what happened).
+    LockLost,
+    /// `ferry ledger repair` set a torn last line aside (or completed it), with who and why.
+    LedgerRepaired,
 }
 
 impl Event {
@@ -58,6 +63,8 @@ impl Event {
             Event::HostTrusted => "host_trusted",
             Event::OperationStarted => "operation_started",
             Event::OperationFinished => "operation_finished",
+            Event::LockLost => "lock_lost",
+            Event::LedgerRepaired => "ledger_repaired",
         }
     }
 }

@@ -76,75 +76,86 @@ pub struct VerifyReport {
 }
 
 pub fn verify_lines(bytes: &[u8]) -> VerifyReport {
+    verify_from(bytes, 0, GENESIS, &mut |_| {})
+}
+
+/// Verifies `bytes`, the ledger's lines from entry `first_seq` on, chained to `prev`; hands
+/// each good entry to `on_entry`. Lines end with `\n` only (a `\r` is not canonical form) and
+/// are UTF-8; line numbers in the report count from `first_seq + 1`.
+pub fn verify_from(
+    bytes: &[u8],
+    first_seq: u64,
+    prev: &str,
+    on_entry: &mut dyn FnMut(Entry),
+) -> VerifyReport {
     let mut report = VerifyReport {
-        entries: 0,
-        head: None,
+        entries: first_seq,
+        head: (first_seq > 0).then(|| prev.to_owned()),
         tamper: None,
     };
     if bytes.is_empty() {
         return report;
     }
     let torn = !bytes.ends_with(b"\n");
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut prev = GENESIS.to_owned();
-    for (i, line) in lines.iter().enumerate() {
-        let n = i + 1;
-        if torn && n == lines.len() {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    let mut prev = prev.to_owned();
+    for (i, raw) in lines.iter().enumerate() {
+        let n = first_seq as usize + i + 1;
+        if torn && i + 1 == lines.len() {
             report.tamper = Some(Tamper::TornTail { line: n });
             return report;
         }
-        let entry: Entry = match serde_json::from_str(line) {
-            Ok(e) => e,
-            Err(e) => {
-                report.tamper = Some(Tamper::Unparseable {
-                    line: n,
-                    reason: e.to_string(),
-                });
+        match check_line(raw, n, report.entries, &prev) {
+            Ok(entry) => {
+                prev.clone_from(&entry.hash);
+                report.entries += 1;
+                report.head = Some(entry.hash.clone());
+                on_entry(entry);
+            }
+            Err(t) => {
+                report.tamper = Some(t);
                 return report;
             }
-        };
-        if entry.v > LEDGER_FORMAT_VERSION {
-            report.tamper = Some(Tamper::NewerFormat {
-                line: n,
-                version: entry.v,
-            });
-            return report;
         }
-        if serde_json::to_string(&entry).ok().as_deref() != Some(line) {
-            report.tamper = Some(Tamper::Unparseable {
-                line: n,
-                reason: "not in canonical form".into(),
-            });
-            return report;
-        }
-        if entry.compute_hash() != entry.hash {
-            report.tamper = Some(Tamper::HashMismatch {
-                line: n,
-                seq: entry.seq,
-            });
-            return report;
-        }
-        if entry.seq != report.entries {
-            report.tamper = Some(Tamper::SequenceGap {
-                line: n,
-                expected: report.entries,
-                found: entry.seq,
-            });
-            return report;
-        }
-        if entry.prev != prev {
-            report.tamper = Some(Tamper::BrokenChain {
-                line: n,
-                seq: entry.seq,
-            });
-            return report;
-        }
-        prev.clone_from(&entry.hash);
-        report.entries += 1;
-        report.head = Some(entry.hash);
     }
     report
+}
+
+/// One line, which must be the canonical form of entry `seq` chained to `prev`.
+fn check_line(raw: &[u8], n: usize, seq: u64, prev: &str) -> Result<Entry, Tamper> {
+    let unparseable = |reason: String| Tamper::Unparseable { line: n, reason };
+    let line = std::str::from_utf8(raw).map_err(|_| unparseable("not UTF-8".into()))?;
+    let entry: Entry = serde_json::from_str(line).map_err(|e| unparseable(e.to_string()))?;
+    if entry.v > LEDGER_FORMAT_VERSION {
+        return Err(Tamper::NewerFormat {
+            line: n,
+            version: entry.v,
+        });
+    }
+    if serde_json::to_string(&entry).ok().as_deref() != Some(line) {
+        return Err(unparseable("not in canonical form".into()));
+    }
+    if entry.compute_hash() != entry.hash {
+        return Err(Tamper::HashMismatch {
+            line: n,
+            seq: entry.seq,
+        });
+    }
+    if entry.seq != seq {
+        return Err(Tamper::SequenceGap {
+            line: n,
+            expected: seq,
+            found: entry.seq,
+        });
+    }
+    if entry.prev != prev {
+        return Err(Tamper::BrokenChain {
+            line: n,
+            seq: entry.seq,
+        });
+    }
+    Ok(entry)
 }
 
 #[cfg(test)]
@@ -217,6 +228,42 @@ mod tests {
             prop_assert_eq!(r.entries, a.min(b) as u64);
             prop_assert!(r.tamper.is_some());
         }
+    }
+
+    /// Canonical form means `\n` only: the same chain with CRLF line ends does not verify.
+    #[test]
+    fn crlf_line_ends_are_not_canonical() {
+        let lines = chain(3);
+        let crlf: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| format!("{l}\r\n").into_bytes())
+            .collect();
+        let r = verify_lines(&crlf);
+        assert_eq!(r.entries, 0);
+        assert!(
+            matches!(r.tamper, Some(Tamper::Unparseable { line: 1, ref reason }) if reason.contains("canonical")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn verifying_from_a_checkpoint_continues_the_chain() {
+        let lines = chain(5);
+        let all = join(&lines);
+        let full = verify_lines(&all);
+        let first = join(&lines[..2]);
+        let head = verify_lines(&first).head.unwrap();
+        let rest = join(&lines[2..]);
+        let mut seen = Vec::new();
+        let r = verify_from(&rest, 2, &head, &mut |e| seen.push(e.seq));
+        assert_eq!((r.entries, r.head.clone()), (5, full.head));
+        assert_eq!(seen, vec![2, 3, 4]);
+        // The same tail against another prefix does not chain.
+        let r = verify_from(&rest, 2, GENESIS, &mut |_| {});
+        assert!(
+            matches!(r.tamper, Some(Tamper::BrokenChain { line: 3, .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

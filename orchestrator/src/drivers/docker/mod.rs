@@ -318,6 +318,7 @@ impl DockerDriver {
     }
 
     async fn start(&self, docker: &Docker, spec: &TargetSpec, id: &str) -> Result<(), DriverError> {
+        spec.check_fence()?;
         match docker.start_container(id, None).await {
             Ok(()) => Ok(()),
             // 304: already running.
@@ -333,6 +334,7 @@ impl DockerDriver {
         app: &DockerApp,
         id: &str,
     ) -> Result<(), DriverError> {
+        spec.check_fence()?;
         let opts = StopContainerOptions {
             t: Some(app.stop_timeout_seconds as i32),
             ..Default::default()
@@ -598,6 +600,15 @@ impl Driver for DockerDriver {
     }
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
+        self.undo_leaving(spec, undo, None).await
+    }
+
+    async fn undo_leaving(
+        &self,
+        spec: &TargetSpec,
+        undo: &Undo,
+        leaving: Option<&str>,
+    ) -> Result<(), DriverError> {
         let app = self.app(spec)?;
         let docker = self.client(spec).await?;
         let all = self.managed(&docker, spec).await?;
@@ -609,9 +620,17 @@ impl Driver for DockerDriver {
                         version: version.clone(),
                     });
                 };
-                // Releases made after the one we return to are the ones being backed out.
-                let newer: Vec<&Managed> =
-                    all.iter().filter(|m| m.created > back.created).collect();
+                // The release being backed out is removed: the one the caller says it leaves
+                // (its labels name the version), never one chosen by creation time, which the
+                // Engine reports in whole seconds (two releases made in one second are not
+                // ordered). Without that knowledge nothing is removed, only retired.
+                let newer: Vec<&Managed> = match leaving {
+                    Some(v) if v != version.as_str() => all
+                        .iter()
+                        .filter(|m| m.version == v && m.id != back.id)
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 if app.strategy == UpdateOrder::StopFirst {
                     for m in all.iter().filter(|m| m.running && m.id != back.id) {
                         self.stop(&docker, spec, app, &m.id).await?;

@@ -877,6 +877,7 @@ impl Driver for KubeDriver {
     }
 
     async fn apply(&self, spec: &TargetSpec, bundle: &ReleaseBundle) -> Result<(), DriverError> {
+        spec.check_fence()?;
         let cx = self.cx(spec).await?;
         let objects: Vec<Value> = self
             .objects(&cx, bundle)?
@@ -915,6 +916,7 @@ impl Driver for KubeDriver {
     }
 
     async fn undo(&self, spec: &TargetSpec, undo: &Undo) -> Result<(), DriverError> {
+        spec.check_fence()?;
         let cx = self.cx(spec).await?;
         match undo {
             Undo::Keep => Ok(()),

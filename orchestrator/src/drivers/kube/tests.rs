@@ -95,6 +95,7 @@ fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
         secrets: vec![],
         ssh: None,
         docker: None,
+        fence: None,
     }
 }
 

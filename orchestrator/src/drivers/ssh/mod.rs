@@ -299,6 +299,7 @@ impl SshDriver {
         version: &str,
     ) -> Result<(), DriverError> {
         let t = ssh_of(spec)?;
+        spec.check_fence()?;
         let out = self.run(spec, script, t.command_timeout).await?;
         match out.code {
             Some(0) => {}
@@ -449,6 +450,7 @@ impl Driver for SshDriver {
             spec.app.keep_releases,
             previous.as_deref(),
         );
+        spec.check_fence()?;
         let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
         let out = s
             .exec_with_input(&command, bytes, "upload and install", t.command_timeout)
@@ -500,10 +502,12 @@ impl Driver for SshDriver {
                     .await?;
                 self.verify(spec, version).await
             }
-            Undo::Uninstall => self
-                .must(spec, "uninstall", &script::uninstall(&dir))
-                .await
-                .map(|_| ()),
+            Undo::Uninstall => {
+                spec.check_fence()?;
+                self.must(spec, "uninstall", &script::uninstall(&dir))
+                    .await
+                    .map(|_| ())
+            }
             // Operation steps (snapshots) are never handed to a release driver.
             Undo::Keep => Ok(()),
         }
