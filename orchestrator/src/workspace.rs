@@ -108,15 +108,18 @@ pub fn load(
     ))
 }
 
-/// The inventory a saved plan was made from, loaded and validated again.
-pub fn plan_inventory(plan: &SavedPlan) -> Result<Loaded<Inventory>, WorkspaceError> {
-    let path = plan
-        .inputs
+/// The path of the saved plan's inventory input (empty if it names none).
+fn inventory_input(plan: &SavedPlan) -> PathBuf {
+    plan.inputs
         .iter()
         .find(|i| i.role == "inventory")
-        .map(|i| i.path.clone())
-        .unwrap_or_default();
-    Ok(load(Path::new(&path), &[])
+        .map(|i| PathBuf::from(&i.path))
+        .unwrap_or_default()
+}
+
+/// The inventory a saved plan was made from, loaded and validated again.
+pub fn plan_inventory(plan: &SavedPlan) -> Result<Loaded<Inventory>, WorkspaceError> {
+    Ok(load(&inventory_input(plan), &[])
         .map_err(WorkspaceError::Invalid)?
         .0)
 }
@@ -145,13 +148,7 @@ pub fn body_problems(plan: &SavedPlan) -> Result<Vec<String>, WorkspaceError> {
             plan_inputs.len()
         )]);
     };
-    let inventory = plan
-        .inputs
-        .iter()
-        .find(|i| i.role == "inventory")
-        .map(|i| i.path.clone())
-        .unwrap_or_default();
-    let (inv, plans) = load(Path::new(&inventory), &[PathBuf::from(&rp_input.path)])
+    let (inv, plans) = load(&inventory_input(plan), &[PathBuf::from(&rp_input.path)])
         .map_err(WorkspaceError::Invalid)?;
     let mut problems = Vec::new();
     let mut observed = BTreeMap::new();
