@@ -41,6 +41,29 @@ echo "== demo"
 cargo run --locked --quiet -- demo >/dev/null
 echo "demo: ok"
 
+echo "== layering"
+# ferry-core knows nothing of the async runtime, SSH, Docker, Kubernetes clients, AWS or HTTP:
+# a dependency on any of them fails the build here.
+forbidden='^(tokio|tokio-util|russh|bollard|kube|kube-client|aws-sdk-rds|aws-config|aws-smithy-runtime|hyper|hyper-util|reqwest|rustls|mio)$'
+core_deps=$(cargo tree --locked -p ferry-core -e normal --prefix none | sed 's/ v.*//' | sort -u)
+if echo "$core_deps" | grep -E "$forbidden"; then
+  echo "ferry-core must not depend on the crates above" >&2
+  exit 1
+fi
+echo "ferry-core: $(echo "$core_deps" | wc -l) crates, none of them a runtime, driver or network client"
+
+echo "== small build"
+# The SSH-only ferry an on-premise agent ships: no AWS SDK, kube or bollard; it runs the demo.
+small=$(cargo tree --locked -p ferry --no-default-features --features ssh -e normal --prefix none | sed 's/ v.*//' | sort -u)
+if echo "$small" | grep -E '^(bollard|kube|kube-client|aws-sdk-rds|rustls)$'; then
+  echo "the SSH-only build links the crates above" >&2
+  exit 1
+fi
+cargo build --release --locked --quiet -p ferry --no-default-features --features ssh
+small_bin="${CARGO_TARGET_DIR:-target}/release/ferry"
+"$small_bin" demo >/dev/null
+echo "small build: ok ($(stat -c %s "$small_bin") bytes), demo passed"
+
 echo "== tests"
 # insta must not write snapshots in CI: a changed snapshot is a failure to look at.
 export INSTA_UPDATE=no

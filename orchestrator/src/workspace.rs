@@ -231,7 +231,7 @@ fn docker_target(
     cloud: &str,
     d: &crate::model::DockerCloud,
     base: &Path,
-) -> Result<crate::drivers::docker::DockerTarget, WorkspaceError> {
+) -> Result<crate::drivers::endpoints::DockerTarget, WorkspaceError> {
     let file = |r: &str| -> Result<PathBuf, WorkspaceError> {
         match SecretRef::parse(r)? {
             SecretRef::File(p) => Ok(base.join(p)),
@@ -240,14 +240,14 @@ fn docker_target(
         }
     };
     let tls = match &d.tls {
-        Some(t) => Some(crate::drivers::docker::TlsFiles {
+        Some(t) => Some(crate::drivers::endpoints::TlsFiles {
             ca: file(&t.ca)?,
             cert: file(&t.cert)?,
             key: file(&t.key)?,
         }),
         None => None,
     };
-    Ok(crate::drivers::docker::DockerTarget {
+    Ok(crate::drivers::endpoints::DockerTarget {
         cloud: cloud.to_owned(),
         host: d.host.clone(),
         tls,
@@ -261,7 +261,7 @@ pub fn ssh_target(
     base: &Path,
     id: &str,
     site: &str,
-) -> Result<crate::drivers::ssh::SshTarget, WorkspaceError> {
+) -> Result<crate::drivers::endpoints::SshTarget, WorkspaceError> {
     let ep = inv.endpoint(id).expect("validated endpoint");
     let jump_id = ep
         .connection
@@ -276,7 +276,7 @@ pub fn ssh_target(
         )?),
         None => None,
     };
-    Ok(crate::drivers::ssh::SshTarget {
+    Ok(crate::drivers::endpoints::SshTarget {
         host: host_spec(ep, base)?,
         jump,
         root: ep.connection.root.clone(),
@@ -287,7 +287,7 @@ pub fn ssh_target(
 fn host_spec(
     ep: &crate::model::Endpoint,
     base: &Path,
-) -> Result<crate::drivers::ssh::HostSpec, WorkspaceError> {
+) -> Result<crate::drivers::endpoints::HostSpec, WorkspaceError> {
     let c = &ep.connection;
     let resolve =
         |r: &Option<String>, what: &str| -> Result<Option<crate::secret::Secret>, WorkspaceError> {
@@ -298,7 +298,7 @@ fn host_spec(
                 None => Ok(None),
             }
         };
-    Ok(crate::drivers::ssh::HostSpec {
+    Ok(crate::drivers::endpoints::HostSpec {
         id: ep.id.clone(),
         address: ep.address.clone(),
         port: c.port,
@@ -625,7 +625,7 @@ pub fn bundles(
             // A kubernetes app's images are named in its manifests.
             None if app.kubernetes.is_some() => (PathBuf::new(), String::new()),
             Some(d) => {
-                let reference = crate::drivers::docker::spec::image_ref(d, &step.to);
+                let reference = crate::container::image_ref(d, &step.to);
                 let location = format!("docker://{}/{reference}", step.target.host);
                 let id = plan
                     .inputs
@@ -671,7 +671,7 @@ pub fn bundles(
             .config
             .iter()
             .map(|c| (c.template.as_str(), c.dest.as_str()))
-            .chain(env_template.map(|t| (t, crate::drivers::docker::spec::ENV_FILE_DEST)))
+            .chain(env_template.map(|t| (t, crate::container::ENV_FILE_DEST)))
             .chain(manifests.map(|m| (m.as_str(), m.as_str())));
         let mut files = Vec::new();
         for (template, dest) in templates {

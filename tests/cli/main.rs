@@ -4,13 +4,19 @@ mod support;
 
 mod apply;
 mod approve;
+mod completions;
 mod crash;
 mod dibr;
+#[cfg(feature = "docker")]
 mod docker;
+mod examples;
 mod guarantees;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod ledger;
 mod plan;
+#[cfg(feature = "aws")]
 mod rds;
 mod security;
+#[cfg(feature = "ssh")]
 mod ssh;

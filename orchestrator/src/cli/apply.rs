@@ -133,6 +133,7 @@ pub async fn apply_plan(
     let fence = lock.fence();
     let run_ctx = Ctx {
         output: ctx.output,
+        markdown: ctx.markdown,
         state_dir: ctx.state_dir.clone(),
         ledger: ctx.ledger.fenced(fence.clone()),
         actor: ctx.actor.clone(),
@@ -350,7 +351,7 @@ async fn apply_locked(
         actor: ctx.actor.clone(),
         progress: progress.clone(),
         cancel,
-        ops: Arc::new(crate::drivers::rds::RdsOps::new(&inv.value, &base)),
+        ops: crate::drivers::standard_ops(&inv.value, &base),
         confirmed: confirm.iter().cloned().collect(),
     };
     let (outcome, status) = exec.run(prior).await?;

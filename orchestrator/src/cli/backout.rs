@@ -7,7 +7,6 @@ use super::apply::{apply_plan, print_apply};
 use super::plan_cmd::{print_plan, record_plan_created};
 use super::{CliError, Ctx};
 use crate::drivers::Drivers;
-use crate::drivers::kube::KubeDriver;
 use crate::ledger::{Entry, Event};
 use crate::load::Loaded;
 use crate::model::{App, Inventory, TargetKind};
@@ -67,10 +66,7 @@ pub async fn backout(
             continue;
         }
         if let Some(n) = req.revision {
-            let history = KubeDriver::new()
-                .releases(spec)
-                .await
-                .map_err(|e| CliError::Refused(e.to_string()))?;
+            let history = cluster_history(spec).await?;
             let r = history.revision(n).ok_or_else(|| {
                 CliError::Refused(format!(
                     "{}: revision {n} is not in the release history (see `ferry history {app} --site {site}`)",
@@ -204,6 +200,27 @@ fn app_on_site(
     Ok((inv, a, targets))
 }
 
+/// The release records of a Kubernetes app's target, read from its cluster.
+#[cfg(feature = "kubernetes")]
+async fn cluster_history(
+    spec: &crate::drivers::TargetSpec,
+) -> Result<crate::kubernetes::release::History, CliError> {
+    crate::drivers::kube::KubeDriver::new()
+        .releases(spec)
+        .await
+        .map_err(|e| CliError::Refused(e.to_string()))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn cluster_history(
+    spec: &crate::drivers::TargetSpec,
+) -> Result<crate::kubernetes::release::History, CliError> {
+    Err(CliError::Refused(format!(
+        "{}: kubernetes apps need a build with the `kubernetes` feature",
+        spec.target.id
+    )))
+}
+
 /// `ferry history APP --site SITE`: the release records a Kubernetes app has in its cluster.
 pub async fn history(ctx: &Ctx, inventory: &Path, app: &str, site: &str) -> Result<u8, CliError> {
     let (inv, a, targets) = app_on_site(inventory, app, site)?;
@@ -214,15 +231,10 @@ pub async fn history(ctx: &Ctx, inventory: &Path, app: &str, site: &str) -> Resu
         )));
     }
     let base = workspace::base_dir(&inv.source.path);
-    let driver = KubeDriver::new();
     let mut out = Vec::new();
     for t in &targets {
         let spec = workspace::target_spec(&inv.value, &base, t, false)?;
-        let h = driver
-            .releases(&spec)
-            .await
-            .map_err(|e| CliError::Refused(e.to_string()))?;
-        out.push((t.id.clone(), h));
+        out.push((t.id.clone(), cluster_history(&spec).await?));
     }
     match ctx.output {
         super::OutputFormat::Human => {

@@ -17,6 +17,7 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
     let _ = std::fs::remove_dir_all(&state);
     let ctx = Ctx {
         output: ctx.output,
+        markdown: false,
         state_dir: state.clone(),
         ledger: Ledger::new(state.join("ledger.jsonl")),
         actor: ctx.actor.clone(),

@@ -8,10 +8,12 @@ mod approve;
 mod backout;
 mod demo;
 mod dibr_cmd;
+#[cfg(feature = "ssh")]
 mod hosts;
 mod ledger_cmd;
 mod output;
 mod plan_cmd;
+#[cfg(feature = "aws")]
 mod rds_cmd;
 
 use std::path::PathBuf;
@@ -27,7 +29,7 @@ use crate::lock::{LockError, LockHolder};
 use crate::plan::PlanError;
 use crate::workspace::WorkspaceError;
 
-pub use output::OutputFormat;
+pub use output::{OutputArg, OutputFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,9 +39,9 @@ pub use output::OutputFormat;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Output format for results on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
+    /// Output format for results on stdout (`markdown`: `ferry plan` only).
+    #[arg(long, global = true, value_enum, default_value_t = OutputArg::Human)]
+    pub output: OutputArg,
     /// Directory for the ledger, the apply lock and saved back-out plans.
     #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = ".ferry")]
     pub state_dir: PathBuf,
@@ -167,16 +169,19 @@ pub enum Command {
         command: LedgerCommand,
     },
     /// Manage trusted SSH host keys.
+    #[cfg(feature = "ssh")]
     Hosts {
         #[command(subcommand)]
         command: HostsCommand,
     },
     /// RDS snapshots of an inventory database.
+    #[cfg(feature = "aws")]
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
     /// On-call runbooks (YAML in `runbooks/`), run through the plan/apply engine and ledger.
+    #[cfg(feature = "aws")]
     Runbook {
         #[command(subcommand)]
         command: RunbookCommand,
@@ -186,6 +191,16 @@ pub enum Command {
         /// Repository root holding inventories/ and plans/.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `ferry completions bash > /etc/bash_completion.d/ferry`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (ferry.1 and one per command) into a directory.
+    Man {
+        #[arg(short = 'o', long = "out", default_value = "man")]
+        out: PathBuf,
     },
 }
 
@@ -388,6 +403,8 @@ impl CliError {
 /// Shared settings of one invocation.
 pub struct Ctx {
     pub output: OutputFormat,
+    /// `--output markdown` (`ferry plan`): results as a Markdown summary.
+    pub markdown: bool,
     pub state_dir: PathBuf,
     pub ledger: crate::ledger::Ledger,
     pub actor: String,
@@ -396,7 +413,11 @@ pub struct Ctx {
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let ctx = Ctx {
-        output: cli.output,
+        output: match cli.output {
+            OutputArg::Json => OutputFormat::Json,
+            OutputArg::Human | OutputArg::Markdown => OutputFormat::Human,
+        },
+        markdown: cli.output == OutputArg::Markdown,
         ledger: crate::ledger::Ledger::new(
             cli.ledger
                 .clone()
@@ -405,6 +426,12 @@ pub fn run(cli: Cli) -> ExitCode {
         state_dir: cli.state_dir.clone(),
         actor: cli.actor.clone().unwrap_or_else(os_user),
     };
+    if ctx.markdown && !matches!(cli.command, Command::Plan { .. }) {
+        let e =
+            CliError::Refused("--output markdown is for `ferry plan`; use human or json".into());
+        output::error(OutputFormat::Human, &e, e.exit_code());
+        return ExitCode::from(e.exit_code());
+    }
     let result = match cli.command {
         Command::Validate { inventory, plans } => plan_cmd::validate(&ctx, &inventory, &plans),
         Command::Schema { which } => plan_cmd::schema(which),
@@ -485,6 +512,7 @@ pub fn run(cli: Cli) -> ExitCode {
             plan,
             out,
         } => dibr_cmd::dibr(&ctx, &inventory, &plan, &out),
+        #[cfg(feature = "ssh")]
         Command::Hosts {
             command:
                 HostsCommand::Trust {
@@ -500,6 +528,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 fingerprint.as_deref(),
             ))
         }),
+        #[cfg(feature = "aws")]
         Command::Snapshot { command } => runtime().and_then(|rt| {
             rt.block_on(async {
                 match command {
@@ -525,6 +554,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             })
         }),
+        #[cfg(feature = "aws")]
         Command::Runbook { command } => match command {
             RunbookCommand::List { dir } => rds_cmd::runbook_list(&ctx, &dir),
             RunbookCommand::Show { name, dir } => rds_cmd::runbook_show(&ctx, &dir, &name),
@@ -552,6 +582,12 @@ pub fn run(cli: Cli) -> ExitCode {
             }),
         },
         Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man { out } => man_pages(&out),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -561,6 +597,18 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// ferry.1 and a page per (sub)command, from the same clap definitions as the parser.
+fn man_pages(out: &std::path::Path) -> Result<u8, CliError> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    std::fs::create_dir_all(out)
+        .and_then(|()| clap_mangen::generate_to(cmd, out))
+        .map_err(|e| {
+            CliError::Refused(format!("cannot write man pages to {}: {e}", out.display()))
+        })?;
+    println!("man pages written to {}", out.display());
+    Ok(exit::OK)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

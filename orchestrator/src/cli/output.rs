@@ -12,6 +12,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What `--output` accepts: `markdown` is a summary of `ferry plan` (for a pull-request
+/// comment or a job summary); every other command prints human text or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    Human,
+    Json,
+    Markdown,
+}
+
 /// Version of every JSON document ferry prints; bumped on incompatible change.
 pub const JSON_VERSION: u32 = 1;
 

@@ -90,17 +90,7 @@ pub async fn make_plan(
         .collect::<Result<Vec<_>, _>>()?;
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
-    // A pre-change snapshot needs its database reachable with working credentials: say so now,
-    // not when the wave is about to start.
-    let rds = crate::drivers::rds::RdsOps::new(&inv.value, &base);
-    let mut problems = Vec::new();
-    for step in &body.steps {
-        if let Some(crate::ops::Op::RdsSnapshot { database, .. }) = step.op.as_ref().map(|o| &o.op)
-            && let Err(e) = rds.describe(database, &|l| eprintln!("{l}")).await
-        {
-            problems.push(format!("pre-change snapshot {}: {e}", step.id));
-        }
-    }
+    let problems = snapshot_problems(inv, &base, &body).await;
     if !problems.is_empty() {
         return Err(CliError::Refused(format!(
             "plan not written:\n  - {}",
@@ -112,6 +102,45 @@ pub async fn make_plan(
     let mut saved = workspace::new_saved_plan(&ctx.actor, inputs, body);
     workspace::preview_objects(&drivers, &specs, &mut saved, &inv.value, &base).await?;
     Ok(saved)
+}
+
+/// A pre-change snapshot needs its database reachable with working credentials: say so now,
+/// not when the wave is about to start.
+#[cfg(feature = "aws")]
+async fn snapshot_problems(
+    inv: &Loaded<Inventory>,
+    base: &Path,
+    body: &plan::PlanBody,
+) -> Vec<String> {
+    let rds = crate::drivers::rds::RdsOps::new(&inv.value, base);
+    let mut problems = Vec::new();
+    for step in &body.steps {
+        if let Some(crate::ops::Op::RdsSnapshot { database, .. }) = step.op.as_ref().map(|o| &o.op)
+            && let Err(e) = rds.describe(database, &|l| eprintln!("{l}")).await
+        {
+            problems.push(format!("pre-change snapshot {}: {e}", step.id));
+        }
+    }
+    problems
+}
+
+/// Without the `aws` feature a plan that needs a pre-change snapshot cannot be carried out.
+#[cfg(not(feature = "aws"))]
+async fn snapshot_problems(
+    _inv: &Loaded<Inventory>,
+    _base: &Path,
+    body: &plan::PlanBody,
+) -> Vec<String> {
+    body.steps
+        .iter()
+        .filter(|s| s.op.is_some())
+        .map(|s| {
+            format!(
+                "step {}: operation steps need a build with the `aws` feature",
+                s.id
+            )
+        })
+        .collect()
 }
 
 /// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.
@@ -161,6 +190,13 @@ pub fn record_plan_created(ctx: &Ctx, saved: &SavedPlan, out: &Path) -> Result<(
 }
 
 pub fn print_plan(ctx: &Ctx, saved: &SavedPlan, out: &Path) {
+    if ctx.markdown {
+        print!(
+            "{}",
+            plan::render_markdown(saved, &out.display().to_string())
+        );
+        return;
+    }
     match ctx.output {
         OutputFormat::Human => {
             print!("{}", plan::render_diff(&saved.body));

@@ -5,13 +5,18 @@
 //! there); it never decides what to do: that is the planner's and the executor's job.
 
 pub mod compliance;
+#[cfg(feature = "docker")]
 pub mod docker;
+pub mod endpoints;
 pub mod fake;
 mod health;
+#[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod local;
 mod process;
+#[cfg(feature = "aws")]
 pub mod rds;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -39,9 +44,9 @@ pub struct TargetSpec {
     pub env: Vec<(String, String)>,
     pub secrets: Vec<(String, Secret)>,
     /// Set for `ssh` targets: how to reach the endpoint.
-    pub ssh: Option<ssh::SshTarget>,
+    pub ssh: Option<endpoints::SshTarget>,
     /// Set for `docker` targets: how to reach the Docker host.
-    pub docker: Option<docker::DockerTarget>,
+    pub docker: Option<endpoints::DockerTarget>,
     /// Set by apply: the run's hold on the apply lock, checked before every irreversible
     /// action (a switch, a container stop or start, an object applied).
     pub fence: Option<crate::lock::Fence>,
@@ -168,10 +173,12 @@ pub enum DriverError {
     Fenced { target: String, message: String },
     #[error("no driver for target kind `{0}` in this build")]
     NoDriver(String),
+    #[cfg(feature = "ssh")]
     #[error(transparent)]
     Ssh(Box<ssh::SshError>),
 }
 
+#[cfg(feature = "ssh")]
 impl From<ssh::SshError> for DriverError {
     fn from(e: ssh::SshError) -> Self {
         DriverError::Ssh(Box::new(e))
@@ -255,6 +262,37 @@ pub trait OpRunner: Send + Sync {
     ) -> Result<serde_json::Value, DriverError>;
 }
 
+/// The operation runner of this build: AWS RDS with the `aws` feature; without it, every
+/// operation step fails saying so.
+pub fn standard_ops(inv: &crate::model::Inventory, base: &std::path::Path) -> Arc<dyn OpRunner> {
+    #[cfg(feature = "aws")]
+    return Arc::new(rds::RdsOps::new(inv, base));
+    #[cfg(not(feature = "aws"))]
+    {
+        let _ = (inv, base);
+        Arc::new(NoOps)
+    }
+}
+
+/// Operation steps in a build without the `aws` feature.
+#[cfg(not(feature = "aws"))]
+struct NoOps;
+
+#[cfg(not(feature = "aws"))]
+#[async_trait]
+impl OpRunner for NoOps {
+    async fn run(
+        &self,
+        _cx: &OpContext<'_>,
+        op: &crate::ops::Op,
+    ) -> Result<serde_json::Value, DriverError> {
+        Err(DriverError::NoDriver(format!(
+            "{} (operation steps need a build with the `aws` feature)",
+            op.name()
+        )))
+    }
+}
+
 /// The drivers of this build, by target kind.
 #[derive(Clone, Default)]
 pub struct Drivers {
@@ -266,8 +304,11 @@ impl Drivers {
     pub fn standard() -> Self {
         let mut d = Self::default();
         d.insert(TargetKind::Local, Arc::new(local::LocalDriver));
+        #[cfg(feature = "ssh")]
         d.insert(TargetKind::Ssh, Arc::new(ssh::SshDriver::new()));
+        #[cfg(feature = "docker")]
         d.insert(TargetKind::Docker, Arc::new(docker::DockerDriver::new()));
+        #[cfg(feature = "kubernetes")]
         d.insert(TargetKind::Kubernetes, Arc::new(kube::KubeDriver::new()));
         d
     }

@@ -4,19 +4,16 @@
 //! head, writes one line and `fsync`s it before returning: an effect is only ever reported
 //! after its entry is durable.
 
-mod entry;
-mod verify;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use entry::{
-    Entry, Event, GENESIS, LEDGER_FORMAT_VERSION, NewEntry, Outcome, now_rfc3339 as now,
+pub use ferry_core::ledger::{
+    Entry, Event, GENESIS, LEDGER_FORMAT_VERSION, NewEntry, Outcome, Tamper, VerifyReport, now,
+    verify_from, verify_lines,
 };
-pub use verify::{Tamper, VerifyReport, verify_from, verify_lines};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -252,11 +249,11 @@ impl Ledger {
                         .filter(|l| !l.is_empty())
                         .filter_map(|l| serde_json::from_slice::<Entry>(l).ok()),
                 );
-                verify::verify_from(&bytes[c.offset as usize..], c.entries, &c.head, &mut |e| {
+                verify_from(&bytes[c.offset as usize..], c.entries, &c.head, &mut |e| {
                     entries.push(e)
                 })
             }
-            None => verify::verify_from(&bytes, 0, GENESIS, &mut |e| entries.push(e)),
+            None => verify_from(&bytes, 0, GENESIS, &mut |e| entries.push(e)),
         };
         if let Some(tamper) = report.tamper {
             return Err(LedgerError::Broken {
@@ -324,7 +321,7 @@ impl Ledger {
         }
         let mut whole = torn.to_vec();
         whole.push(b'\n');
-        let completes = verify::verify_from(
+        let completes = verify_from(
             &whole,
             report.entries,
             report.head.as_deref().unwrap_or(GENESIS),

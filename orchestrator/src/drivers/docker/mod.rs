@@ -12,7 +12,6 @@
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,22 +32,7 @@ use crate::model::{DockerApp, PullPolicy, UpdateOrder};
 use crate::plan::Undo;
 use crate::target::Observed;
 
-/// How to reach one Docker host, with its TLS files resolved.
-#[derive(Debug, Clone)]
-pub struct DockerTarget {
-    /// The cloud id (one client per cloud is kept for a run).
-    pub cloud: String,
-    pub host: String,
-    pub tls: Option<TlsFiles>,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use crate::drivers::endpoints::{DockerTarget, TlsFiles};
 
 /// Deadline of an image pull (large images over a clinic's uplink take minutes).
 const PULL_TIMEOUT: Duration = Duration::from_secs(1800);

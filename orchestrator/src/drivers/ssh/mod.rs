@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+pub use crate::drivers::endpoints::SshTarget;
 pub use session::{HostSpec, Session, SshError};
 
 use super::health::{Attempt, until_healthy};
@@ -22,16 +23,6 @@ use super::{Driver, DriverError, ReleaseBundle, ReleaseMarker, TargetSpec, redac
 use crate::artifact;
 use crate::plan::Undo;
 use crate::target::Observed;
-
-/// What the SSH driver needs beyond the common spec.
-#[derive(Debug, Clone)]
-pub struct SshTarget {
-    pub host: HostSpec,
-    pub jump: Option<HostSpec>,
-    /// Directory on the endpoint holding one folder per app.
-    pub root: String,
-    pub command_timeout: Duration,
-}
 
 #[derive(Debug, Clone, Copy)]
 enum HookKind {

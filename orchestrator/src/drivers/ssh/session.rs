@@ -4,7 +4,6 @@
 //! Scripts travel on stdin (`sh -s`), never on the command line, so the environment and
 //! secrets they export are not visible in the remote process list or in sshd's logs.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,21 +12,8 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCerti
 use russh::{ChannelMsg, Disconnect};
 
 use super::known_hosts::{self, Verdict};
+pub use crate::drivers::endpoints::HostSpec;
 use crate::secret::Secret;
-
-/// How to reach and log in to one host.
-#[derive(Debug, Clone)]
-pub struct HostSpec {
-    pub id: String,
-    pub address: String,
-    pub port: u16,
-    pub user: String,
-    pub known_hosts: PathBuf,
-    /// Private key text; `None`: use the SSH agent.
-    pub identity: Option<Secret>,
-    pub passphrase: Option<Secret>,
-    pub connect_timeout: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {

@@ -550,6 +550,110 @@ pub fn plan_runbook(name: &str, steps: Vec<(String, TargetRef, StepOp)>) -> Plan
 }
 
 /// The human-readable diff `ferry plan` prints.
+/// The saved plan as a Markdown summary, for a pull-request comment or a CI job summary (what
+/// Atlantis or tfcmt give Terraform users): counts, a table of steps per wave, gates, readiness,
+/// Kubernetes object changes and inputs, and the command that applies it.
+pub fn render_markdown(saved: &SavedPlan, plan_file: &str) -> String {
+    let body = &saved.body;
+    let cell = |s: &str| s.replace('|', "\\|").replace(['\n', '\r'], " ");
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### ferry plan `{}`: {} change(s), {} unchanged\n",
+        cell(&body.name),
+        body.steps.len(),
+        body.unchanged.len()
+    );
+    let _ = writeln!(
+        s,
+        "Plan `{}` ({:?}, on failure: {:?}), made by {} at {}; saved to `{}`.\n",
+        saved.id,
+        body.kind,
+        body.on_failure,
+        cell(&saved.actor),
+        saved.created_at,
+        cell(plan_file)
+    );
+    if body.steps.is_empty() {
+        let _ = writeln!(s, "No changes: every target already runs its version.");
+        return s;
+    }
+    let _ = writeln!(s, "| wave | step | target | from | to | after |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for step in &body.steps {
+        let wave = body.waves.get(step.wave).map_or("?", |w| w.name.as_str());
+        let to = match &step.op {
+            Some(op) => op.title.clone(),
+            None => step.to.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} `{}` | {} | `{}` | {} | {} | {} |",
+            step.wave + 1,
+            cell(wave),
+            step.id,
+            cell(&step.target.id),
+            step.from.as_deref().map_or("(none)".to_owned(), cell),
+            cell(&to),
+            step.depends_on.join(", ")
+        );
+    }
+    for g in &body.gates {
+        let wave = body.waves.get(g.wave).map_or("?", |w| w.name.as_str());
+        let _ = writeln!(
+            s,
+            "\n**Gate** `{}` before wave {} `{}`: needs an approval by role `{}` (`ferry approve {} --gate {} --as NAME`).",
+            cell(&g.name),
+            g.wave + 1,
+            cell(wave),
+            cell(&g.role),
+            cell(plan_file),
+            cell(&g.name)
+        );
+    }
+    for r in body
+        .readiness
+        .iter()
+        .filter(|r| r.blocks() || r.waived.is_some())
+    {
+        let what = match &r.waived {
+            Some(why) => format!("short of its requirements, waived: {}", cell(why)),
+            None => "short of its requirements: blocks the plan".to_owned(),
+        };
+        let _ = writeln!(s, "\n**Readiness** `{}`: {what}.", cell(&r.endpoint));
+    }
+    if !body.objects.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n<details><summary>Kubernetes object changes</summary>\n"
+        );
+        for (step, changes) in &body.objects {
+            let _ = writeln!(
+                s,
+                "{step}:\n```\n{}```",
+                crate::kubernetes::diff::render(changes)
+            );
+        }
+        let _ = writeln!(s, "\n</details>");
+    }
+    let _ = writeln!(
+        s,
+        "\n<details><summary>Inputs ({})</summary>\n",
+        saved.inputs.len()
+    );
+    let _ = writeln!(s, "| role | path | sha256 |");
+    let _ = writeln!(s, "|---|---|---|");
+    for i in &saved.inputs {
+        let _ = writeln!(s, "| {} | `{}` | `{}` |", i.role, cell(&i.path), i.sha256);
+    }
+    let _ = writeln!(
+        s,
+        "\n</details>\n\nApply with `ferry apply {}`.",
+        cell(plan_file)
+    );
+    s
+}
+
 pub fn render_diff(body: &PlanBody) -> String {
     let mut s = String::new();
     let kind = match body.kind {
@@ -900,6 +1004,41 @@ on_failure: halt
             "the preview is not compared: {text}"
         );
         assert_eq!(d.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn the_markdown_summary_has_a_row_per_step_and_the_apply_command() {
+        let b = body(&[]);
+        let saved = SavedPlan {
+            format: PLAN_FORMAT.into(),
+            format_version: PLAN_FORMAT_VERSION,
+            id: "p-1".into(),
+            created_at: "2026-12-01T00:00:00Z".into(),
+            ferry_version: "0".into(),
+            actor: "ci|bot".into(),
+            inputs: vec![],
+            body: b.clone(),
+        };
+        let md = render_markdown(&saved, "plan.json");
+        assert!(
+            md.starts_with(&format!("### ferry plan `r2`: {} change(s)", b.steps.len())),
+            "{md}"
+        );
+        let rows = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains("`a/l/"))
+            .count();
+        assert_eq!(
+            rows,
+            b.steps.iter().filter(|s| s.target.site == "a").count(),
+            "{md}"
+        );
+        assert!(md.contains("ci\\|bot"), "pipes are escaped: {md}");
+        assert!(
+            md.trim_end()
+                .ends_with("Apply with `ferry apply plan.json`."),
+            "{md}"
+        );
     }
 
     #[test]

@@ -944,7 +944,7 @@ fn check_docker_app(at: &str, d: &crate::model::DockerApp, err: &mut impl FnMut(
         );
     }
     for (k, p) in d.ports.iter().enumerate() {
-        if let Err(m) = crate::drivers::docker::spec::parse_port(p) {
+        if let Err(m) = crate::container::parse_port(p) {
             err(format!("{at}.docker.ports[{k}]"), m);
         }
     }
@@ -955,7 +955,7 @@ fn check_docker_app(at: &str, d: &crate::model::DockerApp, err: &mut impl FnMut(
         );
     }
     for (k, v) in d.volumes.iter().enumerate() {
-        if let Err(m) = crate::drivers::docker::spec::parse_volume(v) {
+        if let Err(m) = crate::container::parse_volume(v) {
             err(format!("{at}.docker.volumes[{k}]"), m);
         }
     }

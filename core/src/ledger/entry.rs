@@ -191,7 +191,7 @@ impl NewEntry {
         self
     }
 
-    pub(crate) fn seal(self, seq: u64, prev: String) -> Entry {
+    pub fn seal(self, seq: u64, prev: String) -> Entry {
         let mut e = Entry {
             v: LEDGER_FORMAT_VERSION,
             seq,
