@@ -35,7 +35,7 @@ pub fn resolve(inv: &Inventory, app: &App, site_id: &str) -> Vec<TargetRef> {
     let Some(site) = inv.site(site_id) else {
         return Vec::new();
     };
-    if !app.sites.iter().any(|s| s == site_id) {
+    if !inv.app_on_site(&app.id, site_id) {
         return Vec::new();
     }
     match app.target.cloud_kind() {

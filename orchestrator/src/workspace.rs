@@ -185,10 +185,49 @@ pub fn target_spec(
     target: &TargetRef,
     with_secrets: bool,
 ) -> Result<TargetSpec, WorkspaceError> {
-    let app = inv
-        .app(&target.app)
-        .cloned()
-        .expect("targets come from the inventory");
+    let app = std::sync::Arc::new(
+        inv.app(&target.app)
+            .cloned()
+            .expect("targets come from the inventory"),
+    );
+    spec_with_app(inv, base, target, with_secrets, app)
+}
+
+/// The specs of many targets, each app's data shared between its targets rather than copied
+/// per target (memory linear in targets, not targets times sites).
+pub fn target_specs<'a>(
+    inv: &Inventory,
+    base: &Path,
+    targets: impl IntoIterator<Item = &'a TargetRef>,
+    with_secrets: bool,
+) -> Result<Vec<TargetSpec>, WorkspaceError> {
+    let mut apps: BTreeMap<&str, std::sync::Arc<crate::model::App>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for t in targets {
+        let app = match apps.get(t.app.as_str()) {
+            Some(a) => a.clone(),
+            None => {
+                let a = std::sync::Arc::new(
+                    inv.app(&t.app)
+                        .cloned()
+                        .expect("targets come from the inventory"),
+                );
+                apps.insert(inv.app(&t.app).map_or("", |a| a.id.as_str()), a.clone());
+                a
+            }
+        };
+        out.push(spec_with_app(inv, base, t, with_secrets, app)?);
+    }
+    Ok(out)
+}
+
+fn spec_with_app(
+    inv: &Inventory,
+    base: &Path,
+    target: &TargetRef,
+    with_secrets: bool,
+    app: std::sync::Arc<crate::model::App>,
+) -> Result<TargetSpec, WorkspaceError> {
     let cloud = inv.cloud(&target.host).cloned();
     let env = app
         .env
@@ -736,12 +775,26 @@ pub fn write_plan(path: &Path, plan: &SavedPlan) -> Result<(), WorkspaceError> {
 }
 
 pub fn read_plan(path: &Path) -> Result<SavedPlan, WorkspaceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::PlanFile {
+    read_plan_with_digest(path).map(|(p, _)| p)
+}
+
+/// The saved plan and the SHA-256 of exactly the bytes it was parsed from (read once).
+pub fn read_plan_with_digest(path: &Path) -> Result<(SavedPlan, String), WorkspaceError> {
+    let bytes = std::fs::read(path).map_err(|source| WorkspaceError::PlanFile {
         path: path.display().to_string(),
         source,
     })?;
+    let digest = load::sha256_hex(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| WorkspaceError::PlanFormat {
+        path: path.display().to_string(),
+        reason: "not UTF-8".into(),
+    })?;
+    parse_plan(path, &text).map(|p| (p, digest))
+}
+
+fn parse_plan(path: &Path, text: &str) -> Result<SavedPlan, WorkspaceError> {
     let head: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| WorkspaceError::PlanFormat {
+        serde_json::from_str(text).map_err(|e| WorkspaceError::PlanFormat {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;

@@ -713,7 +713,7 @@ fn docker_driver_passes_the_compliance_suite() {
     };
     let spec = TargetSpec {
         target: TargetRef::new(site, "engine", "web", TargetKind::Docker),
-        app,
+        app: app.into(),
         cloud: None,
         base_dir: std::env::temp_dir(),
         env: vec![],

@@ -162,8 +162,19 @@ fn edit_plan(ws: &Workspace, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
 }
 
-/// Removing a gate from the saved plan (every input file still hashes the same) does not get
-/// a gated wave deployed: the body is re-derived from the inputs and every difference named.
+/// `ferry apply PLAN` from a second, empty state directory that must trust the file.
+fn apply_elsewhere(ws: &Workspace, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["apply", "gated.json", "--trust-plan-file"];
+    args.extend_from_slice(extra);
+    let mut c = ws.cmd(&args);
+    c.env("FERRY_STATE_DIR", ws.path().join(".ferry-elsewhere"));
+    crate::support::Run(c.output().unwrap())
+}
+
+/// A saved plan is sealed by the digest its `plan_created` entry recorded: any edit is refused
+/// (exit 3). And where the ledger cannot vouch for it (another state directory, so
+/// `--trust-plan-file`), the body is re-derived from the inputs: removing a gate, changing a
+/// step's version or a wave, or turning it into a back-out plan, is refused and named.
 #[test]
 fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
     let ws = Workspace::new();
@@ -173,6 +184,13 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
         p.as_object_mut().unwrap().remove("gates");
     });
     ws.run(&["apply", "gated.json"])
+        .expect_code(3)
+        .stderr_has("is not the plan that was made")
+        .stderr_has("the file was edited after planning");
+    ws.run(&["apply", "gated.json", "--trust-plan-file"])
+        .expect_code(3)
+        .stderr_has("is not the plan that was made");
+    apply_elsewhere(&ws, &[])
         .expect_code(3)
         .stderr_has("the saved plan was edited")
         .stderr_has("gate `production-go` (role `change-board`, before wave 2) is missing");
@@ -185,19 +203,19 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
     });
     ws.run(&["apply", "--resume", "gated.json"])
         .expect_code(3)
-        .stderr_has("is missing from the saved plan");
+        .stderr_has("is not the plan that was made");
     assert_eq!(
         ws.current("clinic-b").as_deref(),
         None,
         "the gated wave did not run"
     );
-    // A step's version, a wave moved, the kind changed to escape the check: each named.
+    // A step's version, a wave, the kind changed to escape the check: each named.
     std::fs::write(ws.path().join("gated.json"), &original).unwrap();
     edit_plan(&ws, |p| {
         p["steps"][1]["to"] = "1.0.0".into();
         p["waves"][1]["failure_threshold"] = 9.into();
     });
-    ws.run(&["apply", "--resume", "gated.json"])
+    apply_elsewhere(&ws, &[])
         .expect_code(3)
         .stderr_has("step s002 differs: to \"1.0.0\" (inputs give \"2.0.0\")")
         .stderr_has("`waves`");
@@ -206,10 +224,38 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
         p["kind"] = "backout".into();
         p.as_object_mut().unwrap().remove("gates");
     });
-    ws.run(&["apply", "--resume", "gated.json"])
+    apply_elsewhere(&ws, &[])
         .expect_code(3)
         .stderr_has("made from release plan");
     assert_eq!(ws.current("clinic-b").as_deref(), None);
+}
+
+/// A plan made with one state directory is refused by another unless trusted; trusting it is
+/// recorded, and from then on its digest seals it there too.
+#[test]
+fn a_plan_from_another_state_directory_needs_trust_which_is_recorded() {
+    let ws = Workspace::new();
+    ws.plan_file("v1").expect_code(2);
+    let elsewhere = |args: &[&str]| {
+        let mut c = ws.cmd(args);
+        c.env("FERRY_STATE_DIR", ws.path().join(".ferry-b"));
+        crate::support::Run(c.output().unwrap())
+    };
+    elsewhere(&["apply", "v1.json"])
+        .expect_code(3)
+        .stderr_has("was not made with this state directory")
+        .stderr_has("--trust-plan-file");
+    assert_eq!(ws.current("clinic-a"), None);
+    elsewhere(&["apply", "v1.json", "--trust-plan-file"]).expect_code(0);
+    let ledger = std::fs::read_to_string(ws.path().join(".ferry-b/ledger.jsonl")).unwrap();
+    assert!(ledger.contains("\"event\":\"plan_trusted\""), "{ledger}");
+    assert_eq!(ws.current("clinic-c").as_deref(), Some("1.0.0"));
+    // Now sealed there: an edited copy is refused even with --trust-plan-file.
+    let text = std::fs::read_to_string(ws.path().join("v1.json")).unwrap();
+    std::fs::write(ws.path().join("v1.json"), format!("{text}\n")).unwrap();
+    elsewhere(&["apply", "--resume", "v1.json", "--trust-plan-file"])
+        .expect_code(3)
+        .stderr_has("is not the plan that was made");
 }
 
 /// A secret whose value contains another's is hidden whole in the output and the ledger.

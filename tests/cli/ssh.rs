@@ -488,7 +488,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
     };
     let spec = TargetSpec {
         target: TargetRef::new("s", "ep-1", "demo", TargetKind::Ssh),
-        app,
+        app: app.into(),
         cloud: None,
         base_dir: work.path().to_owned(),
         env: vec![],

@@ -40,6 +40,9 @@ pub enum Event {
     LockLost,
     /// `ferry ledger repair` set a torn last line aside (or completed it), with who and why.
     LedgerRepaired,
+    /// A saved plan this ledger never recorded was applied with `--trust-plan-file`: its
+    /// digest, from then on its seal here.
+    PlanTrusted,
 }
 
 impl Event {
@@ -65,6 +68,7 @@ impl Event {
             Event::OperationFinished => "operation_finished",
             Event::LockLost => "lock_lost",
             Event::LedgerRepaired => "ledger_repaired",
+            Event::PlanTrusted => "plan_trusted",
         }
     }
 }

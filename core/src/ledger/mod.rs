@@ -7,4 +7,4 @@ mod verify;
 pub use entry::{
     Entry, Event, GENESIS, LEDGER_FORMAT_VERSION, NewEntry, Outcome, now_rfc3339 as now,
 };
-pub use verify::{Tamper, VerifyReport, verify_from, verify_lines};
+pub use verify::{Tamper, Verifier, VerifyReport, verify_from, verify_lines};

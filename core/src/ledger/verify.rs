@@ -1,6 +1,7 @@
 //! Checking the chain: the first entry that was altered, removed, inserted or reordered.
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::entry::{Entry, GENESIS, LEDGER_FORMAT_VERSION};
 
@@ -88,69 +89,155 @@ pub fn verify_from(
     prev: &str,
     on_entry: &mut dyn FnMut(Entry),
 ) -> VerifyReport {
-    let mut report = VerifyReport {
-        entries: first_seq,
-        head: (first_seq > 0).then(|| prev.to_owned()),
-        tamper: None,
-    };
-    if bytes.is_empty() {
-        return report;
-    }
-    let torn = !bytes.ends_with(b"\n");
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
-    let mut prev = prev.to_owned();
-    for (i, raw) in lines.iter().enumerate() {
-        let n = first_seq as usize + i + 1;
-        if torn && i + 1 == lines.len() {
-            report.tamper = Some(Tamper::TornTail { line: n });
-            return report;
-        }
-        match check_line(raw, n, report.entries, &prev) {
-            Ok(entry) => {
-                prev.clone_from(&entry.hash);
-                report.entries += 1;
-                report.head = Some(entry.hash.clone());
-                on_entry(entry);
-            }
-            Err(t) => {
-                report.tamper = Some(t);
-                return report;
-            }
-        }
-    }
-    report
+    let mut v = Verifier::new(first_seq, prev);
+    let whole = bytes.len() - bytes.iter().rev().take_while(|b| **b != b'\n').count();
+    v.push(&bytes[..whole], on_entry);
+    v.finish(bytes.len() - whole)
 }
 
-/// One line, which must be the canonical form of entry `seq` chained to `prev`.
-fn check_line(raw: &[u8], n: usize, seq: u64, prev: &str) -> Result<Entry, Tamper> {
-    let unparseable = |reason: String| Tamper::Unparseable { line: n, reason };
-    let line = std::str::from_utf8(raw).map_err(|_| unparseable("not UTF-8".into()))?;
-    let entry: Entry = serde_json::from_str(line).map_err(|e| unparseable(e.to_string()))?;
+/// A chain verified block by block, in memory that does not grow with the ledger: feed it
+/// blocks of whole lines in order ([`Verifier::push`]), then say how many torn bytes followed
+/// the last newline ([`Verifier::finish`]). Each line is checked on its own (UTF-8, parse,
+/// format version, canonical shape, its hash over its own bytes) on every core, then the chain
+/// (sequence and `prev`) in order.
+pub struct Verifier {
+    report: VerifyReport,
+    prev: String,
+    line: usize,
+}
+
+/// Lines per block checked in parallel; a block's entries are the only ones held at once.
+const PARALLEL_MIN_LINES: usize = 2048;
+
+impl Verifier {
+    pub fn new(first_seq: u64, prev: &str) -> Self {
+        Self {
+            report: VerifyReport {
+                entries: first_seq,
+                head: (first_seq > 0).then(|| prev.to_owned()),
+                tamper: None,
+            },
+            prev: prev.to_owned(),
+            line: first_seq as usize,
+        }
+    }
+
+    /// Whether a problem was found (later blocks are then ignored).
+    pub fn failed(&self) -> bool {
+        self.report.tamper.is_some()
+    }
+
+    /// Checks `block` (whole lines, each ending in `\n`).
+    pub fn push(&mut self, block: &[u8], on_entry: &mut dyn FnMut(Entry)) {
+        if self.failed() || block.is_empty() {
+            return;
+        }
+        let body = block.strip_suffix(b"\n").unwrap_or(block);
+        let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+        let first = self.line + 1;
+        let checked = check_lines(&lines, first);
+        for (i, r) in checked.into_iter().enumerate() {
+            let n = first + i;
+            let entry = match r {
+                Ok(e) => e,
+                Err(t) => {
+                    self.report.tamper = Some(t);
+                    return;
+                }
+            };
+            if let Err(t) = self.link(&entry, n) {
+                self.report.tamper = Some(t);
+                return;
+            }
+            self.prev.clone_from(&entry.hash);
+            self.report.entries += 1;
+            self.report.head = Some(entry.hash.clone());
+            self.line = n;
+            on_entry(entry);
+        }
+    }
+
+    fn link(&self, entry: &Entry, n: usize) -> Result<(), Tamper> {
+        if entry.seq != self.report.entries {
+            return Err(Tamper::SequenceGap {
+                line: n,
+                expected: self.report.entries,
+                found: entry.seq,
+            });
+        }
+        if entry.prev != self.prev {
+            return Err(Tamper::BrokenChain {
+                line: n,
+                seq: entry.seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// The report; `torn` bytes after the last newline are a torn tail.
+    pub fn finish(mut self, torn: usize) -> VerifyReport {
+        if torn > 0 && self.report.tamper.is_none() {
+            self.report.tamper = Some(Tamper::TornTail {
+                line: self.line + 1,
+            });
+        }
+        self.report
+    }
+}
+
+/// Each line checked alone, on two threads when there are many.
+fn check_lines(lines: &[&[u8]], first: usize) -> Vec<Result<Entry, Tamper>> {
+    let one = |(i, raw): (usize, &&[u8])| check_line(raw, first + i);
+    if lines.len() < PARALLEL_MIN_LINES {
+        return lines.iter().enumerate().map(one).collect();
+    }
+    let mid = lines.len() / 2;
+    let (a, b) = lines.split_at(mid);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| {
+            b.iter()
+                .enumerate()
+                .map(|(i, raw)| check_line(raw, first + mid + i))
+                .collect::<Vec<_>>()
+        });
+        let mut out: Vec<_> = a.iter().enumerate().map(one).collect();
+        out.extend(second.join().expect("verifier thread"));
+        out
+    })
+}
+
+/// One line on its own: an entry in canonical form whose hash is its own.
+///
+/// The hash is taken over the line's bytes with the hash value emptied, which is exactly the
+/// canonical form `Entry::compute_hash` hashes (`hash` is the last field): so any byte changed,
+/// added or removed anywhere in the line (whitespace, key order, escapes, a field) is a
+/// mismatch, without serialising the entry again.
+fn check_line(raw: &[u8], n: usize) -> Result<Entry, Tamper> {
+    let unparseable = |reason: &str| Tamper::Unparseable {
+        line: n,
+        reason: reason.to_owned(),
+    };
+    let line = std::str::from_utf8(raw).map_err(|_| unparseable("not UTF-8"))?;
+    let entry: Entry = serde_json::from_str(line).map_err(|e| unparseable(&e.to_string()))?;
     if entry.v > LEDGER_FORMAT_VERSION {
         return Err(Tamper::NewerFormat {
             line: n,
             version: entry.v,
         });
     }
-    if serde_json::to_string(&entry).ok().as_deref() != Some(line) {
-        return Err(unparseable("not in canonical form".into()));
+    // `..,"hash":"<64 hex>"}`: the hash is the last field, as ferry writes it.
+    let tail = format!(",\"hash\":\"{}\"}}", entry.hash);
+    let Some(unsealed_head) = line.strip_suffix(&tail[..]) else {
+        return Err(unparseable("not in canonical form"));
+    };
+    if entry.hash.len() != 64 {
+        return Err(unparseable("not in canonical form"));
     }
-    if entry.compute_hash() != entry.hash {
+    let mut h = Sha256::new();
+    h.update(unsealed_head.as_bytes());
+    h.update(b",\"hash\":\"\"}");
+    if hex::encode(h.finalize()) != entry.hash {
         return Err(Tamper::HashMismatch {
-            line: n,
-            seq: entry.seq,
-        });
-    }
-    if entry.seq != seq {
-        return Err(Tamper::SequenceGap {
-            line: n,
-            expected: seq,
-            found: entry.seq,
-        });
-    }
-    if entry.prev != prev {
-        return Err(Tamper::BrokenChain {
             line: n,
             seq: entry.seq,
         });
@@ -185,6 +272,50 @@ mod tests {
             .iter()
             .flat_map(|l| format!("{l}\n").into_bytes())
             .collect()
+    }
+
+    /// Hashing the line's bytes gives what `compute_hash` gives (the canonical form), and a
+    /// line whose JSON means the same but is written differently does not verify.
+    #[test]
+    fn the_line_hash_is_the_canonical_hash() {
+        let lines = chain(3);
+        for l in &lines {
+            let e: Entry = serde_json::from_str(l).unwrap();
+            assert_eq!(e.compute_hash(), e.hash);
+            assert!(check_line(l.as_bytes(), 1).is_ok());
+        }
+        let spaced = lines[0].replacen(",\"seq\"", ", \"seq\"", 1);
+        assert!(matches!(
+            check_line(spaced.as_bytes(), 1),
+            Err(Tamper::HashMismatch { .. })
+        ));
+        let reordered = lines[0].replacen("\"v\":1,\"seq\":0", "\"seq\":0,\"v\":1", 1);
+        assert!(check_line(reordered.as_bytes(), 1).is_err());
+    }
+
+    #[test]
+    fn blocks_in_any_size_verify_the_same() {
+        let lines = chain(5000);
+        let all = join(&lines);
+        let whole = verify_lines(&all);
+        assert_eq!(whole.entries, 5000);
+        for cut in [1, 7, 2048, 4999] {
+            let split = join(&lines[..cut]).len();
+            let mut v = Verifier::new(0, GENESIS);
+            let mut n = 0;
+            v.push(&all[..split], &mut |_| n += 1);
+            v.push(&all[split..], &mut |_| n += 1);
+            assert_eq!(v.finish(0), whole, "cut at {cut}");
+            assert_eq!(n, 5000);
+        }
+        let mut bad = lines.clone();
+        bad[3000] = bad[3000].replacen("alice", "mallory", 1);
+        let r = verify_lines(&join(&bad));
+        assert_eq!(r.entries, 3000);
+        assert!(
+            matches!(r.tamper, Some(Tamper::HashMismatch { line: 3001, .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -26,6 +26,50 @@ pub struct Inventory {
     /// People who may approve plan gates, with the roles they hold and their public keys.
     #[serde(default)]
     pub approvers: Vec<Approver>,
+    /// Lookups by id, built on first use: an estate of 10,000 sites is looked up once per
+    /// target, so a scan per lookup would make planning quadratic.
+    #[serde(skip)]
+    #[schemars(skip)]
+    index: Index,
+}
+
+/// Positions by id, and each app's sites; built once from the lists it indexes (which are
+/// not changed after loading).
+#[derive(Debug, Default)]
+struct Index(std::sync::OnceLock<Indexed>);
+
+#[derive(Debug)]
+struct Indexed {
+    sites: std::collections::HashMap<String, usize>,
+    apps: std::collections::HashMap<String, usize>,
+    clouds: std::collections::HashMap<String, usize>,
+    endpoints: std::collections::HashMap<String, usize>,
+    databases: std::collections::HashMap<String, usize>,
+    /// Per app (by position): the sites it runs on.
+    app_sites: Vec<std::collections::HashSet<String>>,
+}
+
+impl Clone for Index {
+    /// A copy indexes itself again on first use (its lists may be changed before).
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Index {
+    /// A cache: never part of what an inventory is.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+fn positions<'a>(ids: impl Iterator<Item = &'a str>) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for (i, id) in ids.enumerate() {
+        // The first of duplicate ids wins, as a scan would find it (validation reports them).
+        m.entry(id.to_owned()).or_insert(i);
+    }
+    m
 }
 
 /// Someone who signs approvals. Auditors verify signatures offline with `public_key`.
@@ -649,19 +693,46 @@ pub struct Bucket {
 }
 
 impl Inventory {
+    fn indexed(&self) -> &Indexed {
+        self.index.0.get_or_init(|| Indexed {
+            sites: positions(self.sites.iter().map(|s| s.id.as_str())),
+            apps: positions(self.apps.iter().map(|a| a.id.as_str())),
+            clouds: positions(self.clouds.iter().map(|c| c.id.as_str())),
+            endpoints: positions(self.endpoints.iter().map(|e| e.id.as_str())),
+            databases: positions(self.databases.iter().map(|d| d.id.as_str())),
+            app_sites: self
+                .apps
+                .iter()
+                .map(|a| a.sites.iter().cloned().collect())
+                .collect(),
+        })
+    }
     pub fn site(&self, id: &str) -> Option<&Site> {
-        self.sites.iter().find(|s| s.id == id)
+        self.indexed().sites.get(id).map(|&i| &self.sites[i])
     }
     pub fn app(&self, id: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.id == id)
+        self.indexed().apps.get(id).map(|&i| &self.apps[i])
     }
     pub fn cloud(&self, id: &str) -> Option<&Cloud> {
-        self.clouds.iter().find(|c| c.id == id)
+        self.indexed().clouds.get(id).map(|&i| &self.clouds[i])
     }
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| e.id == id)
+        self.indexed()
+            .endpoints
+            .get(id)
+            .map(|&i| &self.endpoints[i])
     }
     pub fn database(&self, id: &str) -> Option<&Database> {
-        self.databases.iter().find(|d| d.id == id)
+        self.indexed()
+            .databases
+            .get(id)
+            .map(|&i| &self.databases[i])
+    }
+    /// Whether app `app_id` runs on `site_id`.
+    pub fn app_on_site(&self, app_id: &str, site_id: &str) -> bool {
+        let ix = self.indexed();
+        ix.apps
+            .get(app_id)
+            .is_some_and(|&i| ix.app_sites[i].contains(site_id))
     }
 }

@@ -25,21 +25,33 @@ pub struct ApplyResult {
     pub code: u8,
 }
 
-pub async fn apply_cmd(
-    ctx: &Ctx,
-    plan_path: &Path,
-    resume: bool,
-    lease_seconds: u64,
-    confirm: &[String],
-) -> Result<u8, CliError> {
-    let r = apply_plan(
-        ctx,
-        plan_path,
-        resume,
-        Duration::from_secs(lease_seconds.max(1)),
-        confirm,
-    )
-    .await?;
+/// How to apply a saved plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Continue a run that stopped (interrupted, halted, at a gate).
+    pub resume: bool,
+    /// Lease of the apply lock.
+    pub lease: Duration,
+    /// Manual steps confirmed for this run.
+    pub confirm: &'a [String],
+    /// Accept a plan this ledger never recorded (recorded as `plan_trusted`).
+    pub trust_plan_file: bool,
+}
+
+impl Options<'_> {
+    /// A plan ferry just made and recorded itself (demo, back-out, runbook).
+    pub fn fresh(confirm: &[String]) -> Options<'_> {
+        Options {
+            resume: false,
+            lease: Duration::from_secs(30),
+            confirm,
+            trust_plan_file: false,
+        }
+    }
+}
+
+pub async fn apply_cmd(ctx: &Ctx, plan_path: &Path, opts: Options<'_>) -> Result<u8, CliError> {
+    let r = apply_plan(ctx, plan_path, opts).await?;
     print_apply(ctx, &r, plan_path);
     Ok(r.code)
 }
@@ -60,11 +72,15 @@ pub fn outcome_code(o: &ApplyOutcome) -> u8 {
 pub async fn apply_plan(
     ctx: &Ctx,
     plan_path: &Path,
-    resume: bool,
-    lease: Duration,
-    confirm: &[String],
+    opts: Options<'_>,
 ) -> Result<ApplyResult, CliError> {
-    let plan = workspace::read_plan(plan_path)?;
+    let Options {
+        resume,
+        lease,
+        confirm,
+        trust_plan_file,
+    } = opts;
+    let (plan, plan_sha256) = workspace::read_plan_with_digest(plan_path)?;
     // A manual step is confirmed by its step id, or (runbooks) by its runbook step name.
     let mut confirmed = Vec::new();
     for c in confirm {
@@ -99,6 +115,10 @@ pub async fn apply_plan(
         }
     }
     let confirm = confirmed.as_slice();
+    // Nothing is acted on (or recorded) on a ledger whose chain does not verify (exit 7), and
+    // the plan must be the one this ledger recorded, byte for byte (exit 3).
+    let entries = ctx.ledger.read_verified()?;
+    let trusted = check_seal(&entries, &plan, &plan_sha256, plan_path, trust_plan_file)?;
     let changed = workspace::changed_inputs(&plan.inputs);
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
@@ -125,8 +145,6 @@ pub async fn apply_plan(
     // The lock comes first: while another apply runs, that is what the operator needs to hear.
     // It is taken and recorded as one step under the ledger's file lock, so no fenced append of
     // an earlier holder can land after the takeover's record.
-    // Nothing is acted on (or recorded) on a ledger whose chain does not verify (exit 7).
-    ctx.ledger.read_verified()?;
     let (lock, _) = ctx
         .ledger
         .append_after(|| take_lock(ctx, &plan.id, lease))?;
@@ -139,7 +157,11 @@ pub async fn apply_plan(
         actor: ctx.actor.clone(),
     };
     let lock = Arc::new(Mutex::new(lock));
-    let result = match preflight(&run_ctx, &plan, plan_path, resume) {
+    let result = match trusted.map(|e| run_ctx.ledger.append(e)).transpose() {
+        Err(e) => Err(e.into()),
+        Ok(_) => preflight(&run_ctx, &plan, plan_path, resume),
+    };
+    let result = match result {
         Ok(Some(prior)) => run_locked(&run_ctx, plan, &prior, lock.clone(), confirm, fence).await,
         Ok(None) => {
             let status = plan
@@ -180,6 +202,54 @@ pub async fn apply_plan(
             }
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The saved plan is sealed: its bytes must be those recorded (`plan_created`, or an earlier
+/// `plan_trusted`) in this ledger, else it was edited (exit 3, whatever else matches). A plan
+/// this ledger never recorded is refused unless `--trust-plan-file`, which returns the
+/// `plan_trusted` entry to record (from then on its seal).
+fn check_seal(
+    entries: &[crate::ledger::Entry],
+    plan: &SavedPlan,
+    sha256: &str,
+    plan_path: &Path,
+    trust: bool,
+) -> Result<Option<NewEntry>, CliError> {
+    let recorded = entries
+        .iter()
+        .rev()
+        .filter(|e| e.plan_id.as_deref() == Some(plan.id.as_str()))
+        .filter(|e| matches!(e.event, Event::PlanCreated | Event::PlanTrusted))
+        .find_map(|e| {
+            let d = e.detail.as_ref()?["plan_sha256"].as_str()?.to_owned();
+            Some((e.seq, d, e.actor.clone()))
+        });
+    match recorded {
+        Some((_, d, _)) if d == sha256 => Ok(None),
+        Some((seq, d, actor)) => Err(CliError::Stale(vec![format!(
+            "{} is not the plan that was made: its SHA-256 is {sha256}, but ledger entry #{seq} ({actor}) recorded {d}; the file was edited after planning",
+            plan_path.display()
+        )])),
+        None if trust => Ok(Some(
+            NewEntry::new(&plan.actor, Event::PlanTrusted)
+                .plan(&plan.id)
+                .message(format!(
+                    "plan {} applied with --trust-plan-file: this ledger never recorded it",
+                    plan_path.display()
+                ))
+                .detail(serde_json::json!({
+                    "plan_file": plan_path.display().to_string(),
+                    "plan_sha256": sha256,
+                    "made_by": plan.actor,
+                    "created_at": plan.created_at,
+                })),
+        )),
+        None => Err(CliError::Stale(vec![format!(
+            "plan {} ({}) was not made with this state directory: its ledger never recorded it, so its bytes cannot be checked; apply it from the state directory that made it, or pass --trust-plan-file (recorded)",
+            plan.id,
+            plan_path.display()
+        )])),
     }
 }
 
@@ -281,10 +351,10 @@ async fn apply_locked(
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
     let mut specs = BTreeMap::new();
-    for t in &plan.body.targets {
-        let mut spec = workspace::target_spec(&inv.value, &base, &t.target, true)?;
+    let targets = plan.body.targets.iter().map(|t| &t.target);
+    for mut spec in workspace::target_specs(&inv.value, &base, targets, true)? {
         spec.fence = Some(fence.clone());
-        specs.insert(t.target.id.clone(), spec);
+        specs.insert(spec.target.id.clone(), spec);
     }
     let list: Vec<_> = specs.values().cloned().collect();
     let observed = workspace::observe_all(&drivers, &list).await?;

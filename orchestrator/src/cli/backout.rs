@@ -1,7 +1,6 @@
 //! `ferry backout`: return an app on a site to its previous recorded release.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::apply::{apply_plan, print_apply};
 use super::plan_cmd::{print_plan, record_plan_created};
@@ -47,7 +46,7 @@ pub async fn backout(
     let specs = targets
         .iter()
         .map(|t| workspace::target_spec(&inv.value, &base, t, false))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?; // one app, a site's few targets
     let observed = workspace::observe_all(&Drivers::standard(), &specs).await?;
     // Kubernetes keeps its release history in the cluster: no ledger needed.
     let entries = if kube {
@@ -170,7 +169,7 @@ pub async fn backout(
     if ctx.output == super::OutputFormat::Human {
         print!("{}", plan::render_diff(&saved.body));
     }
-    let r = apply_plan(ctx, &path, false, Duration::from_secs(30), &[]).await?;
+    let r = apply_plan(ctx, &path, super::apply::Options::fresh(&[])).await?;
     print_apply(ctx, &r, &path);
     Ok(r.code)
 }

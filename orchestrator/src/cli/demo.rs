@@ -1,7 +1,6 @@
 //! `ferry demo`: the main job end to end on the embedded local target.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::apply::{apply_plan, outcome_code, print_apply};
 use super::plan_cmd::{make_plan, print_plan, record_plan_created};
@@ -50,7 +49,7 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
         record_plan_created(&ctx, &saved, &out)?;
         print_plan(&ctx, &saved, &out);
         println!("$ ferry apply {}", out.display());
-        let r = apply_plan(&ctx, &out, false, Duration::from_secs(30), &[]).await?;
+        let r = apply_plan(&ctx, &out, super::apply::Options::fresh(&[])).await?;
         print_apply(&ctx, &r, &out);
         let ok = match (&r.outcome, expect_backout) {
             (ApplyOutcome::Completed, false) => true,

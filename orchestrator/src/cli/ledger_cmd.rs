@@ -313,7 +313,13 @@ fn verify(
     expect_head: Option<&str>,
     inventory: Option<&std::path::Path>,
 ) -> Result<u8, CliError> {
-    let report = ctx.ledger.verify()?;
+    // One pass over the ledger, keeping only the approvals to check.
+    let mut approvals = Vec::new();
+    let report = ctx.ledger.verify_each(&mut |e| {
+        if e.event == crate::ledger::Event::Approval {
+            approvals.push(e);
+        }
+    })?;
     let approvers = match inventory {
         Some(p) => Some(
             crate::workspace::load(p, &[])
@@ -329,9 +335,7 @@ fn verify(
             "the chain ends at {} but {want} was expected: entries were removed from the end or the ledger was replaced",
             got.unwrap_or("(empty)")
         )),
-        _ if report.tamper.is_none() => {
-            check_approvals(&ctx.ledger.read_all()?, approvers.as_deref())
-        }
+        _ if report.tamper.is_none() => check_approvals(&approvals, approvers.as_deref()),
         _ => None,
     };
     let ok = report.tamper.is_none() && head_mismatch.is_none();

@@ -92,6 +92,11 @@ pub enum Command {
         /// Confirm a manual step (runbooks): the step is recorded as confirmed by you.
         #[arg(long, value_name = "STEP")]
         confirm: Vec<String>,
+        /// Apply a saved plan this state directory's ledger never recorded (made with another
+        /// state directory); recorded as `plan_trusted`. A plan whose bytes differ from what
+        /// was recorded is refused even so.
+        #[arg(long)]
+        trust_plan_file: bool,
     },
     /// Return an app on a site to its previous recorded release.
     Backout {
@@ -445,13 +450,17 @@ pub fn run(cli: Cli) -> ExitCode {
             resume,
             lock_lease_seconds,
             confirm,
+            trust_plan_file,
         } => runtime().and_then(|rt| {
             rt.block_on(apply::apply_cmd(
                 &ctx,
                 &plan,
-                resume,
-                lock_lease_seconds,
-                &confirm,
+                apply::Options {
+                    resume,
+                    lease: std::time::Duration::from_secs(lock_lease_seconds.max(1)),
+                    confirm: &confirm,
+                    trust_plan_file,
+                },
             ))
         }),
         Command::Backout {

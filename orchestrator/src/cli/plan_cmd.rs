@@ -84,10 +84,7 @@ pub async fn make_plan(
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
     let targets = plan::targets_of(&inv.value, &rp.value);
-    let specs = targets
-        .iter()
-        .map(|t| workspace::target_spec(&inv.value, &base, t, false))
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = workspace::target_specs(&inv.value, &base, &targets, false)?;
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
     let problems = snapshot_problems(inv, &base, &body).await;

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -419,7 +418,7 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
     if a.plan_only {
         return Ok(exit::CHANGES);
     }
-    let r = super::apply::apply_plan(ctx, &out, false, Duration::from_secs(30), a.confirm).await?;
+    let r = super::apply::apply_plan(ctx, &out, super::apply::Options::fresh(a.confirm)).await?;
     super::apply::print_apply(ctx, &r, &out);
     Ok(r.code)
 }

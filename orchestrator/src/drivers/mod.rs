@@ -36,7 +36,8 @@ pub use process::redact;
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
     pub target: TargetRef,
-    pub app: App,
+    /// Shared by every target of the app (an app's site list can be an estate long).
+    pub app: Arc<App>,
     pub cloud: Option<Cloud>,
     /// Directory of the inventory file: relative paths in it are relative to this.
     pub base_dir: PathBuf,
@@ -371,7 +372,7 @@ mod tests {
         };
         TargetSpec {
             target: TargetRef::new("s1", "l", "demo", TargetKind::Local),
-            app,
+            app: app.into(),
             cloud: Some(cloud),
             base_dir: root.to_owned(),
             env: vec![],
@@ -437,7 +438,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(dir.path());
-        s.app.keep_releases = 100;
+        Arc::make_mut(&mut s.app).keep_releases = 100;
         let mut b = bundle(dir.path(), "1.0.0");
         let payload = "approved\n".repeat(20_000);
         std::fs::write(b.artifact.join("payload"), &payload).unwrap();
@@ -486,7 +487,7 @@ mod tests {
     async fn local_driver_keeps_only_the_newest_releases() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(dir.path());
-        s.app.keep_releases = 2;
+        Arc::make_mut(&mut s.app).keep_releases = 2;
         for v in ["1", "2", "3", "4"] {
             let b = bundle(dir.path(), v);
             local::LocalDriver.apply(&s, &b).await.unwrap();
@@ -514,12 +515,12 @@ mod tests {
                         .unwrap()
                 }),
         )];
-        s.app.health_check.command = vec![
+        Arc::make_mut(&mut s.app).health_check.command = vec![
             "sh".into(),
             "-c".into(),
             "echo token=$TOKEN >&2; exit 1".into(),
         ];
-        s.app.health_check.timeout_seconds = 1;
+        Arc::make_mut(&mut s.app).health_check.timeout_seconds = 1;
         let b = bundle(dir.path(), "1");
         local::LocalDriver.apply(&s, &b).await.unwrap();
         let e = local::LocalDriver

@@ -221,7 +221,46 @@ impl Ledger {
     }
 
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        Ok(verify_lines(&self.read_bytes()?))
+        self.verify_each(&mut |_| {})
+    }
+
+    /// Verifies the whole chain as a stream (blocks of a few MiB: memory does not grow with
+    /// the ledger), handing each good entry to `on_entry` in order.
+    pub fn verify_each(
+        &self,
+        on_entry: &mut dyn FnMut(Entry),
+    ) -> Result<VerifyReport, LedgerError> {
+        const BLOCK: usize = 4 << 20;
+        let open_err = |source| LedgerError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(verify_lines(b""));
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        let mut v = ferry_core::ledger::Verifier::new(0, GENESIS);
+        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK * 2);
+        loop {
+            let start = buf.len();
+            buf.resize(start + BLOCK, 0);
+            let n = file.read(&mut buf[start..]).map_err(open_err)?;
+            buf.truncate(start + n);
+            if n == 0 {
+                break;
+            }
+            if let Some(end) = buf.iter().rposition(|b| *b == b'\n') {
+                v.push(&buf[..=end], on_entry);
+                if v.failed() {
+                    return Ok(v.finish(0));
+                }
+                buf.drain(..=end);
+            }
+        }
+        Ok(v.finish(buf.len()))
     }
 
     /// Every entry, only if the whole chain verifies (else [`LedgerError::Broken`] naming the

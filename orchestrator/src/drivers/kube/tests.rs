@@ -88,7 +88,7 @@ fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
     };
     TargetSpec {
         target: TargetRef::new("east", "k1", "ehr", TargetKind::Kubernetes),
-        app,
+        app: app.into(),
         cloud: Some(cloud),
         base_dir: base.to_owned(),
         env: vec![],
@@ -259,7 +259,7 @@ async fn crash_loops_and_timeouts_are_named() {
         w.said()
     );
     let mut slow = spec.clone();
-    slow.app
+    Arc::make_mut(&mut slow.app)
         .kubernetes
         .as_mut()
         .unwrap()
