@@ -86,6 +86,21 @@ pub enum LockError {
     Vanished,
 }
 
+impl LockError {
+    /// The same error again (`io::Error` is not `Clone`: kind and text are kept).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            LockError::Held(h) => LockError::Held(h.clone()),
+            LockError::Io { path, source } => LockError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            LockError::Lost(h) => LockError::Lost(h.clone()),
+            LockError::Vanished => LockError::Vanished,
+        }
+    }
+}
+
 /// How a lock was acquired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {

@@ -509,6 +509,45 @@ impl Driver for SshDriver {
 mod tests {
     use super::*;
 
+    /// Whatever the artifact's modes (setuid, group-writable), the tarball ferry sends has its
+    /// own headers: 0755 or 0644, owner 0; what is packed is what is hashed.
+    #[test]
+    fn the_release_tarball_has_ferrys_own_headers() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("bin")).unwrap();
+        std::fs::write(d.path().join("bin/run"), "x").unwrap();
+        std::fs::write(d.path().join("data"), "y").unwrap();
+        std::fs::set_permissions(
+            d.path().join("bin/run"),
+            std::fs::Permissions::from_mode(0o4775),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            d.path().join("data"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let files = vec![crate::drivers::RenderedFile {
+            dest: "bin/app.conf".into(),
+            contents: "c".into(),
+        }];
+        let (bytes, digest) = pack(d.path(), &files, "{}").unwrap();
+        assert_eq!(digest, artifact::digest(d.path()).unwrap());
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let mut modes = BTreeMap::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            modes.insert(e.path().unwrap().display().to_string(), h.mode().unwrap());
+        }
+        assert_eq!(modes["bin/run"], 0o755);
+        assert_eq!(modes["data"], 0o644);
+        assert_eq!(modes["bin/app.conf"], 0o644);
+        assert!(modes.contains_key(script::MARKER));
+    }
+
     #[test]
     fn observation_parses_releases_and_facts() {
         let o = parse_observation(

@@ -261,6 +261,23 @@ mod tests {
             std::fs::read_link(dir.path().join("app/current")).is_err(),
             "nothing switched on a bad checksum"
         );
+        let left = |sub: &str| {
+            std::fs::read_dir(dir.path().join("app").join(sub))
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            left(".incoming").is_empty(),
+            "upload left behind: {:?}",
+            left(".incoming")
+        );
+        assert!(
+            left("releases").is_empty(),
+            "staging left behind: {:?}",
+            left("releases")
+        );
         let ok = run(&sha);
         assert!(
             ok.status.success(),
