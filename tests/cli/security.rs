@@ -248,7 +248,13 @@ fn a_plan_from_another_state_directory_needs_trust_which_is_recorded() {
     assert_eq!(ws.current("clinic-a"), None);
     elsewhere(&["apply", "v1.json", "--trust-plan-file"]).expect_code(0);
     let ledger = std::fs::read_to_string(ws.path().join(".ferry-b/ledger.jsonl")).unwrap();
-    assert!(ledger.contains("\"event\":\"plan_trusted\""), "{ledger}");
+    let trusted: Vec<serde_json::Value> = ledger
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "plan_trusted")
+        .collect();
+    assert_eq!(trusted.len(), 1, "{ledger}");
+    assert_eq!(trusted[0]["actor"], "tester", "who trusted it");
     assert_eq!(ws.current("clinic-c").as_deref(), Some("1.0.0"));
     // Now sealed there: an edited copy is refused even with --trust-plan-file.
     let text = std::fs::read_to_string(ws.path().join("v1.json")).unwrap();

@@ -118,7 +118,13 @@ pub async fn apply_plan(
     // Nothing is acted on (or recorded) on a ledger whose chain does not verify (exit 7), and
     // the plan must be the one this ledger recorded, byte for byte (exit 3).
     let entries = ctx.ledger.read_verified()?;
-    let trusted = check_seal(&entries, &plan, &plan_sha256, plan_path, trust_plan_file)?;
+    let trusted = check_seal(
+        &entries,
+        &plan,
+        &plan_sha256,
+        plan_path,
+        trust_plan_file.then_some(ctx.actor.as_str()),
+    )?;
     let changed = workspace::changed_inputs(&plan.inputs);
     if !changed.is_empty() {
         return Err(CliError::Stale(changed));
@@ -208,13 +214,13 @@ pub async fn apply_plan(
 /// The saved plan is sealed: its bytes must be those recorded (`plan_created`, or an earlier
 /// `plan_trusted`) in this ledger, else it was edited (exit 3, whatever else matches). A plan
 /// this ledger never recorded is refused unless `--trust-plan-file`, which returns the
-/// `plan_trusted` entry to record (from then on its seal).
+/// `plan_trusted` entry to record (from then on its seal), by `trusted_by`.
 fn check_seal(
     entries: &[crate::ledger::Entry],
     plan: &SavedPlan,
     sha256: &str,
     plan_path: &Path,
-    trust: bool,
+    trusted_by: Option<&str>,
 ) -> Result<Option<NewEntry>, CliError> {
     let recorded = entries
         .iter()
@@ -225,14 +231,14 @@ fn check_seal(
             let d = e.detail.as_ref()?["plan_sha256"].as_str()?.to_owned();
             Some((e.seq, d, e.actor.clone()))
         });
-    match recorded {
-        Some((_, d, _)) if d == sha256 => Ok(None),
-        Some((seq, d, actor)) => Err(CliError::Stale(vec![format!(
+    match (recorded, trusted_by) {
+        (Some((_, d, _)), _) if d == sha256 => Ok(None),
+        (Some((seq, d, actor)), _) => Err(CliError::Stale(vec![format!(
             "{} is not the plan that was made: its SHA-256 is {sha256}, but ledger entry #{seq} ({actor}) recorded {d}; the file was edited after planning",
             plan_path.display()
         )])),
-        None if trust => Ok(Some(
-            NewEntry::new(&plan.actor, Event::PlanTrusted)
+        (None, Some(by)) => Ok(Some(
+            NewEntry::new(by, Event::PlanTrusted)
                 .plan(&plan.id)
                 .message(format!(
                     "plan {} applied with --trust-plan-file: this ledger never recorded it",
@@ -245,7 +251,7 @@ fn check_seal(
                     "created_at": plan.created_at,
                 })),
         )),
-        None => Err(CliError::Stale(vec![format!(
+        (None, None) => Err(CliError::Stale(vec![format!(
             "plan {} ({}) was not made with this state directory: its ledger never recorded it, so its bytes cannot be checked; apply it from the state directory that made it, or pass --trust-plan-file (recorded)",
             plan.id,
             plan_path.display()
