@@ -94,39 +94,60 @@ fn repair(ctx: &Ctx, reason: &str) -> Result<u8, CliError> {
 }
 
 impl EntryFilter {
-    fn select(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, CliError> {
+    /// Whether an entry passes the filter (times parsed once).
+    fn matcher(&self) -> Result<impl Fn(&Entry) -> bool + '_, CliError> {
         let since = self.since.as_deref().map(parse_time).transpose()?;
         let until = self.until.as_deref().map(parse_time).transpose()?;
         let is = |want: &Option<String>, have: &Option<String>| {
             want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
         };
-        Ok(entries
-            .into_iter()
-            .filter(|e| {
-                is(&self.plan, &e.plan_id) && is(&self.site, &e.site) && is(&self.app, &e.app)
-            })
-            .filter(|e| {
-                self.event
+        Ok(move |e: &Entry| {
+            let t = || chrono::DateTime::parse_from_rfc3339(&e.time).ok();
+            is(&self.plan, &e.plan_id)
+                && is(&self.site, &e.site)
+                && is(&self.app, &e.app)
+                && self
+                    .event
                     .as_deref()
                     .is_none_or(|ev| e.event.as_str() == ev)
-            })
-            .filter(|e| {
-                let t = chrono::DateTime::parse_from_rfc3339(&e.time).ok();
-                since.is_none_or(|s| t.is_some_and(|t| t >= s))
-                    && until.is_none_or(|u| t.is_some_and(|t| t < u))
-            })
-            .collect())
+                && since.is_none_or(|s| t().is_some_and(|t| t >= s))
+                && until.is_none_or(|u| t().is_some_and(|t| t < u))
+        })
+    }
+
+    /// The entries of the ledger that pass, read as a stream (only those are kept).
+    fn select_from(&self, ledger: &crate::ledger::Ledger) -> Result<Vec<Entry>, CliError> {
+        let keep = self.matcher()?;
+        let mut out = Vec::new();
+        ledger.for_each_parsed(&mut |e| {
+            if keep(&e) {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
     }
 }
 
 fn show(ctx: &Ctx, filter: &EntryFilter) -> Result<u8, CliError> {
-    let entries = filter.select(ctx.ledger.read_all()?)?;
-    match ctx.output {
-        OutputFormat::Json => {
-            for e in &entries {
-                println!("{}", serde_json::to_string(e).expect("entries serialize"));
+    if ctx.output == OutputFormat::Json {
+        // JSON Lines straight from the stream: nothing is held.
+        let keep = filter.matcher()?;
+        let out = std::io::stdout();
+        let mut out = std::io::BufWriter::new(out.lock());
+        ctx.ledger.for_each_parsed(&mut |e| {
+            if keep(&e) {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&e).expect("entries serialize")
+                );
             }
-        }
+        })?;
+        return Ok(exit::OK);
+    }
+    let entries = filter.select_from(&ctx.ledger)?;
+    match ctx.output {
+        OutputFormat::Json => {}
         OutputFormat::Human => {
             for e in &entries {
                 let mut line = format!(
@@ -183,7 +204,7 @@ fn export(
     filter: &EntryFilter,
 ) -> Result<u8, CliError> {
     let report = ctx.ledger.verify()?;
-    let entries = filter.select(ctx.ledger.read_all()?)?;
+    let entries = filter.select_from(&ctx.ledger)?;
     let bytes = match format {
         ExportFormat::Json => {
             let doc = ExportJson {

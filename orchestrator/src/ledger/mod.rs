@@ -348,12 +348,27 @@ impl Ledger {
         self.verify_each(&mut |_| {})
     }
 
-    /// Verifies the whole chain as a stream (blocks of a few MiB: memory does not grow with
-    /// the ledger), handing each good entry to `on_entry` in order.
-    pub fn verify_each(
-        &self,
-        on_entry: &mut dyn FnMut(Entry),
-    ) -> Result<VerifyReport, LedgerError> {
+    /// Every entry that parses, in file order, handed to `f` as the file is read in blocks
+    /// (memory does not grow with the ledger): for display and export, not for acting on.
+    pub fn for_each_parsed(&self, f: &mut dyn FnMut(Entry)) -> Result<(), LedgerError> {
+        self.for_each_block(&mut |block| {
+            for line in block.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(e) = serde_json::from_slice::<Entry>(line) {
+                    f(e);
+                }
+            }
+            true
+        })
+        .map(|rest| {
+            if let Ok(e) = serde_json::from_slice::<Entry>(&rest) {
+                f(e);
+            }
+        })
+    }
+
+    /// Reads the file in blocks of whole lines (each ending in `\n`) until `f` says stop;
+    /// returns the bytes after the last newline (a torn tail, if any).
+    fn for_each_block(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> Result<Vec<u8>, LedgerError> {
         const BLOCK: usize = 4 << 20;
         let open_err = |source| LedgerError::Open {
             path: self.path.clone(),
@@ -361,12 +376,9 @@ impl Ledger {
         };
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(verify_lines(b""));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(open_err(e)),
         };
-        let mut v = ferry_core::ledger::Verifier::new(0, GENESIS);
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK * 2);
         loop {
             let start = buf.len();
@@ -374,17 +386,30 @@ impl Ledger {
             let n = file.read(&mut buf[start..]).map_err(open_err)?;
             buf.truncate(start + n);
             if n == 0 {
-                break;
+                return Ok(buf);
             }
             if let Some(end) = buf.iter().rposition(|b| *b == b'\n') {
-                v.push(&buf[..=end], on_entry);
-                if v.failed() {
-                    return Ok(v.finish(0));
+                if !f(&buf[..=end]) {
+                    return Ok(Vec::new());
                 }
                 buf.drain(..=end);
             }
         }
-        Ok(v.finish(buf.len()))
+    }
+
+    /// Verifies the whole chain as a stream (blocks of a few MiB: memory does not grow with
+    /// the ledger), handing each good entry to `on_entry` in order.
+    pub fn verify_each(
+        &self,
+        on_entry: &mut dyn FnMut(Entry),
+    ) -> Result<VerifyReport, LedgerError> {
+        let mut v = ferry_core::ledger::Verifier::new(0, GENESIS);
+        let rest = self.for_each_block(&mut |block| {
+            v.push(block, on_entry);
+            !v.failed()
+        })?;
+        // A stop at a bad entry is reported by the verifier itself; `rest` is then empty.
+        Ok(v.finish(rest.len()))
     }
 
     /// Every entry, only if the whole chain verifies (else [`LedgerError::Broken`] naming the
