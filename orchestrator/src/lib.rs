@@ -15,6 +15,7 @@ pub mod artifact;
 pub mod cli;
 pub mod drivers;
 pub mod durable;
+pub mod engine;
 pub mod executor;
 pub mod exit;
 pub mod ledger;

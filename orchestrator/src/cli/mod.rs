@@ -21,13 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::executor::ExecError;
 use crate::exit;
-use crate::ledger::LedgerError;
-use crate::load::Diagnostics;
-use crate::lock::{LockError, LockHolder};
-use crate::plan::PlanError;
-use crate::workspace::WorkspaceError;
 
 pub use output::{OutputArg, OutputFormat};
 
@@ -344,66 +338,7 @@ pub enum SchemaWhich {
     Plan,
 }
 
-/// Every way a command can fail, each with its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Invalid(Diagnostics),
-    #[error("the saved plan is stale; make a new plan:\n  - {}", .0.join("\n  - "))]
-    Stale(Vec<String>),
-    #[error("another apply holds the lock: {0}")]
-    Locked(Box<LockHolder>),
-    #[error(transparent)]
-    Lock(LockError),
-    #[error(transparent)]
-    Workspace(WorkspaceError),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error(transparent)]
-    Exec(#[from] ExecError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("cannot start the async runtime")]
-    Runtime(#[source] std::io::Error),
-}
-
-impl From<WorkspaceError> for CliError {
-    fn from(e: WorkspaceError) -> Self {
-        match e {
-            WorkspaceError::Invalid(d) => CliError::Invalid(d),
-            other => CliError::Workspace(other),
-        }
-    }
-}
-
-impl From<LockError> for CliError {
-    fn from(e: LockError) -> Self {
-        match e {
-            LockError::Held(h) => CliError::Locked(h),
-            other => CliError::Lock(other),
-        }
-    }
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        use crate::executor::ExecError;
-        match self {
-            CliError::Stale(_) => exit::STALE,
-            CliError::Locked(_)
-            | CliError::Lock(LockError::Lost(_) | LockError::Vanished)
-            | CliError::Ledger(LedgerError::Fenced(_))
-            | CliError::Exec(ExecError::Ledger(LedgerError::Fenced(_))) => exit::LOCKED,
-            CliError::Ledger(LedgerError::Broken { .. } | LedgerError::TornTail { .. })
-            | CliError::Exec(ExecError::Ledger(
-                LedgerError::Broken { .. } | LedgerError::TornTail { .. },
-            )) => exit::TAMPERED,
-            _ => exit::ERROR,
-        }
-    }
-}
+pub use crate::engine::Error as CliError;
 
 /// Shared settings of one invocation.
 pub struct Ctx {
@@ -413,6 +348,17 @@ pub struct Ctx {
     pub state_dir: PathBuf,
     pub ledger: crate::ledger::Ledger,
     pub actor: String,
+}
+
+impl Ctx {
+    /// The engine's view of this invocation's state.
+    pub fn state(&self) -> crate::engine::State {
+        crate::engine::State {
+            state_dir: self.state_dir.clone(),
+            ledger: self.ledger.clone(),
+            actor: self.actor.clone(),
+        }
+    }
 }
 
 /// Runs the parsed command and returns the process exit code.

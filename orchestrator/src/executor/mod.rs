@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -35,6 +34,45 @@ pub enum ExecError {
     NoBundle(String),
     #[error(transparent)]
     Driver(#[from] DriverError),
+}
+
+/// What a run reports while it goes, as events; the caller draws them (the CLI: a progress
+/// bar and lines on stderr), so the executor knows nothing of terminals.
+pub trait Progress: Send + Sync {
+    /// How many steps this run has to do (before the first one starts).
+    fn start(&self, _steps: u64) {}
+    /// One line of what happened: a wave starting, a step's result, a gate, a back-out.
+    fn line(&self, line: &str);
+    /// One more step reached an end state.
+    fn step_done(&self) {}
+    /// The run ended (whatever the outcome).
+    fn finish(&self) {}
+}
+
+/// Progress as plain lines on stderr (non-interactive runs, `--output json`).
+#[derive(Debug, Default)]
+pub struct Lines;
+
+impl Progress for Lines {
+    fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// Progress kept in memory (tests, and callers that report it their own way).
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub lines: Mutex<Vec<String>>,
+    pub steps_done: AtomicU32,
+}
+
+impl Progress for Recorded {
+    fn line(&self, line: &str) {
+        self.lines.lock().expect("lines lock").push(line.to_owned());
+    }
+    fn step_done(&self) {
+        self.steps_done.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// How an apply ended.
@@ -99,7 +137,9 @@ pub struct Executor {
     pub drivers: Drivers,
     pub ledger: Ledger,
     pub actor: String,
-    pub progress: ProgressBar,
+    /// Where progress goes (a terminal's bar, plain lines, a test's recorder): the executor
+    /// only reports it.
+    pub progress: Arc<dyn Progress>,
     pub cancel: watch::Receiver<bool>,
     /// Carries out operation steps (snapshots, restores...).
     pub ops: Arc<dyn OpRunner>,
@@ -156,11 +196,7 @@ impl Shared {
     }
     fn say(&self, line: String) {
         tracing::debug!(plan = %self.exec.plan.id, "{line}");
-        if self.exec.progress.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.exec.progress.println(line);
-        }
+        self.exec.progress.line(&line);
     }
 
     fn entry(&self, event: Event, step: &Step) -> NewEntry {
@@ -279,7 +315,7 @@ impl Shared {
                 }
                 self.record(failed.detail(detail)).await?;
                 self.set(&step.id, StepStatus::Failed);
-                self.exec.progress.inc(1);
+                self.exec.progress.step_done();
                 self.say(format!(
                     "  FAILED  {} -> {}: {e} [{}]",
                     step.target.id, step.to, step.id
@@ -293,7 +329,7 @@ impl Shared {
     async fn succeeded(&self, step: &Step, entry: NewEntry, line: String) -> Result<(), ExecError> {
         self.record(entry.outcome(Outcome::Ok)).await?;
         self.set(&step.id, StepStatus::Succeeded);
-        self.exec.progress.inc(1);
+        self.exec.progress.step_done();
         self.completed
             .lock()
             .expect("completed lock")
@@ -353,7 +389,7 @@ impl Shared {
                 }
                 self.record(failed).await?;
                 self.set(&step.id, StepStatus::Failed);
-                self.exec.progress.inc(1);
+                self.exec.progress.step_done();
                 self.say(format!("  FAILED  {}: {e} [{}]", op.title, step.id));
                 if let Some(advice) = &op.on_failure {
                     self.say(format!("          on failure: {advice}"));

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use tokio::sync::watch;
 
 use super::*;
@@ -132,7 +131,7 @@ impl Fixture {
             drivers,
             ledger: self.ledger.clone(),
             actor: "tester".into(),
-            progress: ProgressBar::hidden(),
+            progress: Arc::new(super::Recorded::default()),
             cancel,
             ops: Arc::new(crate::drivers::rds::RdsOps::with_api(
                 &self.inv,

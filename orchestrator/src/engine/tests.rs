@@ -1,0 +1,117 @@
+//! The engine as a library: a plan applied without a terminal, progress received as events,
+//! the outcome returned as a value, and a cancellation honoured at a safe point.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use super::State;
+use super::apply::{Options, apply};
+use crate::executor::{ApplyOutcome, Recorded, StepStatus};
+use crate::ledger::{Event, Ledger, NewEntry};
+
+const INV: &str = r#"version: 1
+sites:
+  - { id: a, tier: sqa, clouds: [l] }
+  - { id: b, tier: prod, clouds: [l] }
+clouds: [{ id: l, kind: local, local: { root: targets } }]
+apps:
+  - id: demo
+    version: 1.0.0
+    artifact: "art/{version}"
+    target: local
+    sites: [a, b]
+    health_check: { command: ["true"], timeout_seconds: 5 }
+"#;
+
+const PLAN: &str = "version: 1\nkind: release\nname: r\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: canary, sites: [a] }, { name: rest, sites: [b] }]\non_failure: halt\n";
+
+/// Writes the files, plans them as `ferry plan` would (observe, plan, hash, record) and
+/// returns the engine state and the saved plan's path.
+async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
+    std::fs::create_dir_all(dir.join("art/1.0.0")).unwrap();
+    std::fs::write(dir.join("art/1.0.0/VERSION"), "1.0.0").unwrap();
+    std::fs::write(dir.join("inventory.yaml"), INV).unwrap();
+    std::fs::write(dir.join("plan.yaml"), PLAN).unwrap();
+    let (inv, plans) =
+        crate::workspace::load(&dir.join("inventory.yaml"), &[dir.join("plan.yaml")]).unwrap();
+    let targets = crate::plan::targets_of(&inv.value, &plans[0].value);
+    let specs = crate::workspace::target_specs(&inv.value, dir, &targets, false).unwrap();
+    let drivers = crate::drivers::Drivers::standard();
+    let observed = crate::workspace::observe_all(&drivers, &specs)
+        .await
+        .unwrap();
+    let body = crate::plan::plan_release(&inv.value, &plans[0].value, &observed).unwrap();
+    let inputs = crate::workspace::hash_inputs(&inv, &[&plans[0].source], &body.steps).unwrap();
+    let saved = crate::workspace::new_saved_plan("tester", inputs, body);
+    let path = dir.join("plan.json");
+    crate::workspace::write_plan(&path, &saved).unwrap();
+    let ledger = Ledger::new(dir.join(".ferry/ledger.jsonl"));
+    let sha = crate::load::sha256_hex(&std::fs::read(&path).unwrap());
+    ledger
+        .append(
+            NewEntry::new("tester", Event::PlanCreated)
+                .plan(&saved.id)
+                .detail(serde_json::json!({ "plan_sha256": sha })),
+        )
+        .unwrap();
+    let state = State {
+        state_dir: dir.join(".ferry"),
+        ledger,
+        actor: "tester".into(),
+    };
+    (state, path)
+}
+
+#[tokio::test]
+async fn a_plan_is_applied_as_a_library_call_with_progress_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, path) = planned(dir.path()).await;
+    let progress = Arc::new(Recorded::default());
+    let (_tx, cancel) = watch::channel(false);
+    let r = apply(&state, &path, Options::fresh(&[]), progress.clone(), cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Completed);
+    assert_eq!(r.code, crate::exit::OK);
+    assert!(r.status.values().all(|s| *s == StepStatus::Succeeded));
+    assert_eq!(progress.steps_done.load(Ordering::SeqCst), 2);
+    let lines = progress.lines.lock().unwrap().join("\n");
+    assert!(lines.contains("wave 1 `canary`"), "{lines}");
+    assert!(
+        lines.contains("ok      a/l/demo (none) -> 1.0.0"),
+        "{lines}"
+    );
+    assert!(state.ledger.verify().unwrap().tamper.is_none());
+}
+
+#[tokio::test]
+async fn a_cancelled_run_stops_at_a_safe_point_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, path) = planned(dir.path()).await;
+    let (tx, cancel) = watch::channel(true);
+    let r = apply(
+        &state,
+        &path,
+        Options::fresh(&[]),
+        Arc::new(Recorded::default()),
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r.outcome, ApplyOutcome::Interrupted { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(r.code, crate::exit::INTERRUPTED);
+    drop(tx);
+    let (_tx, cancel) = watch::channel(false);
+    let mut opts = Options::fresh(&[]);
+    opts.resume = true;
+    let r = apply(&state, &path, opts, Arc::new(Recorded::default()), cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Completed);
+}
