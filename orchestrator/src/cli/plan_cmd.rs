@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 
 use super::output::{JSON_VERSION, OutputFormat, PlanReport, PlanStepReport, ValidateReport};
 use super::{CliError, Ctx, SchemaWhich};
-use crate::drivers::Drivers;
-use crate::ledger::{Event, NewEntry};
 use crate::load::Loaded;
 use crate::model::{Inventory, ReleasePlan};
 use crate::plan::{self, SavedPlan};
@@ -75,71 +73,6 @@ pub async fn plan(
     })
 }
 
-/// Observes the plan's targets and computes the saved plan (not yet written).
-pub async fn make_plan(
-    ctx: &Ctx,
-    inv: &Loaded<Inventory>,
-    rp: &Loaded<ReleasePlan>,
-) -> Result<SavedPlan, CliError> {
-    let base = workspace::base_dir(&inv.source.path);
-    let drivers = Drivers::standard();
-    let targets = plan::targets_of(&inv.value, &rp.value);
-    let specs = workspace::target_specs(&inv.value, &base, &targets, false)?;
-    let observed = workspace::observe_all(&drivers, &specs).await?;
-    let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
-    let problems = snapshot_problems(inv, &base, &body).await;
-    if !problems.is_empty() {
-        return Err(CliError::Refused(format!(
-            "plan not written:\n  - {}",
-            problems.join("\n  - ")
-        )));
-    }
-    let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
-    inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
-    let mut saved = workspace::new_saved_plan(&ctx.actor, inputs, body);
-    workspace::preview_objects(&drivers, &specs, &mut saved, &inv.value, &base).await?;
-    Ok(saved)
-}
-
-/// A pre-change snapshot needs its database reachable with working credentials: say so now,
-/// not when the wave is about to start.
-#[cfg(feature = "aws")]
-async fn snapshot_problems(
-    inv: &Loaded<Inventory>,
-    base: &Path,
-    body: &plan::PlanBody,
-) -> Vec<String> {
-    let rds = crate::drivers::rds::RdsOps::new(&inv.value, base);
-    let mut problems = Vec::new();
-    for step in &body.steps {
-        if let Some(crate::ops::Op::RdsSnapshot { database, .. }) = step.op.as_ref().map(|o| &o.op)
-            && let Err(e) = rds.describe(database, &|l| eprintln!("{l}")).await
-        {
-            problems.push(format!("pre-change snapshot {}: {e}", step.id));
-        }
-    }
-    problems
-}
-
-/// Without the `aws` feature a plan that needs a pre-change snapshot cannot be carried out.
-#[cfg(not(feature = "aws"))]
-async fn snapshot_problems(
-    _inv: &Loaded<Inventory>,
-    _base: &Path,
-    body: &plan::PlanBody,
-) -> Vec<String> {
-    body.steps
-        .iter()
-        .filter(|s| s.op.is_some())
-        .map(|s| {
-            format!(
-                "step {}: operation steps need a build with the `aws` feature",
-                s.id
-            )
-        })
-        .collect()
-}
-
 /// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.
 pub fn refuse_unready(ctx: &Ctx, saved: &SavedPlan) -> Result<(), CliError> {
     let blocked: Vec<&str> = saved
@@ -161,29 +94,18 @@ pub fn refuse_unready(ctx: &Ctx, saved: &SavedPlan) -> Result<(), CliError> {
     )))
 }
 
+/// Records the plan's creation (with the digest of the file's bytes, its seal) in the ledger.
 pub fn record_plan_created(ctx: &Ctx, saved: &SavedPlan, out: &Path) -> Result<(), CliError> {
-    let plan_sha = std::fs::read(out)
-        .map(|b| crate::load::sha256_hex(&b))
-        .unwrap_or_default();
-    let mut e = NewEntry::new(&ctx.actor, Event::PlanCreated)
-        .plan(&saved.id)
-        .message(format!(
-            "plan `{}`: {} step(s)",
-            saved.body.name,
-            saved.body.steps.len()
-        ));
-    e.detail = Some(serde_json::json!({
-        "name": saved.body.name,
-        "kind": saved.body.kind,
-        "plan_file": out.display().to_string(),
-        "plan_sha256": plan_sha,
-        "steps": saved.body.steps.len(),
-        "unchanged": saved.body.unchanged.len(),
-        "inputs": saved.inputs,
-        "waivers": saved.body.readiness.iter().filter(|r| r.waived.is_some()).map(|r| serde_json::json!({ "endpoint": r.endpoint, "reason": r.waived, "checks": r.checks })).collect::<Vec<_>>(),
-    }));
-    ctx.ledger.append(e)?;
-    Ok(())
+    crate::engine::plan::record_created(&ctx.state(), saved, out)
+}
+
+/// Observes the plan's targets and computes the saved plan (not yet written).
+pub async fn make_plan(
+    ctx: &Ctx,
+    inv: &Loaded<Inventory>,
+    rp: &Loaded<ReleasePlan>,
+) -> Result<SavedPlan, CliError> {
+    crate::engine::plan::make(&ctx.state(), inv, rp).await
 }
 
 pub fn print_plan(ctx: &Ctx, saved: &SavedPlan, out: &Path) {

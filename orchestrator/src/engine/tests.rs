@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::State;
 use super::apply::{Options, apply};
 use crate::executor::{ApplyOutcome, Recorded, StepStatus};
-use crate::ledger::{Event, Ledger, NewEntry};
+use crate::ledger::Ledger;
 
 const INV: &str = r#"version: 1
 sites:
@@ -27,8 +27,8 @@ apps:
 
 const PLAN: &str = "version: 1\nkind: release\nname: r\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: canary, sites: [a] }, { name: rest, sites: [b] }]\non_failure: halt\n";
 
-/// Writes the files, plans them as `ferry plan` would (observe, plan, hash, record) and
-/// returns the engine state and the saved plan's path.
+/// Writes the files and plans them through the engine (observe, plan, hash, record), as
+/// `ferry plan` does; returns the engine state and the saved plan's path.
 async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
     std::fs::create_dir_all(dir.join("art/1.0.0")).unwrap();
     std::fs::write(dir.join("art/1.0.0/VERSION"), "1.0.0").unwrap();
@@ -36,31 +36,16 @@ async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
     std::fs::write(dir.join("plan.yaml"), PLAN).unwrap();
     let (inv, plans) =
         crate::workspace::load(&dir.join("inventory.yaml"), &[dir.join("plan.yaml")]).unwrap();
-    let targets = crate::plan::targets_of(&inv.value, &plans[0].value);
-    let specs = crate::workspace::target_specs(&inv.value, dir, &targets, false).unwrap();
-    let drivers = crate::drivers::Drivers::standard();
-    let observed = crate::workspace::observe_all(&drivers, &specs)
-        .await
-        .unwrap();
-    let body = crate::plan::plan_release(&inv.value, &plans[0].value, &observed).unwrap();
-    let inputs = crate::workspace::hash_inputs(&inv, &[&plans[0].source], &body.steps).unwrap();
-    let saved = crate::workspace::new_saved_plan("tester", inputs, body);
-    let path = dir.join("plan.json");
-    crate::workspace::write_plan(&path, &saved).unwrap();
-    let ledger = Ledger::new(dir.join(".ferry/ledger.jsonl"));
-    let sha = crate::load::sha256_hex(&std::fs::read(&path).unwrap());
-    ledger
-        .append(
-            NewEntry::new("tester", Event::PlanCreated)
-                .plan(&saved.id)
-                .detail(serde_json::json!({ "plan_sha256": sha })),
-        )
-        .unwrap();
     let state = State {
         state_dir: dir.join(".ferry"),
-        ledger,
+        ledger: Ledger::new(dir.join(".ferry/ledger.jsonl")),
         actor: "tester".into(),
     };
+    let saved = super::plan::make(&state, &inv, &plans[0]).await.unwrap();
+    assert_eq!(saved.body.steps.len(), 2);
+    let path = dir.join("plan.json");
+    crate::workspace::write_plan(&path, &saved).unwrap();
+    super::plan::record_created(&state, &saved, &path).unwrap();
     (state, path)
 }
 
