@@ -3,6 +3,7 @@
 //! and renders the results; nothing here prints or reads a terminal.
 
 pub mod apply;
+pub mod backout;
 pub mod plan;
 #[cfg(test)]
 mod tests;
