@@ -534,6 +534,9 @@ impl KubeDriver {
             k8s::FIELD_MANAGER
         ));
         for o in objects.iter().filter(|o| o["kind"] != "Namespace") {
+            // Fenced object by object: a run that lost its lock stops between two objects
+            // (its revision stays pending, and the next plan sees it).
+            cx.spec.check_fence()?;
             if let Err((_, e)) = self.ssa(cx, o, false).await {
                 let reason = e.to_string();
                 self.set_status(cx, &mut record, Status::Failed, Some(reason))
@@ -542,6 +545,7 @@ impl KubeDriver {
             }
         }
         for id in k8s::prune(&history.all_ids(), &ids) {
+            cx.spec.check_fence()?;
             self.delete_ours(cx, &id, "prune").await?;
         }
         Ok(record)
