@@ -162,13 +162,20 @@ fn edit_plan(ws: &Workspace, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
 }
 
-/// `ferry apply PLAN` from a second, empty state directory that must trust the file.
-fn apply_elsewhere(ws: &Workspace, extra: &[&str]) -> crate::support::Run {
-    let mut args = vec!["apply", "gated.json", "--trust-plan-file"];
-    args.extend_from_slice(extra);
-    let mut c = ws.cmd(&args);
-    c.env("FERRY_STATE_DIR", ws.path().join(".ferry-elsewhere"));
+/// `ferry ARGS` with another state directory of the workspace (`STATE`, made on first use).
+fn with_state(ws: &Workspace, state: &str, args: &[&str]) -> crate::support::Run {
+    let mut c = ws.cmd(args);
+    c.env("FERRY_STATE_DIR", ws.path().join(state));
     crate::support::Run(c.output().unwrap())
+}
+
+/// `ferry apply gated.json --trust-plan-file` from a second state directory.
+fn apply_elsewhere(ws: &Workspace) -> crate::support::Run {
+    with_state(
+        ws,
+        ".ferry-elsewhere",
+        &["apply", "gated.json", "--trust-plan-file"],
+    )
 }
 
 /// A saved plan is sealed by the digest its `plan_created` entry recorded: any edit is refused
@@ -190,7 +197,7 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
     ws.run(&["apply", "gated.json", "--trust-plan-file"])
         .expect_code(3)
         .stderr_has("is not the plan that was made");
-    apply_elsewhere(&ws, &[])
+    apply_elsewhere(&ws)
         .expect_code(3)
         .stderr_has("the saved plan was edited")
         .stderr_has("gate `production-go` (role `change-board`, before wave 2) is missing");
@@ -215,7 +222,7 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
         p["steps"][1]["to"] = "1.0.0".into();
         p["waves"][1]["failure_threshold"] = 9.into();
     });
-    apply_elsewhere(&ws, &[])
+    apply_elsewhere(&ws)
         .expect_code(3)
         .stderr_has("step s002 differs: to \"1.0.0\" (inputs give \"2.0.0\")")
         .stderr_has("`waves`");
@@ -224,7 +231,7 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
         p["kind"] = "backout".into();
         p.as_object_mut().unwrap().remove("gates");
     });
-    apply_elsewhere(&ws, &[])
+    apply_elsewhere(&ws)
         .expect_code(3)
         .stderr_has("made from release plan");
     assert_eq!(ws.current("clinic-b").as_deref(), None);
@@ -236,11 +243,7 @@ fn an_edited_saved_plan_cannot_skip_its_gate_or_change_a_step() {
 fn a_plan_from_another_state_directory_needs_trust_which_is_recorded() {
     let ws = Workspace::new();
     ws.plan_file("v1").expect_code(2);
-    let elsewhere = |args: &[&str]| {
-        let mut c = ws.cmd(args);
-        c.env("FERRY_STATE_DIR", ws.path().join(".ferry-b"));
-        crate::support::Run(c.output().unwrap())
-    };
+    let elsewhere = |args: &[&str]| with_state(&ws, ".ferry-b", args);
     elsewhere(&["apply", "v1.json"])
         .expect_code(3)
         .stderr_has("was not made with this state directory")

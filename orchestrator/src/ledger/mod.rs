@@ -279,14 +279,14 @@ impl Ledger {
         {
             f.check().map_err(LedgerError::Fenced)?;
         }
-        let torn = torn_tail(file).map_err(write_err)?;
-        if torn > 0 {
+        let end = tail(file).map_err(write_err)?;
+        if end.torn > 0 {
             return Err(LedgerError::TornTail {
                 path: self.path.clone(),
-                bytes: torn,
+                bytes: end.torn,
             });
         }
-        let (seq, prev) = match last_line(file).map_err(write_err)? {
+        let (seq, prev) = match end.last_line {
             None => (0, GENESIS.to_owned()),
             Some(line) => {
                 let head: Entry =
@@ -545,51 +545,52 @@ impl Ledger {
     }
 }
 
-/// How many bytes follow the file's last newline (0: it ends with one, or is empty).
-fn torn_tail(file: &mut File) -> std::io::Result<u64> {
-    let len = file.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok(0);
-    }
-    let mut window: u64 = 4096;
-    loop {
-        let start = len.saturating_sub(window);
-        file.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::with_capacity((len - start) as usize);
-        file.take(len - start).read_to_end(&mut buf)?;
-        if let Some(pos) = buf.iter().rposition(|b| *b == b'\n') {
-            return Ok(len - (start + pos as u64 + 1));
-        }
-        if start == 0 {
-            return Ok(len);
-        }
-        window *= 4;
-    }
+/// The end of the file, read once: how many bytes follow its last newline (a torn write, which
+/// stops appends), and the last complete line (the chain's head), if any.
+struct Tail {
+    torn: u64,
+    last_line: Option<String>,
 }
 
-/// The last complete line of the file, if any. A torn final write (no trailing newline) is
-/// returned as is and then fails to parse, which stops appends until someone looks.
-fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+fn tail(file: &mut File) -> std::io::Result<Tail> {
     let len = file.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok(None);
-    }
     let mut window: u64 = 64 * 1024;
     loop {
         let start = len.saturating_sub(window);
         file.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::with_capacity((len - start) as usize);
         file.take(len - start).read_to_end(&mut buf)?;
-        let trimmed = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if let Some(pos) = trimmed.iter().rposition(|b| *b == b'\n') {
-            return Ok(Some(
-                String::from_utf8_lossy(&trimmed[pos + 1..]).into_owned(),
-            ));
+        let newlines: Vec<usize> = buf
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .take(2)
+            .collect();
+        let line =
+            |from: usize, to: usize| Some(String::from_utf8_lossy(&buf[from..to]).into_owned());
+        match newlines.as_slice() {
+            [last, before, ..] => {
+                return Ok(Tail {
+                    torn: len - (start + *last as u64 + 1),
+                    last_line: line(before + 1, *last),
+                });
+            }
+            [last] if start == 0 => {
+                return Ok(Tail {
+                    torn: len - (*last as u64 + 1),
+                    last_line: line(0, *last),
+                });
+            }
+            [] if start == 0 => {
+                return Ok(Tail {
+                    torn: len,
+                    last_line: None,
+                });
+            }
+            _ => window *= 4,
         }
-        if start == 0 {
-            return Ok(Some(String::from_utf8_lossy(trimmed).into_owned()));
-        }
-        window *= 4;
     }
 }
 
@@ -615,6 +616,28 @@ mod tests {
         assert_eq!(report.entries, 2);
         assert_eq!(report.head.as_deref(), Some(b.hash.as_str()));
         assert!(report.tamper.is_none(), "{report:?}");
+    }
+
+    #[test]
+    fn the_tail_says_what_is_torn_and_which_line_is_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        for (text, torn, last) in [
+            ("", 0, None),
+            ("a\n", 0, Some("a")),
+            ("a\nbb\n", 0, Some("bb")),
+            ("a\nbb\ncc", 2, Some("bb")),
+            ("cc", 2, None),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let t = tail(&mut File::open(&path).unwrap()).unwrap();
+            assert_eq!((t.torn, t.last_line.as_deref()), (torn, last), "{text:?}");
+        }
+        // A last line longer than the first window.
+        let long = "x".repeat(200_000);
+        std::fs::write(&path, format!("a\n{long}\n")).unwrap();
+        let t = tail(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(t.last_line.as_deref(), Some(long.as_str()));
     }
 
     #[test]
