@@ -185,12 +185,8 @@ pub fn target_spec(
     target: &TargetRef,
     with_secrets: bool,
 ) -> Result<TargetSpec, WorkspaceError> {
-    let app = std::sync::Arc::new(
-        inv.app(&target.app)
-            .cloned()
-            .expect("targets come from the inventory"),
-    );
-    spec_with_app(inv, base, target, with_secrets, app)
+    let mut one = target_specs(inv, base, [target], with_secrets)?;
+    Ok(one.pop().expect("one target, one spec"))
 }
 
 /// The specs of many targets, each app's data shared between its targets rather than copied
@@ -201,21 +197,19 @@ pub fn target_specs<'a>(
     targets: impl IntoIterator<Item = &'a TargetRef>,
     with_secrets: bool,
 ) -> Result<Vec<TargetSpec>, WorkspaceError> {
-    let mut apps: BTreeMap<&str, std::sync::Arc<crate::model::App>> = BTreeMap::new();
+    let mut apps: BTreeMap<String, std::sync::Arc<crate::model::App>> = BTreeMap::new();
     let mut out = Vec::new();
     for t in targets {
-        let app = match apps.get(t.app.as_str()) {
-            Some(a) => a.clone(),
-            None => {
-                let a = std::sync::Arc::new(
+        let app = apps
+            .entry(t.app.clone())
+            .or_insert_with(|| {
+                std::sync::Arc::new(
                     inv.app(&t.app)
                         .cloned()
                         .expect("targets come from the inventory"),
-                );
-                apps.insert(inv.app(&t.app).map_or("", |a| a.id.as_str()), a.clone());
-                a
-            }
-        };
+                )
+            })
+            .clone();
         out.push(spec_with_app(inv, base, t, with_secrets, app)?);
     }
     Ok(out)
