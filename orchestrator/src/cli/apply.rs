@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::output::{ApplyReport, ApplyStepReport, JSON_VERSION, OutputFormat};
 use super::{CliError, Ctx};
-use crate::executor::{ApplyOutcome, Lines, Progress, StepStatus};
+use crate::executor::{ApplyOutcome, Progress, StepStatus};
 use crate::exit;
 
 pub use crate::engine::apply::{ApplyResult, Options, outcome_code};
@@ -37,6 +37,16 @@ pub async fn apply_plan(
         crate::engine::apply::apply(&ctx.state(), plan_path, opts, progress, cancel_rx).await;
     signals.abort();
     result
+}
+
+/// Progress as plain lines on stderr (non-interactive runs, `--output json`).
+#[derive(Debug, Default)]
+pub struct Lines;
+
+impl Progress for Lines {
+    fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 /// Progress on a terminal: a bar of steps, with the executor's lines printed above it.

@@ -105,7 +105,7 @@ pub async fn make_plan(
     inv: &Loaded<Inventory>,
     rp: &Loaded<ReleasePlan>,
 ) -> Result<SavedPlan, CliError> {
-    crate::engine::plan::make(&ctx.state(), inv, rp).await
+    crate::engine::plan::make(&ctx.state(), inv, rp, &super::apply::Lines).await
 }
 
 pub fn print_plan(ctx: &Ctx, saved: &SavedPlan, out: &Path) {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::{Error, State};
 use crate::drivers::Drivers;
+use crate::executor::Progress;
 use crate::ledger::{Event, NewEntry};
 use crate::load::Loaded;
 use crate::model::{Inventory, ReleasePlan};
@@ -12,10 +13,12 @@ use crate::plan::{self, SavedPlan};
 use crate::workspace;
 
 /// Observes the plan's targets and computes the saved plan (not yet written).
+/// Lines of what it does while it waits on a cloud (retries) go to `progress`.
 pub async fn make(
     state: &State,
     inv: &Loaded<Inventory>,
     rp: &Loaded<ReleasePlan>,
+    progress: &dyn Progress,
 ) -> Result<SavedPlan, Error> {
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
@@ -23,7 +26,7 @@ pub async fn make(
     let specs = workspace::target_specs(&inv.value, &base, &targets, false)?;
     let observed = workspace::observe_all(&drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
-    let problems = snapshot_problems(inv, &base, &body).await;
+    let problems = snapshot_problems(inv, &base, &body, progress).await;
     if !problems.is_empty() {
         return Err(Error::Refused(format!(
             "plan not written:\n  - {}",
@@ -44,12 +47,13 @@ async fn snapshot_problems(
     inv: &Loaded<Inventory>,
     base: &Path,
     body: &plan::PlanBody,
+    progress: &dyn Progress,
 ) -> Vec<String> {
     let rds = crate::drivers::rds::RdsOps::new(&inv.value, base);
     let mut problems = Vec::new();
     for step in &body.steps {
         if let Some(crate::ops::Op::RdsSnapshot { database, .. }) = step.op.as_ref().map(|o| &o.op)
-            && let Err(e) = rds.describe(database, &|l| eprintln!("{l}")).await
+            && let Err(e) = rds.describe(database, &|l| progress.line(&l)).await
         {
             problems.push(format!("pre-change snapshot {}: {e}", step.id));
         }
@@ -63,6 +67,7 @@ async fn snapshot_problems(
     _inv: &Loaded<Inventory>,
     _base: &Path,
     body: &plan::PlanBody,
+    _progress: &dyn Progress,
 ) -> Vec<String> {
     body.steps
         .iter()

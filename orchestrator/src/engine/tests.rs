@@ -41,7 +41,9 @@ async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
         ledger: Ledger::new(dir.join(".ferry/ledger.jsonl")),
         actor: "tester".into(),
     };
-    let saved = super::plan::make(&state, &inv, &plans[0]).await.unwrap();
+    let saved = super::plan::make(&state, &inv, &plans[0], &Recorded::default())
+        .await
+        .unwrap();
     assert_eq!(saved.body.steps.len(), 2);
     let path = dir.join("plan.json");
     crate::workspace::write_plan(&path, &saved).unwrap();

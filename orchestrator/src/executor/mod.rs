@@ -49,16 +49,6 @@ pub trait Progress: Send + Sync {
     fn finish(&self) {}
 }
 
-/// Progress as plain lines on stderr (non-interactive runs, `--output json`).
-#[derive(Debug, Default)]
-pub struct Lines;
-
-impl Progress for Lines {
-    fn line(&self, line: &str) {
-        eprintln!("{line}");
-    }
-}
-
 /// Progress kept in memory (tests, and callers that report it their own way).
 #[derive(Debug, Default)]
 pub struct Recorded {
