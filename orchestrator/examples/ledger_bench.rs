@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use ferry::ledger::{Event, Ledger, NewEntry};
+use ferry::ledger::{Event, NewEntry};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -18,7 +18,7 @@ fn main() {
     let (writers, per): (usize, usize) = (writers.parse().unwrap(), per.parse().unwrap());
     let path = std::path::Path::new(dir).join(format!("bench-{mode}-{writers}.jsonl"));
     let _ = std::fs::remove_file(&path);
-    let ledger = Ledger::new(&path);
+    let ledger = ferry::ledger::FileLedger::new(&path);
     let started = Instant::now();
     std::thread::scope(|s| {
         for w in 0..writers {

@@ -112,16 +112,17 @@ pub enum Acquired {
     },
 }
 
-/// A run's proof that it still holds the lock: the lock file names its token.
+pub use crate::state::Fence;
+
+/// The local lock's fence: the lock file names the run's token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
+struct FileFence {
     path: PathBuf,
     token: String,
 }
 
-impl Fence {
-    /// `Ok` while the lock file names this run's token; otherwise who holds it now.
-    pub fn check(&self) -> Result<(), LockError> {
+impl crate::state::FenceCheck for FileFence {
+    fn check(&self) -> Result<(), LockError> {
         match read_holder(&self.path) {
             Ok(Some(h)) if h.token == self.token => Ok(()),
             Ok(Some(h)) => Err(LockError::Lost(Box::new(h))),
@@ -131,6 +132,10 @@ impl Fence {
                 source,
             }),
         }
+    }
+
+    fn generation(&self) -> &str {
+        &self.token
     }
 }
 
@@ -208,10 +213,10 @@ impl ApplyLock {
     }
 
     pub fn fence(&self) -> Fence {
-        Fence {
+        Fence::new(FileFence {
             path: self.path.clone(),
             token: self.holder.token.clone(),
-        }
+        })
     }
 
     /// Extends the lease; fails if someone else took the lock meanwhile or the file is gone

@@ -13,8 +13,9 @@ use crate::drivers::Drivers;
 use crate::executor::{ApplyOutcome, Executor, PriorRun, Progress, StepStatus, prior_run};
 use crate::ledger::LedgerError;
 use crate::ledger::{Event, NewEntry, Outcome};
-use crate::lock::{Acquired, ApplyLock, Fence};
+use crate::lock::Fence;
 use crate::plan::SavedPlan;
+use crate::state::HeldLock;
 use crate::{exit, workspace};
 
 pub struct ApplyResult {
@@ -150,9 +151,7 @@ pub async fn apply(
     // The lock comes first: while another apply runs, that is what the operator needs to hear.
     // It is taken and recorded as one step under the ledger's file lock, so no fenced append of
     // an earlier holder can land after the takeover's record.
-    let (lock, _) = state
-        .ledger
-        .append_after(|| take_lock(state, &plan.id, lease))?;
+    let (lock, _) = state.ledger.take_lock(&state.actor, &plan.id, lease)?;
     let fence = lock.fence();
     let run_state = State {
         state_dir: state.state_dir.clone(),
@@ -265,28 +264,6 @@ fn check_seal(
     }
 }
 
-/// Takes the apply lock and says how, as the entry to record with it.
-fn take_lock(
-    state: &State,
-    plan_id: &str,
-    lease: Duration,
-) -> Result<(ApplyLock, NewEntry), Error> {
-    let (lock, how) = ApplyLock::acquire(&state.state_dir, &state.actor, plan_id, lease)?;
-    let holder = serde_json::to_value(lock.holder()).expect("holder serializes");
-    let entry = match how {
-        Acquired::Fresh => NewEntry::new(&state.actor, Event::LockTaken)
-            .plan(plan_id)
-            .detail(holder),
-        Acquired::TakenOver { previous, reason } => NewEntry::new(&state.actor, Event::LockBroken)
-            .plan(plan_id)
-            .message(format!("took over the apply lock of {previous}: {reason}"))
-            .detail(
-                serde_json::json!({ "previous": previous, "reason": reason, "holder": holder }),
-            ),
-    };
-    Ok((lock, entry))
-}
-
 /// A run that found it lost the lock records that, and only that: what it was doing and who
 /// holds the lock now. Its last driver action may have finished after the takeover; the entry
 /// says so, so an auditor and the new holder's next plan see it.
@@ -338,7 +315,7 @@ fn preflight(
 
 /// What a locked run carries besides the plan.
 struct Run<'a> {
-    lock: Arc<Mutex<ApplyLock>>,
+    lock: Arc<Mutex<Box<dyn HeldLock>>>,
     confirm: &'a [String],
     fence: Fence,
     progress: Arc<dyn Progress>,
@@ -483,7 +460,7 @@ async fn apply_locked(
 
 /// Renews the lock lease every third of it; losing the lock stops the apply at a safe point.
 fn spawn_renewal(
-    lock: Arc<Mutex<ApplyLock>>,
+    lock: Arc<Mutex<Box<dyn HeldLock>>>,
     cancel: watch::Sender<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

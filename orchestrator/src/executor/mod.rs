@@ -206,7 +206,7 @@ impl Shared {
             .await
             .map_err(|j| {
                 ExecError::Ledger(LedgerError::Write {
-                    path: self.exec.ledger.path().to_owned(),
+                    path: self.exec.ledger.location().into(),
                     source: std::io::Error::other(j),
                 })
             })??;
