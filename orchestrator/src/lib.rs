@@ -3,8 +3,9 @@
 //! The pure core is the `ferry-core` crate (re-exported here under the same module names:
 //! `model`, `load`, `validate`, `plan`, `render`, `target`, `ops`, `runbook`, `kubernetes`,
 //! `dibr`, `approval`, `readiness`, `secret`, `container`). This crate is the edge: `workspace`
-//! (files), `artifact`, `durable`, `drivers` (targets), `ledger` (the file), `lock`; `executor`
-//! orchestrates; `cli` parses arguments and prints. See ARCHITECTURE.md.
+//! (files), `artifact`, `durable`, `drivers` (targets), `ledger` (the handle) and `state` (the backends of the ledger and the lock), `lock`; `executor`
+//! orchestrates; `engine` is the library API over them; `printer` shows results (text or
+//! JSON); `cli` parses arguments, calls the engine and picks a printer. See ARCHITECTURE.md.
 
 pub use ferry_core::{
     approval, container, dibr, kubernetes, load, model, ops, plan, readiness, render, runbook,
@@ -20,6 +21,8 @@ pub mod executor;
 pub mod exit;
 pub mod ledger;
 pub mod lock;
+pub mod printer;
+pub mod state;
 pub mod workspace;
 
 /// Chooses the process-wide rustls crypto provider (ring). The binary links rustls with both

@@ -1,4 +1,4 @@
-//! `ferry apply`: staleness checks, the lock, the executor, and what to do next.
+//! `ferry apply`: the engine's apply with this terminal's progress and signals.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,9 +6,9 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
-use super::output::{ApplyReport, ApplyStepReport, JSON_VERSION, OutputFormat};
+use super::output::OutputFormat;
 use super::{CliError, Ctx};
-use crate::executor::{ApplyOutcome, Progress, StepStatus};
+use crate::executor::Progress;
 use crate::exit;
 
 pub use crate::engine::apply::{ApplyResult, Options, outcome_code};
@@ -115,128 +115,8 @@ async fn wait_signal(term: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
+/// Prints an apply's result with the ledger's location and head.
 pub fn print_apply(ctx: &Ctx, r: &ApplyResult, plan_path: &Path) {
-    let head = ctx.ledger.verify().ok().and_then(|v| v.head);
-    match ctx.output {
-        OutputFormat::Human => {
-            let n = |s: StepStatus| r.status.values().filter(|x| **x == s).count();
-            let name = &r.plan.body.name;
-            let p = plan_path.display();
-            match &r.outcome {
-                ApplyOutcome::Completed if r.status.is_empty() => {
-                    println!("Plan `{name}` ({}): no changes to apply.", r.plan.id)
-                }
-                ApplyOutcome::Completed => println!(
-                    "Plan `{name}` ({}) completed: {} step(s) succeeded, {} already done.",
-                    r.plan.id,
-                    n(StepStatus::Succeeded),
-                    n(StepStatus::AlreadyDone)
-                ),
-                ApplyOutcome::CompletedWithFailures { failed } => println!(
-                    "Plan `{name}` ({}) finished with failures within tolerance: failed {}.\nRetry the failed steps with: ferry apply --resume {p}",
-                    r.plan.id,
-                    failed.join(", ")
-                ),
-                ApplyOutcome::Halted { failed, pending } => println!(
-                    "Plan `{name}` ({}) HALTED: failed {}; {} step(s) not done.\nResume with: ferry apply --resume {p}\nOr back out a site with: ferry backout -i INVENTORY --app APP --site SITE",
-                    r.plan.id,
-                    failed.join(", "),
-                    pending.len()
-                ),
-                ApplyOutcome::BackedOut {
-                    failed,
-                    undone,
-                    undo_failed,
-                } => {
-                    println!(
-                        "Plan `{name}` ({}) BACKED OUT: failed {}; undone {}.",
-                        r.plan.id,
-                        failed.join(", "),
-                        if undone.is_empty() {
-                            "nothing else".into()
-                        } else {
-                            undone.join(", ")
-                        }
-                    );
-                    if !undo_failed.is_empty() {
-                        println!(
-                            "UNDO FAILED for {}: these targets need attention; see `ferry ledger show --plan {}`",
-                            undo_failed.join(", "),
-                            r.plan.id
-                        );
-                    }
-                }
-                ApplyOutcome::Interrupted { pending } => println!(
-                    "Plan `{name}` ({}) interrupted at a safe point; {} step(s) left.\nResume with: ferry apply --resume {p}",
-                    r.plan.id,
-                    pending.len()
-                ),
-                ApplyOutcome::AwaitingConfirmation {
-                    step,
-                    title,
-                    instructions,
-                    pending,
-                } => {
-                    // Runbook steps are confirmed by their runbook name.
-                    let handle = match r.plan.body.kind {
-                        crate::plan::SavedPlanKind::Runbook => r
-                            .plan
-                            .step(step)
-                            .and_then(|s| r.plan.body.waves.get(s.wave))
-                            .map_or(step.as_str(), |w| w.name.as_str()),
-                        _ => step.as_str(),
-                    };
-                    println!(
-                        "Plan `{name}` ({}) stopped before manual step `{handle}` ({title}); {} step(s) left.\n{}\nWhen that is done, continue with: ferry apply --resume {p} --confirm {handle}",
-                        r.plan.id,
-                        pending.len(),
-                        instructions.trim_end()
-                    )
-                }
-                ApplyOutcome::AwaitingApproval {
-                    gate,
-                    role,
-                    pending,
-                } => println!(
-                    "Plan `{name}` ({}) stopped at gate `{gate}`: it needs an approval by role `{role}`; {} step(s) left.\nApprove with: ferry approve {p} --gate {gate} --as NAME\nThen resume with: ferry apply --resume {p}",
-                    r.plan.id,
-                    pending.len()
-                ),
-            }
-            println!(
-                "Ledger: {} (head {})",
-                ctx.ledger.path().display(),
-                head.as_deref().unwrap_or("-")
-            );
-        }
-        OutputFormat::Json => {
-            let steps = r
-                .plan
-                .body
-                .steps
-                .iter()
-                .map(|s| ApplyStepReport {
-                    id: &s.id,
-                    target: &s.target.id,
-                    from: s.from.as_deref(),
-                    to: &s.to,
-                    status: r.status.get(&s.id).copied().unwrap_or(StepStatus::Pending),
-                })
-                .collect();
-            let report = ApplyReport {
-                format: "ferry.apply-report",
-                version: JSON_VERSION,
-                plan_id: &r.plan.id,
-                exit_code: r.code,
-                outcome: &r.outcome,
-                steps,
-                ledger: ctx.ledger.path().display().to_string(),
-                ledger_head: head,
-            };
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("reports serialize")
-            );
-        }
-    }
+    let head = crate::printer::LedgerHead::of(&ctx.ledger);
+    ctx.out().applied(r, plan_path, &head);
 }

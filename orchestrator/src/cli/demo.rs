@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use super::apply::{apply_plan, outcome_code, print_apply};
-use super::plan_cmd::{make_plan, print_plan, record_plan_created};
+use super::apply::{Lines, apply_plan, outcome_code, print_apply};
 use super::{CliError, Ctx};
+use crate::engine::plan::{make, record_created, refuse_unready};
 use crate::executor::ApplyOutcome;
 use crate::ledger::Ledger;
 use crate::{exit, workspace};
@@ -14,13 +14,14 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
     let state = root.join(".ferry/demo");
     // The demo owns .ferry/demo (its targets, ledger and plans): start from nothing each time.
     let _ = std::fs::remove_dir_all(&state);
-    let ctx = Ctx {
-        output: ctx.output,
-        markdown: false,
-        state_dir: state.clone(),
-        ledger: Ledger::new(state.join("ledger.jsonl")),
-        actor: ctx.actor.clone(),
-    };
+    let ctx = Ctx::new(
+        ctx.output,
+        false,
+        state.clone(),
+        Ledger::new(state.join("ledger.jsonl")),
+        ctx.actor.clone(),
+    );
+    let engine_state = ctx.state();
     let releases = [
         (
             "plans/demo-release-1.0.yaml",
@@ -42,12 +43,12 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
         );
         let (inv, plans) =
             workspace::load(&inventory, &[root.join(file)]).map_err(CliError::Invalid)?;
-        let saved = make_plan(&ctx, &inv, &plans[0]).await?;
-        super::plan_cmd::refuse_unready(&ctx, &saved)?;
+        let saved = make(&engine_state, &inv, &plans[0], &Lines).await?;
+        refuse_unready(&saved)?;
         let out = state.join("plan.json");
         workspace::write_plan(&out, &saved)?;
-        record_plan_created(&ctx, &saved, &out)?;
-        print_plan(&ctx, &saved, &out);
+        record_created(&engine_state, &saved, &out)?;
+        ctx.out().plan(&saved, &out);
         println!("$ ferry apply {}", out.display());
         let r = apply_plan(&ctx, &out, super::apply::Options::fresh(&[])).await?;
         print_apply(&ctx, &r, &out);
@@ -66,7 +67,7 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
     match &report.tamper {
         None => println!(
             "ledger {} verified: {} entries, head {}",
-            ctx.ledger.path().display(),
+            ctx.ledger.location(),
             report.entries,
             report.head.as_deref().unwrap_or("-")
         ),

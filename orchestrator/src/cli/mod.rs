@@ -25,6 +25,8 @@ use crate::exit;
 
 pub use output::{OutputArg, OutputFormat};
 
+use crate::printer::Printer;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
@@ -340,17 +342,40 @@ pub enum SchemaWhich {
 
 pub use crate::engine::Error as CliError;
 
-/// Shared settings of one invocation.
+/// Shared settings of one invocation, and the printer its results go to.
 pub struct Ctx {
     pub output: OutputFormat,
-    /// `--output markdown` (`ferry plan`): results as a Markdown summary.
-    pub markdown: bool,
     pub state_dir: PathBuf,
     pub ledger: crate::ledger::Ledger,
     pub actor: String,
+    printer: std::cell::RefCell<Box<dyn Printer>>,
 }
 
 impl Ctx {
+    /// Results go to stdout, through the printer `--output` chose.
+    pub fn new(
+        output: OutputFormat,
+        markdown: bool,
+        state_dir: PathBuf,
+        ledger: crate::ledger::Ledger,
+        actor: String,
+    ) -> Self {
+        let json = output == OutputFormat::Json;
+        let stdout = Box::new(std::io::stdout());
+        Self {
+            output,
+            state_dir,
+            ledger,
+            actor,
+            printer: std::cell::RefCell::new(crate::printer::for_output(json, markdown, stdout)),
+        }
+    }
+
+    /// The printer, for one result (never held across an await).
+    pub fn out(&self) -> std::cell::RefMut<'_, Box<dyn Printer>> {
+        self.printer.borrow_mut()
+    }
+
     /// The engine's view of this invocation's state.
     pub fn state(&self) -> crate::engine::State {
         crate::engine::State {
@@ -363,24 +388,26 @@ impl Ctx {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let ctx = Ctx {
-        output: match cli.output {
+    let markdown = cli.output == OutputArg::Markdown;
+    let ctx = Ctx::new(
+        match cli.output {
             OutputArg::Json => OutputFormat::Json,
             OutputArg::Human | OutputArg::Markdown => OutputFormat::Human,
         },
-        markdown: cli.output == OutputArg::Markdown,
-        ledger: crate::ledger::Ledger::new(
+        markdown,
+        cli.state_dir.clone(),
+        crate::ledger::Ledger::local(
             cli.ledger
                 .clone()
                 .unwrap_or_else(|| cli.state_dir.join("ledger.jsonl")),
+            &cli.state_dir,
         ),
-        state_dir: cli.state_dir.clone(),
-        actor: cli.actor.clone().unwrap_or_else(os_user),
-    };
-    if ctx.markdown && !matches!(cli.command, Command::Plan { .. }) {
+        cli.actor.clone().unwrap_or_else(os_user),
+    );
+    if markdown && !matches!(cli.command, Command::Plan { .. }) {
         let e =
             CliError::Refused("--output markdown is for `ferry plan`; use human or json".into());
-        output::error(OutputFormat::Human, &e, e.exit_code());
+        ctx.out().error(&e, e.exit_code());
         return ExitCode::from(e.exit_code());
     }
     let result = match cli.command {
@@ -542,27 +569,27 @@ pub fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
             Ok(exit::OK)
         }
-        Command::Man { out } => man_pages(&out),
+        Command::Man { out } => man_pages(&ctx, &out),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.exit_code();
-            output::error(ctx.output, &e, code);
+            ctx.out().error(&e, code);
             ExitCode::from(code)
         }
     }
 }
 
 /// ferry.1 and a page per (sub)command, from the same clap definitions as the parser.
-fn man_pages(out: &std::path::Path) -> Result<u8, CliError> {
+fn man_pages(ctx: &Ctx, out: &std::path::Path) -> Result<u8, CliError> {
     let cmd = <Cli as clap::CommandFactory>::command();
     std::fs::create_dir_all(out)
         .and_then(|()| clap_mangen::generate_to(cmd, out))
         .map_err(|e| {
             CliError::Refused(format!("cannot write man pages to {}: {e}", out.display()))
         })?;
-    println!("man pages written to {}", out.display());
+    ctx.out().man_pages(out);
     Ok(exit::OK)
 }
 

@@ -189,6 +189,28 @@ pub fn app_on_site(
     Ok((inv, a, targets))
 }
 
+/// The release history a Kubernetes app has in its cluster, per target of the site.
+pub async fn history(
+    inventory: &Path,
+    app: &str,
+    site: &str,
+) -> Result<Vec<(String, crate::kubernetes::release::History)>, Error> {
+    let (inv, a, targets) = app_on_site(inventory, app, site)?;
+    if a.target != crate::model::TargetKind::Kubernetes {
+        return Err(Error::Refused(format!(
+            "app `{app}` runs on `{}`; release history in the cluster is kept for kubernetes apps (see `ferry ledger show`)",
+            a.target.as_str()
+        )));
+    }
+    let base = workspace::base_dir(&inv.source.path);
+    let mut out = Vec::new();
+    for t in &targets {
+        let spec = workspace::target_spec(&inv.value, &base, t, false)?;
+        out.push((t.id.clone(), cluster_history(&spec).await?));
+    }
+    Ok(out)
+}
+
 /// The release records of a Kubernetes app's target, read from its cluster.
 #[cfg(feature = "kubernetes")]
 pub async fn cluster_history(

@@ -3,10 +3,19 @@
 //! and renders the results; nothing here prints or reads a terminal.
 
 pub mod apply;
+pub mod approve;
+pub mod audit;
 pub mod backout;
+pub mod dibr;
+#[cfg(feature = "ssh")]
+pub mod hosts;
 pub mod plan;
+#[cfg(feature = "aws")]
+pub mod runbook;
+#[cfg(feature = "aws")]
+pub mod snapshot;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 
@@ -18,8 +27,9 @@ use crate::lock::{LockError, LockHolder};
 use crate::plan::PlanError;
 use crate::workspace::WorkspaceError;
 
-/// Where an operation keeps its record and who acts: the state directory (apply lock), the
-/// ledger and the actor named in every entry.
+/// Where an operation keeps its record and who acts: the state directory (the plans ferry
+/// writes for itself: back-outs, runbooks), the ledger with its apply lock (a handle on a
+/// state backend) and the actor named in every entry.
 #[derive(Debug, Clone)]
 pub struct State {
     pub state_dir: PathBuf,
@@ -57,6 +67,15 @@ impl From<WorkspaceError> for Error {
         match e {
             WorkspaceError::Invalid(d) => Error::Invalid(d),
             other => Error::Workspace(other),
+        }
+    }
+}
+
+impl From<crate::state::TakeLockError> for Error {
+    fn from(e: crate::state::TakeLockError) -> Self {
+        match e {
+            crate::state::TakeLockError::Lock(l) => l.into(),
+            crate::state::TakeLockError::Ledger(l) => Error::Ledger(l),
         }
     }
 }

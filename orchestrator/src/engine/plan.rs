@@ -81,6 +81,25 @@ async fn snapshot_problems(
         .collect()
 }
 
+/// An endpoint short of its hardware requirements blocks the plan unless the plan waives it.
+pub fn refuse_unready(saved: &SavedPlan) -> Result<(), Error> {
+    let blocked: Vec<&str> = saved
+        .body
+        .readiness
+        .iter()
+        .filter(|r| r.blocks())
+        .map(|r| r.endpoint.as_str())
+        .collect();
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "plan blocked: {} fall(s) short of the inventory's hardware requirements; fix the endpoint(s), or waive them in the plan (`waivers: [{{endpoint, reason}}]`)",
+        blocked.join(", ")
+    )))
+}
+
+/// Records the plan's creation in the ledger, with the SHA-256 of the file's bytes (its seal).
 pub fn record_created(state: &State, saved: &SavedPlan, out: &Path) -> Result<(), Error> {
     let plan_sha = std::fs::read(out)
         .map(|b| crate::load::sha256_hex(&b))

@@ -29,7 +29,12 @@ const PLAN: &str = "version: 1\nkind: release\nname: r\nreleases: [{ app: demo, 
 
 /// Writes the files and plans them through the engine (observe, plan, hash, record), as
 /// `ferry plan` does; returns the engine state and the saved plan's path.
-async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
+pub(crate) async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
+    planned_on(dir, Ledger::new(dir.join(".ferry/ledger.jsonl"))).await
+}
+
+/// The same, with the ledger and lock of any state backend.
+async fn planned_on(dir: &std::path::Path, ledger: Ledger) -> (State, std::path::PathBuf) {
     std::fs::create_dir_all(dir.join("art/1.0.0")).unwrap();
     std::fs::write(dir.join("art/1.0.0/VERSION"), "1.0.0").unwrap();
     std::fs::write(dir.join("inventory.yaml"), INV).unwrap();
@@ -38,7 +43,7 @@ async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf) {
         crate::workspace::load(&dir.join("inventory.yaml"), &[dir.join("plan.yaml")]).unwrap();
     let state = State {
         state_dir: dir.join(".ferry"),
-        ledger: Ledger::new(dir.join(".ferry/ledger.jsonl")),
+        ledger,
         actor: "tester".into(),
     };
     let saved = super::plan::make(&state, &inv, &plans[0], &Recorded::default())
@@ -101,4 +106,38 @@ async fn a_cancelled_run_stops_at_a_safe_point_and_resumes() {
         .await
         .unwrap();
     assert_eq!(r.outcome, ApplyOutcome::Completed);
+}
+
+/// The state seam: a backend written only for this test (in memory) carries a whole plan and
+/// apply, with the executor and the engine unchanged; nothing is written to a state directory.
+#[tokio::test]
+async fn another_state_backend_carries_a_whole_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = crate::state::memory_tests::Memory::default();
+    let ledger = Ledger::with_backend(Arc::new(memory));
+    let (state, path) = planned_on(dir.path(), ledger).await;
+    let (_tx, cancel) = watch::channel(false);
+    let r = apply(
+        &state,
+        &path,
+        Options::fresh(&[]),
+        Arc::new(Recorded::default()),
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Completed);
+    let events: Vec<String> = state
+        .ledger
+        .read_verified()
+        .unwrap()
+        .iter()
+        .map(|e| e.event.as_str().to_owned())
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("plan_created"));
+    assert_eq!(events[1], "lock_taken");
+    assert_eq!(events.last().map(String::as_str), Some("lock_released"));
+    assert_eq!(events.iter().filter(|e| *e == "step_succeeded").count(), 2);
+    assert!(!dir.path().join(".ferry/ledger.jsonl").exists());
+    assert!(!dir.path().join(".ferry/apply.lock").exists());
 }
