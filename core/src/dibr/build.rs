@@ -1,0 +1,761 @@
+//! Building the DIBR document, section by section: each function fills one part of [`Doc`]
+//! from the plan, the inventory and the plan's ledger entries.
+
+use super::{
+    ApproverRow, CheckRow, DatabaseRow, DependencyRow, Doc, GateRow, HardwareRow, Inputs,
+    LedgerRow, ReleaseRow, Revision, RiskRow, RoleRow, SiteRow, SoftwareRow, VerifyRow, WaveRow,
+    short,
+};
+use crate::approval::SignedApproval;
+use crate::ledger::{Entry, Event, Outcome};
+use crate::model::{Inventory, OnFailure, Site, TargetKind, Tier};
+use crate::plan::{PlanBody, SavedPlan, SavedPlanKind, Step, Undo};
+
+/// What every section reads: the plan, the inventory, the plan's own ledger entries and the
+/// sites its waves name.
+struct Ctx<'a> {
+    plan: &'a SavedPlan,
+    inv: &'a Inventory,
+    body: &'a PlanBody,
+    mine: Vec<&'a Entry>,
+    sites: Vec<&'a str>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(i: &Inputs<'a>) -> Self {
+        let body = &i.plan.body;
+        Self {
+            plan: i.plan,
+            inv: i.inventory,
+            body,
+            mine: i
+                .entries
+                .iter()
+                .filter(|e| e.plan_id.as_deref() == Some(i.plan.id.as_str()))
+                .collect(),
+            sites: body
+                .waves
+                .iter()
+                .flat_map(|w| w.sites.iter().map(String::as_str))
+                .collect(),
+        }
+    }
+
+    /// The plan's entries about one step, oldest first.
+    fn step_events(&self, id: &str) -> Vec<&'a Entry> {
+        self.mine
+            .iter()
+            .filter(|e| e.step.as_deref() == Some(id))
+            .copied()
+            .collect()
+    }
+
+    /// The inventory's sites this plan touches.
+    fn touched_sites(&self) -> impl Iterator<Item = &'a Site> + '_ {
+        self.inv
+            .sites
+            .iter()
+            .filter(|s| self.sites.contains(&s.id.as_str()))
+    }
+
+    fn wave_name(&self, wave: usize) -> String {
+        self.body
+            .waves
+            .get(wave)
+            .map(|w| w.name.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the document from the saved plan, the inventory and the ledger.
+pub fn build(i: Inputs<'_>) -> Doc {
+    let c = Ctx::new(&i);
+    let (plan, body) = (c.plan, c.body);
+    let started = c.mine.iter().any(|e| e.event == Event::ApplyStarted);
+    let status = status(&c.mine);
+    let revisions = revisions(i.history, plan, &status);
+    let releases = releases(body);
+    let databases = databases(&c);
+    let (checklist, backouts) = checklists(&c);
+    let last = i.entries.last();
+    Doc {
+        title: format!("{} — Deployment, Installation, Back-out and Rollback Guide", body.name),
+        plan_id: plan.id.clone(),
+        plan_name: body.name.clone(),
+        kind: match body.kind {
+            SavedPlanKind::Release => "release".into(),
+            SavedPlanKind::Backout => "back-out".into(),
+            SavedPlanKind::Runbook => "runbook".into(),
+        },
+        planned_at: plan.created_at.clone(),
+        planned_by: plan.actor.clone(),
+        ferry_version: plan.ferry_version.clone(),
+        applied: started,
+        status,
+        revisions,
+        dependencies: dependencies(&c, &releases),
+        constraints: constraints(&c),
+        roles: roles(&c),
+        approvers: approvers(c.inv),
+        gates: gates(&c),
+        timeline: timeline(&c),
+        sites: c.sites.iter().filter_map(|id| c.inv.site(id)).map(|s| site_row(&c, s)).collect(),
+        verification: verification(&c, &releases, &checklist, started),
+        backout_policy: match body.on_failure {
+            OnFailure::Halt => "halt: a failure stops the apply; an operator decides to resume or back out".into(),
+            OnFailure::Backout => "backout: a failed target is returned to its previous release at once; when a wave crosses its threshold every completed step is undone, newest first".into(),
+        },
+        backout_commands: backout_commands(body, &releases),
+        backout_authority: backout_authority(&c),
+        rollback: rollback(&c, &databases),
+        risks: risks(&c, &releases, &checklist),
+        releases,
+        databases,
+        checklist,
+        backouts,
+        ledger: LedgerRow {
+            path: i.ledger_path.to_owned(),
+            entries: i.entries.len(),
+            head: last.map(|e| e.hash.clone()).unwrap_or_else(|| "-".into()),
+            verified: i.ledger_verified.to_owned(),
+        },
+    }
+}
+
+/// Where the plan stands, from the last apply event the ledger has for it.
+fn status(mine: &[&Entry]) -> String {
+    let last_end = mine.iter().rev().find(|e| {
+        matches!(
+            e.event,
+            Event::ApplyFinished | Event::ApplyInterrupted | Event::ApplyStarted
+        )
+    });
+    match last_end {
+        None => "planned (not applied)".to_owned(),
+        Some(e) if e.event == Event::ApplyStarted => {
+            "in progress, or stopped by a crash (resumable)".to_owned()
+        }
+        Some(e) if e.event == Event::ApplyInterrupted => "interrupted (resumable)".to_owned(),
+        Some(e)
+            if e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("stopped at gate")) =>
+        {
+            "stopped at an approval gate (resumable after approval)".to_owned()
+        }
+        Some(e) => match e.outcome {
+            Some(Outcome::Ok) => "applied".to_owned(),
+            Some(Outcome::BackedOut) => "failed and backed out".to_owned(),
+            Some(Outcome::Halted) => "halted after a failure (resumable)".to_owned(),
+            Some(Outcome::CompletedWithFailures) => {
+                "applied with failures within tolerance".to_owned()
+            }
+            _ => "finished".to_owned(),
+        },
+    }
+}
+
+/// The revision history kept across runs: this plan's row added or brought up to date.
+fn revisions(mut history: Vec<Revision>, plan: &SavedPlan, status: &str) -> Vec<Revision> {
+    let row = Revision {
+        plan_id: plan.id.clone(),
+        name: plan.body.name.clone(),
+        planned_at: plan.created_at.clone(),
+        author: plan.actor.clone(),
+        status: status.to_owned(),
+    };
+    match history.iter_mut().find(|r| r.plan_id == plan.id) {
+        Some(r) => *r = row,
+        None => history.push(row),
+    }
+    history
+}
+
+/// One row per app and version the plan installs, with its number of targets.
+fn releases(body: &PlanBody) -> Vec<ReleaseRow> {
+    let mut releases: Vec<ReleaseRow> = Vec::new();
+    for s in &body.steps {
+        match releases
+            .iter_mut()
+            .find(|r| r.app == s.target.app && r.version == s.to)
+        {
+            Some(r) => {
+                r.targets += 1;
+                r.first_installs += usize::from(s.from.is_none());
+            }
+            None => releases.push(ReleaseRow {
+                app: s.target.app.clone(),
+                version: s.to.clone(),
+                targets: 1,
+                first_installs: usize::from(s.from.is_none()),
+            }),
+        }
+    }
+    releases
+}
+
+fn dependencies(c: &Ctx<'_>, releases: &[ReleaseRow]) -> Vec<DependencyRow> {
+    let apps: Vec<&str> = releases.iter().map(|r| r.app.as_str()).collect();
+    c.inv
+        .apps
+        .iter()
+        .filter(|a| apps.contains(&a.id.as_str()))
+        .map(|a| DependencyRow {
+            app: a.id.clone(),
+            needs: if a.depends_on.is_empty() {
+                "none".into()
+            } else {
+                a.depends_on.join(", ")
+            },
+        })
+        .collect()
+}
+
+/// The inventory's databases of the plan's sites (or of every site).
+fn databases(c: &Ctx<'_>) -> Vec<DatabaseRow> {
+    c.inv
+        .databases
+        .iter()
+        .filter(|d| d.site.as_deref().is_none_or(|s| c.sites.contains(&s)))
+        .map(|d| DatabaseRow {
+            id: d.id.clone(),
+            engine: d.engine.clone(),
+            identifier: d.identifier.clone(),
+            site: d.site.clone().unwrap_or_else(|| "all".into()),
+        })
+        .collect()
+}
+
+/// A site's maintenance window in words ("sat,sun 22:00 for 240 min (America/Chicago)").
+fn window_of(inv: &Inventory, site: &str) -> String {
+    inv.site(site)
+        .and_then(|s| s.maintenance_window.as_ref())
+        .map(|w| {
+            let days: Vec<String> = w
+                .days
+                .iter()
+                .map(|d| {
+                    serde_json::to_value(d)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect();
+            format!(
+                "{} {} for {} min ({})",
+                days.join(","),
+                w.start,
+                w.duration_minutes,
+                w.timezone
+            )
+        })
+        .unwrap_or_else(|| "none set".into())
+}
+
+/// The failure policy, each wave's limits, each site's window and every waiver.
+fn constraints(c: &Ctx<'_>) -> Vec<String> {
+    let body = c.body;
+    let mut constraints = vec![format!(
+        "On failure: `{}`.",
+        match body.on_failure {
+            OnFailure::Halt => "halt (stop, leave everything as it is, resume later)",
+            OnFailure::Backout =>
+                "backout (undo the failed target, and every completed step when a wave crosses its threshold)",
+        }
+    )];
+    for w in &body.waves {
+        constraints.push(format!(
+            "Wave `{}`: at most {} target(s) at once; {} failure(s) tolerated.",
+            w.name, w.max_parallel, w.failure_threshold
+        ));
+    }
+    for s in &c.sites {
+        constraints.push(format!(
+            "Site `{s}` maintenance window: {}.",
+            window_of(c.inv, s)
+        ));
+    }
+    for r in &body.readiness {
+        if let Some(w) = &r.waived {
+            constraints.push(format!("Waiver for endpoint `{}`: {w}", r.endpoint));
+        }
+    }
+    constraints
+}
+
+fn roles(c: &Ctx<'_>) -> Vec<RoleRow> {
+    c.touched_sites()
+        .flat_map(|s| {
+            s.roles.iter().map(|r| RoleRow {
+                site: s.id.clone(),
+                role: r.role.clone(),
+                name: r.name.clone(),
+                contact: r.contact.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn approvers(inv: &Inventory) -> Vec<ApproverRow> {
+    inv.approvers
+        .iter()
+        .map(|a| ApproverRow {
+            name: a.name.clone(),
+            roles: a.roles.join(", "),
+            public_key: a.public_key.clone(),
+        })
+        .collect()
+}
+
+/// Each gate with the approval that opened it: signed for this plan's digest by an inventory
+/// approver of the gate's role, its signature verified.
+fn gates(c: &Ctx<'_>) -> Vec<GateRow> {
+    let digest = crate::approval::plan_digest(c.plan);
+    c.body
+        .gates
+        .iter()
+        .map(|g| {
+            let ok = c.mine.iter().find_map(|e| {
+                if e.event != Event::Approval {
+                    return None;
+                }
+                let a: SignedApproval = serde_json::from_value(e.detail.clone()?).ok()?;
+                (a.payload.gate == g.name
+                    && a.payload.role == g.role
+                    && a.payload.plan_sha256 == digest
+                    && crate::approval::verify(&a, Some(&c.inv.approvers)).is_ok())
+                .then_some((a, *e))
+            });
+            let row = GateRow {
+                name: g.name.clone(),
+                before_wave: c.wave_name(g.wave),
+                role: g.role.clone(),
+                status: "not approved".into(),
+                when: String::new(),
+                comment: String::new(),
+                evidence: String::new(),
+            };
+            match ok {
+                Some((a, e)) => GateRow {
+                    status: format!("approved by {} (signature verified)", a.payload.approver),
+                    when: a.payload.signed_at.clone(),
+                    comment: a.payload.comment.clone().unwrap_or_default(),
+                    evidence: short(&e.hash),
+                    ..row
+                },
+                None => row,
+            }
+        })
+        .collect()
+}
+
+/// Each wave with its sites, limits, windows and when its steps were recorded.
+fn timeline(c: &Ctx<'_>) -> Vec<WaveRow> {
+    let body = c.body;
+    body.waves
+        .iter()
+        .enumerate()
+        .map(|(w, wave)| {
+            let ids: Vec<&str> = body
+                .steps
+                .iter()
+                .filter(|s| s.wave == w)
+                .map(|s| s.id.as_str())
+                .collect();
+            let times: Vec<&str> = c
+                .mine
+                .iter()
+                .filter(|e| e.step.as_deref().is_some_and(|s| ids.contains(&s)))
+                .map(|e| e.time.as_str())
+                .collect();
+            let or_dash = |t: Option<&&str>| t.map_or_else(|| "-".into(), |t| (*t).to_owned());
+            WaveRow {
+                number: w + 1,
+                name: wave.name.clone(),
+                sites: wave.sites.join(", "),
+                max_parallel: wave.max_parallel,
+                failure_threshold: wave.failure_threshold,
+                windows: wave
+                    .sites
+                    .iter()
+                    .map(|s| format!("{s}: {}", window_of(c.inv, s)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                started: or_dash(times.iter().min()),
+                finished: or_dash(times.iter().max()),
+            }
+        })
+        .collect()
+}
+
+/// A site: its topology, hardware readiness and the software on each target.
+fn site_row(c: &Ctx<'_>, s: &Site) -> SiteRow {
+    let inv = c.inv;
+    let mut topology: Vec<String> = s
+        .clouds
+        .iter()
+        .filter_map(|id| inv.cloud(id))
+        .map(|cl| format!("cloud `{}` ({})", cl.id, cl.kind.as_str()))
+        .collect();
+    topology.extend(s.endpoints.iter().filter_map(|e| inv.endpoint(e)).map(|e| {
+        format!(
+            "endpoint `{}` at {} (ssh as {})",
+            e.id, e.address, e.connection.user
+        )
+    }));
+    if let Some(j) = &s.jump {
+        topology.push(format!("reached through jump host `{j}`"));
+    }
+    SiteRow {
+        id: s.id.clone(),
+        tier: serde_json::to_value(s.tier)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        location: s.location.clone().unwrap_or_default(),
+        window: window_of(inv, &s.id),
+        topology,
+        hardware: hardware_rows(c.body, &s.id),
+        software: software_rows(c.body, &s.id),
+    }
+}
+
+fn hardware_rows(body: &PlanBody, site: &str) -> Vec<HardwareRow> {
+    let facts = |f: &dyn Fn(&crate::readiness::Check) -> String,
+                 r: &crate::readiness::Readiness| {
+        r.checks.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    body.readiness
+        .iter()
+        .filter(|r| r.site == site)
+        .map(|r| HardwareRow {
+            endpoint: r.endpoint.clone(),
+            required: facts(&|c| format!("{} {}", c.fact, c.required), r),
+            observed: facts(&|c| format!("{} {}", c.fact, c.observed), r),
+            verdict: if r.ready {
+                "ready".into()
+            } else if r.waived.is_some() {
+                "waived".into()
+            } else {
+                "NOT ready".into()
+            },
+        })
+        .collect()
+}
+
+fn software_rows(body: &PlanBody, site: &str) -> Vec<SoftwareRow> {
+    body.targets
+        .iter()
+        .filter(|t| t.target.site == site)
+        .map(|t| SoftwareRow {
+            target: t.target.id.clone(),
+            app: t.target.app.clone(),
+            running: t
+                .observed
+                .current
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+            planned: body
+                .steps
+                .iter()
+                .find(|st| st.target == t.target)
+                .map(|st| st.to.clone())
+                .unwrap_or_else(|| "unchanged".into()),
+        })
+        .collect()
+}
+
+/// The deployment checklist and the back-out checklist: a row per step each, filled from the
+/// step's last recorded event.
+fn checklists(c: &Ctx<'_>) -> (Vec<CheckRow>, Vec<CheckRow>) {
+    c.body
+        .steps
+        .iter()
+        .map(|s| {
+            let ev = c.step_events(&s.id);
+            let wave = c.wave_name(s.wave);
+            (
+                check_row(c.body, s, &ev, wave.clone()),
+                backout_row(s, &ev, wave),
+            )
+        })
+        .unzip()
+}
+
+/// A checklist row from the step's last event among `events`, with `marks` saying what each
+/// means (`[x]`, `[!]`, `[ ]`) and `bad` the event whose message becomes the row's note.
+fn row_of(
+    s: &Step,
+    wave: String,
+    action: String,
+    last: Option<&Entry>,
+    (mark, status): (&str, &str),
+    bad: Event,
+) -> CheckRow {
+    CheckRow {
+        step: s.id.clone(),
+        wave,
+        target: s.target.id.clone(),
+        action,
+        mark: mark.into(),
+        status: status.into(),
+        who: last.map(|e| e.actor.clone()).unwrap_or_default(),
+        when: last.map(|e| e.time.clone()).unwrap_or_default(),
+        evidence: last.map(|e| short(&e.hash)).unwrap_or_default(),
+        note: last
+            .filter(|e| e.event == bad)
+            .and_then(|e| e.message.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn check_row(body: &PlanBody, s: &Step, ev: &[&Entry], wave: String) -> CheckRow {
+    let action = match (&body.kind, &s.from) {
+        (SavedPlanKind::Backout, _) => format!(
+            "switch back {} -> {}",
+            s.from.as_deref().unwrap_or("(none)"),
+            s.to
+        ),
+        (_, Some(f)) => format!("upgrade {f} -> {}", s.to),
+        (_, None) => format!("install {}", s.to),
+    };
+    let last = ev.iter().rev().copied().find(|e| {
+        matches!(
+            e.event,
+            Event::StepSucceeded | Event::StepFailed | Event::StepStarted
+        )
+    });
+    let marks = match last.map(|e| e.event) {
+        Some(Event::StepSucceeded) => ("[x]", "done, verified healthy"),
+        Some(Event::StepFailed) => ("[!]", "FAILED"),
+        Some(Event::StepStarted) => ("[ ]", "started, not finished"),
+        _ => ("[ ]", "not done"),
+    };
+    row_of(s, wave, action, last, marks, Event::StepFailed)
+}
+
+fn backout_row(s: &Step, ev: &[&Entry], wave: String) -> CheckRow {
+    let last = ev.iter().rev().copied().find(|e| {
+        matches!(
+            e.event,
+            Event::StepBackedOut | Event::UndoFailed | Event::UndoStarted
+        )
+    });
+    let marks = match last.map(|e| e.event) {
+        Some(Event::StepBackedOut) => ("[x]", "backed out, previous release verified"),
+        Some(Event::UndoFailed) => ("[!]", "BACK-OUT FAILED: needs attention"),
+        Some(Event::UndoStarted) => ("[ ]", "back-out started, not finished"),
+        _ => ("[ ]", "not needed so far"),
+    };
+    row_of(s, wave, undo_text(s), last, marks, Event::UndoFailed)
+}
+
+/// What undoing a step does, in words (with the commands for a Kubernetes app).
+fn undo_text(s: &Step) -> String {
+    let kube = s.target.kind == TargetKind::Kubernetes;
+    let (app, site) = (&s.target.app, &s.target.site);
+    match (&s.undo, kube) {
+        (Undo::SwitchTo { version, .. }, false) => format!("switch back to {version}"),
+        (Undo::SwitchTo { version, .. }, true) => format!(
+            "re-apply the last rolled-out revision of {version} from the cluster's release history (`ferry backout --app {app} --site {site}`, or `ferry rollback {app} --site {site} --to REVISION`; `ferry history` lists revisions)"
+        ),
+        (Undo::Uninstall, false) => "uninstall (first install)".into(),
+        (Undo::Uninstall, true) => {
+            format!("uninstall (first install): `ferry rollback {app} --site {site} --uninstall`")
+        }
+        (Undo::Keep, _) => "nothing to undo (kept)".into(),
+    }
+}
+
+/// How each release is verified, and (once applied) how many targets passed.
+fn verification(
+    c: &Ctx<'_>,
+    releases: &[ReleaseRow],
+    checklist: &[CheckRow],
+    started: bool,
+) -> Vec<VerifyRow> {
+    releases
+        .iter()
+        .filter_map(|r| c.inv.app(&r.app).map(|a| (r, a)))
+        .map(|(r, a)| {
+            let check = match (
+                &a.health_check.http,
+                a.docker.as_ref().and_then(|d| d.healthcheck.as_ref()),
+            ) {
+                (Some(url), _) => format!("HTTP GET {url} answers 2xx"),
+                (None, _) if !a.health_check.command.is_empty() => {
+                    format!("`{}` exits 0", a.health_check.command.join(" "))
+                }
+                (None, Some(h)) => {
+                    format!("Docker health check `{}` reports healthy", h.test.join(" "))
+                }
+                _ => "the release runs".into(),
+            };
+            let count = |mark: &str| {
+                checklist
+                    .iter()
+                    .filter(|c| c.target.ends_with(&format!("/{}", r.app)) && c.mark == mark)
+                    .count()
+            };
+            let (ok, bad) = (count("[x]"), count("[!]"));
+            VerifyRow {
+                app: r.app.clone(),
+                check,
+                deadline: format!(
+                    "{} s, every {} ms",
+                    a.health_check.timeout_seconds, a.health_check.interval_ms
+                ),
+                results: if started {
+                    format!("{ok} of {} target(s) passed, {bad} failed", r.targets)
+                } else {
+                    "not run yet".into()
+                },
+            }
+        })
+        .collect()
+}
+
+/// One `ferry backout` command per app and site the plan touches.
+fn backout_commands(body: &PlanBody, releases: &[ReleaseRow]) -> Vec<String> {
+    let mut v = Vec::new();
+    for r in releases {
+        for s in body.steps.iter().filter(|s| s.target.app == r.app) {
+            let line = format!(
+                "ferry backout -i INVENTORY --app {} --site {}",
+                r.app, s.target.site
+            );
+            if !v.contains(&line) {
+                v.push(line);
+            }
+        }
+    }
+    v
+}
+
+/// Who may decide a back-out: the sites' release/change roles and the gates' approvers.
+fn backout_authority(c: &Ctx<'_>) -> Vec<String> {
+    let mut who: Vec<String> = c
+        .touched_sites()
+        .flat_map(|s| {
+            s.roles
+                .iter()
+                .filter(|r| {
+                    r.role.contains("release")
+                        || r.role.contains("backout")
+                        || r.role.contains("change")
+                })
+                .map(move |r| format!("{} ({}, {})", r.name, r.role, s.id))
+        })
+        .collect();
+    who.extend(
+        c.inv
+            .approvers
+            .iter()
+            .filter(|a| c.body.gates.iter().any(|g| a.roles.contains(&g.role)))
+            .map(|a| format!("{} ({})", a.name, a.roles.join(", "))),
+    );
+    who.dedup();
+    who
+}
+
+/// How to roll back each database (the pre-change snapshot this plan took, when the ledger
+/// has it), and every snapshot the ledger mentions for this plan.
+fn rollback(c: &Ctx<'_>, databases: &[DatabaseRow]) -> Vec<String> {
+    let mut rollback = Vec::new();
+    if databases.is_empty() {
+        rollback.push("No database in the inventory belongs to these sites: rollback is the back-out above (the previous release is kept on every target).".into());
+    }
+    for d in databases {
+        let taken = c.mine.iter().rev().find(|e| {
+            e.event == Event::StepSucceeded
+                && e.to.as_deref() == Some("rds.snapshot")
+                && e.detail
+                    .as_ref()
+                    .is_some_and(|x| x["database"] == d.id.as_str())
+        });
+        let snapshot =
+            taken.and_then(|e| e.detail.as_ref()?["snapshot"].as_str().map(str::to_owned));
+        rollback.push(match (snapshot, taken) {
+            (Some(id), Some(e)) => format!(
+                "Database `{}` ({} `{}`): pre-change snapshot `{id}` (ledger entry #{}, {}). Restore it with the on-call runbook `runbooks/restore-rds-snapshot.yaml`: `ferry runbook run restore-rds-snapshot -i INVENTORY --param database={} --param snapshot={id}`.",
+                d.id, d.engine, d.identifier, e.seq, short(&e.hash), d.id
+            ),
+            _ => format!(
+                "Database `{}` ({} `{}`): restore from an RDS snapshot with the on-call runbook `runbooks/restore-rds-snapshot.yaml` (`ferry runbook run restore-rds-snapshot -i INVENTORY --param database={} --param before=TIME`).",
+                d.id, d.engine, d.identifier, d.id
+            ),
+        });
+    }
+    for e in c
+        .mine
+        .iter()
+        .filter(|e| e.message.as_deref().is_some_and(|m| m.contains("snapshot")))
+    {
+        rollback.push(format!(
+            "Ledger entry #{} ({}): {}",
+            e.seq,
+            short(&e.hash),
+            e.message.clone().unwrap_or_default()
+        ));
+    }
+    rollback
+}
+
+/// What the plan, the inventory and the ledger show to be risky, each with its mitigation.
+fn risks(c: &Ctx<'_>, releases: &[ReleaseRow], checklist: &[CheckRow]) -> Vec<RiskRow> {
+    let row = |risk: String, mitigation: String| RiskRow { risk, mitigation };
+    let mut risks = Vec::new();
+    for r in releases.iter().filter(|r| r.first_installs > 0) {
+        risks.push(row(
+            format!("{} is installed for the first time on {} target(s): there is no earlier release to go back to.", r.app, r.first_installs),
+            "Back-out uninstalls it; keep the site's previous process documented until the release is accepted.".into(),
+        ));
+    }
+    for t in &c.body.targets {
+        for d in &t.observed.drift {
+            risks.push(row(
+                format!("Drift on {} when planned: {d}", t.target.id),
+                "The plan repairs it; find out who changed it by hand before applying.".into(),
+            ));
+        }
+    }
+    for r in c.body.readiness.iter().filter(|r| !r.ready) {
+        risks.push(row(
+            format!(
+                "Endpoint {} is short of its hardware requirements.",
+                r.endpoint
+            ),
+            r.waived.clone().map_or_else(
+                || "Not waived: the plan is blocked until it is fixed.".into(),
+                |w| format!("Waived: {w}"),
+            ),
+        ));
+    }
+    for s in &c.sites {
+        if c.inv
+            .site(s)
+            .is_some_and(|x| x.maintenance_window.is_none() && x.tier == Tier::Prod)
+        {
+            risks.push(row(
+                format!("Production site {s} has no maintenance window in the inventory."),
+                "Agree the time with the site contact before applying.".into(),
+            ));
+        }
+    }
+    for ch in checklist.iter().filter(|ch| ch.mark == "[!]") {
+        risks.push(row(
+            format!(
+                "Step {} on {} failed during apply: {}",
+                ch.step, ch.target, ch.note
+            ),
+            "See the back-out checklist for what was undone; fix and make a new plan.".into(),
+        ));
+    }
+    if risks.is_empty() {
+        risks.push(row(
+            "No specific risk found in the plan, the inventory or the ledger.".into(),
+            "Follow the checklist; the back-out procedure below applies.".into(),
+        ));
+    }
+    risks
+}

@@ -1,0 +1,237 @@
+//! DIBR documents (Deployment, Installation, Back-out and Rollback guide): the data of the
+//! document, built from the saved plan, the inventory and the ledger, and its rendering
+//! through the Tera templates in `templates/dibr/`. Pure: the caller reads the files.
+//!
+//! Before apply the document is the plan for review; after, its checklist is filled from the
+//! ledger, failures and back-outs included, each line with the ledger entry hash as evidence.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::Entry;
+use crate::model::Inventory;
+use crate::plan::SavedPlan;
+
+pub const MARKDOWN_TEMPLATE: &str = include_str!("../../../templates/dibr/dibr.md.tera");
+pub const HTML_TEMPLATE: &str = include_str!("../../../templates/dibr/dibr.html.tera");
+
+/// One row of the revision history, kept across runs in `revision-history.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub plan_id: String,
+    pub name: String,
+    pub planned_at: String,
+    pub author: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Doc {
+    pub title: String,
+    pub plan_id: String,
+    pub plan_name: String,
+    pub kind: String,
+    pub planned_at: String,
+    pub planned_by: String,
+    pub ferry_version: String,
+    /// `planned (not applied)`, `applied`, `halted`, `backed out`, ...
+    pub status: String,
+    pub applied: bool,
+    pub revisions: Vec<Revision>,
+    pub releases: Vec<ReleaseRow>,
+    pub dependencies: Vec<DependencyRow>,
+    pub databases: Vec<DatabaseRow>,
+    pub constraints: Vec<String>,
+    pub roles: Vec<RoleRow>,
+    pub approvers: Vec<ApproverRow>,
+    pub gates: Vec<GateRow>,
+    pub timeline: Vec<WaveRow>,
+    pub sites: Vec<SiteRow>,
+    pub checklist: Vec<CheckRow>,
+    pub backouts: Vec<CheckRow>,
+    pub verification: Vec<VerifyRow>,
+    pub backout_policy: String,
+    pub backout_commands: Vec<String>,
+    pub backout_authority: Vec<String>,
+    pub rollback: Vec<String>,
+    pub risks: Vec<RiskRow>,
+    pub ledger: LedgerRow,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRow {
+    pub app: String,
+    pub version: String,
+    pub targets: usize,
+    pub first_installs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyRow {
+    pub app: String,
+    pub needs: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseRow {
+    pub id: String,
+    pub engine: String,
+    pub identifier: String,
+    pub site: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleRow {
+    pub site: String,
+    pub role: String,
+    pub name: String,
+    pub contact: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApproverRow {
+    pub name: String,
+    pub roles: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateRow {
+    pub name: String,
+    pub before_wave: String,
+    pub role: String,
+    /// `approved by NAME`, or `not approved`.
+    pub status: String,
+    pub when: String,
+    pub comment: String,
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveRow {
+    pub number: usize,
+    pub name: String,
+    pub sites: String,
+    pub max_parallel: u32,
+    pub failure_threshold: u32,
+    pub windows: String,
+    pub started: String,
+    pub finished: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteRow {
+    pub id: String,
+    pub tier: String,
+    pub location: String,
+    pub window: String,
+    pub topology: Vec<String>,
+    pub hardware: Vec<HardwareRow>,
+    pub software: Vec<SoftwareRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HardwareRow {
+    pub endpoint: String,
+    pub required: String,
+    pub observed: String,
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SoftwareRow {
+    pub target: String,
+    pub app: String,
+    pub running: String,
+    pub planned: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub step: String,
+    pub wave: String,
+    pub target: String,
+    pub action: String,
+    /// `[x]` done, `[!]` failed, `[ ]` not done.
+    pub mark: String,
+    pub status: String,
+    pub who: String,
+    pub when: String,
+    pub evidence: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyRow {
+    pub app: String,
+    pub check: String,
+    pub deadline: String,
+    pub results: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RiskRow {
+    pub risk: String,
+    pub mitigation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerRow {
+    pub path: String,
+    pub entries: usize,
+    pub head: String,
+    pub verified: String,
+}
+
+/// What the document is built from.
+pub struct Inputs<'a> {
+    pub plan: &'a SavedPlan,
+    pub inventory: &'a Inventory,
+    /// Every ledger entry (the plan's are picked out).
+    pub entries: &'a [Entry],
+    pub ledger_path: &'a str,
+    /// `verified` or the verification's finding.
+    pub ledger_verified: &'a str,
+    /// Rows from earlier runs; this plan's row is added or updated.
+    pub history: Vec<Revision>,
+}
+
+mod build;
+
+pub use build::build;
+
+fn short(h: &str) -> String {
+    h.chars().take(16).collect()
+}
+
+/// Renders the document with a template (`markdown` or `html` escaping).
+pub fn render(doc: &Doc, name: &str, template: &str) -> Result<String, crate::render::RenderError> {
+    let mut t = crate::render::sandboxed_tera();
+    t.autoescape_on(vec![".html.tera"]);
+    t.register_filter(
+        "cell",
+        |v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>| {
+            let s = match v {
+                tera::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok(tera::Value::String(
+                s.replace('|', "\\|").replace(['\n', '\r'], " "),
+            ))
+        },
+    );
+    let wrap = |e: tera::Error| crate::render::tera_error(name, &e);
+    t.add_raw_template(name, template).map_err(wrap)?;
+    let ctx = tera::Context::from_serialize(doc).map_err(wrap)?;
+    t.render(name, &ctx).map_err(wrap)
+}
+
+/// Tally for the document's status line, by step status (used by tests and the CLI summary).
+pub fn tally(doc: &Doc) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in &doc.checklist {
+        *m.entry(c.status.clone()).or_default() += 1;
+    }
+    m
+}
