@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::load::{Diagnostics, Loaded};
-use crate::model::{CloudKind, FORMAT_VERSION, Inventory, ReleasePlan, TargetKind};
+use crate::model::{App, CloudKind, FORMAT_VERSION, Inventory, ReleasePlan, TargetKind};
 use crate::secret::SecretRef;
 
 /// Validates an inventory on its own.
@@ -44,6 +44,31 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         check_ids(what, &ids, &mut err);
     }
 
+    check_sites(i, &mut err);
+    check_clouds(i, &mut err);
+    check_endpoints(i, &mut err);
+    check_approvers(i, &mut err);
+    for (n, app) in i.apps.iter().enumerate() {
+        let at = format!("apps[{n}]");
+        check_app_kind(&at, app, &mut err);
+        check_app_sites(&at, app, i, &mut err);
+        check_app_health(&at, app, i, &mut err);
+        check_app_limits(&at, app, i, &mut err);
+        check_app_files(&at, app, &mut err);
+    }
+    if let Some(cycle) = dependency_cycle(i) {
+        let n = i.apps.iter().position(|a| a.id == cycle[0]).unwrap_or(0);
+        err(
+            format!("apps[{n}].depends_on"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+    check_data_stores(i, &mut err);
+    out
+}
+
+/// Sites: the clouds, endpoints and jump host they name exist; windows and roles are well formed.
+fn check_sites(i: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, site) in i.sites.iter().enumerate() {
         let at = format!("sites[{n}]");
         for (k, c) in site.clouds.iter().enumerate() {
@@ -111,7 +136,10 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             }
         }
     }
+}
 
+/// Clouds: each has exactly the connection section of its kind, well formed.
+fn check_clouds(i: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, cloud) in i.clouds.iter().enumerate() {
         let at = format!("clouds[{n}]");
         let sections = [
@@ -123,7 +151,7 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         for (kind, present) in sections {
             if kind == cloud.kind && !present {
                 err(
-                    at.clone(),
+                    at.to_owned(),
                     format!(
                         "cloud `{}` of kind `{}` needs a `{}` section with its connection settings",
                         cloud.id,
@@ -149,7 +177,7 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             err(format!("{at}.local.root"), "is empty".into());
         }
         if let Some(d) = &cloud.docker {
-            check_docker_cloud(&at, &cloud.id, d, &mut err);
+            check_docker_cloud(&at, &cloud.id, d, err);
         }
         if let Some(k) = &cloud.kubernetes {
             match (&k.kubeconfig, k.in_cluster) {
@@ -219,7 +247,10 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             }
         }
     }
+}
 
+/// Endpoints: addresses, connections, host keys and hardware requirements.
+fn check_endpoints(i: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, ep) in i.endpoints.iter().enumerate() {
         let at = format!("endpoints[{n}]");
         if ep.address.trim().is_empty() {
@@ -304,7 +335,10 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             err(format!("{at}.hardware.os"), "is empty".into());
         }
     }
+}
 
+/// Approvers: names, roles and public keys.
+fn check_approvers(i: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, a) in i.approvers.iter().enumerate() {
         let at = format!("approvers[{n}]");
         if a.name.trim().is_empty() {
@@ -331,223 +365,235 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             err(format!("{at}.signing_key"), e.to_string());
         }
     }
+}
 
-    for (n, app) in i.apps.iter().enumerate() {
-        let at = format!("apps[{n}]");
-        if let Err(m) = check_version(&app.version) {
-            err(format!("{at}.version"), m);
-        }
-        if app.target == TargetKind::Local
-            && (app.artifact.ends_with(".tar.gz") || app.artifact.ends_with(".tgz"))
-        {
-            err(
-                format!("{at}.artifact"),
-                "the local target deploys a directory; unpack the tarball, or deploy it over ssh"
-                    .into(),
-            );
-        }
-        match (app.target, &app.docker) {
-            (TargetKind::Docker, None) => err(
-                at.clone(),
-                format!(
-                    "app `{}` runs on docker and needs a `docker` section naming its image",
-                    app.id
-                ),
-            ),
-            (TargetKind::Docker, Some(d)) => {
-                if !app.artifact.trim().is_empty() {
-                    err(
-                        format!("{at}.artifact"),
-                        "docker apps deploy the image in `docker.image`; leave `artifact` out"
-                            .into(),
-                    );
-                }
-                check_docker_app(&at, d, &mut err);
-            }
-            (_, Some(_)) => err(
-                format!("{at}.docker"),
-                format!(
-                    "app `{}` runs on `{}`; a `docker` section does not belong here",
-                    app.id,
-                    app.target.as_str()
-                ),
-            ),
-            (TargetKind::Kubernetes, None) => {
-                if !app.artifact.trim().is_empty() {
-                    err(
-                        format!("{at}.artifact"),
-                        "kubernetes apps deploy the images named in their manifests; leave `artifact` out"
-                            .into(),
-                    );
-                }
-            }
-            (_, None) => {
-                if app.artifact.trim().is_empty() {
-                    err(format!("{at}.artifact"), "is empty".into());
-                }
-            }
-        }
-        if app.sites.is_empty() {
-            err(
-                format!("{at}.sites"),
-                format!("app `{}` is on no site", app.id),
-            );
-        }
-        for (k, s) in app.sites.iter().enumerate() {
-            let Some(site) = i.site(s) else {
-                err(
-                    format!("{at}.sites[{k}]"),
-                    format!("app `{}` names site `{s}`, which is not in `sites`", app.id),
-                );
-                continue;
-            };
-            match app.target.cloud_kind() {
-                Some(kind) => {
-                    let n = site
-                        .clouds
-                        .iter()
-                        .filter_map(|c| i.cloud(c))
-                        .filter(|c| c.kind == kind)
-                        .count();
-                    if n != 1 {
-                        err(
-                            format!("{at}.sites[{k}]"),
-                            format!(
-                                "app `{}` runs on `{}` targets, but site `{s}` has {n} clouds of kind `{}` (exactly one needed)",
-                                app.id,
-                                app.target.as_str(),
-                                kind.as_str()
-                            ),
-                        );
-                    }
-                }
-                None => {
-                    if site.endpoints.is_empty() {
-                        err(
-                            format!("{at}.sites[{k}]"),
-                            format!(
-                                "app `{}` runs over ssh, but site `{s}` has no endpoints",
-                                app.id
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        if app.target == TargetKind::Rds {
-            err(
-                format!("{at}.target"),
-                "`rds` is where `databases` live, not an app target (use `local`, `ssh` or `docker`)".into(),
-            );
-        }
-        check_kubernetes_app(&at, app, i, &mut err);
-        // A Kubernetes app is healthy when its rollout is: the workloads' own probes decide.
-        let docker_checked = app.docker.as_ref().is_some_and(|d| d.healthcheck.is_some())
-            || app.target == TargetKind::Kubernetes;
-        match (&app.health_check.http, app.health_check.command.is_empty()) {
-            (Some(_), _) | (None, false) if app.target == TargetKind::Kubernetes => err(
-                format!("{at}.health_check"),
-                "a kubernetes app is healthy when its rollout is (readiness probes in the manifests); leave `health_check` out".into(),
-            ),
-            (None, true) if !docker_checked => err(
-                format!("{at}.health_check"),
-                if app.target == TargetKind::Docker {
-                    "needs `command` or `http` (run inside the container), or give `docker.healthcheck`".into()
-                } else {
-                    "needs `command` or `http`".into()
-                },
-            ),
-            (Some(_), false) => err(
-                format!("{at}.health_check"),
-                "has both `command` and `http`; choose one".into(),
-            ),
-            (Some(url), true) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                err(
-                    format!("{at}.health_check.http"),
-                    format!("`{url}` is not an http:// or https:// URL"),
-                );
-            }
-            _ => {}
-        }
-        if app.health_check.timeout_seconds == 0 {
-            err(
-                format!("{at}.health_check.timeout_seconds"),
-                "must be at least 1".into(),
-            );
-        }
-        if app.restart.as_ref().is_some_and(Vec::is_empty) {
-            err(
-                format!("{at}.restart"),
-                "is empty; leave it out for no restart".into(),
-            );
-        }
-        if app.keep_releases < 2 {
-            err(
-                format!("{at}.keep_releases"),
-                "must be at least 2, or back-out has nothing to return to".into(),
-            );
-        }
-        for (k, d) in app.depends_on.iter().enumerate() {
-            if d == &app.id {
-                err(
-                    format!("{at}.depends_on[{k}]"),
-                    "an app cannot depend on itself".into(),
-                );
-            } else if i.app(d).is_none() {
-                err(
-                    format!("{at}.depends_on[{k}]"),
-                    format!("app `{}` depends on `{d}`, which is not in `apps`", app.id),
-                );
-            }
-        }
-        for (k, c) in app.config.iter().enumerate() {
-            if app.target == TargetKind::Docker {
-                if !c.dest.starts_with('/') || c.dest.split('/').any(|p| p == "..") {
-                    err(
-                        format!("{at}.config[{k}].dest"),
-                        format!(
-                            "`{}`: a docker app's files are copied into the container; give an absolute path without `..`",
-                            c.dest
-                        ),
-                    );
-                }
-            } else if let Err(m) = check_relative(&c.dest) {
-                err(format!("{at}.config[{k}].dest"), m);
-            }
-        }
-        for (field, names) in [("env", app.env.keys()), ("secrets", app.secrets.keys())] {
-            for name in names {
-                if !crate::secret::is_env_name(name) {
-                    err(
-                        format!("{at}.{field}.{name}"),
-                        format!(
-                            "`{}` is not an environment variable name: use letters, digits and `_`, not starting with a digit",
-                            name.escape_debug()
-                        ),
-                    );
-                }
-            }
-        }
-        for (name, value) in &app.secrets {
-            if let Err(e) = SecretRef::parse(value) {
-                err(format!("{at}.secrets.{name}"), e.to_string());
-            }
-            if app.env.contains_key(name) {
-                err(
-                    format!("{at}.secrets.{name}"),
-                    format!("`{name}` is in both `env` and `secrets`"),
-                );
-            }
-        }
+/// An app's version, and the artifact or image its target kind deploys.
+fn check_app_kind(at: &str, app: &App, err: &mut impl FnMut(String, String)) {
+    if let Err(m) = check_version(&app.version) {
+        err(format!("{at}.version"), m);
     }
-    if let Some(cycle) = dependency_cycle(i) {
-        let n = i.apps.iter().position(|a| a.id == cycle[0]).unwrap_or(0);
+    if app.target == TargetKind::Local
+        && (app.artifact.ends_with(".tar.gz") || app.artifact.ends_with(".tgz"))
+    {
         err(
-            format!("apps[{n}].depends_on"),
-            format!("dependency cycle: {}", cycle.join(" -> ")),
+            format!("{at}.artifact"),
+            "the local target deploys a directory; unpack the tarball, or deploy it over ssh"
+                .into(),
         );
     }
+    match (app.target, &app.docker) {
+        (TargetKind::Docker, None) => err(
+            at.to_owned(),
+            format!(
+                "app `{}` runs on docker and needs a `docker` section naming its image",
+                app.id
+            ),
+        ),
+        (TargetKind::Docker, Some(d)) => {
+            if !app.artifact.trim().is_empty() {
+                err(
+                    format!("{at}.artifact"),
+                    "docker apps deploy the image in `docker.image`; leave `artifact` out".into(),
+                );
+            }
+            check_docker_app(at, d, err);
+        }
+        (_, Some(_)) => err(
+            format!("{at}.docker"),
+            format!(
+                "app `{}` runs on `{}`; a `docker` section does not belong here",
+                app.id,
+                app.target.as_str()
+            ),
+        ),
+        (TargetKind::Kubernetes, None) => {
+            if !app.artifact.trim().is_empty() {
+                err(
+                    format!("{at}.artifact"),
+                    "kubernetes apps deploy the images named in their manifests; leave `artifact` out"
+                        .into(),
+                );
+            }
+        }
+        (_, None) => {
+            if app.artifact.trim().is_empty() {
+                err(format!("{at}.artifact"), "is empty".into());
+            }
+        }
+    }
+}
 
+/// An app's sites exist and each offers the one cloud (or the endpoints) its target needs.
+fn check_app_sites(at: &str, app: &App, i: &Inventory, err: &mut impl FnMut(String, String)) {
+    if app.sites.is_empty() {
+        err(
+            format!("{at}.sites"),
+            format!("app `{}` is on no site", app.id),
+        );
+    }
+    for (k, s) in app.sites.iter().enumerate() {
+        let Some(site) = i.site(s) else {
+            err(
+                format!("{at}.sites[{k}]"),
+                format!("app `{}` names site `{s}`, which is not in `sites`", app.id),
+            );
+            continue;
+        };
+        match app.target.cloud_kind() {
+            Some(kind) => {
+                let n = site
+                    .clouds
+                    .iter()
+                    .filter_map(|c| i.cloud(c))
+                    .filter(|c| c.kind == kind)
+                    .count();
+                if n != 1 {
+                    err(
+                        format!("{at}.sites[{k}]"),
+                        format!(
+                            "app `{}` runs on `{}` targets, but site `{s}` has {n} clouds of kind `{}` (exactly one needed)",
+                            app.id,
+                            app.target.as_str(),
+                            kind.as_str()
+                        ),
+                    );
+                }
+            }
+            None => {
+                if site.endpoints.is_empty() {
+                    err(
+                        format!("{at}.sites[{k}]"),
+                        format!(
+                            "app `{}` runs over ssh, but site `{s}` has no endpoints",
+                            app.id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An app's target and how its health is checked (the rollout, a command, a URL).
+fn check_app_health(at: &str, app: &App, i: &Inventory, err: &mut impl FnMut(String, String)) {
+    if app.target == TargetKind::Rds {
+        err(
+            format!("{at}.target"),
+            "`rds` is where `databases` live, not an app target (use `local`, `ssh` or `docker`)"
+                .into(),
+        );
+    }
+    check_kubernetes_app(at, app, i, err);
+    // A Kubernetes app is healthy when its rollout is: the workloads' own probes decide.
+    let docker_checked = app.docker.as_ref().is_some_and(|d| d.healthcheck.is_some())
+        || app.target == TargetKind::Kubernetes;
+    match (&app.health_check.http, app.health_check.command.is_empty()) {
+        (Some(_), _) | (None, false) if app.target == TargetKind::Kubernetes => err(
+            format!("{at}.health_check"),
+            "a kubernetes app is healthy when its rollout is (readiness probes in the manifests); leave `health_check` out".into(),
+        ),
+        (None, true) if !docker_checked => err(
+            format!("{at}.health_check"),
+            if app.target == TargetKind::Docker {
+                "needs `command` or `http` (run inside the container), or give `docker.healthcheck`".into()
+            } else {
+                "needs `command` or `http`".into()
+            },
+        ),
+        (Some(_), false) => err(
+            format!("{at}.health_check"),
+            "has both `command` and `http`; choose one".into(),
+        ),
+        (Some(url), true) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            err(
+                format!("{at}.health_check.http"),
+                format!("`{url}` is not an http:// or https:// URL"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// An app's health deadline, restart command, releases kept and dependencies.
+fn check_app_limits(at: &str, app: &App, i: &Inventory, err: &mut impl FnMut(String, String)) {
+    if app.health_check.timeout_seconds == 0 {
+        err(
+            format!("{at}.health_check.timeout_seconds"),
+            "must be at least 1".into(),
+        );
+    }
+    if app.restart.as_ref().is_some_and(Vec::is_empty) {
+        err(
+            format!("{at}.restart"),
+            "is empty; leave it out for no restart".into(),
+        );
+    }
+    if app.keep_releases < 2 {
+        err(
+            format!("{at}.keep_releases"),
+            "must be at least 2, or back-out has nothing to return to".into(),
+        );
+    }
+    for (k, d) in app.depends_on.iter().enumerate() {
+        if d == &app.id {
+            err(
+                format!("{at}.depends_on[{k}]"),
+                "an app cannot depend on itself".into(),
+            );
+        } else if i.app(d).is_none() {
+            err(
+                format!("{at}.depends_on[{k}]"),
+                format!("app `{}` depends on `{d}`, which is not in `apps`", app.id),
+            );
+        }
+    }
+}
+
+/// An app's configuration destinations, environment and secret names and references.
+fn check_app_files(at: &str, app: &App, err: &mut impl FnMut(String, String)) {
+    for (k, c) in app.config.iter().enumerate() {
+        if app.target == TargetKind::Docker {
+            if !c.dest.starts_with('/') || c.dest.split('/').any(|p| p == "..") {
+                err(
+                    format!("{at}.config[{k}].dest"),
+                    format!(
+                        "`{}`: a docker app's files are copied into the container; give an absolute path without `..`",
+                        c.dest
+                    ),
+                );
+            }
+        } else if let Err(m) = check_relative(&c.dest) {
+            err(format!("{at}.config[{k}].dest"), m);
+        }
+    }
+    for (field, names) in [("env", app.env.keys()), ("secrets", app.secrets.keys())] {
+        for name in names {
+            if !crate::secret::is_env_name(name) {
+                err(
+                    format!("{at}.{field}.{name}"),
+                    format!(
+                        "`{}` is not an environment variable name: use letters, digits and `_`, not starting with a digit",
+                        name.escape_debug()
+                    ),
+                );
+            }
+        }
+    }
+    for (name, value) in &app.secrets {
+        if let Err(e) = SecretRef::parse(value) {
+            err(format!("{at}.secrets.{name}"), e.to_string());
+        }
+        if app.env.contains_key(name) {
+            err(
+                format!("{at}.secrets.{name}"),
+                format!("`{name}` is in both `env` and `secrets`"),
+            );
+        }
+    }
+}
+
+/// Databases and buckets live in `aws` clouds and on known sites.
+fn check_data_stores(i: &Inventory, err: &mut impl FnMut(String, String)) {
     for (what, list) in [
         (
             "databases",
@@ -589,7 +635,6 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
             }
         }
     }
-    out
 }
 
 /// Validates a release plan against a (separately validated) inventory.
