@@ -83,6 +83,52 @@ pub fn compile(
     args: &BTreeMap<String, String>,
 ) -> Result<Compiled, Diagnostics> {
     let mut diags = Diagnostics::default();
+    check_header(rb, args, &mut diags);
+    let (params, database) = resolve_params(rb, inv, args, &mut diags);
+    if !diags.is_empty() {
+        diags.sort();
+        return Err(diags);
+    }
+    let mut steps = Vec::new();
+    for (n, s) in rb.value.steps.iter().enumerate() {
+        let at = format!("steps[{n}]");
+        let vars = Vars {
+            params: &params,
+            database: database.as_ref(),
+        };
+        let Some(with) = render_with(rb, &at, s, &vars, &mut diags) else {
+            continue;
+        };
+        let mut arg = Args {
+            rb,
+            at: &at,
+            with: &with,
+            diags: &mut diags,
+        };
+        let (op, choose) = step_op(&s.action, &mut arg, inv);
+        for id in identifiers(&op) {
+            if !is_rds_identifier(id) {
+                arg.problem(
+                    "",
+                    format!("`{id}` is not a valid RDS identifier (a letter first, then letters, digits and single hyphens, at most 63)"),
+                );
+            }
+        }
+        steps.push(Draft {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            on_failure: s.on_failure.clone(),
+            op,
+            choose,
+        });
+    }
+    diags.into_result()?;
+    Ok(Compiled { params, steps })
+}
+
+/// The format version, parameters given that the runbook does not declare, step ids
+/// (identifiers, each once), and at least one step.
+fn check_header(rb: &Loaded<Runbook>, args: &BTreeMap<String, String>, diags: &mut Diagnostics) {
     let r = &rb.value;
     if r.version != FORMAT_VERSION {
         diags.push(rb.problem(
@@ -124,8 +170,18 @@ pub fn compile(
     if r.steps.is_empty() {
         diags.push(rb.problem("steps", "the runbook has no steps"));
     }
+}
 
-    // Parameters in order: a default may use earlier parameters and the database.
+/// Parameters in order, typed: given on the command line, or defaulted (a default may use
+/// earlier parameters and the database). The first `database` parameter's inventory entry is
+/// what templates see as `database`.
+fn resolve_params(
+    rb: &Loaded<Runbook>,
+    inv: &Inventory,
+    args: &BTreeMap<String, String>,
+    diags: &mut Diagnostics,
+) -> (BTreeMap<String, Value>, Option<Value>) {
+    let r = &rb.value;
     let mut params: BTreeMap<String, Value> = BTreeMap::new();
     let mut database: Option<Value> = None;
     for (n, p) in r.params.iter().enumerate() {
@@ -171,136 +227,128 @@ pub fn compile(
             }
         }
     }
-    if !diags.is_empty() {
-        diags.sort();
-        return Err(diags);
-    }
+    (params, database)
+}
 
-    let mut steps = Vec::new();
-    for (n, s) in r.steps.iter().enumerate() {
-        let at = format!("steps[{n}]");
-        let Some((_, allowed)) = ACTIONS.iter().find(|(a, _)| *a == s.action) else {
+/// What a step's arguments are rendered with.
+struct Vars<'a> {
+    params: &'a BTreeMap<String, Value>,
+    database: Option<&'a Value>,
+}
+
+/// The step's arguments rendered, each one its action takes; `None` for an unknown action.
+fn render_with<'s>(
+    rb: &Loaded<Runbook>,
+    at: &str,
+    s: &'s crate::model::RunbookStep,
+    vars: &Vars<'_>,
+    diags: &mut Diagnostics,
+) -> Option<BTreeMap<&'s str, String>> {
+    let Some((_, allowed)) = ACTIONS.iter().find(|(a, _)| *a == s.action) else {
+        diags.push(rb.problem(
+            &format!("{at}.action"),
+            format!(
+                "unknown action `{}` (one of: {})",
+                s.action,
+                ACTIONS.iter().map(|(a, _)| *a).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+        return None;
+    };
+    let mut with = BTreeMap::new();
+    for (k, v) in &s.with {
+        if !allowed.contains(&k.as_str()) {
             diags.push(rb.problem(
-                &format!("{at}.action"),
+                &format!("{at}.with.{k}"),
                 format!(
-                    "unknown action `{}` (one of: {})",
+                    "`{}` takes no argument `{k}` (it takes: {})",
                     s.action,
-                    ACTIONS.iter().map(|(a, _)| *a).collect::<Vec<_>>().join(", ")
+                    allowed.join(", ")
                 ),
             ));
             continue;
-        };
-        let mut with = BTreeMap::new();
-        for (k, v) in &s.with {
-            if !allowed.contains(&k.as_str()) {
-                diags.push(rb.problem(
-                    &format!("{at}.with.{k}"),
-                    format!(
-                        "`{}` takes no argument `{k}` (it takes: {})",
-                        s.action,
-                        allowed.join(", ")
-                    ),
-                ));
-                continue;
-            }
-            match render(v, &params, database.as_ref()) {
-                Ok(text) => {
-                    with.insert(k.as_str(), text.trim().to_owned());
-                }
-                Err(e) => diags.push(rb.problem(&format!("{at}.with.{k}"), e)),
-            }
         }
-        let mut arg = Args {
-            rb,
-            at: &at,
-            with: &with,
-            diags: &mut diags,
-        };
-        let database_id = if s.action == "manual" {
-            String::new()
-        } else {
-            arg.database(inv)
-        };
-        let db = inv.database(&database_id);
-        let ident = db.map(|d| d.identifier.clone()).unwrap_or_default();
-        let timeout = arg.seconds("timeout_seconds", 3600);
-        let mut choose = None;
-        let op = match s.action.as_str() {
-            "manual" => Op::Manual {
-                instructions: arg.required("instructions"),
-            },
-            "rds.snapshot" => Op::RdsSnapshot {
-                database: database_id,
-                identifier: ident,
-                snapshot_id: arg.optional("snapshot_id"),
-                timeout_seconds: timeout,
-            },
-            "rds.restore" => {
-                let before = arg.optional("before");
-                if let Some(b) = &before
-                    && chrono::DateTime::parse_from_rfc3339(b).is_err()
-                {
-                    arg.problem("before", format!("`{b}` is not an RFC 3339 time"));
-                }
-                choose = Some(Choose {
-                    named: arg.optional("snapshot"),
-                    before,
-                });
-                Op::RdsRestore {
-                    database: database_id,
-                    snapshot_id: String::new(),
-                    chosen: String::new(),
-                    new_identifier: arg.required("new_identifier"),
-                    instance_class: arg.optional("instance_class"),
-                }
+        match render(v, vars.params, vars.database) {
+            Ok(text) => {
+                with.insert(k.as_str(), text.trim().to_owned());
             }
-            "rds.wait" => Op::RdsWait {
-                database: database_id,
-                identifier: arg.optional("identifier").unwrap_or(ident),
-                timeout_seconds: timeout,
-            },
-            "rds.verify" => Op::RdsVerify {
-                identifier: arg.optional("identifier").unwrap_or(ident),
-                engine: db.map(|d| d.engine.clone()).unwrap_or_default(),
-                database: database_id,
-                engine_version: arg.optional("engine_version"),
-                probe: arg
-                    .optional("probe")
-                    .map(|p| p.split_whitespace().map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                timeout_seconds: timeout,
-            },
-            "rds.rename" => Op::RdsRename {
-                database: database_id,
-                from: arg.required("from"),
-                to: arg.required("to"),
-                timeout_seconds: timeout,
-            },
-            "rds.delete" => Op::RdsDelete {
-                database: database_id,
-                identifier: arg.required("identifier"),
-                timeout_seconds: timeout,
-            },
-            _ => unreachable!("actions are checked above"),
-        };
-        for id in identifiers(&op) {
-            if !is_rds_identifier(id) {
-                arg.problem(
-                    "",
-                    format!("`{id}` is not a valid RDS identifier (a letter first, then letters, digits and single hyphens, at most 63)"),
-                );
-            }
+            Err(e) => diags.push(rb.problem(&format!("{at}.with.{k}"), e)),
         }
-        steps.push(Draft {
-            id: s.id.clone(),
-            title: s.title.clone(),
-            on_failure: s.on_failure.clone(),
-            op,
-            choose,
-        });
     }
-    diags.into_result()?;
-    Ok(Compiled { params, steps })
+    Some(with)
+}
+
+/// The operation a step of a known `action` performs, from its rendered arguments (and, for a
+/// restore, how its snapshot is to be chosen when the plan is made).
+fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Choose>) {
+    let database_id = if action == "manual" {
+        String::new()
+    } else {
+        arg.database(inv)
+    };
+    let db = inv.database(&database_id);
+    let ident = db.map(|d| d.identifier.clone()).unwrap_or_default();
+    let timeout = arg.seconds("timeout_seconds", 3600);
+    let mut choose = None;
+    let op = match action {
+        "manual" => Op::Manual {
+            instructions: arg.required("instructions"),
+        },
+        "rds.snapshot" => Op::RdsSnapshot {
+            database: database_id,
+            identifier: ident,
+            snapshot_id: arg.optional("snapshot_id"),
+            timeout_seconds: timeout,
+        },
+        "rds.restore" => {
+            let before = arg.optional("before");
+            if let Some(b) = &before
+                && chrono::DateTime::parse_from_rfc3339(b).is_err()
+            {
+                arg.problem("before", format!("`{b}` is not an RFC 3339 time"));
+            }
+            choose = Some(Choose {
+                named: arg.optional("snapshot"),
+                before,
+            });
+            Op::RdsRestore {
+                database: database_id,
+                snapshot_id: String::new(),
+                chosen: String::new(),
+                new_identifier: arg.required("new_identifier"),
+                instance_class: arg.optional("instance_class"),
+            }
+        }
+        "rds.wait" => Op::RdsWait {
+            database: database_id,
+            identifier: arg.optional("identifier").unwrap_or(ident),
+            timeout_seconds: timeout,
+        },
+        "rds.verify" => Op::RdsVerify {
+            identifier: arg.optional("identifier").unwrap_or(ident),
+            engine: db.map(|d| d.engine.clone()).unwrap_or_default(),
+            database: database_id,
+            engine_version: arg.optional("engine_version"),
+            probe: arg
+                .optional("probe")
+                .map(|p| p.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            timeout_seconds: timeout,
+        },
+        "rds.rename" => Op::RdsRename {
+            database: database_id,
+            from: arg.required("from"),
+            to: arg.required("to"),
+            timeout_seconds: timeout,
+        },
+        "rds.delete" => Op::RdsDelete {
+            database: database_id,
+            identifier: arg.required("identifier"),
+            timeout_seconds: timeout,
+        },
+        _ => unreachable!("actions are checked before"),
+    };
+    (op, choose)
 }
 
 fn identifiers(op: &Op) -> Vec<&str> {
