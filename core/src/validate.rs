@@ -658,6 +658,19 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
     if p.releases.is_empty() {
         err("releases".into(), "the plan releases nothing".into());
     }
+    check_releases(p, inv, &mut err);
+    if p.waves.is_empty() {
+        err("waves".into(), "the plan has no wave".into());
+    }
+    check_gates(p, inv, &mut err);
+    check_waivers(p, inv, &mut err);
+    check_snapshots(p, inv, &mut err);
+    check_waves(p, inv, &mut err);
+    out
+}
+
+/// Each release names an inventory app, once, with a valid version.
+fn check_releases(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, String)) {
     let mut seen = BTreeSet::new();
     for (n, r) in p.releases.iter().enumerate() {
         if !seen.insert(r.app.as_str()) {
@@ -676,9 +689,10 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
             err(format!("releases[{n}].version"), m);
         }
     }
-    if p.waves.is_empty() {
-        err("waves".into(), "the plan has no wave".into());
-    }
+}
+
+/// Gates: named once, before a wave of the plan, for a role some approver holds.
+fn check_gates(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, String)) {
     let mut gate_names = BTreeSet::new();
     for (n, g) in p.gates.iter().enumerate() {
         if !gate_names.insert(g.name.as_str()) {
@@ -703,6 +717,10 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
             );
         }
     }
+}
+
+/// Waivers name inventory endpoints and say why.
+fn check_waivers(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, w) in p.waivers.iter().enumerate() {
         if inv.endpoint(&w.endpoint).is_none() {
             err(
@@ -717,6 +735,10 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
             err(format!("waivers[{n}].reason"), "say why the shortfall is acceptable (at least 10 characters): the waiver goes into the ledger".into());
         }
     }
+}
+
+/// Pre-change snapshots: of inventory databases, placed before a wave, with a deadline.
+fn check_snapshots(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, String)) {
     for (n, req) in p.snapshots.iter().enumerate() {
         let at = format!("snapshots[{n}]");
         let Some(db) = inv.database(&req.database) else {
@@ -755,6 +777,10 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
             err(format!("{at}.timeout_seconds"), "must be at least 1".into());
         }
     }
+}
+
+/// Waves: named once, not empty, each site in one wave and hosting an app of the plan.
+fn check_waves(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, String)) {
     let mut wave_names = BTreeSet::new();
     let mut site_wave: BTreeMap<&str, &str> = BTreeMap::new();
     for (w, wave) in p.waves.iter().enumerate() {
@@ -801,7 +827,6 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
             }
         }
     }
-    out
 }
 
 fn check_ids(what: &str, ids: &[&str], err: &mut impl FnMut(String, String)) {
