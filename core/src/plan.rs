@@ -255,9 +255,13 @@ pub fn plan_release(
     observed: &BTreeMap<String, Observed>,
 ) -> Result<PlanBody, PlanError> {
     let order = release_order(inv, rp)?;
-    let mut steps: Vec<Step> = Vec::new();
-    let mut unchanged = Vec::new();
-    let mut targets = Vec::new();
+    let mut p = Planner {
+        inv,
+        observed,
+        steps: Vec::new(),
+        unchanged: Vec::new(),
+        targets: Vec::new(),
+    };
     let mut waves = Vec::new();
     for (w, wave) in rp.waves.iter().enumerate() {
         waves.push(WavePlan {
@@ -268,29 +272,73 @@ pub fn plan_release(
         });
         // Pre-change snapshots of this wave come first; every other step of the wave waits for
         // them. A wave that changes nothing takes no snapshot.
-        let wave_changes = wave.sites.iter().any(|site| {
+        let snapshots = if p.wave_changes(wave, &order) {
+            p.snapshot_steps(rp, w)?
+        } else {
+            Vec::new()
+        };
+        for site in &wave.sites {
+            p.site_steps(w, site, &order, &snapshots)?;
+        }
+    }
+    Ok(PlanBody {
+        name: rp.name.clone(),
+        kind: SavedPlanKind::Release,
+        on_failure: rp.on_failure,
+        waves,
+        readiness: readiness_of(inv, rp, &p.targets),
+        targets: p.targets,
+        steps: p.steps,
+        unchanged: p.unchanged,
+        objects: BTreeMap::new(),
+        gates: gates_of(rp),
+    })
+}
+
+/// What planning a release accumulates, wave by wave and site by site.
+struct Planner<'a> {
+    inv: &'a Inventory,
+    observed: &'a BTreeMap<String, Observed>,
+    steps: Vec<Step>,
+    unchanged: Vec<Unchanged>,
+    targets: Vec<TargetObservation>,
+}
+
+impl Planner<'_> {
+    fn next_id(&self) -> String {
+        format!("s{:03}", self.steps.len() + 1)
+    }
+
+    /// Whether any target of the wave needs a change (unobserved ones count as needing one).
+    fn wave_changes(&self, wave: &crate::model::Wave, order: &[&crate::model::Release]) -> bool {
+        wave.sites.iter().any(|site| {
             order.iter().any(|r| {
-                inv.app(&r.app).is_some_and(|app| {
-                    resolve(inv, app, site).iter().any(|t| {
-                        observed
+                self.inv.app(&r.app).is_some_and(|app| {
+                    resolve(self.inv, app, site).iter().any(|t| {
+                        self.observed
                             .get(&t.id)
                             .is_none_or(|o| needs_change(o, &r.version))
                     })
                 })
             })
-        });
-        let mut snapshot_steps = Vec::new();
+        })
+    }
+
+    /// The pre-change snapshot steps of wave `w`; returns their ids.
+    fn snapshot_steps(&mut self, rp: &ReleasePlan, w: usize) -> Result<Vec<String>, PlanError> {
+        let inv = self.inv;
+        let mut ids = Vec::new();
         for req in rp
             .snapshots
             .iter()
-            .filter(|r| wave_changes && snapshot_wave(inv, rp, r) == Some(w))
+            .filter(|r| snapshot_wave(inv, rp, r) == Some(w))
         {
             let db = inv
                 .database(&req.database)
                 .ok_or_else(|| PlanError::UnknownDatabase(req.database.clone()))?;
-            let id = format!("s{:03}", steps.len() + 1);
-            snapshot_steps.push(id.clone());
-            steps.push(op_step(
+            let id = self.next_id();
+            ids.push(id.clone());
+            self.steps.push(op_step(
                 id,
                 w,
                 database_target(inv, &db.id)?,
@@ -309,68 +357,109 @@ pub fn plan_release(
                 vec![],
             ));
         }
-        for site in &wave.sites {
-            // app id -> step ids on this site, for same-site dependencies.
-            let mut site_steps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-            for release in &order {
-                let app = inv
-                    .app(&release.app)
-                    .ok_or_else(|| PlanError::UnknownApp(release.app.clone()))?;
-                for target in resolve(inv, app, site) {
-                    let obs = observed
-                        .get(&target.id)
-                        .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
-                    targets.push(TargetObservation {
-                        target: target.clone(),
-                        fingerprint: obs.fingerprint(),
-                        observed: obs.clone(),
-                    });
-                    // A drifted target is repaired even when it runs the wanted version.
-                    if !needs_change(obs, &release.version) {
-                        unchanged.push(Unchanged {
-                            wave: w,
-                            target,
-                            version: release.version.clone(),
-                        });
-                        continue;
-                    }
-                    let depends_on =
-                        snapshot_steps
-                            .iter()
-                            .cloned()
-                            .chain(app.depends_on.iter().flat_map(|d| {
-                                site_steps.get(d.as_str()).cloned().unwrap_or_default()
-                            }))
-                            .collect();
-                    let id = format!("s{:03}", steps.len() + 1);
-                    site_steps
-                        .entry(app.id.as_str())
-                        .or_default()
-                        .push(id.clone());
-                    let undo = match &obs.current {
-                        Some(v) => Undo::SwitchTo {
-                            version: v.clone(),
-                            revision: None,
-                        },
-                        None => Undo::Uninstall,
-                    };
-                    steps.push(Step {
-                        id,
+        Ok(ids)
+    }
+
+    /// A step for each target of `site` that needs a change, in release order; an app's step
+    /// waits for the wave's snapshots and for the steps of the apps it depends on at the site.
+    fn site_steps(
+        &mut self,
+        w: usize,
+        site: &str,
+        order: &[&crate::model::Release],
+        snapshots: &[String],
+    ) -> Result<(), PlanError> {
+        // app id -> step ids on this site, for same-site dependencies.
+        let mut site_steps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for release in order {
+            let app = self
+                .inv
+                .app(&release.app)
+                .ok_or_else(|| PlanError::UnknownApp(release.app.clone()))?;
+            for target in resolve(self.inv, app, site) {
+                let obs = self
+                    .observed
+                    .get(&target.id)
+                    .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
+                self.targets.push(TargetObservation {
+                    target: target.clone(),
+                    fingerprint: obs.fingerprint(),
+                    observed: obs.clone(),
+                });
+                // A drifted target is repaired even when it runs the wanted version.
+                if !needs_change(obs, &release.version) {
+                    self.unchanged.push(Unchanged {
                         wave: w,
                         target,
-                        from: obs.current.clone(),
-                        to: release.version.clone(),
-                        action: StepAction::Deploy,
-                        undo,
-                        depends_on,
-                        op: None,
-                        revision: None,
+                        version: release.version.clone(),
                     });
+                    continue;
                 }
+                let depends_on = snapshots
+                    .iter()
+                    .cloned()
+                    .chain(
+                        app.depends_on
+                            .iter()
+                            .flat_map(|d| site_steps.get(d.as_str()).cloned().unwrap_or_default()),
+                    )
+                    .collect();
+                let id = self.next_id();
+                site_steps
+                    .entry(app.id.as_str())
+                    .or_default()
+                    .push(id.clone());
+                self.steps.push(deploy_step(
+                    id,
+                    w,
+                    target,
+                    obs,
+                    &release.version,
+                    depends_on,
+                ));
             }
         }
+        Ok(())
     }
-    // Readiness of each SSH endpoint the plan touches, once per endpoint.
+}
+
+/// A deploy step from what the target serves now to `version`; its undo switches back, or
+/// uninstalls a first install.
+fn deploy_step(
+    id: String,
+    wave: usize,
+    target: TargetRef,
+    obs: &Observed,
+    version: &str,
+    depends_on: Vec<String>,
+) -> Step {
+    let undo = match &obs.current {
+        Some(v) => Undo::SwitchTo {
+            version: v.clone(),
+            revision: None,
+        },
+        None => Undo::Uninstall,
+    };
+    Step {
+        id,
+        wave,
+        target,
+        from: obs.current.clone(),
+        to: version.to_owned(),
+        action: StepAction::Deploy,
+        undo,
+        depends_on,
+        op: None,
+        revision: None,
+    }
+}
+
+/// Readiness of each SSH endpoint the plan touches, once per endpoint.
+fn readiness_of(
+    inv: &Inventory,
+    rp: &ReleasePlan,
+    targets: &[TargetObservation],
+) -> Vec<Readiness> {
     let mut readiness: Vec<Readiness> = Vec::new();
     for t in targets.iter().filter(|t| t.target.kind == TargetKind::Ssh) {
         if readiness.iter().any(|r| r.endpoint == t.target.host) {
@@ -386,29 +475,22 @@ pub fn plan_release(
             ));
         }
     }
-    Ok(PlanBody {
-        name: rp.name.clone(),
-        kind: SavedPlanKind::Release,
-        on_failure: rp.on_failure,
-        waves,
-        targets,
-        steps,
-        unchanged,
-        readiness,
-        objects: BTreeMap::new(),
-        gates: rp
-            .gates
-            .iter()
-            .filter_map(|g| {
-                let wave = rp.waves.iter().position(|w| w.name == g.before_wave)?;
-                Some(GatePlan {
-                    name: g.name.clone(),
-                    wave,
-                    role: g.role.clone(),
-                })
+    readiness
+}
+
+/// The plan's gates, each before the wave it names.
+fn gates_of(rp: &ReleasePlan) -> Vec<GatePlan> {
+    rp.gates
+        .iter()
+        .filter_map(|g| {
+            let wave = rp.waves.iter().position(|w| w.name == g.before_wave)?;
+            Some(GatePlan {
+                name: g.name.clone(),
+                wave,
+                role: g.role.clone(),
             })
-            .collect(),
-    })
+        })
+        .collect()
 }
 
 /// The wave a snapshot requirement precedes: the named one, or the first holding the
