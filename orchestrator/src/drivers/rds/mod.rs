@@ -444,6 +444,11 @@ impl OpRunner for RdsOps {
         let api = self.api(db, aws)?;
         let action: &'static str = op.name();
         let cx = Call::new(db, aws, place, action, run.say);
+        let o = OpCx {
+            cx: &cx,
+            api: &api,
+            run,
+        };
         let mut out = match op {
             Op::Manual { .. } => unreachable!("manual steps have no database"),
             Op::RdsSnapshot {
@@ -465,46 +470,15 @@ impl OpRunner for RdsOps {
                 chosen,
                 ..
             } => {
-                let existing = self
-                    .call(&cx, "DescribeDBInstances", || api.instance(new_identifier))
+                let adopted = self
+                    .restore_op(
+                        &o,
+                        database,
+                        snapshot_id,
+                        new_identifier,
+                        instance_class.as_deref(),
+                    )
                     .await?;
-                let adopted = match existing {
-                    Some(i) if ours(&i.tags, run) => {
-                        (cx.say)(format!(
-                            "  found   instance {new_identifier}, restored by this plan before: adopting it, not restoring again"
-                        ));
-                        true
-                    }
-                    Some(_) => {
-                        return Err(cx.error(
-                            "rds.restore",
-                            format!("instance id {new_identifier} is already taken in {} by an instance this plan did not restore; choose another (--param new_identifier=...)", cx.place),
-                        ));
-                    }
-                    None => {
-                        if self
-                            .call(&cx, "DescribeDBSnapshots", || api.snapshot(snapshot_id))
-                            .await?
-                            .is_none()
-                        {
-                            return Err(cx.error(
-                                "rds.restore",
-                                format!("snapshot {snapshot_id} does not exist in {}", cx.place),
-                            ));
-                        }
-                        let tags = tags(run, database);
-                        self.call(&cx, "RestoreDBInstanceFromDBSnapshot", || {
-                            api.restore(
-                                snapshot_id,
-                                new_identifier,
-                                instance_class.as_deref(),
-                                &tags,
-                            )
-                        })
-                        .await?;
-                        false
-                    }
-                };
                 json!({ "instance": new_identifier, "snapshot": snapshot_id, "chosen": chosen, "adopted": adopted })
             }
             Op::RdsWait {
@@ -526,46 +500,16 @@ impl OpRunner for RdsOps {
                 timeout_seconds,
                 ..
             } => {
-                let i = self
-                    .call(&cx, "DescribeDBInstances", || api.instance(identifier))
-                    .await?
-                    .ok_or_else(|| {
-                        cx.error(
-                            "rds.verify",
-                            format!("instance {identifier} does not exist in {}", cx.place),
-                        )
-                    })?;
-                let mut wrong = Vec::new();
-                if i.status != "available" {
-                    wrong.push(format!("status is `{}`, not `available`", i.status));
-                }
-                if !i.engine.starts_with(engine.as_str()) {
-                    wrong.push(format!(
-                        "engine is `{}`, the inventory says `{engine}`",
-                        i.engine
-                    ));
-                }
-                if let Some(v) = engine_version
-                    && &i.engine_version != v
-                {
-                    wrong.push(format!(
-                        "engine version is {}, expected {v}",
-                        i.engine_version
-                    ));
-                }
-                if !wrong.is_empty() {
-                    return Err(cx.error(
-                        "rds.verify",
-                        format!("instance {identifier}: {}", wrong.join("; ")),
-                    ));
-                }
-                let mut checks = vec![
-                    "status available".to_owned(),
-                    format!("engine {} {}", i.engine, i.engine_version),
-                ];
-                if !probe.is_empty() {
-                    checks.push(run_probe(&cx, probe, &i, *timeout_seconds).await?);
-                }
+                let checks = self
+                    .verify_op(
+                        &o,
+                        identifier,
+                        engine,
+                        engine_version.as_deref(),
+                        probe,
+                        *timeout_seconds,
+                    )
+                    .await?;
                 json!({ "instance": identifier, "checks": checks })
             }
             Op::RdsRename {
@@ -574,33 +518,7 @@ impl OpRunner for RdsOps {
                 timeout_seconds,
                 ..
             } => {
-                let src = self
-                    .call(&cx, "DescribeDBInstances", || api.instance(from))
-                    .await?;
-                let dst = self
-                    .call(&cx, "DescribeDBInstances", || api.instance(to))
-                    .await?;
-                let already = match (src, dst) {
-                    (None, Some(_)) => true,
-                    (Some(_), Some(_)) => {
-                        return Err(cx.error(
-                            "rds.rename",
-                            format!("cannot rename {from} to {to}: instance id {to} is taken"),
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(cx.error(
-                            "rds.rename",
-                            format!("instance {from} does not exist in {}", cx.place),
-                        ));
-                    }
-                    (Some(_), None) => {
-                        self.call(&cx, "ModifyDBInstance", || api.rename(from, to))
-                            .await?;
-                        false
-                    }
-                };
-                let i = self.wait_instance(&cx, &api, to, *timeout_seconds).await?;
+                let (i, already) = self.rename_op(&o, from, to, *timeout_seconds).await?;
                 json!({ "from": from, "to": i.identifier, "already_renamed": already })
             }
             Op::RdsDelete {
@@ -609,42 +527,9 @@ impl OpRunner for RdsOps {
                 ..
             } => {
                 let final_id = ops::final_snapshot_id(identifier, run.plan_id);
-                let exists = self
-                    .call(&cx, "DescribeDBInstances", || api.instance(identifier))
+                let already = self
+                    .delete_op(&o, identifier, &final_id, *timeout_seconds)
                     .await?;
-                let already = exists.is_none();
-                if already {
-                    if self
-                        .call(&cx, "DescribeDBSnapshots", || api.snapshot(&final_id))
-                        .await?
-                        .is_none()
-                    {
-                        return Err(cx.error(
-                            "rds.delete",
-                            format!("instance {identifier} does not exist and this plan's final snapshot {final_id} does not either: it was not deleted by ferry"),
-                        ));
-                    }
-                } else {
-                    self.call(&cx, "DeleteDBInstance", || {
-                        api.delete(identifier, &final_id)
-                    })
-                    .await?;
-                    let deadline = Instant::now() + Duration::from_secs(*timeout_seconds);
-                    while self
-                        .call(&cx, "DescribeDBInstances", || api.instance(identifier))
-                        .await?
-                        .is_some()
-                    {
-                        if Instant::now() >= deadline {
-                            return Err(DriverError::Timeout {
-                                target: cx.target.clone(),
-                                what: format!("waiting for instance {identifier} to be deleted"),
-                                seconds: *timeout_seconds,
-                            });
-                        }
-                        tokio::time::sleep(self.poll).await;
-                    }
-                }
                 json!({ "instance": identifier, "final_snapshot": final_id, "already_deleted": already })
             }
         };
@@ -659,6 +544,204 @@ impl OpRunner for RdsOps {
             );
         }
         Ok(out)
+    }
+}
+
+/// What every operation of one step calls with: the reporting call context, the database's
+/// client, and the step it runs for.
+struct OpCx<'c> {
+    cx: &'c Call<'c>,
+    api: &'c Arc<dyn RdsApi>,
+    run: &'c OpContext<'c>,
+}
+
+impl RdsOps {
+    /// Restores `new_identifier` from the snapshot, or adopts the instance this plan restored
+    /// before (an instance of that id that is not this plan's is refused). True if adopted.
+    async fn restore_op(
+        &self,
+        o: &OpCx<'_>,
+        database: &str,
+        snapshot_id: &str,
+        new_identifier: &str,
+        instance_class: Option<&str>,
+    ) -> Result<bool, DriverError> {
+        let (cx, api) = (o.cx, o.api);
+        let existing = self
+            .call(cx, "DescribeDBInstances", || api.instance(new_identifier))
+            .await?;
+        match existing {
+            Some(i) if ours(&i.tags, o.run) => {
+                (cx.say)(format!(
+                    "  found   instance {new_identifier}, restored by this plan before: adopting it, not restoring again"
+                ));
+                return Ok(true);
+            }
+            Some(_) => {
+                return Err(cx.error(
+                    "rds.restore",
+                    format!("instance id {new_identifier} is already taken in {} by an instance this plan did not restore; choose another (--param new_identifier=...)", cx.place),
+                ));
+            }
+            None => {}
+        }
+        if self
+            .call(cx, "DescribeDBSnapshots", || api.snapshot(snapshot_id))
+            .await?
+            .is_none()
+        {
+            return Err(cx.error(
+                "rds.restore",
+                format!("snapshot {snapshot_id} does not exist in {}", cx.place),
+            ));
+        }
+        let tags = tags(o.run, database);
+        self.call(cx, "RestoreDBInstanceFromDBSnapshot", || {
+            api.restore(snapshot_id, new_identifier, instance_class, &tags)
+        })
+        .await?;
+        Ok(false)
+    }
+
+    /// Checks the instance is available with the inventory's engine (and version), then runs
+    /// the probe; returns what was checked.
+    async fn verify_op(
+        &self,
+        o: &OpCx<'_>,
+        identifier: &str,
+        engine: &str,
+        engine_version: Option<&str>,
+        probe: &[String],
+        timeout: u64,
+    ) -> Result<Vec<String>, DriverError> {
+        let (cx, api) = (o.cx, o.api);
+        let i = self
+            .call(cx, "DescribeDBInstances", || api.instance(identifier))
+            .await?
+            .ok_or_else(|| {
+                cx.error(
+                    "rds.verify",
+                    format!("instance {identifier} does not exist in {}", cx.place),
+                )
+            })?;
+        let mut wrong = Vec::new();
+        if i.status != "available" {
+            wrong.push(format!("status is `{}`, not `available`", i.status));
+        }
+        if !i.engine.starts_with(engine) {
+            wrong.push(format!(
+                "engine is `{}`, the inventory says `{engine}`",
+                i.engine
+            ));
+        }
+        if let Some(v) = engine_version
+            && i.engine_version != v
+        {
+            wrong.push(format!(
+                "engine version is {}, expected {v}",
+                i.engine_version
+            ));
+        }
+        if !wrong.is_empty() {
+            return Err(cx.error(
+                "rds.verify",
+                format!("instance {identifier}: {}", wrong.join("; ")),
+            ));
+        }
+        let mut checks = vec![
+            "status available".to_owned(),
+            format!("engine {} {}", i.engine, i.engine_version),
+        ];
+        if !probe.is_empty() {
+            checks.push(run_probe(cx, probe, &i, timeout).await?);
+        }
+        Ok(checks)
+    }
+
+    /// Renames `from` to `to` (already done if only `to` exists) and waits for it; the
+    /// instance and whether it was already renamed.
+    async fn rename_op(
+        &self,
+        o: &OpCx<'_>,
+        from: &str,
+        to: &str,
+        timeout: u64,
+    ) -> Result<(InstanceInfo, bool), DriverError> {
+        let (cx, api) = (o.cx, o.api);
+        let src = self
+            .call(cx, "DescribeDBInstances", || api.instance(from))
+            .await?;
+        let dst = self
+            .call(cx, "DescribeDBInstances", || api.instance(to))
+            .await?;
+        let already = match (src, dst) {
+            (None, Some(_)) => true,
+            (Some(_), Some(_)) => {
+                return Err(cx.error(
+                    "rds.rename",
+                    format!("cannot rename {from} to {to}: instance id {to} is taken"),
+                ));
+            }
+            (None, None) => {
+                return Err(cx.error(
+                    "rds.rename",
+                    format!("instance {from} does not exist in {}", cx.place),
+                ));
+            }
+            (Some(_), None) => {
+                self.call(cx, "ModifyDBInstance", || api.rename(from, to))
+                    .await?;
+                false
+            }
+        };
+        let i = self.wait_instance(cx, api, to, timeout).await?;
+        Ok((i, already))
+    }
+
+    /// Deletes the instance with this plan's final snapshot and waits until it is gone; an
+    /// instance already gone counts only if that final snapshot exists. True if already gone.
+    async fn delete_op(
+        &self,
+        o: &OpCx<'_>,
+        identifier: &str,
+        final_id: &str,
+        timeout: u64,
+    ) -> Result<bool, DriverError> {
+        let (cx, api) = (o.cx, o.api);
+        let exists = self
+            .call(cx, "DescribeDBInstances", || api.instance(identifier))
+            .await?;
+        if exists.is_none() {
+            if self
+                .call(cx, "DescribeDBSnapshots", || api.snapshot(final_id))
+                .await?
+                .is_none()
+            {
+                return Err(cx.error(
+                    "rds.delete",
+                    format!("instance {identifier} does not exist and this plan's final snapshot {final_id} does not either: it was not deleted by ferry"),
+                ));
+            }
+            return Ok(true);
+        }
+        self.call(cx, "DeleteDBInstance", || api.delete(identifier, final_id))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        while self
+            .call(cx, "DescribeDBInstances", || api.instance(identifier))
+            .await?
+            .is_some()
+        {
+            if Instant::now() >= deadline {
+                return Err(DriverError::Timeout {
+                    target: cx.target.clone(),
+                    what: format!("waiting for instance {identifier} to be deleted"),
+                    seconds: timeout,
+                });
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+        Ok(false)
     }
 }
 
