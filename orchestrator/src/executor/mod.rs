@@ -458,213 +458,282 @@ impl Shared {
     }
 }
 
+/// What a run returns: how it ended and every step's status.
+type RunResult = Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError>;
+
 impl Executor {
     /// Runs the plan; `prior` says what an earlier, interrupted run already did.
-    pub async fn run(
-        self,
-        prior: &PriorRun,
-    ) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+    pub async fn run(self, prior: &PriorRun) -> RunResult {
         let plan = self.plan.clone();
-        let mut status = BTreeMap::new();
-        for s in &plan.body.steps {
-            status.insert(
-                s.id.clone(),
-                if prior.done.contains(&s.id) {
+        let shared = Shared::start(self, prior);
+        let mut start = NewEntry::new(&shared.exec.actor, Event::ApplyStarted).plan(&plan.id);
+        start.detail = Some(
+            serde_json::json!({ "resumed": prior.started, "already_done": prior.done.len(), "steps": plan.body.steps.len() }),
+        );
+        shared.record(start).await?;
+        let mut failed_all: Vec<String> = Vec::new();
+        for (w, wave) in plan.body.waves.iter().enumerate() {
+            if let Some(end) = run_wave(&shared, w, wave, prior, &mut failed_all).await? {
+                return Ok(end);
+            }
+        }
+        finish_completed(&shared, failed_all).await
+    }
+}
+
+impl Shared {
+    /// The run's shared state: every step pending but those an earlier run completed.
+    fn start(exec: Executor, prior: &PriorRun) -> Arc<Self> {
+        let status = exec
+            .plan
+            .body
+            .steps
+            .iter()
+            .map(|s| {
+                let st = if prior.done.contains(&s.id) {
                     StepStatus::AlreadyDone
                 } else {
                     StepStatus::Pending
-                },
-            );
-        }
+                };
+                (s.id.clone(), st)
+            })
+            .collect();
         let completed: Vec<String> = prior
             .done_in_order
             .iter()
             .filter(|s| prior.done.contains(*s))
             .cloned()
             .collect();
-        let shared = Arc::new(Shared {
-            exec: self,
+        Arc::new(Shared {
+            exec,
             status: Mutex::new(status),
             completed: Mutex::new(completed),
             abort: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
-        });
-        let mut start = NewEntry::new(&shared.exec.actor, Event::ApplyStarted).plan(&plan.id);
-        start.detail = Some(
-            serde_json::json!({ "resumed": prior.started, "already_done": prior.done.len(), "steps": plan.body.steps.len() }),
-        );
-        shared.record(start).await?;
+        })
+    }
+}
 
-        let mut failed_all: Vec<String> = Vec::new();
-        for (w, wave) in plan.body.waves.iter().enumerate() {
-            let steps: Vec<&Step> = plan
-                .body
-                .steps
-                .iter()
-                .filter(|s| s.wave == w && !prior.done.contains(&s.id))
-                .collect();
-            if steps.is_empty() {
-                continue;
-            }
-            if shared.cancelled() {
-                return finish_interrupted(&shared).await;
-            }
-            for gate in plan.body.gates.iter().filter(|g| g.wave == w) {
-                if !gate_approved(&shared, gate)? {
-                    return finish_at_gate(&shared, gate).await;
-                }
-                shared.say(format!("gate `{}` approved", gate.name));
-            }
-            for step in &steps {
-                if let Some(crate::plan::StepOp {
-                    title,
-                    op: Op::Manual { instructions },
-                    ..
-                }) = &step.op
-                    && !shared.exec.confirmed.contains(&step.id)
-                {
-                    return finish_unconfirmed(&shared, step, title, instructions).await;
-                }
-            }
-            shared.say(format!(
-                "wave {} `{}`: {} step(s), max_parallel {}",
-                w + 1,
-                wave.name,
-                steps.len(),
-                wave.max_parallel
+/// Runs wave `w`'s steps that are not done yet: its gates and manual steps first, then one
+/// lane per host. `Some` when the run ends here (interrupted, at a gate or a manual step,
+/// halted or backed out); `None` to go on with the next wave.
+async fn run_wave(
+    shared: &Arc<Shared>,
+    w: usize,
+    wave: &crate::plan::WavePlan,
+    prior: &PriorRun,
+    failed_all: &mut Vec<String>,
+) -> Result<Option<(ApplyOutcome, BTreeMap<String, StepStatus>)>, ExecError> {
+    let plan = shared.exec.plan.clone();
+    let steps: Vec<&Step> = plan
+        .body
+        .steps
+        .iter()
+        .filter(|s| s.wave == w && !prior.done.contains(&s.id))
+        .collect();
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    if shared.cancelled() {
+        return finish_interrupted(shared).await.map(Some);
+    }
+    for gate in plan.body.gates.iter().filter(|g| g.wave == w) {
+        if !gate_approved(shared, gate)? {
+            return finish_at_gate(shared, gate).await.map(Some);
+        }
+        shared.say(format!("gate `{}` approved", gate.name));
+    }
+    for step in &steps {
+        if let Some(crate::plan::StepOp {
+            title,
+            op: Op::Manual { instructions },
+            ..
+        }) = &step.op
+            && !shared.exec.confirmed.contains(&step.id)
+        {
+            return finish_unconfirmed(shared, step, title, instructions)
+                .await
+                .map(Some);
+        }
+    }
+    shared.say(format!(
+        "wave {} `{}`: {} step(s), max_parallel {}",
+        w + 1,
+        wave.name,
+        steps.len(),
+        wave.max_parallel
+    ));
+    let wave_run = WaveRun {
+        sem: Arc::new(Semaphore::new(wave.max_parallel.max(1) as usize)),
+        failures: Arc::new(AtomicU32::new(0)),
+        threshold: wave.failure_threshold,
+    };
+    let mut set: JoinSet<Result<Vec<String>, ExecError>> = JoinSet::new();
+    for lane in lanes(steps) {
+        set.spawn(run_lane(shared.clone(), lane, wave_run.clone()));
+    }
+    failed_all.extend(join_lanes(shared, set).await?);
+    failed_all.sort();
+    if shared.abort.load(Ordering::SeqCst) {
+        shared.say(format!(
+            "wave `{}` crossed its failure threshold ({} failed, {} tolerated)",
+            wave.name,
+            wave_run.failures.load(Ordering::SeqCst),
+            wave_run.threshold
+        ));
+        let failed = std::mem::take(failed_all);
+        return match plan.body.on_failure {
+            OnFailure::Halt => finish_halted(shared, failed).await.map(Some),
+            OnFailure::Backout => finish_backed_out(shared, failed).await.map(Some),
+        };
+    }
+    if shared.cancelled() {
+        return finish_interrupted(shared).await.map(Some);
+    }
+    Ok(None)
+}
+
+/// One lane per host (site + cloud or endpoint), in plan order: a host's steps run one after
+/// another; lanes run concurrently.
+fn lanes(steps: Vec<&Step>) -> Vec<Vec<Step>> {
+    let mut lanes: Vec<((String, String), Vec<Step>)> = Vec::new();
+    for s in steps {
+        let key = (s.target.site.clone(), s.target.host.clone());
+        match lanes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(s.clone()),
+            None => lanes.push((key, vec![s.clone()])),
+        }
+    }
+    lanes.into_iter().map(|(_, v)| v).collect()
+}
+
+/// What the lanes of one wave share: the `max_parallel` slots and the failure count.
+#[derive(Clone)]
+struct WaveRun {
+    sem: Arc<Semaphore>,
+    failures: Arc<AtomicU32>,
+    threshold: u32,
+}
+
+/// Runs a lane's steps in order; returns the ones that failed. A step waits for its
+/// dependencies (on any host) before it takes a slot, so waiting never holds a slot; after a
+/// failure the lane's later steps are skipped (they need a healthy host).
+async fn run_lane(
+    sh: Arc<Shared>,
+    lane: Vec<Step>,
+    wave: WaveRun,
+) -> Result<Vec<String>, ExecError> {
+    let mut failed = Vec::new();
+    let mut lane_broken = false;
+    for step in lane {
+        if lane_broken {
+            sh.set(&step.id, StepStatus::Skipped);
+            sh.changed.notify_waiters();
+            continue;
+        }
+        sh.wait_for_dependencies(&step).await;
+        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
+            break;
+        }
+        let blocked = step
+            .depends_on
+            .iter()
+            .any(|d| !matches!(sh.get(d), StepStatus::Succeeded | StepStatus::AlreadyDone));
+        if blocked {
+            sh.set(&step.id, StepStatus::Skipped);
+            sh.changed.notify_waiters();
+            sh.say(format!(
+                "  skipped {}: a step it depends on did not succeed [{}]",
+                step.target.id, step.id
             ));
-            // One lane per host (site + cloud or endpoint), in plan order: a host's steps run
-            // one after another; lanes run concurrently, at most `max_parallel` steps at once.
-            // A step waits for its dependencies (on any host) before it takes a slot, so
-            // waiting never holds a slot.
-            let mut lanes: Vec<((String, String), Vec<Step>)> = Vec::new();
-            for s in steps {
-                let key = (s.target.site.clone(), s.target.host.clone());
-                match lanes.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, v)) => v.push(s.clone()),
-                    None => lanes.push((key, vec![s.clone()])),
-                }
-            }
-            let sem = Arc::new(Semaphore::new(wave.max_parallel.max(1) as usize));
-            let failures = Arc::new(AtomicU32::new(0));
-            let threshold = wave.failure_threshold;
-            let mut set: JoinSet<Result<Vec<String>, ExecError>> = JoinSet::new();
-            for (_, lane) in lanes {
-                let (sh, sem, failures) = (shared.clone(), sem.clone(), failures.clone());
-                set.spawn(async move {
-                    let mut failed = Vec::new();
-                    let mut lane_broken = false;
-                    for step in lane {
-                        if lane_broken {
-                            sh.set(&step.id, StepStatus::Skipped);
-                            sh.changed.notify_waiters();
-                            continue;
-                        }
-                        sh.wait_for_dependencies(&step).await;
-                        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
-                            break;
-                        }
-                        let blocked = step.depends_on.iter().any(|d| {
-                            !matches!(sh.get(d), StepStatus::Succeeded | StepStatus::AlreadyDone)
-                        });
-                        if blocked {
-                            sh.set(&step.id, StepStatus::Skipped);
-                            sh.changed.notify_waiters();
-                            sh.say(format!(
-                                "  skipped {}: a step it depends on did not succeed [{}]",
-                                step.target.id, step.id
-                            ));
-                            continue;
-                        }
-                        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
-                        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
-                            break;
-                        }
-                        let ok = match sh.run_step(&step).await {
-                            Ok(ok) => ok,
-                            Err(e) => {
-                                sh.changed.notify_waiters();
-                                return Err(e);
-                            }
-                        };
-                        if ok {
-                            drop(permit);
-                            sh.changed.notify_waiters();
-                            continue;
-                        }
-                        // Decide on the threshold before the slot frees up, so no new step
-                        // starts once the wave has failed; undo while still holding it.
-                        failed.push(step.id.clone());
-                        if failures.fetch_add(1, Ordering::SeqCst) + 1 > threshold {
-                            sh.abort.store(true, Ordering::SeqCst);
-                        }
-                        if sh.exec.plan.body.on_failure == OnFailure::Backout {
-                            // Never leave a failed target on a broken release under `backout`.
-                            sh.undo_step(&step).await?;
-                        }
-                        drop(permit);
-                        sh.changed.notify_waiters();
-                        lane_broken = true; // later steps on this host need a healthy host
-                    }
-                    Ok(failed)
-                });
-            }
-            let mut first_err = None;
-            while let Some(joined) = set.join_next().await {
-                match joined {
-                    Ok(Ok(f)) => failed_all.extend(f),
-                    Ok(Err(e)) => {
-                        shared.abort.store(true, Ordering::SeqCst);
-                        first_err.get_or_insert(e);
-                    }
-                    Err(j) => {
-                        shared.abort.store(true, Ordering::SeqCst);
-                        first_err.get_or_insert(ExecError::Driver(DriverError::Failed {
-                            target: "executor".into(),
-                            action: "join",
-                            message: j.to_string(),
-                        }));
-                    }
-                }
-            }
-            if let Some(e) = first_err {
+            continue;
+        }
+        let permit = wave
+            .sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
+            break;
+        }
+        let ok = match sh.run_step(&step).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                sh.changed.notify_waiters();
                 return Err(e);
             }
-            failed_all.sort();
-            if shared.abort.load(Ordering::SeqCst) {
-                shared.say(format!(
-                    "wave `{}` crossed its failure threshold ({} failed, {threshold} tolerated)",
-                    wave.name,
-                    failures.load(Ordering::SeqCst)
-                ));
-                return match plan.body.on_failure {
-                    OnFailure::Halt => finish_halted(&shared, failed_all).await,
-                    OnFailure::Backout => finish_backed_out(&shared, failed_all).await,
-                };
+        };
+        if ok {
+            drop(permit);
+            sh.changed.notify_waiters();
+            continue;
+        }
+        // Decide on the threshold before the slot frees up, so no new step starts once the
+        // wave has failed; undo while still holding it.
+        failed.push(step.id.clone());
+        if wave.failures.fetch_add(1, Ordering::SeqCst) + 1 > wave.threshold {
+            sh.abort.store(true, Ordering::SeqCst);
+        }
+        if sh.exec.plan.body.on_failure == OnFailure::Backout {
+            // Never leave a failed target on a broken release under `backout`.
+            sh.undo_step(&step).await?;
+        }
+        drop(permit);
+        sh.changed.notify_waiters();
+        lane_broken = true;
+    }
+    Ok(failed)
+}
+
+/// Waits for every lane; the failed steps of all, or the first error (which aborts the rest).
+async fn join_lanes(
+    shared: &Shared,
+    mut set: JoinSet<Result<Vec<String>, ExecError>>,
+) -> Result<Vec<String>, ExecError> {
+    let mut failed = Vec::new();
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(f)) => failed.extend(f),
+            Ok(Err(e)) => {
+                shared.abort.store(true, Ordering::SeqCst);
+                first_err.get_or_insert(e);
             }
-            if shared.cancelled() {
-                return finish_interrupted(&shared).await;
+            Err(j) => {
+                shared.abort.store(true, Ordering::SeqCst);
+                first_err.get_or_insert(ExecError::Driver(DriverError::Failed {
+                    target: "executor".into(),
+                    action: "join",
+                    message: j.to_string(),
+                }));
             }
         }
-        let outcome = if failed_all.is_empty() {
-            ApplyOutcome::Completed
-        } else {
-            ApplyOutcome::CompletedWithFailures { failed: failed_all }
-        };
-        let o = if matches!(outcome, ApplyOutcome::Completed) {
-            Outcome::Ok
-        } else {
-            Outcome::CompletedWithFailures
-        };
-        shared
-            .record(
-                NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
-                    .plan(&plan.id)
-                    .outcome(o),
-            )
-            .await?;
-        Ok((outcome, take_status(&shared)))
     }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(failed),
+    }
+}
+
+/// Every wave ran: completed, or completed with failures its thresholds tolerated.
+async fn finish_completed(shared: &Shared, failed: Vec<String>) -> RunResult {
+    let (outcome, o) = if failed.is_empty() {
+        (ApplyOutcome::Completed, Outcome::Ok)
+    } else {
+        (
+            ApplyOutcome::CompletedWithFailures { failed },
+            Outcome::CompletedWithFailures,
+        )
+    };
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::ApplyFinished)
+                .plan(&shared.exec.plan.id)
+                .outcome(o),
+        )
+        .await?;
+    Ok((outcome, take_status(shared)))
 }
 
 fn take_status(shared: &Shared) -> BTreeMap<String, StepStatus> {
@@ -719,10 +788,7 @@ async fn record_stop(shared: &Shared, event: Event, message: String) -> Result<(
         .await
 }
 
-async fn finish_at_gate(
-    shared: &Shared,
-    gate: &crate::plan::GatePlan,
-) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+async fn finish_at_gate(shared: &Shared, gate: &crate::plan::GatePlan) -> RunResult {
     let pending = pending(shared);
     let plan_id = shared.exec.plan.id.clone();
     shared
@@ -762,7 +828,7 @@ async fn finish_unconfirmed(
     step: &Step,
     title: &str,
     instructions: &str,
-) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+) -> RunResult {
     let pending = pending(shared);
     shared
         .record(
@@ -834,9 +900,7 @@ fn op_summary(op: &Op, d: &serde_json::Value) -> String {
     }
 }
 
-async fn finish_interrupted(
-    shared: &Shared,
-) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+async fn finish_interrupted(shared: &Shared) -> RunResult {
     let pending = pending(shared);
     record_stop(
         shared,
@@ -850,10 +914,7 @@ async fn finish_interrupted(
     Ok((ApplyOutcome::Interrupted { pending }, take_status(shared)))
 }
 
-async fn finish_halted(
-    shared: &Shared,
-    failed: Vec<String>,
-) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+async fn finish_halted(shared: &Shared, failed: Vec<String>) -> RunResult {
     let pending = pending(shared);
     record_stop(
         shared,
@@ -871,10 +932,7 @@ async fn finish_halted(
     ))
 }
 
-async fn finish_backed_out(
-    shared: &Shared,
-    failed: Vec<String>,
-) -> Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError> {
+async fn finish_backed_out(shared: &Shared, failed: Vec<String>) -> RunResult {
     let plan = shared.exec.plan.clone();
     let order: Vec<String> = shared
         .completed
