@@ -81,39 +81,7 @@ pub async fn apply(
         trust_plan_file,
     } = opts;
     let (plan, plan_sha256) = workspace::read_plan_with_digest(plan_path)?;
-    // A manual step is confirmed by its step id, or (runbooks) by its runbook step name.
-    let mut confirmed = Vec::new();
-    for c in confirm {
-        let step = plan.step(c).or_else(|| {
-            let w = plan.body.waves.iter().position(|w| &w.name == c)?;
-            plan.body
-                .steps
-                .iter()
-                .find(|s| s.wave == w && s.op.is_some())
-        });
-        match step {
-            Some(s)
-                if matches!(
-                    s.op.as_ref().map(|o| &o.op),
-                    Some(crate::ops::Op::Manual { .. })
-                ) =>
-            {
-                confirmed.push(s.id.clone());
-            }
-            Some(s) => {
-                return Err(Error::Refused(format!(
-                    "--confirm {c}: step {} is not a manual step of plan {}",
-                    s.id, plan.id
-                )));
-            }
-            None => {
-                return Err(Error::Refused(format!(
-                    "--confirm {c}: plan {} has no step {c}",
-                    plan.id
-                )));
-            }
-        }
-    }
+    let confirmed = confirmed_steps(&plan, confirm)?;
     let confirm = confirmed.as_slice();
     // Nothing is acted on (or recorded) on a ledger whose chain does not verify (exit 7), and
     // the plan must be the one this ledger recorded, byte for byte (exit 3).
@@ -214,6 +182,44 @@ pub async fn apply(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The manual steps `confirm` names: by step id, or (runbooks) by runbook step name. A name
+/// that is no manual step of the plan is refused.
+fn confirmed_steps(plan: &SavedPlan, confirm: &[String]) -> Result<Vec<String>, Error> {
+    let mut confirmed = Vec::new();
+    for c in confirm {
+        let step = plan.step(c).or_else(|| {
+            let w = plan.body.waves.iter().position(|w| &w.name == c)?;
+            plan.body
+                .steps
+                .iter()
+                .find(|s| s.wave == w && s.op.is_some())
+        });
+        match step {
+            Some(s)
+                if matches!(
+                    s.op.as_ref().map(|o| &o.op),
+                    Some(crate::ops::Op::Manual { .. })
+                ) =>
+            {
+                confirmed.push(s.id.clone());
+            }
+            Some(s) => {
+                return Err(Error::Refused(format!(
+                    "--confirm {c}: step {} is not a manual step of plan {}",
+                    s.id, plan.id
+                )));
+            }
+            None => {
+                return Err(Error::Refused(format!(
+                    "--confirm {c}: plan {} has no step {c}",
+                    plan.id
+                )));
+            }
+        }
+    }
+    Ok(confirmed)
 }
 
 /// The saved plan is sealed: its bytes must be those recorded (`plan_created`, or an earlier
