@@ -23,3 +23,4 @@ pub mod runbook;
 pub mod secret;
 pub mod target;
 pub mod validate;
+pub mod window;

@@ -125,7 +125,21 @@ fn check_sites(i: &Inventory, err: &mut impl FnMut(String, String)) {
                     format!("{at}.maintenance_window.timezone"),
                     "is empty".into(),
                 );
+            } else if let Err(m) = crate::window::zone(&w.timezone) {
+                err(format!("{at}.maintenance_window.timezone"), m);
             }
+        } else if i.maintenance.windows_required_for.contains(&site.tier) {
+            err(
+                at.clone(),
+                format!(
+                    "site `{}` is of tier `{}`, whose sites must declare a `maintenance_window` (maintenance.windows_required_for)",
+                    site.id,
+                    serde_json::to_value(site.tier)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+            );
         }
         for (k, r) in site.roles.iter().enumerate() {
             if r.role.trim().is_empty() {

@@ -23,4 +23,7 @@ pub const TAMPERED: u8 = 7;
 /// then `apply --resume`.
 pub const AWAITING_APPROVAL: u8 = 8;
 /// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
+/// `apply`: stopped before steps on a site whose maintenance window is closed (resumable inside
+/// the window; `--wait` waits for it, `--outside-window --reason` overrides, recorded).
+pub const OUTSIDE_WINDOW: u8 = 9;
 pub const INTERRUPTED: u8 = 130;

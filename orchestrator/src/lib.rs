@@ -9,7 +9,7 @@
 
 pub use ferry_core::{
     approval, container, dibr, kubernetes, load, model, ops, plan, readiness, render, runbook,
-    secret, target, validate,
+    secret, target, validate, window,
 };
 
 pub mod artifact;

@@ -23,6 +23,15 @@ fn demo_copy() -> (tempfile::TempDir, String) {
             .success();
         assert!(ok, "copy {d}");
     }
+    // The pipelines run at any hour here; the demo's clinics' maintenance windows would hold
+    // the apply (exit 9, tested in `windows.rs`), so this copy declares none.
+    let inv = dir.path().join("inventories/local.yaml");
+    let text = std::fs::read_to_string(&inv).unwrap();
+    let without: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("maintenance_window:"))
+        .collect();
+    std::fs::write(&inv, without.join("\n") + "\n").unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(crate::support::BIN, bin.join("ferry")).unwrap();

@@ -20,3 +20,4 @@ mod rds;
 mod security;
 #[cfg(feature = "ssh")]
 mod ssh;
+mod windows;

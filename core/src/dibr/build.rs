@@ -143,6 +143,13 @@ fn status(mine: &[&Entry]) -> String {
         {
             "stopped at an approval gate (resumable after approval)".to_owned()
         }
+        Some(e)
+            if e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("stopped outside a maintenance window")) =>
+        {
+            "stopped outside a maintenance window (resumable inside it)".to_owned()
+        }
         Some(e) => match e.outcome {
             Some(Outcome::Ok) => "applied".to_owned(),
             Some(Outcome::BackedOut) => "failed and backed out".to_owned(),
@@ -741,6 +748,17 @@ fn risks(c: &Ctx<'_>, releases: &[ReleaseRow], checklist: &[CheckRow]) -> Vec<Ri
                 "Agree the time with the site contact before applying.".into(),
             ));
         }
+    }
+    for e in c.mine.iter().filter(|e| e.event == Event::WindowOverridden) {
+        risks.push(row(
+            format!(
+                "Ledger entry #{} ({}): {}",
+                e.seq,
+                short(&e.hash),
+                e.message.clone().unwrap_or_default()
+            ),
+            "Confirm with the site contact that work outside the window was agreed.".into(),
+        ));
     }
     for ch in checklist.iter().filter(|ch| ch.mark == "[!]") {
         risks.push(row(

@@ -43,6 +43,12 @@ pub enum Event {
     /// A saved plan this ledger never recorded was applied with `--trust-plan-file`: its
     /// digest, from then on its seal here.
     PlanTrusted,
+    /// Apply held the steps of a site whose maintenance window is closed, and stopped (with
+    /// when it opens next).
+    WindowClosed,
+    /// Steps started on a site outside its maintenance window, by `--outside-window`: who
+    /// and why.
+    WindowOverridden,
 }
 
 impl Event {
@@ -69,6 +75,8 @@ impl Event {
             Event::LockLost => "lock_lost",
             Event::LedgerRepaired => "ledger_repaired",
             Event::PlanTrusted => "plan_trusted",
+            Event::WindowClosed => "window_closed",
+            Event::WindowOverridden => "window_overridden",
         }
     }
 }

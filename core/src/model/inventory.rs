@@ -26,6 +26,9 @@ pub struct Inventory {
     /// People who may approve plan gates, with the roles they hold and their public keys.
     #[serde(default)]
     pub approvers: Vec<Approver>,
+    /// Rules for maintenance windows across the estate.
+    #[serde(default)]
+    pub maintenance: Maintenance,
     /// Lookups by id, built on first use: an estate of 10,000 sites is looked up once per
     /// target, so a scan per lookup would make planning quadratic.
     #[serde(skip)]
@@ -109,6 +112,15 @@ pub enum Weekday {
     Fri,
     Sat,
     Sun,
+}
+
+/// Rules for maintenance windows: which tiers' sites must declare one (a site without a
+/// window is otherwise unrestricted).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    #[serde(default)]
+    pub windows_required_for: Vec<Tier>,
 }
 
 /// A place where apps run: a clinic, a lab, a cloud region.

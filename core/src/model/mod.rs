@@ -10,8 +10,8 @@ mod runbook;
 pub use inventory::{
     App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
-    Inventory, KubernetesApp, KubernetesCloud, LocalCloud, MaintenanceWindow, PullPolicy,
-    RestartPolicy, RoleAssignment, Site, TargetKind, Tier, UpdateOrder, Weekday,
+    Inventory, KubernetesApp, KubernetesCloud, LocalCloud, Maintenance, MaintenanceWindow,
+    PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier, UpdateOrder, Weekday,
 };
 pub use release::{
     Gate, OnFailure, PlanKind, Release, ReleasePlan, SnapshotRequirement, Waiver, Wave,

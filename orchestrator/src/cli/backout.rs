@@ -19,7 +19,7 @@ pub async fn backout(
     let (saved, path) =
         crate::engine::backout::plan(&ctx.state(), inventory, app, site, &req).await?;
     if req.dry_run {
-        ctx.out().plan(&saved, &path);
+        ctx.out().plan(&saved, &path, &[]);
         return Ok(exit::CHANGES);
     }
     ctx.out().preview(&saved);

@@ -9,6 +9,10 @@ use crate::executor::ApplyOutcome;
 use crate::ledger::Ledger;
 use crate::{exit, workspace};
 
+/// The demo's clinics declare maintenance windows, and the demo runs at any hour: each apply
+/// overrides them, and the ledger records it (`window_overridden`) as it would for a person.
+const DEMO_REASON: &str = "ferry demo: the embedded local target runs at any hour";
+
 pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
     let inventory = root.join("inventories/local.yaml");
     let state = root.join(".ferry/demo");
@@ -48,9 +52,15 @@ pub async fn demo(ctx: &Ctx, root: &Path) -> Result<u8, CliError> {
         let out = state.join("plan.json");
         workspace::write_plan(&out, &saved)?;
         record_created(&engine_state, &saved, &out)?;
-        ctx.out().plan(&saved, &out);
-        println!("$ ferry apply {}", out.display());
-        let r = apply_plan(&ctx, &out, super::apply::Options::fresh(&[])).await?;
+        let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
+        ctx.out().plan(&saved, &out, &windows);
+        println!(
+            "$ ferry apply {} --outside-window --reason \"{DEMO_REASON}\"",
+            out.display()
+        );
+        let mut opts = super::apply::Options::fresh(&[]);
+        opts.window.override_reason = Some(DEMO_REASON);
+        let r = apply_plan(&ctx, &out, opts).await?;
         print_apply(&ctx, &r, &out);
         let ok = match (&r.outcome, expect_backout) {
             (ApplyOutcome::Completed, false) => true,

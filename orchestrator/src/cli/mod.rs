@@ -93,6 +93,16 @@ pub enum Command {
         /// was recorded is refused even so.
         #[arg(long)]
         trust_plan_file: bool,
+        /// When a site's maintenance window is closed, wait for it to open (Ctrl-C stops).
+        #[arg(long, conflicts_with = "outside_window")]
+        wait: bool,
+        /// Start steps on sites whose maintenance window is closed; needs --reason, recorded
+        /// in the ledger with the actor.
+        #[arg(long, requires = "reason")]
+        outside_window: bool,
+        /// Why the window is overridden (recorded).
+        #[arg(long, requires = "outside_window", value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Return an app on a site to its previous recorded release.
     Backout {
@@ -424,6 +434,9 @@ pub fn run(cli: Cli) -> ExitCode {
             lock_lease_seconds,
             confirm,
             trust_plan_file,
+            wait,
+            outside_window: _,
+            reason,
         } => runtime().and_then(|rt| {
             rt.block_on(apply::apply_cmd(
                 &ctx,
@@ -433,6 +446,11 @@ pub fn run(cli: Cli) -> ExitCode {
                     lease: std::time::Duration::from_secs(lock_lease_seconds.max(1)),
                     confirm: &confirm,
                     trust_plan_file,
+                    window: crate::engine::apply::WindowChoice {
+                        wait,
+                        override_reason: reason.as_deref(),
+                        clock: None,
+                    },
                 },
             ))
         }),

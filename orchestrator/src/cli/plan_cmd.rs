@@ -47,7 +47,8 @@ pub async fn plan(
     }
     workspace::write_plan(out, &saved)?;
     crate::engine::plan::record_created(&state, &saved, out)?;
-    ctx.out().plan(&saved, out);
+    let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
+    ctx.out().plan(&saved, out, &windows);
     Ok(if saved.has_changes() {
         exit::CHANGES
     } else {

@@ -67,7 +67,7 @@ pub async fn runbook_run(ctx: &Ctx, a: RunArgs<'_>) -> Result<u8, CliError> {
     crate::workspace::write_plan(&out, &planned.plan)?;
     crate::engine::plan::record_created(&state, &planned.plan, &out)?;
     if a.plan_only || ctx.output == super::OutputFormat::Human {
-        ctx.out().plan(&planned.plan, &out);
+        ctx.out().plan(&planned.plan, &out, &[]);
     }
     ctx.out().runbook_params(&planned.params);
     if a.plan_only {

@@ -36,6 +36,18 @@ pub struct Options<'a> {
     pub confirm: &'a [String],
     /// Accept a plan this ledger never recorded (recorded as `plan_trusted`).
     pub trust_plan_file: bool,
+    /// What to do about a site whose maintenance window is closed.
+    pub window: WindowChoice<'a>,
+}
+
+/// When a step's site has a closed maintenance window: stop (the default), wait for it to
+/// open, or start anyway for a reason that is recorded with the actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowChoice<'a> {
+    pub wait: bool,
+    pub override_reason: Option<&'a str>,
+    /// The clock windows are judged by (the system's when `None`).
+    pub clock: Option<&'a Arc<dyn crate::executor::Clock>>,
 }
 
 impl Options<'_> {
@@ -46,6 +58,7 @@ impl Options<'_> {
             lease: Duration::from_secs(30),
             confirm,
             trust_plan_file: false,
+            window: WindowChoice::default(),
         }
     }
 }
@@ -60,6 +73,7 @@ pub fn outcome_code(o: &ApplyOutcome) -> u8 {
         ApplyOutcome::AwaitingApproval { .. } | ApplyOutcome::AwaitingConfirmation { .. } => {
             exit::AWAITING_APPROVAL
         }
+        ApplyOutcome::OutsideWindow { .. } => exit::OUTSIDE_WINDOW,
     }
 }
 
@@ -79,7 +93,15 @@ pub async fn apply(
         lease,
         confirm,
         trust_plan_file,
+        window,
     } = opts;
+    if let Some(r) = window.override_reason
+        && r.trim().chars().count() < 10
+    {
+        return Err(Error::Refused(
+            "--outside-window --reason: say why the maintenance window is overridden (at least 10 characters): it goes into the ledger".into(),
+        ));
+    }
     let (plan, plan_sha256) = workspace::read_plan_with_digest(plan_path)?;
     let confirmed = confirmed_steps(&plan, confirm)?;
     let confirm = confirmed.as_slice();
@@ -139,6 +161,7 @@ pub async fn apply(
                 fence,
                 progress,
                 cancel,
+                window,
             };
             run_locked(&run_state, plan, &prior, run).await
         }
@@ -326,6 +349,7 @@ struct Run<'a> {
     fence: Fence,
     progress: Arc<dyn Progress>,
     cancel: watch::Receiver<bool>,
+    window: WindowChoice<'a>,
 }
 
 async fn run_locked(
@@ -335,6 +359,7 @@ async fn run_locked(
     run: Run<'_>,
 ) -> Result<ApplyResult, Error> {
     let inv = workspace::plan_inventory(&plan)?;
+    let plan_kind = plan.body.kind;
     // The run stops when the caller cancels or the lock is lost, whichever comes first.
     let (cancel_tx, cancel_rx) = watch::channel(*run.cancel.borrow());
     let renew = spawn_renewal(run.lock, cancel_tx.clone());
@@ -348,6 +373,7 @@ async fn run_locked(
         run.confirm,
         run.fence,
         run.progress,
+        windows(&plan_kind, &inv.value, run.window),
     )
     .await;
     renew.abort();
@@ -384,6 +410,7 @@ async fn apply_locked(
     confirm: &[String],
     fence: Fence,
     progress: Arc<dyn Progress>,
+    windows: crate::executor::Windows,
 ) -> Result<ApplyResult, Error> {
     let base = workspace::base_dir(&inv.source.path);
     let drivers = Drivers::standard();
@@ -451,6 +478,7 @@ async fn apply_locked(
         cancel,
         ops: crate::drivers::standard_ops(&inv.value, &base),
         confirmed: confirm.iter().cloned().collect(),
+        windows,
     };
     let result = exec.run(prior).await;
     progress.finish();
@@ -462,6 +490,34 @@ async fn apply_locked(
         status,
         code,
     })
+}
+
+/// The windows a run of this plan enforces: a release's steps start only inside their sites'
+/// maintenance windows. Back-out and runbook plans are how a site is rescued at any hour, so
+/// they are not held (their steps are recorded with their times like any other).
+fn windows(
+    kind: &crate::plan::SavedPlanKind,
+    inv: &crate::model::Inventory,
+    choice: WindowChoice<'_>,
+) -> crate::executor::Windows {
+    let sites = match kind {
+        crate::plan::SavedPlanKind::Release => inv
+            .sites
+            .iter()
+            .filter_map(|s| Some((s.id.clone(), s.maintenance_window.clone()?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let clock = choice
+        .clock
+        .cloned()
+        .unwrap_or_else(|| Arc::new(crate::executor::SystemClock));
+    crate::executor::Windows::new(
+        sites,
+        choice.override_reason.map(str::to_owned),
+        choice.wait,
+        clock,
+    )
 }
 
 /// Renews the lock lease every third of it; losing the lock stops the apply at a safe point.

@@ -35,9 +35,18 @@ pub(crate) async fn planned(dir: &std::path::Path) -> (State, std::path::PathBuf
 
 /// The same, with the ledger and lock of any state backend.
 async fn planned_on(dir: &std::path::Path, ledger: Ledger) -> (State, std::path::PathBuf) {
+    planned_with(dir, ledger, INV).await
+}
+
+/// The same, with another inventory.
+async fn planned_with(
+    dir: &std::path::Path,
+    ledger: Ledger,
+    inventory: &str,
+) -> (State, std::path::PathBuf) {
     std::fs::create_dir_all(dir.join("art/1.0.0")).unwrap();
     std::fs::write(dir.join("art/1.0.0/VERSION"), "1.0.0").unwrap();
-    std::fs::write(dir.join("inventory.yaml"), INV).unwrap();
+    std::fs::write(dir.join("inventory.yaml"), inventory).unwrap();
     std::fs::write(dir.join("plan.yaml"), PLAN).unwrap();
     let (inv, plans) =
         crate::workspace::load(&dir.join("inventory.yaml"), &[dir.join("plan.yaml")]).unwrap();
@@ -140,4 +149,76 @@ async fn another_state_backend_carries_a_whole_apply() {
     assert_eq!(events.iter().filter(|e| *e == "step_succeeded").count(), 2);
     assert!(!dir.path().join(".ferry/ledger.jsonl").exists());
     assert!(!dir.path().join(".ferry/apply.lock").exists());
+}
+
+/// A clock that starts at a given instant and whose sleeps pass at once.
+#[derive(Debug)]
+struct FakeClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+#[async_trait::async_trait]
+impl crate::executor::Clock for FakeClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+    async fn sleep(&self, d: std::time::Duration) {
+        *self.0.lock().unwrap() += chrono::Duration::from_std(d).unwrap();
+        tokio::task::yield_now().await;
+    }
+}
+
+/// `--wait`: a release whose canary site's window is closed waits for it to open (by the
+/// run's clock), says so, then runs; the other site, without a window, is not held.
+#[tokio::test]
+async fn a_run_that_may_wait_starts_the_sites_steps_when_its_window_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = INV.replace(
+        "  - { id: a, tier: sqa, clouds: [l] }",
+        "  - { id: a, tier: sqa, clouds: [l], maintenance_window: { days: [sat], start: \"22:00\", duration_minutes: 240, timezone: America/Chicago } }",
+    );
+    let ledger = Ledger::new(dir.path().join(".ferry/ledger.jsonl"));
+    let (state, path) = planned_with(dir.path(), ledger, &inv).await;
+    // Tuesday 2026-12-01 20:00 UTC; the window opens Saturday 22:00 CST = Sunday 04:00 UTC.
+    let tuesday = chrono::DateTime::parse_from_rfc3339("2026-12-01T20:00:00Z").unwrap();
+    let clock: Arc<dyn crate::executor::Clock> =
+        Arc::new(FakeClock(std::sync::Mutex::new(tuesday.into())));
+    let progress = Arc::new(Recorded::default());
+    let (_tx, cancel) = watch::channel(false);
+    let mut opts = Options::fresh(&[]);
+    opts.window.wait = true;
+    opts.window.clock = Some(&clock);
+    let r = apply(&state, &path, opts, progress.clone(), cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Completed);
+    let lines = progress.lines.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("waiting a: maintenance window opens 2026-12-06 04:00 UTC (Sat 22:00 CST)"),
+        "{lines}"
+    );
+    assert!(clock.now() >= chrono::DateTime::parse_from_rfc3339("2026-12-06T04:00:00Z").unwrap());
+    // Without --wait the same plan stops (exit 9) and says when: made again, applied anew.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(dir.path().join(".ferry/ledger.jsonl"));
+    let (state, path) = planned_with(dir.path(), ledger, &inv).await;
+    let (_tx, cancel) = watch::channel(false);
+    let mut opts = Options::fresh(&[]);
+    let late: Arc<dyn crate::executor::Clock> =
+        Arc::new(FakeClock(std::sync::Mutex::new(tuesday.into())));
+    opts.window.clock = Some(&late);
+    let r = apply(&state, &path, opts, Arc::new(Recorded::default()), cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.code, crate::exit::OUTSIDE_WINDOW);
+    match r.outcome {
+        ApplyOutcome::OutsideWindow { sites, pending } => {
+            assert_eq!(sites[0].site, "a");
+            assert_eq!(sites[0].opens_at, "2026-12-06T04:00:00+00:00");
+            assert_eq!(
+                pending.len(),
+                2,
+                "the canary is held, the next wave not started"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

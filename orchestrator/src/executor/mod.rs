@@ -3,6 +3,7 @@
 //! reported. The only module (with the drivers) that runs async code.
 
 mod resume;
+mod window;
 // The executor's tests drive operation steps through the RDS fake.
 #[cfg(all(test, feature = "aws"))]
 mod tests;
@@ -23,6 +24,8 @@ use crate::ledger::{Event, Ledger, LedgerError, NewEntry, Outcome};
 use crate::model::OnFailure;
 use crate::ops::Op;
 use crate::plan::{SavedPlan, Step, StepAction, Undo};
+
+pub use window::{Clock, SystemClock, Windows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -102,6 +105,22 @@ pub enum ApplyOutcome {
         instructions: String,
         pending: Vec<String>,
     },
+    /// Held the steps of sites whose maintenance window is closed; `--resume` inside the
+    /// window (or `--wait`, or `--outside-window --reason`) continues.
+    OutsideWindow {
+        sites: Vec<ClosedWindow>,
+        pending: Vec<String>,
+    },
+}
+
+/// A site whose steps were held, and when its window opens next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosedWindow {
+    pub site: String,
+    /// RFC 3339, UTC.
+    pub opens_at: String,
+    /// The same instant in UTC and the site's own time, for people.
+    pub opens: String,
 }
 
 /// The status of each step at the end, for reports.
@@ -113,6 +132,8 @@ pub enum StepStatus {
     Succeeded,
     /// Completed by an earlier run (resume).
     AlreadyDone,
+    /// Not started: its site's maintenance window is closed (or a step it depends on was held).
+    Held,
     Failed,
     BackedOut,
     UndoFailed,
@@ -135,6 +156,8 @@ pub struct Executor {
     pub ops: Arc<dyn OpRunner>,
     /// Manual steps confirmed for this run (`--confirm STEP`).
     pub confirmed: BTreeSet<String>,
+    /// The sites' maintenance windows and what to do when one is closed.
+    pub windows: Windows,
 }
 
 struct Shared {
@@ -145,6 +168,8 @@ struct Shared {
     abort: AtomicBool,
     /// Woken whenever a step reaches an end state, or the run is stopping.
     changed: tokio::sync::Notify,
+    /// Sites whose steps were held because their window is closed, with its next opening.
+    held: Mutex<BTreeMap<String, crate::window::Opening>>,
 }
 
 impl Shared {
@@ -510,6 +535,7 @@ impl Shared {
             completed: Mutex::new(completed),
             abort: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            held: Mutex::new(BTreeMap::new()),
         })
     }
 }
@@ -590,6 +616,9 @@ async fn run_wave(
     if shared.cancelled() {
         return finish_interrupted(shared).await.map(Some);
     }
+    if shared.get_any_held() {
+        return finish_outside_window(shared).await.map(Some);
+    }
     Ok(None)
 }
 
@@ -627,13 +656,28 @@ async fn run_lane(
     let mut lane_broken = false;
     for step in lane {
         if lane_broken {
-            sh.set(&step.id, StepStatus::Skipped);
+            let after_hold = sh.get_held(&step.target.site);
+            let status = if after_hold {
+                StepStatus::Held
+            } else {
+                StepStatus::Skipped
+            };
+            sh.set(&step.id, status);
             sh.changed.notify_waiters();
             continue;
         }
         sh.wait_for_dependencies(&step).await;
         if sh.abort.load(Ordering::SeqCst) || sh.cancelled() {
             break;
+        }
+        if step
+            .depends_on
+            .iter()
+            .any(|d| sh.get(d) == StepStatus::Held)
+        {
+            sh.set(&step.id, StepStatus::Held);
+            sh.changed.notify_waiters();
+            continue;
         }
         let blocked = step
             .depends_on
@@ -646,6 +690,11 @@ async fn run_lane(
                 "  skipped {}: a step it depends on did not succeed [{}]",
                 step.target.id, step.id
             ));
+            continue;
+        }
+        if let window::Gate::Held(next) = sh.window_gate(&step.target.site).await? {
+            sh.hold(&step, next);
+            lane_broken = true; // the rest of this host's steps wait with it
             continue;
         }
         let permit = wave
@@ -749,7 +798,7 @@ fn pending(shared: &Shared) -> Vec<String> {
         .filter(|(_, s)| {
             matches!(
                 s,
-                StepStatus::Pending | StepStatus::Skipped | StepStatus::Failed
+                StepStatus::Pending | StepStatus::Skipped | StepStatus::Failed | StepStatus::Held
             )
         })
         .map(|(k, _)| k.clone())
@@ -786,6 +835,78 @@ async fn record_stop(shared: &Shared, event: Event, message: String) -> Result<(
                 .message(message),
         )
         .await
+}
+
+impl Shared {
+    /// Holds `step`: its site's window is closed until `next`.
+    fn hold(&self, step: &Step, next: crate::window::Opening) {
+        self.held
+            .lock()
+            .expect("held lock")
+            .insert(step.target.site.clone(), next);
+        self.set(&step.id, StepStatus::Held);
+        self.changed.notify_waiters();
+    }
+    fn get_held(&self, site: &str) -> bool {
+        self.held.lock().expect("held lock").contains_key(site)
+    }
+    fn get_any_held(&self) -> bool {
+        !self.held.lock().expect("held lock").is_empty()
+    }
+}
+
+/// Steps were held outside their sites' windows: recorded with when each opens, resumable.
+async fn finish_outside_window(shared: &Shared) -> RunResult {
+    let pending = pending(shared);
+    let held = shared.held.lock().expect("held lock").clone();
+    let sites: Vec<ClosedWindow> = held
+        .iter()
+        .map(|(site, next)| {
+            let tz = shared
+                .exec
+                .windows
+                .sites
+                .get(site)
+                .map_or("UTC", |w| w.timezone.as_str());
+            ClosedWindow {
+                site: site.clone(),
+                opens_at: next.start.to_rfc3339(),
+                opens: crate::window::describe(next.start, tz),
+            }
+        })
+        .collect();
+    let said: Vec<String> = sites
+        .iter()
+        .map(|c| format!("`{}` opens {}", c.site, c.opens))
+        .collect();
+    shared
+        .record(
+            NewEntry::new(&shared.exec.actor, Event::WindowClosed)
+                .plan(&shared.exec.plan.id)
+                .message(format!(
+                    "held the steps of sites outside their maintenance windows: {}",
+                    said.join("; ")
+                ))
+                .detail(serde_json::json!({ "sites": sites })),
+        )
+        .await?;
+    shared.say(format!(
+        "stopped: maintenance window closed ({})",
+        said.join("; ")
+    ));
+    record_stop(
+        shared,
+        Event::ApplyFinished,
+        format!(
+            "stopped outside a maintenance window; {} step(s) left; inside the window: ferry apply --resume",
+            pending.len()
+        ),
+    )
+    .await?;
+    Ok((
+        ApplyOutcome::OutsideWindow { sites, pending },
+        take_status(shared),
+    ))
 }
 
 async fn finish_at_gate(shared: &Shared, gate: &crate::plan::GatePlan) -> RunResult {

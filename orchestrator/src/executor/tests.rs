@@ -138,6 +138,7 @@ impl Fixture {
                 self.rds.clone(),
             )),
             confirmed: Default::default(),
+            windows: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::load::Loaded;
 use crate::model::{Database, Runbook};
 use crate::ops::SnapshotInfo;
 use crate::plan::{self, SavedPlan, SavedPlanKind};
+use crate::window::WaveWindows;
 
 pub struct Human {
     out: Box<dyn Write>,
@@ -112,6 +113,17 @@ fn outcome_text_of(r: &ApplyResult, path: &Path) -> String {
                 instructions.trim_end()
             )
         }
+        ApplyOutcome::OutsideWindow { sites, pending } => {
+            let opens: Vec<String> = sites
+                .iter()
+                .map(|c| format!("`{}` opens {}", c.site, c.opens))
+                .collect();
+            format!(
+                "Plan `{name}` ({id}) stopped outside a maintenance window: {}; {} step(s) left.\nResume inside the window with: ferry apply --resume {p}\nOr wait for it: ferry apply --resume --wait {p}\nOr start now, recorded: ferry apply --resume --outside-window --reason TEXT {p}",
+                opens.join("; "),
+                pending.len()
+            )
+        }
         ApplyOutcome::AwaitingApproval {
             gate,
             role,
@@ -121,6 +133,30 @@ fn outcome_text_of(r: &ApplyResult, path: &Path) -> String {
             pending.len()
         ),
     }
+}
+
+/// Each wave's maintenance windows, one line per wave, with its warning.
+fn windows_text(windows: &[WaveWindows], bullet: &str) -> String {
+    if windows.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from("Maintenance windows:\n");
+    for w in windows {
+        let sites: Vec<String> = w
+            .sites
+            .iter()
+            .map(|s| format!("{} {}", s.site, s.text))
+            .collect();
+        t.push_str(&format!(
+            "{bullet}wave `{}`: {}\n",
+            w.wave,
+            sites.join("; ")
+        ));
+        if let Some(warning) = &w.warning {
+            t.push_str(&format!("{bullet}warning: {warning}\n"));
+        }
+    }
+    t
 }
 
 /// One ledger entry on one line.
@@ -232,12 +268,14 @@ impl Printer for Human {
         self.say(&text);
     }
 
-    fn plan(&mut self, saved: &SavedPlan, path: &Path) {
+    fn plan(&mut self, saved: &SavedPlan, path: &Path, windows: &[WaveWindows]) {
         if self.markdown {
             self.put(&plan::render_markdown(saved, &path.display().to_string()));
+            self.put(&windows_text(windows, "- "));
             return;
         }
         self.put(&plan::render_diff(&saved.body));
+        self.put(&windows_text(windows, "  "));
         let (id, p) = (&saved.id, path.display());
         let text = if saved.has_changes() {
             format!("Saved plan {id} to {p}.\nApply it with: ferry apply {p}")

@@ -22,6 +22,7 @@ use crate::load::{Loaded, Problem};
 use crate::model::{Database, Runbook};
 use crate::ops::SnapshotInfo;
 use crate::plan::SavedPlan;
+use crate::window::WaveWindows;
 
 /// Version of every JSON document ferry prints; bumped on incompatible change.
 pub const JSON_VERSION: u32 = 1;
@@ -82,6 +83,9 @@ struct PlanReport<'a> {
     changes: usize,
     unchanged: usize,
     steps: Vec<PlanStepReport<'a>>,
+    /// Each wave's maintenance windows as of when the plan was made (release plans).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    windows: &'a [WaveWindows],
 }
 
 #[derive(Debug, Serialize)]
@@ -130,7 +134,7 @@ impl Printer for Json {
         });
     }
 
-    fn plan(&mut self, saved: &SavedPlan, path: &Path) {
+    fn plan(&mut self, saved: &SavedPlan, path: &Path, windows: &[WaveWindows]) {
         let steps = saved
             .body
             .steps
@@ -154,6 +158,7 @@ impl Printer for Json {
             changes: saved.body.steps.len(),
             unchanged: saved.body.unchanged.len(),
             steps,
+            windows,
         });
     }
 

@@ -27,6 +27,7 @@ use crate::load::Loaded;
 use crate::model::{Database, Runbook};
 use crate::ops::SnapshotInfo;
 use crate::plan::SavedPlan;
+use crate::window::WaveWindows;
 
 /// Where a ledger is and the hash it ends at, as results name them.
 #[derive(Debug, Clone)]
@@ -60,8 +61,8 @@ pub struct HostKey<'a> {
 pub trait Printer {
     /// `ferry validate`: the files are valid.
     fn validated(&mut self, inventory: &Path, plans: usize);
-    /// A saved plan, written to `path`.
-    fn plan(&mut self, plan: &SavedPlan, path: &Path);
+    /// A saved plan, written to `path`, with its waves' maintenance windows as of now.
+    fn plan(&mut self, plan: &SavedPlan, path: &Path, windows: &[WaveWindows]);
     /// What a plan would change, before it is refused or applied at once (text only).
     fn preview(&mut self, plan: &SavedPlan);
     /// The result of applying the plan at `path`.

@@ -32,7 +32,7 @@ async fn print_a_run(p: &mut dyn Printer) -> (tempfile::TempDir, crate::engine::
     let dir = tempfile::tempdir().unwrap();
     let (state, path) = crate::engine::tests::planned(dir.path()).await;
     let saved = crate::workspace::read_plan(&path).unwrap();
-    p.plan(&saved, &path);
+    p.plan(&saved, &path, &[]);
     let (_tx, cancel) = tokio::sync::watch::channel(false);
     let opts = crate::engine::apply::Options::fresh(&[]);
     let r = crate::engine::apply::apply(&state, &path, opts, Arc::new(Recorded::default()), cancel)
