@@ -154,3 +154,92 @@ fn the_html_page_renders_its_sections_in_headless_chromium() {
         "three back-out lines not needed: {dom}"
     );
 }
+
+/// The guide is anchored and checkable offline: `dibr_written` records the SHA-256 of both
+/// files (equal to `sha256sum`'s), the offline commands it prints succeed as printed on a copy
+/// of the ledger as of the guide, every evidence cell names an entry of the appendix, and a
+/// guide written to a fresh directory still lists the earlier builds of the same release.
+#[test]
+fn the_guide_is_anchored_checkable_offline_and_knows_earlier_builds() {
+    let ws = Workspace::new();
+    ws.deploy("v1");
+    ws.plan_file("v2").expect_code(2);
+    // A second build of the same release (the artifact changed in between).
+    std::fs::write(ws.path().join("artifacts/2.0.0/NOTES"), "rebuilt").unwrap();
+    ws.plan_file("v2").expect_code(2);
+    ws.run(&["apply", "v2.json"]).expect_code(0);
+    let md = dibr(&ws, "v2.json");
+
+    let anchor = ws
+        .events("dibr_written")
+        .pop()
+        .expect("dibr_written recorded");
+    for (file, key) in [("dibr.md", "markdown_sha256"), ("dibr.html", "html_sha256")] {
+        let out = Command::new("sha256sum")
+            .arg(ws.path().join("dibr").join(file))
+            .output()
+            .unwrap();
+        let sum = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            anchor["detail"][key].as_str().unwrap(),
+            sum.split_whitespace().next().unwrap(),
+            "{file}"
+        );
+    }
+    // The commands of section 14, run as printed against the ledger as it was.
+    let entries: usize = anchor["detail"]["built_from_entries"].as_u64().unwrap() as usize;
+    let head = anchor["detail"]["built_from_head"].as_str().unwrap();
+    let text = std::fs::read_to_string(ws.ledger_path()).unwrap();
+    let copy: String = text
+        .lines()
+        .take(entries)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(ws.path().join("copy.jsonl"), copy).unwrap();
+    let block = md
+        .split("## 14. Offline verification")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .nth(1)
+        .unwrap();
+    let commands: Vec<&str> = block.lines().filter(|l| l.starts_with("ferry ")).collect();
+    assert_eq!(commands.len(), 2, "{block}");
+    assert!(commands[0].contains(head), "{}", commands[0]);
+    for c in commands {
+        let mut args: Vec<&str> = vec!["--ledger", "copy.jsonl"];
+        args.extend(c.split_whitespace().skip(1));
+        ws.run(&args).expect_code(0);
+    }
+    let export: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("audit.json")).unwrap())
+            .unwrap();
+    assert!(export["verification"]["tamper"].is_null(), "{export:#}");
+    // Every evidence cell names an entry listed in Appendix A.
+    let appendix = md.split("## Appendix A.").nth(1).unwrap();
+    for cell in md.split("[#").skip(1) {
+        let seq = cell.split(']').next().unwrap();
+        assert!(
+            appendix.contains(&format!("<a id=\"entry-{seq}\"></a>#{seq} ")),
+            "entry #{seq} is in the appendix"
+        );
+    }
+    // A fresh directory: the builds of demo-2.0.0 come from the ledger, numbered, with what
+    // changed between them.
+    ws.run(&["dibr", "-i", "inventory.yaml", "v2.json", "-o", "fresh"])
+        .expect_code(0);
+    let fresh = std::fs::read_to_string(ws.path().join("fresh/dibr.md")).unwrap();
+    let rows: Vec<&str> = fresh
+        .lines()
+        .skip_while(|l| !l.starts_with("## 1. Revision history"))
+        .take_while(|l| !l.starts_with("## 2."))
+        .filter(|l| l.starts_with("| 20"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{fresh}");
+    assert!(rows[0].contains("| 1 | first build |"), "{}", rows[0]);
+    assert!(
+        rows[1].contains("| 2 | artifact ") && rows[1].contains("artifacts/2.0.0"),
+        "{}",
+        rows[1]
+    );
+}

@@ -2,9 +2,9 @@
 //! from the plan, the inventory and the plan's ledger entries.
 
 use super::{
-    ApproverRow, CheckRow, DatabaseRow, DependencyRow, Doc, GateRow, HardwareRow, Inputs,
-    LedgerRow, ReleaseRow, Revision, RiskRow, RoleRow, SiteRow, SoftwareRow, VerifyRow, WaveRow,
-    short,
+    ApproverRow, CheckRow, DatabaseRow, DependencyRow, Doc, EntryRow, GateRow, HardwareRow,
+    InputRow, Inputs, LedgerRow, Offline, ReleaseRow, Revision, RiskRow, RoleRow, SiteRow,
+    SoftwareRow, VerifyRow, WaveRow, short,
 };
 use crate::approval::SignedApproval;
 use crate::ledger::{Entry, Event, Outcome};
@@ -19,6 +19,8 @@ struct Ctx<'a> {
     body: &'a PlanBody,
     mine: Vec<&'a Entry>,
     sites: Vec<&'a str>,
+    /// Every entry the guide is built from (other plans' included).
+    all: &'a [Entry],
 }
 
 impl<'a> Ctx<'a> {
@@ -38,6 +40,23 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .flat_map(|w| w.sites.iter().map(String::as_str))
                 .collect(),
+            all: i.entries,
+        }
+    }
+
+    /// `time` (RFC 3339) in the site's own time zone, when its window names one.
+    fn local_time(&self, site: &str, time: &str) -> String {
+        let tz = self
+            .inv
+            .site(site)
+            .and_then(|s| s.maintenance_window.as_ref())
+            .and_then(|w| crate::window::zone(&w.timezone).ok());
+        match (tz, chrono::DateTime::parse_from_rfc3339(time)) {
+            (Some(tz), Ok(t)) => t
+                .with_timezone(&tz)
+                .format("%a %Y-%m-%d %H:%M %Z")
+                .to_string(),
+            _ => String::new(),
         }
     }
 
@@ -73,11 +92,16 @@ pub fn build(i: Inputs<'_>) -> Doc {
     let (plan, body) = (c.plan, c.body);
     let started = c.mine.iter().any(|e| e.event == Event::ApplyStarted);
     let status = status(&c.mine);
-    let revisions = revisions(i.history, plan, &status);
+    let revisions = revisions(&c, i.history, &status);
     let releases = releases(body);
     let databases = databases(&c);
     let (checklist, backouts) = checklists(&c);
     let last = i.entries.last();
+    let created = c
+        .mine
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event, Event::PlanCreated | Event::PlanTrusted));
     Doc {
         title: format!("{} — Deployment, Installation, Back-out and Rollback Guide", body.name),
         plan_id: plan.id.clone(),
@@ -119,6 +143,59 @@ pub fn build(i: Inputs<'_>) -> Doc {
             head: last.map(|e| e.hash.clone()).unwrap_or_else(|| "-".into()),
             verified: i.ledger_verified.to_owned(),
         },
+        inputs: plan
+            .inputs
+            .iter()
+            .map(|x| InputRow {
+                role: x.role.clone(),
+                path: x.path.clone(),
+                sha256: x.sha256.clone(),
+            })
+            .collect(),
+        plan_sha256: created
+            .and_then(|e| e.detail.as_ref()?["plan_sha256"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "not recorded in this ledger".into()),
+        plan_created: created.map_or_else(
+            || "not recorded in this ledger".into(),
+            |e| format!("#{} ({}, {})", e.seq, e.event.as_str(), e.hash),
+        ),
+        offline: offline(&c, last),
+        entries: c
+            .mine
+            .iter()
+            .map(|e| EntryRow {
+                seq: e.seq,
+                time: e.time.clone(),
+                event: e.event.as_str().to_owned(),
+                actor: e.actor.clone(),
+                hash: e.hash.clone(),
+                prev: e.prev.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The commands that check the guide's evidence on a copy of the ledger as of the guide: the
+/// chain up to the last entry it used, approvals against the plan's inventory, and the
+/// plan's entries exported.
+fn offline(c: &Ctx<'_>, last: Option<&Entry>) -> Offline {
+    let head = last.map_or_else(|| "-".to_owned(), |e| e.hash.clone());
+    let inventory = c
+        .plan
+        .inputs
+        .iter()
+        .find(|x| x.role == "inventory")
+        .map_or("INVENTORY", |x| x.path.as_str());
+    Offline {
+        commands: vec![
+            format!("ferry ledger verify --expect-head {head} -i {inventory}"),
+            format!(
+                "ferry ledger export --format json --plan {} -o audit.json",
+                c.plan.id
+            ),
+        ],
+        entries: c.all.len(),
+        head,
     }
 }
 
@@ -162,20 +239,104 @@ fn status(mine: &[&Entry]) -> String {
     }
 }
 
-/// The revision history kept across runs: this plan's row added or brought up to date.
-fn revisions(mut history: Vec<Revision>, plan: &SavedPlan, status: &str) -> Vec<Revision> {
+/// The revision history: every build of this plan's name that the ledger recorded
+/// (`plan_created`), with the rows an earlier guide kept, and this plan's row up to date. Each
+/// row is numbered (the document version) and says which inputs changed since the build
+/// before it.
+fn revisions(c: &Ctx<'_>, mut history: Vec<Revision>, status: &str) -> Vec<Revision> {
+    let plan = c.plan;
+    let mut previous: Option<&serde_json::Value> = None;
+    for e in c.all.iter().filter(|e| e.event == Event::PlanCreated) {
+        let Some(d) = e
+            .detail
+            .as_ref()
+            .filter(|d| d["name"] == plan.body.name.as_str())
+        else {
+            continue;
+        };
+        let Some(id) = e.plan_id.clone() else {
+            continue;
+        };
+        let changes = changed_inputs(previous.map(|p| &p["inputs"]), &d["inputs"]);
+        previous = Some(d);
+        let known = history.iter_mut().find(|r| r.plan_id == id);
+        match known {
+            Some(r) => r.changes = changes,
+            None => history.push(Revision {
+                plan_id: id,
+                name: plan.body.name.clone(),
+                planned_at: e.time.clone(),
+                author: e.actor.clone(),
+                status: "built".into(),
+                version: 0,
+                changes,
+            }),
+        }
+    }
     let row = Revision {
         plan_id: plan.id.clone(),
         name: plan.body.name.clone(),
         planned_at: plan.created_at.clone(),
         author: plan.actor.clone(),
         status: status.to_owned(),
+        version: 0,
+        changes: String::new(),
     };
     match history.iter_mut().find(|r| r.plan_id == plan.id) {
-        Some(r) => *r = row,
+        Some(r) => {
+            let changes = std::mem::take(&mut r.changes);
+            *r = Revision { changes, ..row };
+        }
         None => history.push(row),
     }
+    history.sort_by(|a, b| a.planned_at.cmp(&b.planned_at));
+    for (n, r) in history.iter_mut().enumerate() {
+        r.version = n + 1;
+    }
     history
+}
+
+/// Which inputs differ between two builds' recorded inputs (`[{role, path, sha256}]`).
+fn changed_inputs(before: Option<&serde_json::Value>, now: &serde_json::Value) -> String {
+    let Some(before) = before else {
+        return "first build".into();
+    };
+    let list = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        let key = format!(
+                            "{} {}",
+                            x["role"].as_str().unwrap_or_default(),
+                            x["path"].as_str().unwrap_or_default()
+                        );
+                        (key, x["sha256"].as_str().unwrap_or_default().to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (old, new) = (list(before), list(now));
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(k, d)| {
+            old.iter()
+                .find(|(o, _)| o == k)
+                .is_none_or(|(_, od)| od != d)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.extend(
+        old.iter()
+            .filter(|(k, _)| !new.iter().any(|(n, _)| n == k))
+            .map(|(k, _)| format!("{k} (removed)")),
+    );
+    if changed.is_empty() {
+        "no input changed".into()
+    } else {
+        changed.join("; ")
+    }
 }
 
 /// One row per app and version the plan installs, with its number of targets.
@@ -341,6 +502,8 @@ fn gates(c: &Ctx<'_>) -> Vec<GateRow> {
                 when: String::new(),
                 comment: String::new(),
                 evidence: String::new(),
+                seq: String::new(),
+                digest: String::new(),
             };
             match ok {
                 Some((a, e)) => GateRow {
@@ -348,6 +511,8 @@ fn gates(c: &Ctx<'_>) -> Vec<GateRow> {
                     when: a.payload.signed_at.clone(),
                     comment: a.payload.comment.clone().unwrap_or_default(),
                     evidence: short(&e.hash),
+                    seq: e.seq.to_string(),
+                    digest: a.payload.plan_sha256.clone(),
                     ..row
                 },
                 None => row,
@@ -390,9 +555,57 @@ fn timeline(c: &Ctx<'_>) -> Vec<WaveRow> {
                     .join("; "),
                 started: or_dash(times.iter().min()),
                 finished: or_dash(times.iter().max()),
+                in_window: in_window(c, &ids),
             }
         })
         .collect()
+}
+
+/// Whether a wave's steps started inside their sites' maintenance windows: `yes`, the sites
+/// started outside (and the entries that overrode them), `no window set`, or `-` before apply.
+fn in_window(c: &Ctx<'_>, ids: &[&str]) -> String {
+    let starts: Vec<(&str, &Entry)> = c
+        .mine
+        .iter()
+        .filter(|e| e.event == Event::StepStarted)
+        .filter_map(|e| Some((e.step.as_deref()?, *e)))
+        .filter(|(s, _)| ids.contains(s))
+        .collect();
+    if starts.is_empty() {
+        return "-".into();
+    }
+    let mut windowed = false;
+    let mut outside: Vec<String> = Vec::new();
+    for (_, e) in &starts {
+        let site = e.site.as_deref().unwrap_or_default();
+        let Some(w) = c.inv.site(site).and_then(|s| s.maintenance_window.as_ref()) else {
+            continue;
+        };
+        windowed = true;
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.time) else {
+            continue;
+        };
+        let open = matches!(
+            crate::window::state(w, t.with_timezone(&chrono::Utc)),
+            Some(crate::window::State::Open(_))
+        );
+        if !open && !outside.iter().any(|o| o.starts_with(site)) {
+            let by = c
+                .mine
+                .iter()
+                .find(|o| o.event == Event::WindowOverridden && o.site.as_deref() == Some(site))
+                .map_or_else(
+                    || "not overridden".to_owned(),
+                    |o| format!("overridden by {}, entry #{}", o.actor, o.seq),
+                );
+            outside.push(format!("{site} ({by})"));
+        }
+    }
+    match (windowed, outside.is_empty()) {
+        (false, _) => "no window set".into(),
+        (true, true) => "yes".into(),
+        (true, false) => format!("no: {}", outside.join(", ")),
+    }
 }
 
 /// A site: its topology, hardware readiness and the software on each target.
@@ -481,10 +694,14 @@ fn checklists(c: &Ctx<'_>) -> (Vec<CheckRow>, Vec<CheckRow>) {
         .map(|s| {
             let ev = c.step_events(&s.id);
             let wave = c.wave_name(s.wave);
-            (
+            let mut rows = (
                 check_row(c.body, s, &ev, wave.clone()),
                 backout_row(s, &ev, wave),
-            )
+            );
+            for r in [&mut rows.0, &mut rows.1] {
+                r.when_local = c.local_time(&s.target.site, &r.when);
+            }
+            rows
         })
         .unzip()
 }
@@ -508,6 +725,8 @@ fn row_of(
         status: status.into(),
         who: last.map(|e| e.actor.clone()).unwrap_or_default(),
         when: last.map(|e| e.time.clone()).unwrap_or_default(),
+        when_local: String::new(),
+        seq: last.map(|e| e.seq.to_string()).unwrap_or_default(),
         evidence: last.map(|e| short(&e.hash)).unwrap_or_default(),
         note: last
             .filter(|e| e.event == bad)

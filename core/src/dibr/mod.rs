@@ -24,6 +24,12 @@ pub struct Revision {
     pub planned_at: String,
     pub author: String,
     pub status: String,
+    /// The document version: this build's place among the builds of the same name.
+    #[serde(default)]
+    pub version: usize,
+    /// What changed since the previous build (inputs whose digest differs).
+    #[serde(default)]
+    pub changes: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +63,41 @@ pub struct Doc {
     pub rollback: Vec<String>,
     pub risks: Vec<RiskRow>,
     pub ledger: LedgerRow,
+    /// Every input of the plan with its full digest.
+    pub inputs: Vec<InputRow>,
+    /// The saved plan's SHA-256 as `plan_created` recorded it, and that entry.
+    pub plan_sha256: String,
+    pub plan_created: String,
+    /// How to check this guide's evidence offline.
+    pub offline: Offline,
+    /// Appendix: every ledger entry of this plan.
+    pub entries: Vec<EntryRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputRow {
+    pub role: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The commands that check this guide's evidence against a copy of the ledger as it was when
+/// the guide was built (`head` is the last entry it used, not the ledger's head later).
+#[derive(Debug, Clone, Serialize)]
+pub struct Offline {
+    pub head: String,
+    pub entries: usize,
+    pub commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryRow {
+    pub seq: u64,
+    pub time: String,
+    pub event: String,
+    pub actor: String,
+    pub hash: String,
+    pub prev: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +147,10 @@ pub struct GateRow {
     pub when: String,
     pub comment: String,
     pub evidence: String,
+    /// The ledger entry of the approval (empty when not approved).
+    pub seq: String,
+    /// The saved plan's digest the approver signed.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +163,8 @@ pub struct WaveRow {
     pub windows: String,
     pub started: String,
     pub finished: String,
+    /// Whether its steps started inside their sites' windows.
+    pub in_window: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +205,10 @@ pub struct CheckRow {
     pub status: String,
     pub who: String,
     pub when: String,
+    /// `when` in the site's own time, when the site names a time zone.
+    pub when_local: String,
+    /// The evidence's ledger entry (empty when there is none yet).
+    pub seq: String,
     pub evidence: String,
     pub note: String,
 }

@@ -49,6 +49,9 @@ pub enum Event {
     /// Steps started on a site outside its maintenance window, by `--outside-window`: who
     /// and why.
     WindowOverridden,
+    /// `ferry dibr` wrote a guide: the SHA-256 of each file and the ledger head it was built
+    /// from, so the guide can be checked to be ferry's, unedited.
+    DibrWritten,
 }
 
 impl Event {
@@ -77,6 +80,7 @@ impl Event {
             Event::PlanTrusted => "plan_trusted",
             Event::WindowClosed => "window_closed",
             Event::WindowOverridden => "window_overridden",
+            Event::DibrWritten => "dibr_written",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Error, State};
 use crate::dibr::{self, Revision};
+use crate::ledger::{Event, NewEntry};
 use crate::plan::SavedPlan;
 use crate::workspace;
 
@@ -20,6 +21,10 @@ pub struct Written {
     pub html: PathBuf,
     /// Checklist rows per state.
     pub steps: std::collections::BTreeMap<String, usize>,
+    /// The `dibr_written` entry that anchors the files (their SHA-256 and the head they were
+    /// built from); none when the ledger does not verify (nothing is added to it then, and
+    /// the guide says it is broken).
+    pub anchor: Option<crate::ledger::Entry>,
 }
 
 /// Writes `dibr.md`, `dibr.html` and the revision history into `out`. A ledger that does not
@@ -61,15 +66,36 @@ pub fn write(
         Ok(path)
     };
     let markdown = write("dibr.md", &md)?;
-    let html = write("dibr.html", &html)?;
+    let html_path = write("dibr.html", &html)?;
     let revisions = serde_json::to_string_pretty(&doc.revisions).expect("revisions serialize");
     write(HISTORY, &revisions)?;
+    let anchor = report.tamper.is_none().then(|| {
+        state.ledger.append(
+            NewEntry::new(&state.actor, Event::DibrWritten)
+                .plan(&plan.id)
+                .message(format!(
+                    "DIBR guide written to {} ({})",
+                    out.display(),
+                    doc.status
+                ))
+                .detail(serde_json::json!({
+                    "markdown": markdown.display().to_string(),
+                    "markdown_sha256": crate::load::sha256_hex(md.as_bytes()),
+                    "html": html_path.display().to_string(),
+                    "html_sha256": crate::load::sha256_hex(html.as_bytes()),
+                    "built_from_head": doc.ledger.head,
+                    "built_from_entries": doc.ledger.entries,
+                })),
+        )
+    });
+    let anchor = anchor.transpose()?;
     Ok(Written {
+        anchor,
         status: doc.status.to_string(),
         steps: dibr::tally(&doc),
         plan,
         markdown,
-        html,
+        html: html_path,
     })
 }
 

@@ -438,8 +438,12 @@ impl Printer for Human {
 
     fn dibr(&mut self, w: &Written) {
         let dir = w.markdown.parent().unwrap_or(Path::new("."));
+        let anchor = w.anchor.as_ref().map_or_else(
+            || "not anchored: the ledger does not verify".to_owned(),
+            |a| format!("their digests are ledger entry #{}", a.seq),
+        );
         let text = format!(
-            "DIBR guide of plan {} ({}) written to {}/dibr.md and dibr.html",
+            "DIBR guide of plan {} ({}) written to {}/dibr.md and dibr.html; {anchor}",
             w.plan.id,
             w.status,
             dir.display()
