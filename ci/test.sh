@@ -25,10 +25,11 @@ ci/moto.sh install
 # Kubernetes: no API server can be installed here; the tests start an in-process STAND-IN
 # (crate kube-standin), or use a real cluster when FERRY_TEST_KUBECONFIG is set. Nothing to
 # install.
-# Debian's chromium: the DIBR test opens the generated HTML page headless.
-if ! command -v chromium >/dev/null; then
+# Debian's chromium: the DIBR tests open the generated HTML page headless and print it to PDF;
+# poppler-utils (pdftotext) reads the PDFs back.
+if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null
 fi
 
 echo "== format"

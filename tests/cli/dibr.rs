@@ -243,3 +243,98 @@ fn the_guide_is_anchored_checkable_offline_and_knows_earlier_builds() {
         rows[1]
     );
 }
+
+/// `ferry dibr --pdf` prints the guide at Letter and A4: the right page sizes, every page's
+/// text inside the page, a footer with the plan id and "page X of Y", the sections there, the
+/// PDFs' digests in the anchor entry; and the HTML carries no raw Markdown.
+#[test]
+fn the_guide_prints_to_letter_and_a4_with_nothing_wider_than_the_page() {
+    let ws = Workspace::new();
+    ws.deploy("v1");
+    ws.plan_file("v3-halt").expect_code(2);
+    ws.run(&["apply", "v3-halt.json"]).expect_code(5);
+    ws.run(&[
+        "dibr",
+        "-i",
+        "inventory.yaml",
+        "v3-halt.json",
+        "-o",
+        "dibr",
+        "--pdf",
+    ])
+    .expect_code(0);
+    let html = std::fs::read_to_string(ws.path().join("dibr/dibr.html")).unwrap();
+    assert!(!html.contains('`'), "raw Markdown in the HTML");
+    assert!(!html.contains("<code></code>"), "empty code in the HTML");
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("v3-halt.json")).unwrap())
+            .unwrap();
+    let plan_id = plan["id"].as_str().unwrap();
+    let anchor = ws.events("dibr_written").pop().unwrap();
+    for (file, width, height) in [
+        ("dibr-letter.pdf", 612.0, 792.0),
+        ("dibr-a4.pdf", 595.3, 841.9),
+    ] {
+        let pdf = ws.path().join("dibr").join(file);
+        let tool = |name: &str, args: &[&str]| {
+            let out = Command::new(name)
+                .args(args)
+                .arg(&pdf)
+                .arg("-")
+                .output()
+                .unwrap_or_else(|e| panic!("{name} runs (ci/test.sh installs poppler-utils): {e}"));
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let bbox = tool("pdftotext", &["-bbox"]);
+        let pages: Vec<&str> = bbox.split("<page ").skip(1).collect();
+        assert!(pages.len() > 1, "{file}: several pages");
+        for page in &pages {
+            let attr = |s: &str, name: &str| -> f64 {
+                let v = s.split(&format!("{name}=\"")).nth(1).unwrap();
+                v[..v.find('"').unwrap()].parse().unwrap()
+            };
+            assert!(
+                (attr(page, "width") - width).abs() < 1.0,
+                "{file}: page width"
+            );
+            assert!(
+                (attr(page, "height") - height).abs() < 1.0,
+                "{file}: page height"
+            );
+            for word in page.split("<word ").skip(1) {
+                assert!(
+                    attr(word, "xMax") <= width + 0.5,
+                    "{file}: a word runs past the page's right edge: {}",
+                    &word[..word.find("</word>").unwrap_or(word.len())]
+                );
+            }
+        }
+        let text = tool("pdftotext", &["-layout"]);
+        for want in [
+            "8. Deployment and installation checklist",
+            "14. Offline verification",
+            "Appendix A. Ledger entries of this plan",
+            &format!("page 1 of {}", pages.len()),
+            plan_id,
+        ] {
+            assert!(text.contains(want), "{file} lacks {want:?}");
+        }
+        let out = Command::new("sha256sum").arg(&pdf).output().unwrap();
+        let sum = String::from_utf8_lossy(&out.stdout);
+        let recorded: Vec<&str> = anchor["detail"]["pdf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["sha256"].as_str())
+            .collect();
+        assert!(
+            recorded.contains(&sum.split_whitespace().next().unwrap()),
+            "{file}'s digest is in dibr_written"
+        );
+    }
+}

@@ -2,9 +2,9 @@
 //! from the plan, the inventory and the plan's ledger entries.
 
 use super::{
-    ApproverRow, CheckRow, DatabaseRow, DependencyRow, Doc, EntryRow, GateRow, HardwareRow,
-    InputRow, Inputs, LedgerRow, Offline, ReleaseRow, Revision, RiskRow, RoleRow, SiteRow,
-    SoftwareRow, VerifyRow, WaveRow, short,
+    ApproverRow, CheckRow, ConfigRow, DatabaseRow, DependencyRow, Doc, EntryRow, GateRow,
+    HardwareRow, InputRow, Inputs, LedgerRow, Offline, ReleaseRow, Revision, RiskRow, RoleRow,
+    SiteRow, SoftwareRow, VerifyRow, WaveRow, short,
 };
 use crate::approval::SignedApproval;
 use crate::ledger::{Entry, Event, Outcome};
@@ -69,6 +69,21 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
+    /// The person behind a ledger actor: `Name (actor)` from the inventory's `actors`, the
+    /// actor itself when it names an approver or a site role's person, `None` otherwise.
+    fn person(&self, actor: &str) -> Option<String> {
+        if let Some(name) = self.inv.actors.get(actor) {
+            return Some(format!("{name} ({actor})"));
+        }
+        let named = self.inv.approvers.iter().any(|a| a.name == actor)
+            || self
+                .inv
+                .sites
+                .iter()
+                .any(|s| s.roles.iter().any(|r| r.name == actor));
+        named.then(|| actor.to_owned())
+    }
+
     /// The inventory's sites this plan touches.
     fn touched_sites(&self) -> impl Iterator<Item = &'a Site> + '_ {
         self.inv
@@ -96,6 +111,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
     let releases = releases(body);
     let databases = databases(&c);
     let (checklist, backouts) = checklists(&c);
+    let configuration = configuration(&c, &releases);
     let last = i.entries.last();
     let created = c
         .mine
@@ -160,6 +176,8 @@ pub fn build(i: Inputs<'_>) -> Doc {
             |e| format!("#{} ({}, {})", e.seq, e.event.as_str(), e.hash),
         ),
         offline: offline(&c, last),
+        installation: installation(&c, created),
+        configuration,
         entries: c
             .mine
             .iter()
@@ -173,6 +191,68 @@ pub fn build(i: Inputs<'_>) -> Doc {
             })
             .collect(),
     }
+}
+
+/// The commands that carry this plan out, in order, with its own files: validate, the saved
+/// plan (already made), each gate's approval, apply (and resume after a stop), verify, guide.
+fn installation(c: &Ctx<'_>, created: Option<&&Entry>) -> Vec<String> {
+    let input = |role: &str, or: &str| {
+        c.plan
+            .inputs
+            .iter()
+            .find(|x| x.role == role)
+            .map_or(or.to_owned(), |x| x.path.clone())
+    };
+    let (inv, source) = (input("inventory", "INVENTORY"), input("plan", "PLAN.yaml"));
+    let saved = created
+        .and_then(|e| e.detail.as_ref()?["plan_file"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "plan.json".into());
+    let mut steps = vec![
+        format!("ferry validate -i {inv} {source}"),
+        format!(
+            "ferry plan -i {inv} {source} -o {saved}   # made: plan {}",
+            c.plan.id
+        ),
+    ];
+    for g in &c.body.gates {
+        steps.push(format!(
+            "ferry approve {saved} --gate {} --as NAME   # an approver holding role {}",
+            g.name, g.role
+        ));
+    }
+    steps.push(format!("ferry apply {saved}"));
+    steps.push(format!(
+        "ferry apply --resume {saved}   # after a stop: a gate, a window, Ctrl-C, a halt"
+    ));
+    steps.push(format!("ferry ledger verify -i {inv}"));
+    steps.push(format!("ferry dibr -i {inv} {saved} -o dibr/ --pdf"));
+    steps
+}
+
+/// The configuration files each released app renders into its release, with the template's
+/// digest as the plan recorded it.
+fn configuration(c: &Ctx<'_>, releases: &[ReleaseRow]) -> Vec<ConfigRow> {
+    let mut rows = Vec::new();
+    for r in releases {
+        let Some(app) = c.inv.app(&r.app) else {
+            continue;
+        };
+        for f in &app.config {
+            let digest = c
+                .plan
+                .inputs
+                .iter()
+                .find(|x| x.role == "template" && x.path.ends_with(f.template.as_str()))
+                .map_or_else(|| "not recorded".to_owned(), |x| x.sha256.clone());
+            rows.push(ConfigRow {
+                app: r.app.clone(),
+                template: f.template.clone(),
+                dest: f.dest.clone(),
+                sha256: digest,
+            });
+        }
+    }
+    rows
 }
 
 /// The commands that check the guide's evidence on a copy of the ledger as of the guide: the
@@ -700,6 +780,9 @@ fn checklists(c: &Ctx<'_>) -> (Vec<CheckRow>, Vec<CheckRow>) {
             );
             for r in [&mut rows.0, &mut rows.1] {
                 r.when_local = c.local_time(&s.target.site, &r.when);
+                if let Some(p) = c.person(&r.who) {
+                    r.who = p;
+                }
             }
             rows
         })
@@ -978,6 +1061,28 @@ fn risks(c: &Ctx<'_>, releases: &[ReleaseRow], checklist: &[CheckRow]) -> Vec<Ri
             ),
             "Confirm with the site contact that work outside the window was agreed.".into(),
         ));
+    }
+    let mut actors: Vec<&str> = c.mine.iter().map(|e| e.actor.as_str()).collect();
+    actors.sort_unstable();
+    actors.dedup();
+    for a in actors.into_iter().filter(|a| c.person(a).is_none()) {
+        risks.push(row(
+            format!("The ledger records actor `{a}`, who is not a named person in the inventory."),
+            format!("Map `{a}` to the person accountable in the inventory's `actors`, or apply with `--actor NAME`."),
+        ));
+    }
+    for (w, wave) in c.body.waves.iter().enumerate() {
+        let prod = wave
+            .sites
+            .iter()
+            .any(|s| c.inv.site(s).is_some_and(|x| x.tier == Tier::Prod));
+        let changes = c.body.steps.iter().any(|s| s.wave == w);
+        if prod && changes && !c.body.gates.iter().any(|g| g.wave == w) {
+            risks.push(row(
+                format!("Wave `{}` changes production sites without an approval gate.", wave.name),
+                "Add a gate before it in the release plan (`gates: [{name, before_wave, role}]`), so a named approver signs the plan first.".into(),
+            ));
+        }
     }
     for ch in checklist.iter().filter(|ch| ch.mark == "[!]") {
         risks.push(row(

@@ -72,6 +72,18 @@ pub struct Doc {
     pub offline: Offline,
     /// Appendix: every ledger entry of this plan.
     pub entries: Vec<EntryRow>,
+    /// The exact commands that take this plan from review to applied and recorded.
+    pub installation: Vec<String>,
+    /// The files rendered into each release: template, destination, app, template digest.
+    pub configuration: Vec<ConfigRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigRow {
+    pub app: String,
+    pub template: String,
+    pub dest: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,6 +270,17 @@ fn short(h: &str) -> String {
 
 /// Renders the document with a template (`markdown` or `html` escaping).
 pub fn render(doc: &Doc, name: &str, template: &str) -> Result<String, crate::render::RenderError> {
+    render_page(doc, name, template, None)
+}
+
+/// Renders the document for print on paper of `page_size` (CSS: `Letter`, `A4`); the page
+/// carries a footer with the plan id and "page X of Y".
+pub fn render_page(
+    doc: &Doc,
+    name: &str,
+    template: &str,
+    page_size: Option<&str>,
+) -> Result<String, crate::render::RenderError> {
     let mut t = crate::render::sandboxed_tera();
     t.autoescape_on(vec![".html.tera"]);
     t.register_filter(
@@ -272,10 +295,52 @@ pub fn render(doc: &Doc, name: &str, template: &str) -> Result<String, crate::re
             ))
         },
     );
+    t.register_filter(
+        "inline",
+        |v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>| {
+            let s = match v {
+                tera::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok(tera::Value::String(inline_html(&s)))
+        },
+    );
     let wrap = |e: tera::Error| crate::render::tera_error(name, &e);
     t.add_raw_template(name, template).map_err(wrap)?;
-    let ctx = tera::Context::from_serialize(doc).map_err(wrap)?;
+    let mut ctx = tera::Context::from_serialize(doc).map_err(wrap)?;
+    ctx.insert("page_size", page_size.unwrap_or("auto"));
     t.render(name, &ctx).map_err(wrap)
+}
+
+/// Text for HTML: escaped, with Markdown's `code` spans as `<code>` (never empty), so no raw
+/// Markdown reaches the page. The result is safe to insert unescaped.
+pub fn inline_html(s: &str) -> String {
+    let esc = tera::escape_html(s);
+    let mut out = String::with_capacity(esc.len());
+    let mut parts = esc.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    let mut i = 0;
+    while i < rest.len() {
+        // A span needs its closing backtick; a lone one is kept as a character.
+        if i + 1 < rest.len() {
+            let code = rest[i];
+            if code.is_empty() {
+                out.push_str("``");
+            } else {
+                out.push_str(&format!("<code>{code}</code>"));
+            }
+            out.push_str(rest[i + 1]);
+            i += 2;
+        } else {
+            out.push('`');
+            out.push_str(rest[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Tally for the document's status line, by step status (used by tests and the CLI summary).
@@ -285,4 +350,24 @@ pub fn tally(doc: &Doc) -> BTreeMap<String, usize> {
         *m.entry(c.status.clone()).or_default() += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod inline_tests {
+    use super::inline_html;
+
+    #[test]
+    fn code_spans_become_code_and_nothing_else_is_markup() {
+        assert_eq!(
+            inline_html("On failure: `halt` <b>"),
+            "On failure: <code>halt</code> &lt;b&gt;"
+        );
+        assert_eq!(
+            inline_html("a `b` c `d`"),
+            "a <code>b</code> c <code>d</code>"
+        );
+        assert_eq!(inline_html("lone ` tick"), "lone ` tick");
+        assert_eq!(inline_html("empty `` span"), "empty `` span");
+        assert_eq!(inline_html("no ticks"), "no ticks");
+    }
 }

@@ -29,6 +29,10 @@ pub struct Inventory {
     /// Rules for maintenance windows across the estate.
     #[serde(default)]
     pub maintenance: Maintenance,
+    /// Who the actors recorded in the ledger are: an OS user, CI job or `--actor` name mapped
+    /// to a named person (the DIBR guide shows people, not logins).
+    #[serde(default)]
+    pub actors: BTreeMap<String, String>,
     /// Lookups by id, built on first use: an estate of 10,000 sites is looked up once per
     /// target, so a scan per lookup would make planning quadratic.
     #[serde(skip)]

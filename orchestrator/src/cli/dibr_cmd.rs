@@ -5,8 +5,14 @@ use std::path::Path;
 use super::{CliError, Ctx};
 use crate::exit;
 
-pub fn dibr(ctx: &Ctx, inventory: &Path, plan_path: &Path, out: &Path) -> Result<u8, CliError> {
-    let written = crate::engine::dibr::write(&ctx.state(), inventory, plan_path, out)?;
+pub fn dibr(
+    ctx: &Ctx,
+    inventory: &Path,
+    plan_path: &Path,
+    out: &Path,
+    pdf: bool,
+) -> Result<u8, CliError> {
+    let written = crate::engine::dibr::write(&ctx.state(), inventory, plan_path, out, pdf)?;
     ctx.out().dibr(&written);
     Ok(exit::OK)
 }

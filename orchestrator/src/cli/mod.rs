@@ -168,6 +168,9 @@ pub enum Command {
         /// Directory for dibr.md, dibr.html and the revision history kept across runs.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Also print dibr-letter.pdf and dibr-a4.pdf (headless Chromium).
+        #[arg(long)]
+        pdf: bool,
     },
     /// Make an Ed25519 signing key for approvals; prints the public key for the inventory.
     Keygen {
@@ -511,7 +514,8 @@ pub fn run(cli: Cli) -> ExitCode {
             inventory,
             plan,
             out,
-        } => dibr_cmd::dibr(&ctx, &inventory, &plan, &out),
+            pdf,
+        } => dibr_cmd::dibr(&ctx, &inventory, &plan, &out, pdf),
         #[cfg(feature = "ssh")]
         Command::Hosts {
             command:

@@ -310,6 +310,7 @@ impl Printer for Json {
             "markdown": w.markdown.display().to_string(),
             "html": w.html.display().to_string(),
             "steps": w.steps,
+            "pdf": w.pdfs,
             "anchor": w.anchor.as_ref().map(|a| json!({ "seq": a.seq, "hash": a.hash, "detail": a.detail })),
         }));
     }
