@@ -48,6 +48,13 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
     check_clouds(i, &mut err);
     check_endpoints(i, &mut err);
     check_approvers(i, &mut err);
+    for (n, c) in i.communications.iter().enumerate() {
+        for (field, value) in [("audience", &c.audience), ("channel", &c.channel)] {
+            if value.trim().is_empty() {
+                err(format!("communications[{n}].{field}"), "is empty".into());
+            }
+        }
+    }
     for (n, app) in i.apps.iter().enumerate() {
         let at = format!("apps[{n}]");
         check_app_kind(&at, app, &mut err);
@@ -140,6 +147,11 @@ fn check_sites(i: &Inventory, err: &mut impl FnMut(String, String)) {
                         .unwrap_or_default()
                 ),
             );
+        }
+        for (k, who) in site.backout_authority.iter().enumerate() {
+            if who.trim().is_empty() {
+                err(format!("{at}.backout_authority[{k}]"), "is empty".into());
+            }
         }
         for (k, r) in site.roles.iter().enumerate() {
             if r.role.trim().is_empty() {

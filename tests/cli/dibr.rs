@@ -338,3 +338,41 @@ fn the_guide_prints_to_letter_and_a4_with_nothing_wider_than_the_page() {
         );
     }
 }
+
+/// Notices and authority come from the inventory and are checked, not assumed: a 48-hour
+/// notice before an apply made minutes after planning is reported as not kept, back-out
+/// authority is named per site where declared and flagged where not, and actors map to people.
+#[test]
+fn notices_authority_and_people_come_from_the_inventory() {
+    let ws = Workspace::new();
+    let inv = Workspace::inventory("")
+        .replace(
+            "  - { id: clinic-a, tier: sqa, clouds: [local] }",
+            "  - { id: clinic-a, tier: sqa, clouds: [local], backout_authority: [Dana Whitfield] }",
+        )
+        .replace(
+            "clouds:\n",
+            "communications:\n  - { audience: clinic staff, channel: \"email to ops@example.org\", lead_time_hours: 48 }\nactors: { tester: \"Terry Tester\" }\nclouds:\n",
+        );
+    ws.write("inventory.yaml", &inv);
+    ws.deploy("v1");
+    let md = dibr(&ws, "v1.json");
+    assert!(
+        md.contains("| clinic staff | email to ops@example.org | 48 h | NOT met: 0 h between approval and apply, 48 h needed |"),
+        "{md}"
+    );
+    assert!(md.contains("clinic-a: Dana Whitfield"), "{md}");
+    assert!(
+        md.contains("clinic-b: not declared in the inventory (sites[].backout_authority)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Site clinic-b declares nobody with authority to order a back-out."),
+        "{md}"
+    );
+    assert!(md.contains("| Terry Tester (tester) |"), "{md}");
+    assert!(
+        !md.contains("actor `tester`, who is not a named person"),
+        "{md}"
+    );
+}

@@ -1,10 +1,11 @@
 //! Building the DIBR document, section by section: each function fills one part of [`Doc`]
 //! from the plan, the inventory and the plan's ledger entries.
 
+use super::procedure::{access, communications, configuration, installation, jobs, offline};
 use super::{
-    ApproverRow, CheckRow, ConfigRow, DatabaseRow, DependencyRow, Doc, EntryRow, GateRow,
-    HardwareRow, InputRow, Inputs, LedgerRow, Offline, ReleaseRow, Revision, RiskRow, RoleRow,
-    SiteRow, SoftwareRow, VerifyRow, WaveRow, short,
+    ApproverRow, CheckRow, DatabaseRow, DependencyRow, Doc, EntryRow, GateRow, HardwareRow,
+    InputRow, Inputs, LedgerRow, ReleaseRow, Revision, RiskRow, RoleRow, SiteRow, SoftwareRow,
+    VerifyRow, WaveRow, short,
 };
 use crate::approval::SignedApproval;
 use crate::ledger::{Entry, Event, Outcome};
@@ -13,14 +14,14 @@ use crate::plan::{PlanBody, SavedPlan, SavedPlanKind, Step, Undo};
 
 /// What every section reads: the plan, the inventory, the plan's own ledger entries and the
 /// sites its waves name.
-struct Ctx<'a> {
-    plan: &'a SavedPlan,
-    inv: &'a Inventory,
-    body: &'a PlanBody,
-    mine: Vec<&'a Entry>,
-    sites: Vec<&'a str>,
+pub(super) struct Ctx<'a> {
+    pub(super) plan: &'a SavedPlan,
+    pub(super) inv: &'a Inventory,
+    pub(super) body: &'a PlanBody,
+    pub(super) mine: Vec<&'a Entry>,
+    pub(super) sites: Vec<&'a str>,
     /// Every entry the guide is built from (other plans' included).
-    all: &'a [Entry],
+    pub(super) all: &'a [Entry],
 }
 
 impl<'a> Ctx<'a> {
@@ -108,10 +109,14 @@ pub fn build(i: Inputs<'_>) -> Doc {
     let started = c.mine.iter().any(|e| e.event == Event::ApplyStarted);
     let status = status(&c.mine);
     let revisions = revisions(&c, i.history, &status);
-    let releases = releases(body);
+    let mut releases = releases(body);
+    for r in &mut releases {
+        r.artifact = artifact_digest(&c, r);
+    }
     let databases = databases(&c);
     let (checklist, backouts) = checklists(&c);
     let configuration = configuration(&c, &releases);
+    let (access_rows, skills) = access(&c);
     let last = i.entries.last();
     let created = c
         .mine
@@ -178,6 +183,10 @@ pub fn build(i: Inputs<'_>) -> Doc {
         offline: offline(&c, last),
         installation: installation(&c, created),
         configuration,
+        communications: communications(&c),
+        access: access_rows,
+        skills,
+        jobs: jobs(&c),
         entries: c
             .mine
             .iter()
@@ -190,92 +199,6 @@ pub fn build(i: Inputs<'_>) -> Doc {
                 prev: e.prev.clone(),
             })
             .collect(),
-    }
-}
-
-/// The commands that carry this plan out, in order, with its own files: validate, the saved
-/// plan (already made), each gate's approval, apply (and resume after a stop), verify, guide.
-fn installation(c: &Ctx<'_>, created: Option<&&Entry>) -> Vec<String> {
-    let input = |role: &str, or: &str| {
-        c.plan
-            .inputs
-            .iter()
-            .find(|x| x.role == role)
-            .map_or(or.to_owned(), |x| x.path.clone())
-    };
-    let (inv, source) = (input("inventory", "INVENTORY"), input("plan", "PLAN.yaml"));
-    let saved = created
-        .and_then(|e| e.detail.as_ref()?["plan_file"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "plan.json".into());
-    let mut steps = vec![
-        format!("ferry validate -i {inv} {source}"),
-        format!(
-            "ferry plan -i {inv} {source} -o {saved}   # made: plan {}",
-            c.plan.id
-        ),
-    ];
-    for g in &c.body.gates {
-        steps.push(format!(
-            "ferry approve {saved} --gate {} --as NAME   # an approver holding role {}",
-            g.name, g.role
-        ));
-    }
-    steps.push(format!("ferry apply {saved}"));
-    steps.push(format!(
-        "ferry apply --resume {saved}   # after a stop: a gate, a window, Ctrl-C, a halt"
-    ));
-    steps.push(format!("ferry ledger verify -i {inv}"));
-    steps.push(format!("ferry dibr -i {inv} {saved} -o dibr/ --pdf"));
-    steps
-}
-
-/// The configuration files each released app renders into its release, with the template's
-/// digest as the plan recorded it.
-fn configuration(c: &Ctx<'_>, releases: &[ReleaseRow]) -> Vec<ConfigRow> {
-    let mut rows = Vec::new();
-    for r in releases {
-        let Some(app) = c.inv.app(&r.app) else {
-            continue;
-        };
-        for f in &app.config {
-            let digest = c
-                .plan
-                .inputs
-                .iter()
-                .find(|x| x.role == "template" && x.path.ends_with(f.template.as_str()))
-                .map_or_else(|| "not recorded".to_owned(), |x| x.sha256.clone());
-            rows.push(ConfigRow {
-                app: r.app.clone(),
-                template: f.template.clone(),
-                dest: f.dest.clone(),
-                sha256: digest,
-            });
-        }
-    }
-    rows
-}
-
-/// The commands that check the guide's evidence on a copy of the ledger as of the guide: the
-/// chain up to the last entry it used, approvals against the plan's inventory, and the
-/// plan's entries exported.
-fn offline(c: &Ctx<'_>, last: Option<&Entry>) -> Offline {
-    let head = last.map_or_else(|| "-".to_owned(), |e| e.hash.clone());
-    let inventory = c
-        .plan
-        .inputs
-        .iter()
-        .find(|x| x.role == "inventory")
-        .map_or("INVENTORY", |x| x.path.as_str());
-    Offline {
-        commands: vec![
-            format!("ferry ledger verify --expect-head {head} -i {inventory}"),
-            format!(
-                "ferry ledger export --format json --plan {} -o audit.json",
-                c.plan.id
-            ),
-        ],
-        entries: c.all.len(),
-        head,
     }
 }
 
@@ -419,6 +342,27 @@ fn changed_inputs(before: Option<&serde_json::Value>, now: &serde_json::Value) -
     }
 }
 
+/// What a release deploys, as the plan recorded it: the artifact's digest, or where a Docker
+/// image's or a manifest's digests are (section 13, the cluster's release record).
+fn artifact_digest(c: &Ctx<'_>, r: &ReleaseRow) -> String {
+    let Some(app) = c.inv.app(&r.app) else {
+        return String::new();
+    };
+    if app.docker.is_some() {
+        return "image id in section 13 (located when the plan was made)".into();
+    }
+    if app.kubernetes.is_some() {
+        return "manifests in section 13; objects' digest in the cluster's release record".into();
+    }
+    let want = app.artifact.replace("{version}", &r.version);
+    let want = want.trim_start_matches("./");
+    c.plan
+        .inputs
+        .iter()
+        .find(|x| x.role == "artifact" && x.path.ends_with(want))
+        .map_or_else(|| "not recorded".into(), |x| x.sha256.clone())
+}
+
 /// One row per app and version the plan installs, with its number of targets.
 fn releases(body: &PlanBody) -> Vec<ReleaseRow> {
     let mut releases: Vec<ReleaseRow> = Vec::new();
@@ -436,6 +380,7 @@ fn releases(body: &PlanBody) -> Vec<ReleaseRow> {
                 version: s.to.clone(),
                 targets: 1,
                 first_installs: usize::from(s.from.is_none()),
+                artifact: String::new(),
             }),
         }
     }
@@ -941,30 +886,20 @@ fn backout_commands(body: &PlanBody, releases: &[ReleaseRow]) -> Vec<String> {
     v
 }
 
-/// Who may decide a back-out: the sites' release/change roles and the gates' approvers.
+/// Who may order a back-out, per site, as the inventory declares it (never guessed).
 fn backout_authority(c: &Ctx<'_>) -> Vec<String> {
-    let mut who: Vec<String> = c
-        .touched_sites()
-        .flat_map(|s| {
-            s.roles
-                .iter()
-                .filter(|r| {
-                    r.role.contains("release")
-                        || r.role.contains("backout")
-                        || r.role.contains("change")
-                })
-                .map(move |r| format!("{} ({}, {})", r.name, r.role, s.id))
+    c.touched_sites()
+        .map(|s| {
+            if s.backout_authority.is_empty() {
+                format!(
+                    "{}: not declared in the inventory (sites[].backout_authority)",
+                    s.id
+                )
+            } else {
+                format!("{}: {}", s.id, s.backout_authority.join(", "))
+            }
         })
-        .collect();
-    who.extend(
-        c.inv
-            .approvers
-            .iter()
-            .filter(|a| c.body.gates.iter().any(|g| a.roles.contains(&g.role)))
-            .map(|a| format!("{} ({})", a.name, a.roles.join(", "))),
-    );
-    who.dedup();
-    who
+        .collect()
 }
 
 /// How to roll back each database (the pre-change snapshot this plan took, when the ledger
@@ -1069,6 +1004,15 @@ fn risks(c: &Ctx<'_>, releases: &[ReleaseRow], checklist: &[CheckRow]) -> Vec<Ri
         risks.push(row(
             format!("The ledger records actor `{a}`, who is not a named person in the inventory."),
             format!("Map `{a}` to the person accountable in the inventory's `actors`, or apply with `--actor NAME`."),
+        ));
+    }
+    for site in c.touched_sites().filter(|s| s.backout_authority.is_empty()) {
+        risks.push(row(
+            format!(
+                "Site {} declares nobody with authority to order a back-out.",
+                site.id
+            ),
+            "Name them in the inventory (`sites[].backout_authority`) before applying.".into(),
         ));
     }
     for (w, wave) in c.body.waves.iter().enumerate() {

@@ -76,6 +76,36 @@ pub struct Doc {
     pub installation: Vec<String>,
     /// The files rendered into each release: template, destination, app, template digest.
     pub configuration: Vec<ConfigRow>,
+    /// Notices owed before the change, and whether their lead time was kept.
+    pub communications: Vec<NoticeRow>,
+    /// How each target is reached (references only, never a secret) and the skills needed.
+    pub access: Vec<AccessRow>,
+    pub skills: Vec<String>,
+    /// Kubernetes Jobs and CronJobs the plan adds, changes or removes.
+    pub jobs: Vec<JobRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NoticeRow {
+    pub audience: String,
+    pub channel: String,
+    pub lead_time: String,
+    /// `met (…)`, `NOT met (…)`, or when the apply may start at the earliest.
+    pub check: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRow {
+    pub target: String,
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub target: String,
+    pub kind: String,
+    pub name: String,
+    pub change: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +148,8 @@ pub struct ReleaseRow {
     pub version: String,
     pub targets: usize,
     pub first_installs: usize,
+    /// The artifact's (or image's) digest as the plan recorded it.
+    pub artifact: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,6 +293,7 @@ pub struct Inputs<'a> {
 }
 
 mod build;
+mod procedure;
 
 pub use build::build;
 

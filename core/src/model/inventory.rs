@@ -29,6 +29,10 @@ pub struct Inventory {
     /// Rules for maintenance windows across the estate.
     #[serde(default)]
     pub maintenance: Maintenance,
+    /// Who is told of a change, how, and how long before it starts (the DIBR guide checks the
+    /// lead time against the time between the plan's approval and its apply).
+    #[serde(default)]
+    pub communications: Vec<Notice>,
     /// Who the actors recorded in the ledger are: an OS user, CI job or `--actor` name mapped
     /// to a named person (the DIBR guide shows people, not logins).
     #[serde(default)]
@@ -118,6 +122,18 @@ pub enum Weekday {
     Sun,
 }
 
+/// A notice given before a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notice {
+    /// Who is told (e.g. "clinic staff", "help desk").
+    pub audience: String,
+    /// How (e.g. "email to clinic-ops@example.org", "status page").
+    pub channel: String,
+    /// How long before the change starts, in hours.
+    pub lead_time_hours: u32,
+}
+
 /// Rules for maintenance windows: which tiers' sites must declare one (a site without a
 /// window is otherwise unrestricted).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -149,6 +165,10 @@ pub struct Site {
     /// Endpoint id of the jump host (site hub) through which this site's endpoints are reached.
     #[serde(default)]
     pub jump: Option<String>,
+    /// Who may order a back-out or rollback at this site (people, by name); the DIBR guide
+    /// names them, and says so when none is declared.
+    #[serde(default)]
+    pub backout_authority: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

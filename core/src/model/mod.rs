@@ -10,7 +10,7 @@ mod runbook;
 pub use inventory::{
     App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
-    Inventory, KubernetesApp, KubernetesCloud, LocalCloud, Maintenance, MaintenanceWindow,
+    Inventory, KubernetesApp, KubernetesCloud, LocalCloud, Maintenance, MaintenanceWindow, Notice,
     PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier, UpdateOrder, Weekday,
 };
 pub use release::{
