@@ -7,7 +7,7 @@ use crate::support::Workspace;
 
 /// A workspace whose inventory names two approvers with keys made by `ferry keygen`, and a
 /// plan `gated` (2.0.0) with a gate before its `clinics` wave.
-fn gated() -> (Workspace, Vec<String>) {
+pub(crate) fn gated() -> (Workspace, Vec<String>) {
     let ws = Workspace::new();
     let mut keys = Vec::new();
     for who in ["dana", "sam", "mallory"] {
@@ -34,7 +34,7 @@ fn gated() -> (Workspace, Vec<String>) {
 }
 
 /// `ferry approve PLAN --gate GATE --as PERSON`.
-fn approve(ws: &Workspace, plan: &str, gate: &str, person: &str) -> crate::support::Run {
+pub(crate) fn approve(ws: &Workspace, plan: &str, gate: &str, person: &str) -> crate::support::Run {
     ws.run(&["approve", plan, "--gate", gate, "--as", person])
 }
 
