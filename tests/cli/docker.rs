@@ -199,6 +199,11 @@ fn first_deploy_upgrade_and_backout_through_the_engine() {
         plan_text.contains("\"role\": \"image\"") && plan_text.contains("sha256:"),
         "the plan records the image id it was made with"
     );
+    // The engine names itself in the observation (the DIBR guide's platform column).
+    assert!(
+        plan_text.contains("\"engine\": \"Docker Engine "),
+        "the observation names the engine: {plan_text}"
+    );
     lab.ws.run(&["apply", "w1.json"]).expect_code(0);
     for site in [&a, &b] {
         assert_eq!(lab.running(site), vec!["1.0.0"]);

@@ -660,12 +660,35 @@ fn site_row(c: &Ctx<'_>, s: &Site) -> SiteRow {
         location: s.location.clone().unwrap_or_default(),
         window: window_of(inv, &s.id),
         topology,
-        hardware: hardware_rows(c.body, &s.id),
+        hardware: hardware_rows(c, s),
         software: software_rows(c.body, &s.id),
     }
 }
 
-fn hardware_rows(body: &PlanBody, site: &str) -> Vec<HardwareRow> {
+/// Every endpoint of the site: declared requirements against what the plan observed, or the
+/// declaration alone when the plan has no step on it.
+fn hardware_rows(c: &Ctx<'_>, s: &Site) -> Vec<HardwareRow> {
+    let mut rows = assessed_rows(c.body, &s.id);
+    for e in s.endpoints.iter().filter_map(|e| c.inv.endpoint(e)) {
+        if rows.iter().any(|r| r.endpoint == e.id) {
+            continue;
+        }
+        let h = &e.hardware;
+        rows.push(HardwareRow {
+            endpoint: e.id.clone(),
+            required: format!(
+                "cpus {}, memory_mb {}, disk_gb {}, os {}",
+                h.cpus, h.memory_mb, h.disk_gb, h.os
+            ),
+            observed: "not observed: the plan has no step on it".into(),
+            verdict: "-".into(),
+        });
+    }
+    rows
+}
+
+/// The endpoints the plan touches, as readiness assessed them.
+fn assessed_rows(body: &PlanBody, site: &str) -> Vec<HardwareRow> {
     let facts = |f: &dyn Fn(&crate::readiness::Check) -> String,
                  r: &crate::readiness::Readiness| {
         r.checks.iter().map(f).collect::<Vec<_>>().join(", ")
@@ -706,8 +729,30 @@ fn software_rows(body: &PlanBody, site: &str) -> Vec<SoftwareRow> {
                 .find(|st| st.target == t.target)
                 .map(|st| st.to.clone())
                 .unwrap_or_else(|| "unchanged".into()),
+            platform: platform(t),
         })
         .collect()
+}
+
+/// What a target runs on, from its observation: the endpoint's OS, the Docker engine, the
+/// Kubernetes API server; "not reported" where the driver says nothing.
+fn platform(t: &crate::plan::TargetObservation) -> String {
+    let f = &t.observed.facts;
+    match t.target.kind {
+        TargetKind::Local => "a local directory of the machine running ferry".into(),
+        TargetKind::Ssh => f
+            .get("os")
+            .map_or_else(|| "not reported".into(), |os| os.clone()),
+        TargetKind::Docker => f
+            .get("engine")
+            .cloned()
+            .unwrap_or_else(|| "Docker Engine (version not reported)".into()),
+        TargetKind::Kubernetes => f.get("server").map_or_else(
+            || "Kubernetes (API server not reported)".into(),
+            |s| format!("Kubernetes API server {s}"),
+        ),
+        TargetKind::Rds => "AWS RDS".into(),
+    }
 }
 
 /// The deployment checklist and the back-out checklist: a row per step each, filled from the

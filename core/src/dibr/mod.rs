@@ -236,6 +236,8 @@ pub struct SoftwareRow {
     pub app: String,
     pub running: String,
     pub planned: String,
+    /// What the target runs on, as its driver observed it (OS, engine, API server).
+    pub platform: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -40,6 +40,9 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
 #[derive(Default)]
 pub struct DockerDriver {
     clients: Mutex<BTreeMap<String, Docker>>,
+    /// Each cloud's engine as it names itself ("Docker Engine 20.10.24 linux/amd64"), for the
+    /// observation's facts (the DIBR guide's software table).
+    engines: Mutex<BTreeMap<String, String>>,
 }
 
 /// One container ferry manages, as inspected.
@@ -104,6 +107,16 @@ impl DockerDriver {
             .map_err(|_| unreachable(format!("no answer within {secs}s")))?
             .map_err(|e| unreachable(message(&e)))?;
         clients.insert(t.cloud.clone(), docker.clone());
+        // What the engine says it is; a fact for the record, never a reason to fail.
+        if let Ok(Ok(v)) = tokio::time::timeout(t.timeout, docker.version()).await {
+            let name = format!(
+                "Docker Engine {} {}/{}",
+                v.version.unwrap_or_default(),
+                v.os.unwrap_or_default(),
+                v.arch.unwrap_or_default()
+            );
+            self.engines.lock().await.insert(t.cloud.clone(), name);
+        }
         Ok(docker)
     }
 
@@ -445,6 +458,11 @@ impl Driver for DockerDriver {
         let docker = self.client(spec).await?;
         let all = self.managed(&docker, spec).await?;
         let mut o = Observed::default();
+        if let Some(t) = &spec.docker
+            && let Some(engine) = self.engines.lock().await.get(&t.cloud)
+        {
+            o.facts.insert("engine".into(), engine.clone());
+        }
         let running: Vec<&Managed> = all.iter().filter(|m| m.running).collect();
         o.current = running.last().map(|m| m.version.clone());
         o.releases = all.iter().map(|m| m.version.clone()).collect();
