@@ -70,6 +70,15 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
+    /// `time` followed by the sites' own time, when they all keep the same time zone.
+    fn with_local(&self, sites: &[String], time: String) -> String {
+        let locals: Vec<String> = sites.iter().map(|s| self.local_time(s, &time)).collect();
+        match locals.first() {
+            Some(l) if !l.is_empty() && locals.iter().all(|x| x == l) => format!("{time} ({l})"),
+            _ => time,
+        }
+    }
+
     /// The person behind a ledger actor: `Name (actor)` from the inventory's `actors`, the
     /// actor itself when it names an approver or a site role's person, `None` otherwise.
     fn person(&self, actor: &str) -> Option<String> {
@@ -578,8 +587,8 @@ fn timeline(c: &Ctx<'_>) -> Vec<WaveRow> {
                     .map(|s| format!("{s}: {}", window_of(c.inv, s)))
                     .collect::<Vec<_>>()
                     .join("; "),
-                started: or_dash(times.iter().min()),
-                finished: or_dash(times.iter().max()),
+                started: c.with_local(&wave.sites, or_dash(times.iter().min())),
+                finished: c.with_local(&wave.sites, or_dash(times.iter().max())),
                 in_window: in_window(c, &ids),
             }
         })
