@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry::drivers::docker::{DockerDriver, DockerTarget};
-use ferry::drivers::{ReleaseBundle, TargetSpec, compliance};
+use ferry::drivers::{Driver, ReleaseBundle, TargetSpec, compliance};
 use ferry::model::{
     App, DockerApp, HealthCheck, PullPolicy, RestartPolicy, TargetKind, UpdateOrder,
 };
@@ -670,17 +670,16 @@ fn kill_9_during_an_upgrade_then_resume_leaves_exactly_one_version_serving() {
     lab.ws.run(&["ledger", "verify"]).expect_code(0);
 }
 
-#[test]
-fn docker_driver_passes_the_compliance_suite() {
-    images();
-    let site = "dk-compliance";
-    let cleanup = || {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
-        for id in ids.lines() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-    };
-    cleanup();
+/// Removes every container of a driver-level test's site.
+fn remove_site(site: &str) {
+    let ids = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
+    for id in ids.lines() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+}
+
+/// The `web` app of the test images on `site`, as the driver sees it (no inventory).
+fn driver_spec(site: &str) -> TargetSpec {
     let app = App {
         id: "web".into(),
         version: "1.0.0".into(),
@@ -716,7 +715,7 @@ fn docker_driver_passes_the_compliance_suite() {
         }),
         kubernetes: None,
     };
-    let spec = TargetSpec {
+    TargetSpec {
         target: TargetRef::new(site, "engine", "web", TargetKind::Docker),
         app: app.into(),
         cloud: None,
@@ -731,20 +730,96 @@ fn docker_driver_passes_the_compliance_suite() {
             timeout: Duration::from_secs(30),
         }),
         fence: None,
-    };
-    let bundle = |v: &str| ReleaseBundle {
+    }
+}
+
+fn bundle(v: &str, plan: &str) -> ReleaseBundle {
+    ReleaseBundle {
         version: v.into(),
         artifact: format!("ferry-test/web:{v}").into(),
         artifact_sha256: String::new(),
         files: vec![],
-        plan_id: "compliance".into(),
-    };
+        plan_id: plan.into(),
+    }
+}
+
+#[test]
+fn docker_driver_passes_the_compliance_suite() {
+    images();
+    let site = "dk-compliance";
+    remove_site(site);
+    let spec = driver_spec(site);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(compliance::run(
         &DockerDriver::new(),
         &spec,
-        &bundle("1.0.0"),
-        &bundle("2.0.0"),
+        &bundle("1.0.0", "compliance"),
+        &bundle("2.0.0", "compliance"),
     ));
-    cleanup();
+    remove_site(site);
+}
+
+/// Two releases created within one second (the Engine's container list gives creation times
+/// in whole seconds, so they cannot be ordered by it): the back-out removes exactly the
+/// release it leaves, as ferry recorded it, and the earlier one serves again.
+#[test]
+fn a_back_out_removes_the_release_it_leaves_when_both_were_created_in_one_second() {
+    images();
+    let site = "dk-one-second";
+    let spec = driver_spec(site);
+    let driver = DockerDriver::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // (version, creation second) of the site's containers, as `docker ps` lists them.
+    let listed = || -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=ferry.site={site}"),
+            "--format",
+            "{{.Label \"ferry.version\"}} {{.CreatedAt}}",
+        ]);
+        out.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(v, t)| (v.to_owned(), t.to_owned()))
+            .collect()
+    };
+    let mut same_second = false;
+    for _attempt in 0..5 {
+        remove_site(site);
+        // Start right after a second begins, so both creations fit in it.
+        let ms = chrono::Utc::now().timestamp_subsec_millis();
+        std::thread::sleep(Duration::from_millis(u64::from(1020 - ms.min(1000))));
+        rt.block_on(async {
+            driver.apply(&spec, &bundle("1.0.0", "one")).await.unwrap();
+            // Start-first: the bad release is created and started, and never becomes healthy.
+            let bad = driver.apply(&spec, &bundle("3.0.0-bad", "two")).await;
+            assert!(bad.is_err(), "3.0.0-bad is unhealthy");
+        });
+        let l = listed();
+        assert_eq!(l.len(), 2, "{l:?}");
+        if l[0].1 == l[1].1 {
+            same_second = true;
+            break;
+        }
+    }
+    assert!(
+        same_second,
+        "the two containers were never created within one second in 5 tries: {:?}",
+        listed()
+    );
+    let undo = ferry::plan::Undo::SwitchTo {
+        version: "1.0.0".into(),
+        revision: None,
+    };
+    rt.block_on(driver.undo_leaving(&spec, &undo, Some("3.0.0-bad")))
+        .unwrap();
+    let left = listed();
+    assert_eq!(
+        left.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(),
+        ["1.0.0"],
+        "the release left was removed, the one returned to kept: {left:?}"
+    );
+    rt.block_on(driver.verify(&spec, "1.0.0")).unwrap();
+    remove_site(site);
 }
