@@ -7,6 +7,9 @@
 #   ci/sshd.sh stop DIR                stop every sshd started in DIR (and their sessions)
 #   ci/sshd.sh kill-one DIR K          stop endpoint K (listener and sessions): a dead endpoint
 #   ci/sshd.sh start-one DIR K         start endpoint K again, same host key
+#   ci/sshd.sh cut-one DIR K           cut endpoint K's network: its packets are dropped on the
+#                                      loopback (sshd and its sessions keep running)
+#   ci/sshd.sh mend-one DIR K          restore endpoint K's network
 #
 # DIR receives: client key (id_ed25519), known_hosts (every endpoint's host key), and per
 # endpoint K: ep-K/{sshd_config,host_ed25519_key,pid,home/}. One sshd listens on one address
@@ -20,9 +23,10 @@ need_sshd() {
 }
 
 install() {
-  if ! command -v /usr/sbin/sshd >/dev/null || ! command -v ssh-keygen >/dev/null; then
+  if ! command -v /usr/sbin/sshd >/dev/null || ! command -v ssh-keygen >/dev/null \
+    || ! command -v iptables >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client iptables >/dev/null
   fi
   mkdir -p /run/sshd
   chmod 0755 /run/sshd
@@ -101,11 +105,39 @@ stop() {
   done
 }
 
+# The rules that cut endpoint K: both directions of its port, on the loopback only (nothing
+# leaves the machine), tagged so that mend removes exactly them.
+cut_rules() {
+  local dir=$1 k=$2 a tag
+  a=$(addr "$k" "$(cat "$dir/net")")
+  tag="ferry-cut-$(basename "$dir")-$k"
+  echo "INPUT -i lo -d $a -p tcp --dport $PORT -m comment --comment $tag -j DROP"
+  echo "INPUT -i lo -s $a -p tcp --sport $PORT -m comment --comment $tag -j DROP"
+}
+
+cut_one() {
+  local rule
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    iptables -w -I $rule
+  done < <(cut_rules "$1" "$2")
+}
+
+mend_one() {
+  local rule
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    while iptables -w -D $rule 2>/dev/null; do :; done
+  done < <(cut_rules "$1" "$2")
+}
+
 case "${1:-}" in
   install) install ;;
   start) start "$2" "$3" "${4:-20.0}" ;;
   stop) stop "$2" ;;
   kill-one) kill_one "$2" "$3" ;;
   start-one) need_sshd; start_one "$2" "$3" ;;
+  cut-one) cut_one "$2" "$3" ;;
+  mend-one) mend_one "$2" "$3" ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -197,6 +197,51 @@ fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
     assert_eq!(fleet.current(2, "demo").as_deref(), Some("2.0.0"));
 }
 
+/// A cut network is not a dead process: endpoint 2's packets are dropped in the middle of its
+/// step while its sshd and the step's commands keep running. The step fails within its own
+/// timeout and says so, the wave's other site goes on, and resume finishes once the link is
+/// back.
+#[test]
+fn a_link_cut_mid_step_fails_the_step_within_its_timeout_and_resume_finishes() {
+    let (ws, fleet) = setup(3, "36.0");
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    ws.write(
+        "inventory.yaml",
+        &inv.replace("command_timeout_seconds: 20", "command_timeout_seconds: 4"),
+    );
+    ws.deploy("v1");
+    ws.write("plans/v2-halt.yaml", &Workspace::plan("2.0.0", "halt"));
+    ws.plan_file("v2-halt").expect_code(2);
+    ws.hang("clinic-b");
+    let started = std::time::Instant::now();
+    let child = ws.spawn(&["apply", "v2-halt.json"]);
+    ws.wait_hanging("clinic-b");
+    fleet.cut(2);
+    ws.release("clinic-b");
+    let out = Run(child.wait_with_output().unwrap());
+    let took = started.elapsed();
+    out.expect_code(5)
+        .stdout_has("HALTED: failed s002")
+        .stderr_has("clinic-b/ep-2/demo: health check did not pass within 8s");
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the step failed within its own timeout, not a TCP timeout: {took:?}"
+    );
+    assert_eq!(
+        fleet.current(3, "demo").as_deref(),
+        Some("2.0.0"),
+        "the wave went on"
+    );
+    let failed = ws.events("step_failed");
+    assert_eq!(failed[0]["target"], "clinic-b/ep-2/demo");
+    // The link comes back: resume finishes without redoing the others.
+    fleet.mend(2);
+    ws.run(&["apply", "--resume", "v2-halt.json"])
+        .expect_code(0)
+        .stdout_has("1 step(s) succeeded, 2 already done");
+    assert_eq!(fleet.current(2, "demo").as_deref(), Some("2.0.0"));
+}
+
 #[test]
 fn an_endpoint_that_dies_mid_wave_under_backout_returns_the_others() {
     let (ws, fleet) = setup(3, "35.0");

@@ -312,6 +312,33 @@ impl Fleet {
         assert!(ok, "kill-one {k}");
     }
 
+    /// Cuts endpoint k's network (its packets dropped on the loopback); it keeps running.
+    /// Mended when the fleet is dropped, whatever happened.
+    pub fn cut(&self, k: usize) {
+        self.sshd(&[
+            "cut-one",
+            &self.path().display().to_string(),
+            &k.to_string(),
+        ]);
+    }
+
+    pub fn mend(&self, k: usize) {
+        self.sshd(&[
+            "mend-one",
+            &self.path().display().to_string(),
+            &k.to_string(),
+        ]);
+    }
+
+    fn sshd(&self, args: &[&str]) {
+        let out = Command::new(sshd_script()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ci/sshd.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn restart(&self, k: usize) {
         let ok = Command::new(sshd_script())
             .args([
@@ -375,6 +402,15 @@ fn os_id() -> String {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        for k in 1..=self.n {
+            let _ = Command::new(sshd_script())
+                .args([
+                    "mend-one",
+                    &self.path().display().to_string(),
+                    &k.to_string(),
+                ])
+                .status();
+        }
         let _ = Command::new(sshd_script())
             .args(["stop", &self.path().display().to_string()])
             .status();
