@@ -3,10 +3,13 @@
 #   ferry   `ferry plan` + `ferry apply` (observe, upload, unpack, switch, health check, ledger)
 #   ansible ansible-core from apt, forks=N: copy, file, unarchive, file (link), command
 #   floor   a hand-written parallel loop: scp the tarball, then one ssh that unpacks, switches
-#           and runs the health command
+#           and runs the health command (two connections per endpoint)
+#   floor1  the tighter floor: the tarball piped into a single ssh command that unpacks,
+#           switches and checks (one connection per endpoint)
 # Every tool uses strict host-key checking against the same known_hosts and curve25519 key
 # exchange. Each run goes to fresh directories. The last line is the result:
-#   ssh-fanout-N: ferry=<s>s ansible=<s>s floor=<s>s vs_ansible=<ansible/ferry> vs_floor=<ferry/floor>
+#   ssh-fanout-N: ferry=<s>s ansible=<s>s floor=<s>s floor1=<s>s vs_ansible=<ansible/ferry>
+#                 vs_floor=<ferry/floor> vs_floor1=<ferry/floor1>
 #
 # Usage: ci/bench-ssh.sh [N=50]      (needs root for apt; installs OpenSSH and ansible-core)
 set -euo pipefail
@@ -127,5 +130,21 @@ t1=$(now)
 floor_s=$(echo "$t1 - $t0" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/floor/app/current")" = releases/1.0.0; done
 
-printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs vs_ansible=%.1f vs_floor=%.2f\n' \
-  "$N" "$ferry_s" "$ansible_s" "$floor_s" "$(echo "$ansible_s / $ferry_s" | bc -l)" "$(echo "$ferry_s / $floor_s" | bc -l)"
+# --- floor1: one connection per endpoint ---------------------------------------------------
+deploy_one_conn() {
+  local k=$1 a d
+  a=$(addr "$k"); d=$FLEET/ep-$k/home/floor1/app
+  ssh "${SSH_OPTS[@]}" -p 2222 "$BUSER@$a" "mkdir -p $d/releases/1.0.0 && tar -xzf - -C $d/releases/1.0.0 && ln -sfn releases/1.0.0 $d/.current.tmp && mv -Tf $d/.current.tmp $d/current && cd $d/current && sh bin/health" \
+    < "$WORK/release-1.0.0.tar.gz"
+}
+t0=$(now)
+pids=()
+for k in $(seq 1 "$N"); do deploy_one_conn "$k" & pids+=($!); done
+for p in "${pids[@]}"; do wait "$p"; done
+t1=$(now)
+floor1_s=$(echo "$t1 - $t0" | bc)
+for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/floor1/app/current")" = releases/1.0.0; done
+
+printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs floor1=%.2fs vs_ansible=%.1f vs_floor=%.2f vs_floor1=%.2f\n' \
+  "$N" "$ferry_s" "$ansible_s" "$floor_s" "$floor1_s" "$(echo "$ansible_s / $ferry_s" | bc -l)" \
+  "$(echo "$ferry_s / $floor_s" | bc -l)" "$(echo "$ferry_s / $floor1_s" | bc -l)"

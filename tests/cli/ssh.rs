@@ -203,7 +203,7 @@ fn an_endpoint_that_dies_mid_wave_halts_and_resume_finishes_after_it_returns() {
 /// back.
 #[test]
 fn a_link_cut_mid_step_fails_the_step_within_its_timeout_and_resume_finishes() {
-    let (ws, fleet) = setup(3, "36.0");
+    let (ws, fleet) = setup(3, "44.0");
     let inv = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
     ws.write(
         "inventory.yaml",
