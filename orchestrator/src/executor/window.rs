@@ -3,7 +3,7 @@
 //! (`--outside-window --reason`), or holds the site's steps and stops resumable.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,8 +45,9 @@ pub struct Windows {
     /// Wait for a closed window to open instead of stopping.
     pub wait: bool,
     pub clock: Arc<dyn Clock>,
-    /// Sites whose override is recorded in this run.
-    overridden: Arc<Mutex<BTreeSet<String>>>,
+    /// What this run has said once per site (`override:SITE`, `wait:SITE`). Held across the
+    /// override's record, so a second lane of the same site waits until that entry is durable.
+    noted: Arc<tokio::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl Default for Windows {
@@ -67,7 +68,7 @@ impl Windows {
             override_reason,
             wait,
             clock,
-            overridden: Arc::default(),
+            noted: Arc::default(),
         }
     }
 }
@@ -101,7 +102,7 @@ impl Shared {
             if !w.wait || self.cancelled() || self.abort.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(Gate::Held(next));
             }
-            self.say_once_waiting(site, window, next);
+            self.say_once_waiting(site, window, next).await;
             // Until it opens, unless the run is stopped (Ctrl-C, a lost lock) or something
             // else ends meanwhile (a failure elsewhere may abort the wave): then look again.
             let left = (next.start - now).to_std().unwrap_or_default();
@@ -121,14 +122,9 @@ impl Shared {
         next: Opening,
         reason: &str,
     ) -> Result<(), ExecError> {
-        let first = self
-            .exec
-            .windows
-            .overridden
-            .lock()
-            .expect("overrides lock")
-            .insert(site.to_owned());
-        if !first {
+        let mut noted = self.exec.windows.noted.lock().await;
+        let key = format!("override:{site}");
+        if !noted.insert(key.clone()) {
             return Ok(());
         }
         let opens = window::describe(next.start, &window.timezone);
@@ -146,20 +142,25 @@ impl Shared {
                 "next_opening": next,
             }));
         e.site = Some(site.to_owned());
-        self.record(e).await?;
+        if let Err(err) = self.record(e).await {
+            // Not recorded: no other step may start on this site on its strength.
+            noted.remove(&key);
+            return Err(err);
+        }
+        drop(noted);
         self.say(format!(
             "  window  {site}: closed, started anyway (--outside-window): {reason}"
         ));
         Ok(())
     }
 
-    fn say_once_waiting(&self, site: &str, window: &MaintenanceWindow, next: Opening) {
+    async fn say_once_waiting(&self, site: &str, window: &MaintenanceWindow, next: Opening) {
         let first = self
             .exec
             .windows
-            .overridden
+            .noted
             .lock()
-            .expect("overrides lock")
+            .await
             .insert(format!("wait:{site}"));
         if first {
             self.say(format!(
