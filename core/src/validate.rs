@@ -71,6 +71,17 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         );
     }
     check_data_stores(i, &mut err);
+    for (n, d) in i.databases.iter().enumerate() {
+        if d.engine.starts_with("aurora") {
+            err(
+                format!("databases[{n}].engine"),
+                format!(
+                    "`{}` is an Aurora engine: Aurora keeps its data in a cluster, and the restore ferry runs (RestoreDBInstanceFromDBSnapshot) does not apply to it; Aurora clusters are not supported yet",
+                    d.engine
+                ),
+            );
+        }
+    }
     out
 }
 
@@ -1349,6 +1360,7 @@ apps:
 databases:
   - { id: ehr, cloud: aws1, engine: postgres, identifier: ehr-prod, site: a }
   - { id: nosite, cloud: aws1, engine: postgres, identifier: x }
+  - { id: lake, cloud: aws1, engine: aurora-postgresql, identifier: lake-1 }
 "#;
 
     const PLAN: &str = r#"version: 1
@@ -1382,6 +1394,7 @@ snapshots:
             "snapshots[2].database: database `ghost` is not in the inventory's `databases`",
             "snapshots[3].before_wave: wave `three` is not in this plan's `waves`",
             "snapshots[3].timeout_seconds: must be at least 1",
+            "databases[2].engine: `aurora-postgresql` is an Aurora engine",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

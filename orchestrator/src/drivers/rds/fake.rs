@@ -183,6 +183,18 @@ impl RdsApi for FakeRds {
                 format!("DBInstance {instance} not found."),
             ));
         }
+        // "The source DB instance must be in the available or storage-optimization state"
+        // (RDS API reference, CreateDBSnapshot); otherwise InvalidDBInstanceState.
+        let status = &s.instances[instance].0.status;
+        if status != "available" && status != "storage-optimization" {
+            return Err(AwsError::new(
+                AwsErrorKind::InvalidState,
+                "InvalidDBInstanceState",
+                format!(
+                    "DB instance {instance} is not in available or storage-optimization state: {status}"
+                ),
+            ));
+        }
         if s.snapshots.contains_key(id) {
             return Err(AwsError::new(
                 AwsErrorKind::AlreadyExists,

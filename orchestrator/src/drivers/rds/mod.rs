@@ -325,24 +325,8 @@ impl RdsOps {
                 adopted = true;
             }
             None => {
-                match self
-                    .call(cx, "DescribeDBInstances", || api.instance(identifier))
-                    .await?
-                {
-                    None => {
-                        return Err(cx.error(
-                            "snapshot",
-                            format!("instance {identifier} does not exist in {}", cx.place),
-                        ));
-                    }
-                    Some(i) if i.status != "available" && i.status != "backing-up" => {
-                        return Err(cx.error(
-                            "snapshot",
-                            format!("instance {identifier} is `{}`; RDS snapshots an `available` instance", i.status),
-                        ));
-                    }
-                    Some(_) => {}
-                }
+                self.wait_snapshottable(cx, api, identifier, timeout)
+                    .await?;
                 let tags = tags(run, cx.database);
                 self.call(cx, "CreateDBSnapshot", || {
                     api.create_snapshot(identifier, id, &tags)
@@ -544,6 +528,59 @@ impl OpRunner for RdsOps {
             );
         }
         Ok(out)
+    }
+}
+
+/// The states in which AWS accepts CreateDBSnapshot: "The source DB instance must be in the
+/// `available` or `storage-optimization` state" (RDS API reference, CreateDBSnapshot). Any
+/// other (`backing-up`, `modifying`, `rebooting`...) is waited out.
+const SNAPSHOTTABLE: &[&str] = &["available", "storage-optimization"];
+
+impl RdsOps {
+    /// Waits, within the snapshot's own deadline, until the instance is in a state AWS takes a
+    /// snapshot of; an instance that does not exist, or stays in another state, fails the step
+    /// with what it saw.
+    async fn wait_snapshottable(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        identifier: &str,
+        timeout: u64,
+    ) -> Result<(), DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        let mut said = String::new();
+        loop {
+            let Some(i) = self
+                .call(cx, "DescribeDBInstances", || api.instance(identifier))
+                .await?
+            else {
+                return Err(cx.error(
+                    "snapshot",
+                    format!("instance {identifier} does not exist in {}", cx.place),
+                ));
+            };
+            if SNAPSHOTTABLE.contains(&i.status.as_str()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Timeout {
+                    target: cx.target.clone(),
+                    what: format!(
+                        "instance {identifier} to be `available` for a snapshot (it is `{}`)",
+                        i.status
+                    ),
+                    seconds: timeout,
+                });
+            }
+            if said != i.status {
+                (cx.say)(format!(
+                    "  waiting instance {identifier} is `{}`; RDS snapshots an `available` (or `storage-optimization`) instance",
+                    i.status
+                ));
+                said.clone_from(&i.status);
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 }
 

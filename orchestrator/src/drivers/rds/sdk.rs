@@ -309,6 +309,9 @@ impl RdsApi for SdkRds {
             .db_instance_identifier(id)
             .skip_final_snapshot(false)
             .final_db_snapshot_identifier(final_snapshot)
+            // AWS deletes an instance's automated backups with it unless told otherwise; kept,
+            // so point-in-time recovery of the retired instance stays possible.
+            .delete_automated_backups(false)
             .send()
             .await
             .map_err(error)?;

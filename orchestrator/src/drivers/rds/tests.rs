@@ -314,3 +314,54 @@ async fn verify_checks_status_engine_version_and_the_probe() {
     .to_string();
     assert!(e.contains("failed (exit status: 3): refused"), "{e}");
 }
+
+/// AWS takes a snapshot only of an `available` or `storage-optimization` instance: a busy one
+/// (`backing-up`, `modifying`) is waited out within the step's deadline, one that stays busy
+/// fails the step naming its state, and `storage-optimization` (which can last hours) is taken
+/// at once.
+#[tokio::test]
+async fn a_snapshot_waits_for_an_instance_aws_can_snapshot() {
+    let fake = Arc::new(FakeRds::default());
+    fake.add_instance("ehr-prod", "available");
+    fake.script_instance(
+        "ehr-prod",
+        &["backing-up", "backing-up", "modifying", "available"],
+    );
+    let said = Said::new();
+    let out = run(&ops(fake.clone()), &said, "s001", &snapshot_op(60))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "available");
+    let lines = said.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("waiting instance ehr-prod is `backing-up`")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("is `modifying`")),
+        "{lines:?}"
+    );
+
+    let stuck = Arc::new(FakeRds::default());
+    stuck.add_instance("ehr-prod", "modifying");
+    let err = run(&ops(stuck.clone()), &Said::new(), "s002", &snapshot_op(0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("(it is `modifying`)"), "{err}");
+    assert!(
+        !stuck
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("create-snapshot")),
+        "no snapshot was asked of a busy instance"
+    );
+
+    let optimizing = Arc::new(FakeRds::default());
+    optimizing.add_instance("ehr-prod", "storage-optimization");
+    let out = run(&ops(optimizing), &Said::new(), "s003", &snapshot_op(60))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "available");
+}
