@@ -823,3 +823,53 @@ fn a_back_out_removes_the_release_it_leaves_when_both_were_created_in_one_second
     rt.block_on(driver.verify(&spec, "1.0.0")).unwrap();
     remove_site(site);
 }
+
+/// Two user-defined networks at once: engines before API 1.44 (Debian's 20.10 here) refuse
+/// more than one network at create, so the container is created on the first and connected
+/// to the second, under the app's name as an alias on each; on Docker's own `bridge` no alias
+/// is asked for (the engine refuses one there at start).
+#[test]
+fn a_container_joins_every_network_and_the_default_bridge_takes_no_alias() {
+    images();
+    let nets = [
+        format!("ferry-it-net-a-{}", std::process::id()),
+        format!("ferry-it-net-b-{}", std::process::id()),
+    ];
+    for n in &nets {
+        let _ = Command::new("docker").args(["network", "rm", n]).output();
+        docker(&["network", "create", n]);
+    }
+    {
+        let lab = Lab::new(
+            "dk-nets",
+            &format!("      networks: [{}, {}]", nets[0], nets[1]),
+            HTTP_HEALTH,
+        );
+        lab.ws.plan_file("w1").expect_code(2);
+        lab.ws.run(&["apply", "w1.json"]).expect_code(0);
+        let name = format!("ferry-{}-web-1.0.0", lab.sites[0]);
+        let joined = docker(&[
+            "inspect",
+            "-f",
+            "{{range $n, $e := .NetworkSettings.Networks}}{{$n}}={{join $e.Aliases \",\"}};{{end}}",
+            &name,
+        ]);
+        for n in &nets {
+            let entry = joined
+                .split(';')
+                .find(|e| e.starts_with(&format!("{n}=")))
+                .unwrap_or_else(|| panic!("{name} is not on {n}: {joined}"));
+            assert!(entry.contains("web"), "alias `web` on {n}: {joined}");
+        }
+        assert_eq!(lab.serves(&lab.sites[0], "/version"), "1.0.0");
+    }
+    {
+        let lab = Lab::new("dk-bridge", "      networks: [bridge]", HTTP_HEALTH);
+        lab.ws.plan_file("w1").expect_code(2);
+        lab.ws.run(&["apply", "w1.json"]).expect_code(0);
+        assert_eq!(lab.running(&lab.sites[0]), vec!["1.0.0"]);
+    }
+    for n in &nets {
+        let _ = Command::new("docker").args(["network", "rm", n]).output();
+    }
+}

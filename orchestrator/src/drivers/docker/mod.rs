@@ -293,6 +293,20 @@ impl DockerDriver {
             r => r,
         }
         .map_err(|e| api(spec, "create container", e))?;
+        for (network, endpoint) in &want.extra_networks {
+            let join = bollard::models::NetworkConnectRequest {
+                container: made.id.clone(),
+                endpoint_config: Some(endpoint.clone()),
+            };
+            docker
+                .connect_network(network, join)
+                .await
+                .map_err(|e| DriverError::Failed {
+                    target: spec.target.id.clone(),
+                    action: "connect network",
+                    message: format!("network {network}: {}", message(&e)),
+                })?;
+        }
         if !want.files.is_empty() {
             let tar = spec::files_tar(&want.files).map_err(|source| DriverError::Io {
                 target: spec.target.id.clone(),

@@ -78,6 +78,9 @@ pub struct Desired {
     /// Files copied into the container before it starts.
     pub files: Vec<RenderedFile>,
     pub digest: String,
+    /// Networks after the first, connected one by one after the container is created (an
+    /// engine older than API 1.44 refuses more than one network at create).
+    pub extra_networks: Vec<(String, EndpointSettings)>,
 }
 
 /// Digest input: everything but secret values (a digest of a secret in a label is a leak).
@@ -190,19 +193,12 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
         parse_volume(v)?;
         binds.push(v.clone());
     }
-    let endpoints: HashMap<String, EndpointSettings> = d
+    let mut attach = d
         .networks
         .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                EndpointSettings {
-                    aliases: Some(vec![i.app_id.to_owned()]),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+        .map(|n| (n.clone(), endpoint(i.app_id, n)));
+    let endpoints: HashMap<String, EndpointSettings> = attach.next().into_iter().collect();
+    let extra_networks: Vec<(String, EndpointSettings)> = attach.collect();
     let mut full_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     full_env.extend(i.secrets.iter().map(|(k, v)| format!("{k}={v}")));
     full_env.push(format!("FERRY_VERSION={}", i.version));
@@ -247,7 +243,18 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
         body,
         files,
         digest,
+        extra_networks,
     })
+}
+
+/// How the container joins network `n`: under the app's name as an alias on a user-defined
+/// network; Docker's own `bridge`, `host` and `none` take no alias (the engine refuses one).
+fn endpoint(app: &str, n: &str) -> EndpointSettings {
+    let builtin = matches!(n, "bridge" | "host" | "none" | "default");
+    EndpointSettings {
+        aliases: (!builtin).then(|| vec![app.to_owned()]),
+        ..Default::default()
+    }
 }
 
 fn restart_name(r: Restart) -> RestartPolicyNameEnum {
