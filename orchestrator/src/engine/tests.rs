@@ -65,15 +65,24 @@ async fn planned_with(
     (state, path)
 }
 
+/// Applies the saved plan at `path` through the engine, cancelled from the start or never.
+async fn run(
+    state: &State,
+    path: &std::path::Path,
+    opts: Options<'_>,
+    progress: Arc<Recorded>,
+    cancelled: bool,
+) -> super::apply::ApplyResult {
+    let (_tx, cancel) = watch::channel(cancelled);
+    apply(state, path, opts, progress, cancel).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_plan_is_applied_as_a_library_call_with_progress_as_events() {
     let dir = tempfile::tempdir().unwrap();
     let (state, path) = planned(dir.path()).await;
     let progress = Arc::new(Recorded::default());
-    let (_tx, cancel) = watch::channel(false);
-    let r = apply(&state, &path, Options::fresh(&[]), progress.clone(), cancel)
-        .await
-        .unwrap();
+    let r = run(&state, &path, Options::fresh(&[]), progress.clone(), false).await;
     assert_eq!(r.outcome, ApplyOutcome::Completed);
     assert_eq!(r.code, crate::exit::OK);
     assert!(r.status.values().all(|s| *s == StepStatus::Succeeded));
@@ -91,29 +100,16 @@ async fn a_plan_is_applied_as_a_library_call_with_progress_as_events() {
 async fn a_cancelled_run_stops_at_a_safe_point_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (state, path) = planned(dir.path()).await;
-    let (tx, cancel) = watch::channel(true);
-    let r = apply(
-        &state,
-        &path,
-        Options::fresh(&[]),
-        Arc::new(Recorded::default()),
-        cancel,
-    )
-    .await
-    .unwrap();
+    let r = run(&state, &path, Options::fresh(&[]), Arc::default(), true).await;
     assert!(
         matches!(r.outcome, ApplyOutcome::Interrupted { .. }),
         "{:?}",
         r.outcome
     );
     assert_eq!(r.code, crate::exit::INTERRUPTED);
-    drop(tx);
-    let (_tx, cancel) = watch::channel(false);
     let mut opts = Options::fresh(&[]);
     opts.resume = true;
-    let r = apply(&state, &path, opts, Arc::new(Recorded::default()), cancel)
-        .await
-        .unwrap();
+    let r = run(&state, &path, opts, Arc::default(), false).await;
     assert_eq!(r.outcome, ApplyOutcome::Completed);
 }
 
@@ -125,16 +121,7 @@ async fn another_state_backend_carries_a_whole_apply() {
     let memory = crate::state::memory_tests::Memory::default();
     let ledger = Ledger::with_backend(Arc::new(memory));
     let (state, path) = planned_on(dir.path(), ledger).await;
-    let (_tx, cancel) = watch::channel(false);
-    let r = apply(
-        &state,
-        &path,
-        Options::fresh(&[]),
-        Arc::new(Recorded::default()),
-        cancel,
-    )
-    .await
-    .unwrap();
+    let r = run(&state, &path, Options::fresh(&[]), Arc::default(), false).await;
     assert_eq!(r.outcome, ApplyOutcome::Completed);
     let events: Vec<String> = state
         .ledger
@@ -182,13 +169,10 @@ async fn a_run_that_may_wait_starts_the_sites_steps_when_its_window_opens() {
     let clock: Arc<dyn crate::executor::Clock> =
         Arc::new(FakeClock(std::sync::Mutex::new(tuesday.into())));
     let progress = Arc::new(Recorded::default());
-    let (_tx, cancel) = watch::channel(false);
     let mut opts = Options::fresh(&[]);
     opts.window.wait = true;
     opts.window.clock = Some(&clock);
-    let r = apply(&state, &path, opts, progress.clone(), cancel)
-        .await
-        .unwrap();
+    let r = run(&state, &path, opts, progress.clone(), false).await;
     assert_eq!(r.outcome, ApplyOutcome::Completed);
     let lines = progress.lines.lock().unwrap().join("\n");
     assert!(
@@ -200,14 +184,11 @@ async fn a_run_that_may_wait_starts_the_sites_steps_when_its_window_opens() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::new(dir.path().join(".ferry/ledger.jsonl"));
     let (state, path) = planned_with(dir.path(), ledger, &inv).await;
-    let (_tx, cancel) = watch::channel(false);
     let mut opts = Options::fresh(&[]);
     let late: Arc<dyn crate::executor::Clock> =
         Arc::new(FakeClock(std::sync::Mutex::new(tuesday.into())));
     opts.window.clock = Some(&late);
-    let r = apply(&state, &path, opts, Arc::new(Recorded::default()), cancel)
-        .await
-        .unwrap();
+    let r = run(&state, &path, opts, Arc::default(), false).await;
     assert_eq!(r.code, crate::exit::OUTSIDE_WINDOW);
     match r.outcome {
         ApplyOutcome::OutsideWindow { sites, pending } => {
