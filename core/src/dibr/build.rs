@@ -22,26 +22,59 @@ pub(super) struct Ctx<'a> {
     pub(super) sites: Vec<&'a str>,
     /// Every entry the guide is built from (other plans' included).
     pub(super) all: &'a [Entry],
+    /// The plan's entries by step, each list oldest first (built once: a guide has a row per
+    /// step).
+    by_step: std::collections::HashMap<&'a str, Vec<&'a Entry>>,
+    /// The same sites as a set, for lookups (estates have thousands).
+    site_set: std::collections::HashSet<&'a str>,
+    /// Everyone the inventory names (approvers, site roles), looked up once per row.
+    people: std::collections::HashSet<&'a str>,
 }
 
 impl<'a> Ctx<'a> {
     fn new(i: &Inputs<'a>) -> Self {
         let body = &i.plan.body;
+        let mine: Vec<&'a Entry> = i
+            .entries
+            .iter()
+            .filter(|e| e.plan_id.as_deref() == Some(i.plan.id.as_str()))
+            .collect();
+        let mut by_step: std::collections::HashMap<&'a str, Vec<&'a Entry>> =
+            std::collections::HashMap::new();
+        for e in &mine {
+            if let Some(step) = e.step.as_deref() {
+                by_step.entry(step).or_default().push(e);
+            }
+        }
         Self {
             plan: i.plan,
             inv: i.inventory,
             body,
-            mine: i
-                .entries
-                .iter()
-                .filter(|e| e.plan_id.as_deref() == Some(i.plan.id.as_str()))
-                .collect(),
+            mine,
+            by_step,
             sites: body
                 .waves
                 .iter()
                 .flat_map(|w| w.sites.iter().map(String::as_str))
                 .collect(),
             all: i.entries,
+            site_set: body
+                .waves
+                .iter()
+                .flat_map(|w| w.sites.iter().map(String::as_str))
+                .collect(),
+            people: i
+                .inventory
+                .approvers
+                .iter()
+                .map(|a| a.name.as_str())
+                .chain(
+                    i.inventory
+                        .sites
+                        .iter()
+                        .flat_map(|s| s.roles.iter().map(|r| r.name.as_str())),
+                )
+                .collect(),
         }
     }
 
@@ -62,12 +95,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// The plan's entries about one step, oldest first.
-    fn step_events(&self, id: &str) -> Vec<&'a Entry> {
-        self.mine
-            .iter()
-            .filter(|e| e.step.as_deref() == Some(id))
-            .copied()
-            .collect()
+    fn step_events(&self, id: &str) -> &[&'a Entry] {
+        self.by_step.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// `time` followed by the sites' own time, when they all keep the same time zone.
@@ -85,13 +114,7 @@ impl<'a> Ctx<'a> {
         if let Some(name) = self.inv.actors.get(actor) {
             return Some(format!("{name} ({actor})"));
         }
-        let named = self.inv.approvers.iter().any(|a| a.name == actor)
-            || self
-                .inv
-                .sites
-                .iter()
-                .any(|s| s.roles.iter().any(|r| r.name == actor));
-        named.then(|| actor.to_owned())
+        self.people.contains(actor).then(|| actor.to_owned())
     }
 
     /// The inventory's sites this plan touches.
@@ -99,7 +122,7 @@ impl<'a> Ctx<'a> {
         self.inv
             .sites
             .iter()
-            .filter(|s| self.sites.contains(&s.id.as_str()))
+            .filter(|s| self.site_set.contains(s.id.as_str()))
     }
 
     fn wave_name(&self, wave: usize) -> String {
@@ -418,7 +441,7 @@ fn databases(c: &Ctx<'_>) -> Vec<DatabaseRow> {
     c.inv
         .databases
         .iter()
-        .filter(|d| d.site.as_deref().is_none_or(|s| c.sites.contains(&s)))
+        .filter(|d| d.site.as_deref().is_none_or(|s| c.site_set.contains(s)))
         .map(|d| DatabaseRow {
             id: d.id.clone(),
             engine: d.engine.clone(),
@@ -774,8 +797,8 @@ fn checklists(c: &Ctx<'_>) -> (Vec<CheckRow>, Vec<CheckRow>) {
             let ev = c.step_events(&s.id);
             let wave = c.wave_name(s.wave);
             let mut rows = (
-                check_row(c.body, s, &ev, wave.clone()),
-                backout_row(s, &ev, wave),
+                check_row(c.body, s, ev, wave.clone()),
+                backout_row(s, ev, wave),
             );
             for r in [&mut rows.0, &mut rows.1] {
                 r.when_local = c.local_time(&s.target.site, &r.when);
