@@ -11,6 +11,8 @@
 pub mod approval;
 pub mod container;
 pub mod dibr;
+pub mod gate;
+pub mod hooks;
 pub mod kubernetes;
 pub mod ledger;
 pub mod load;

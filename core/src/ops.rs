@@ -67,6 +67,91 @@ pub enum Op {
         identifier: String,
         timeout_seconds: u64,
     },
+    /// A condition gate: the probe polled until its value satisfies the comparison for
+    /// `stable_for_seconds`, within `deadline_seconds` of the first evaluation (across
+    /// resumes). Without `--wait`, apply stops while it waits and `--resume` polls again.
+    WaitUntil {
+        probe: Probe,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compare: Option<crate::gate::Compare>,
+        every_seconds: u64,
+        #[serde(default)]
+        stable_for_seconds: u64,
+        deadline_seconds: u64,
+        on_timeout: crate::model::OnTimeout,
+    },
+    /// A call to an app's admin endpoint or a command (quiesce), with what undoes it.
+    Call {
+        call: Action,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo: Option<Action>,
+    },
+    /// A value noted in the ledger (`label` pairs the readings of one quantity).
+    Record { label: String, probe: Probe },
+}
+
+/// Where a gate's or a record's value comes from. Probes run where ferry runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Probe {
+    /// One read-only statement, one row of one column, in a READ ONLY transaction.
+    Sql { database: String, query: String },
+    /// A GET: the status must be `status`; the value is `field` of the JSON body (or the
+    /// status itself without one).
+    Http {
+        url: String,
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+    },
+    /// A command: the value is its stdout (a number when it prints one); it must exit 0.
+    Command { argv: Vec<String> },
+}
+
+impl Probe {
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Sql { database, query } => format!("sql on `{database}`: {query}"),
+            Probe::Http { url, status, field } => format!(
+                "GET {url} (status {status}){}",
+                field
+                    .as_deref()
+                    .map(|f| format!(", field `{f}`"))
+                    .unwrap_or_default()
+            ),
+            Probe::Command { argv } => format!("command `{}`", argv.join(" ")),
+        }
+    }
+}
+
+/// Something a step does to the world outside the release: a request or a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    Http {
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+        /// Without it any 2xx.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+        timeout_seconds: u64,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Http { method, url, .. } => format!("{method} {url}"),
+            Action::Command { argv } => format!("command `{}`", argv.join(" ")),
+        }
+    }
 }
 
 impl Op {
@@ -80,13 +165,24 @@ impl Op {
             Op::RdsVerify { .. } => "rds.verify",
             Op::RdsRename { .. } => "rds.rename",
             Op::RdsDelete { .. } => "rds.delete",
+            Op::WaitUntil { .. } => "wait_until",
+            Op::Call {
+                call: Action::Http { .. },
+                ..
+            } => "http",
+            Op::Call { .. } => "command",
+            Op::Record { .. } => "record",
         }
     }
 
     /// The inventory database the operation acts on (none for a manual step).
     pub fn database(&self) -> Option<&str> {
         match self {
-            Op::Manual { .. } => None,
+            Op::Manual { .. } | Op::Call { .. } => None,
+            Op::WaitUntil { probe, .. } | Op::Record { probe, .. } => match probe {
+                Probe::Sql { database, .. } => Some(database),
+                _ => None,
+            },
             Op::RdsSnapshot { database, .. }
             | Op::RdsRestore { database, .. }
             | Op::RdsWait { database, .. }
@@ -152,6 +248,43 @@ impl Op {
             Op::RdsDelete { identifier, .. } => format!(
                 "delete instance {identifier} after a final snapshot (ferry-final-{identifier}-<plan>)"
             ),
+            Op::WaitUntil {
+                probe,
+                compare,
+                every_seconds,
+                stable_for_seconds,
+                deadline_seconds,
+                on_timeout,
+            } => {
+                let d = crate::gate::describe_duration;
+                format!(
+                    "wait until {}{}: every {}{}, deadline {} then {}",
+                    probe.describe(),
+                    compare
+                        .as_ref()
+                        .map(|c| format!(" {}", c.describe()))
+                        .unwrap_or_else(|| " succeeds".into()),
+                    d(*every_seconds),
+                    if *stable_for_seconds > 0 {
+                        format!(", holding for {}", d(*stable_for_seconds))
+                    } else {
+                        String::new()
+                    },
+                    d(*deadline_seconds),
+                    match on_timeout {
+                        crate::model::OnTimeout::Halt => "halt",
+                        crate::model::OnTimeout::Backout => "back out",
+                    }
+                )
+            }
+            Op::Call { call, undo } => format!(
+                "{}{}",
+                call.describe(),
+                undo.as_ref()
+                    .map(|u| format!("; undone by {}", u.describe()))
+                    .unwrap_or_else(|| "; no undo".into())
+            ),
+            Op::Record { label, probe } => format!("record `{label}`: {}", probe.describe()),
         }
     }
 }

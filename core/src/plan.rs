@@ -14,6 +14,8 @@ use crate::ops::Op;
 use crate::readiness::{self, Readiness};
 use crate::target::{Observed, TargetRef, resolve};
 
+mod waves;
+
 pub const PLAN_FORMAT: &str = "ferry.plan";
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
@@ -190,6 +192,8 @@ pub enum PlanError {
     UnknownApp(String),
     #[error("release plan names database `{0}`, which is not in the inventory")]
     UnknownDatabase(String),
+    #[error("step `{0}`: {1}")]
+    InvalidStep(String, String),
 }
 
 /// The target an operation on database `db` acts on: `SITE/CLOUD/DB` (site `-` when the
@@ -238,8 +242,9 @@ pub fn targets_of(inv: &Inventory, rp: &ReleasePlan) -> Vec<TargetRef> {
     let mut out = Vec::new();
     for wave in &rp.waves {
         for site in &wave.sites {
-            for r in &rp.releases {
-                if let Some(app) = inv.app(&r.app) {
+            let apps = rp.releases.iter().map(|r| &r.app);
+            for a in apps.chain(rp.retire.iter().map(|r| &r.app)) {
+                if let Some(app) = inv.app(a) {
                     out.extend(resolve(inv, app, site));
                 }
             }
@@ -270,16 +275,28 @@ pub fn plan_release(
             max_parallel: wave.max_parallel,
             failure_threshold: wave.failure_threshold,
         });
-        // Pre-change snapshots of this wave come first; every other step of the wave waits for
-        // them. A wave that changes nothing takes no snapshot.
-        let snapshots = if p.wave_changes(wave, &order) {
-            p.snapshot_steps(rp, w)?
-        } else {
-            Vec::new()
-        };
-        for site in &wave.sites {
-            p.site_steps(w, site, &order, &snapshots)?;
+        // Pre-change snapshots of this wave come first, then its `before` steps (quiesce,
+        // record, wait until...) one after another; every release and retirement of the wave
+        // waits for them, and the `after` steps wait for all of those. A wave that changes
+        // nothing takes no snapshot and runs none of its steps.
+        let changes = p.wave_changes(wave, &order) || p.wave_retires(rp, wave);
+        if !changes {
+            for site in &wave.sites {
+                p.site_steps(w, site, &order, &[])?;
+                p.retire_steps(w, site, rp, &[])?;
+            }
+            continue;
         }
+        let snapshots = p.snapshot_steps(rp, w)?;
+        let mut prereq = p.hook_steps(w, wave, &wave.before, snapshots.clone())?;
+        prereq.splice(0..0, snapshots);
+        let first = p.steps.len();
+        for site in &wave.sites {
+            p.site_steps(w, site, &order, &prereq)?;
+            p.retire_steps(w, site, rp, &prereq)?;
+        }
+        let changed: Vec<String> = p.steps[first..].iter().map(|s| s.id.clone()).collect();
+        p.hook_steps(w, wave, &wave.after, changed)?;
     }
     Ok(PlanBody {
         name: rp.name.clone(),
@@ -361,13 +378,13 @@ impl Planner<'_> {
     }
 
     /// A step for each target of `site` that needs a change, in release order; an app's step
-    /// waits for the wave's snapshots and for the steps of the apps it depends on at the site.
+    /// waits for the wave's snapshots and `before` steps and for the steps of the apps it depends on at the site.
     fn site_steps(
         &mut self,
         w: usize,
         site: &str,
         order: &[&crate::model::Release],
-        snapshots: &[String],
+        prereq: &[String],
     ) -> Result<(), PlanError> {
         // app id -> step ids on this site, for same-site dependencies.
         let mut site_steps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -395,7 +412,7 @@ impl Planner<'_> {
                     });
                     continue;
                 }
-                let depends_on = snapshots
+                let depends_on = prereq
                     .iter()
                     .cloned()
                     .chain(

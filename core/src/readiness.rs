@@ -142,6 +142,7 @@ mod tests {
             waivers,
             gates: vec![],
             snapshots: vec![],
+            retire: vec![],
         }
     }
 

@@ -9,6 +9,8 @@ use crate::load::{Diagnostics, Loaded};
 use crate::model::{App, CloudKind, FORMAT_VERSION, Inventory, ReleasePlan, TargetKind};
 use crate::secret::SecretRef;
 
+mod lines;
+
 /// Validates an inventory on its own.
 pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
     let mut out = Diagnostics::default();
@@ -71,6 +73,8 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         );
     }
     check_data_stores(i, &mut err);
+    lines::check_lines(i, &mut err);
+    lines::check_databases(i, &mut err);
     for (n, d) in i.databases.iter().enumerate() {
         if d.engine.starts_with("aurora") {
             err(
@@ -636,6 +640,7 @@ fn check_data_stores(i: &Inventory, err: &mut impl FnMut(String, String)) {
             "databases",
             i.databases
                 .iter()
+                .filter(|d| d.is_rds())
                 .map(|d| (d.cloud.as_str(), d.site.as_deref()))
                 .collect::<Vec<_>>(),
         ),
@@ -647,7 +652,14 @@ fn check_data_stores(i: &Inventory, err: &mut impl FnMut(String, String)) {
                 .collect(),
         ),
     ] {
-        for (n, (cloud, site)) in list.into_iter().enumerate() {
+        // Positions in the file: databases that are not RDS were left out above.
+        let positions: Vec<usize> = match what {
+            "databases" => (0..i.databases.len())
+                .filter(|&n| i.databases[n].is_rds())
+                .collect(),
+            _ => (0..list.len()).collect(),
+        };
+        for (n, (cloud, site)) in positions.into_iter().zip(list) {
             match i.cloud(cloud) {
                 None => err(
                     format!("{what}[{n}].cloud"),
@@ -692,10 +704,15 @@ pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics 
     if p.name.trim().is_empty() {
         err("name".into(), "is empty".into());
     }
-    if p.releases.is_empty() {
-        err("releases".into(), "the plan releases nothing".into());
+    if p.releases.is_empty() && p.retire.is_empty() {
+        err(
+            "releases".into(),
+            "the plan releases nothing (and retires nothing)".into(),
+        );
     }
     check_releases(p, inv, &mut err);
+    lines::check_retire(p, inv, &mut err);
+    lines::check_hooks(p, inv, &mut err);
     if p.waves.is_empty() {
         err("waves".into(), "the plan has no wave".into());
     }
@@ -716,12 +733,13 @@ fn check_releases(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String,
                 format!("app `{}` is released twice", r.app),
             );
         }
-        if inv.app(&r.app).is_none() {
-            err(
-                format!("releases[{n}].app"),
-                format!("app `{}` is not in the inventory's `apps`", r.app),
-            );
-        }
+        lines::check_release_app(
+            &format!("releases[{n}]"),
+            &r.app,
+            Some(&r.version),
+            inv,
+            err,
+        );
         if let Err(m) = check_version(&r.version) {
             err(format!("releases[{n}].version"), m);
         }
@@ -788,6 +806,15 @@ fn check_snapshots(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String
             );
             continue;
         };
+        if !db.is_rds() {
+            err(
+                format!("{at}.database"),
+                format!(
+                    "database `{}` is not an RDS instance: ferry snapshots RDS instances only",
+                    db.id
+                ),
+            );
+        }
         match &req.before_wave {
             Some(w) if !p.waves.iter().any(|x| &x.name == w) => err(
                 format!("{at}.before_wave"),
@@ -854,9 +881,12 @@ fn check_waves(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String, St
             let hosts_any = p
                 .releases
                 .iter()
-                .filter_map(|r| inv.app(&r.app))
+                .map(|r| &r.app)
+                .chain(p.retire.iter().map(|r| &r.app))
+                .filter_map(|a| inv.app(a))
                 .any(|a| a.sites.iter().any(|x| x == s));
-            if !hosts_any && !p.releases.is_empty() {
+            let plan_empty = p.releases.is_empty() && p.retire.is_empty();
+            if !hosts_any && !plan_empty {
                 err(
                     format!("{at}.sites[{k}]"),
                     format!("site `{s}` hosts none of the apps this plan releases"),

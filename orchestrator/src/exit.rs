@@ -22,8 +22,12 @@ pub const TAMPERED: u8 = 7;
 /// `apply`: stopped before a wave whose approval gate is not approved yet; `ferry approve`,
 /// then `apply --resume`.
 pub const AWAITING_APPROVAL: u8 = 8;
-/// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
 /// `apply`: stopped before steps on a site whose maintenance window is closed (resumable inside
 /// the window; `--wait` waits for it, `--outside-window --reason` overrides, recorded).
 pub const OUTSIDE_WINDOW: u8 = 9;
+/// `apply`: a condition gate (`wait_until`) does not hold yet; its last value is recorded.
+/// `apply --resume` evaluates it again (the deadline counts from its first evaluation),
+/// `apply --wait` polls until it holds or the deadline passes.
+pub const AWAITING_CONDITION: u8 = 10;
+/// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
 pub const INTERRUPTED: u8 = 130;

@@ -8,8 +8,8 @@
 //! JSON); `cli` parses arguments, calls the engine and picks a printer. See ARCHITECTURE.md.
 
 pub use ferry_core::{
-    approval, container, dibr, kubernetes, load, model, ops, plan, readiness, render, runbook,
-    secret, target, validate, window,
+    approval, container, dibr, gate, hooks, kubernetes, load, model, ops, plan, readiness, render,
+    runbook, secret, target, validate, window,
 };
 
 pub mod artifact;
@@ -22,6 +22,7 @@ pub mod exit;
 pub mod ledger;
 pub mod lock;
 pub mod printer;
+pub mod probe;
 pub mod state;
 pub mod workspace;
 
@@ -30,7 +31,6 @@ pub mod workspace;
 /// pick one by itself and a client built without an explicit choice panics. Called first thing
 /// in `main` and by every client constructor (tests use the library without `main`).
 pub fn install_crypto_provider() {
-    #[cfg(any(feature = "docker", feature = "kubernetes", feature = "aws"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {

@@ -72,8 +72,13 @@ pub fn load(
     let mut diags = Diagnostics::default();
     let inv = match load::read_source(inventory) {
         Ok(src) => match load::parse_inventory(src) {
-            Ok(inv) => {
-                diags.extend(validate::inventory(&inv));
+            Ok(mut inv) => {
+                let problems = validate::inventory(&inv);
+                if problems.is_empty() {
+                    // From here on a line of an app (`ecrnow@3`) is an app of its own.
+                    inv.value = inv.value.with_lines();
+                }
+                diags.extend(problems);
                 Some(inv)
             }
             Err(d) => {

@@ -714,6 +714,8 @@ fn driver_spec(site: &str) -> TargetSpec {
             stop_timeout_seconds: 2,
         }),
         kubernetes: None,
+        lines: vec![],
+        line: None,
     };
     TargetSpec {
         target: TargetRef::new(site, "engine", "web", TargetKind::Docker),

@@ -530,6 +530,8 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
         keep_releases: 5,
         docker: None,
         kubernetes: None,
+        lines: vec![],
+        line: None,
     };
     let spec = TargetSpec {
         target: TargetRef::new("s", "ep-1", "demo", TargetKind::Ssh),

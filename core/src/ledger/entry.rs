@@ -52,6 +52,13 @@ pub enum Event {
     /// `ferry dibr` wrote a guide: the SHA-256 of each file and the ledger head it was built
     /// from, so the guide can be checked to be ferry's, unedited.
     DibrWritten,
+    /// A condition gate was evaluated: the first and last evaluation of a run and every one
+    /// whose value (or verdict) changed, with the gate's clock (not every poll: the ledger does
+    /// not grow with the poll count).
+    ConditionEvaluated,
+    /// Apply stopped while a condition gate waits (without `--wait`): its last value and
+    /// clock; `apply --resume` evaluates again and the deadline keeps counting.
+    ConditionWaiting,
 }
 
 impl Event {
@@ -81,6 +88,8 @@ impl Event {
             Event::WindowClosed => "window_closed",
             Event::WindowOverridden => "window_overridden",
             Event::DibrWritten => "dibr_written",
+            Event::ConditionEvaluated => "condition_evaluated",
+            Event::ConditionWaiting => "condition_waiting",
         }
     }
 }

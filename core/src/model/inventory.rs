@@ -635,6 +635,45 @@ pub struct App {
     /// For `kubernetes` targets: the manifests and their namespace.
     #[serde(default)]
     pub kubernetes: Option<KubernetesApp>,
+    /// Major versions that run side by side on the same sites, each its own release line
+    /// (`APP@MAJOR` in plans: its own release directory, container or Kubernetes release,
+    /// history and back-out). Empty: one line.
+    #[serde(default)]
+    pub lines: Vec<Line>,
+    /// Set on the app of one line (`ecrnow@3`) made from an app with `lines`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub line: Option<u64>,
+}
+
+impl App {
+    /// The name of what the app owns on a target where `@` is not allowed (a container, a
+    /// Kubernetes label or release): `ecrnow@3` is `ecrnow-v3`.
+    pub fn resource_name(&self) -> String {
+        self.id.replace('@', "-v")
+    }
+
+    /// The app the line belongs to (`ecrnow` for `ecrnow@3`), or the app itself.
+    pub fn base_id(&self) -> &str {
+        self.id.split_once('@').map_or(self.id.as_str(), |(b, _)| b)
+    }
+}
+
+/// The major version of a version string: its leading digits (`3` of `3.0.1`, `v3.1`).
+pub fn major_of(version: &str) -> Option<u64> {
+    let digits: String = version
+        .trim_start_matches(['v', 'V'])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// One major version line of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub major: u64,
 }
 
 fn default_keep_releases() -> u32 {
@@ -710,12 +749,52 @@ pub struct ConfigTemplate {
 #[serde(deny_unknown_fields)]
 pub struct Database {
     pub id: String,
+    /// The AWS cloud of an RDS instance.
+    #[serde(default)]
     pub cloud: String,
     pub engine: String,
     /// RDS DB instance identifier.
+    #[serde(default)]
     pub identifier: String,
     #[serde(default)]
     pub site: Option<String>,
+    /// How ferry connects to it with SQL (condition gates, `record` probes): a plain
+    /// PostgreSQL database, or the SQL side of an RDS entry. A database is RDS (`cloud` and
+    /// `identifier`), reachable by SQL (`postgres`), or both.
+    #[serde(default)]
+    pub postgres: Option<PostgresConnection>,
+}
+
+impl Database {
+    /// Whether this entry is an RDS instance (snapshots, restores...).
+    pub fn is_rds(&self) -> bool {
+        !self.cloud.is_empty() || !self.identifier.is_empty()
+    }
+}
+
+/// A PostgreSQL connection; the password is a secret reference, never a literal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConnection {
+    pub host: String,
+    #[serde(default = "pg_port")]
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    /// `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Deadline for connecting and for each query.
+    #[serde(default = "ten_s")]
+    pub timeout: String,
+}
+
+fn pg_port() -> u16 {
+    5432
+}
+
+fn ten_s() -> String {
+    "10s".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -764,6 +843,47 @@ impl Inventory {
             .get(id)
             .map(|&i| &self.databases[i])
     }
+    /// The inventory with each app that has `lines` replaced by one app per line, named
+    /// `APP@MAJOR` (what plans, targets and the ledger name), so that every later step treats a
+    /// line as an app of its own. Called once the inventory is validated.
+    pub fn with_lines(mut self) -> Self {
+        let apps = std::mem::take(&mut self.apps);
+        for app in apps {
+            if app.lines.is_empty() {
+                self.apps.push(app);
+                continue;
+            }
+            for line in &app.lines {
+                let mut one = app.clone();
+                one.id = format!("{}@{}", app.id, line.major);
+                one.lines = Vec::new();
+                one.line = Some(line.major);
+                self.apps.push(one);
+            }
+        }
+        // Apps that depend on a lined app depend on each of its lines.
+        let lined: BTreeMap<String, Vec<String>> = self
+            .apps
+            .iter()
+            .filter_map(|a| {
+                let (base, _) = a.id.split_once('@')?;
+                Some((base.to_owned(), a.id.clone()))
+            })
+            .fold(BTreeMap::new(), |mut m, (b, id)| {
+                m.entry(b).or_insert_with(Vec::new).push(id);
+                m
+            });
+        for app in &mut self.apps {
+            app.depends_on = app
+                .depends_on
+                .iter()
+                .flat_map(|d| lined.get(d).cloned().unwrap_or_else(|| vec![d.clone()]))
+                .collect();
+        }
+        self.index = Index::default();
+        self
+    }
+
     /// Whether app `app_id` runs on `site_id`.
     pub fn app_on_site(&self, app_id: &str, site_id: &str) -> bool {
         let ix = self.indexed();

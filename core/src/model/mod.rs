@@ -3,18 +3,21 @@
 //! Nothing here performs IO or knows about drivers; `load` reads these types from YAML and
 //! `validate` checks what serde cannot (cross-references, value ranges).
 
+mod hook;
 mod inventory;
 mod release;
 mod runbook;
 
+pub use hook::{Hook, HookAction, HttpCall, HttpProbe, OnTimeout, ProbeSpec, SqlProbe, WaitUntil};
 pub use inventory::{
     App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
-    Inventory, KubernetesApp, KubernetesCloud, LocalCloud, Maintenance, MaintenanceWindow, Notice,
-    PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier, UpdateOrder, Weekday,
+    Inventory, KubernetesApp, KubernetesCloud, Line, LocalCloud, Maintenance, MaintenanceWindow,
+    Notice, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier,
+    UpdateOrder, Weekday, major_of,
 };
 pub use release::{
-    Gate, OnFailure, PlanKind, Release, ReleasePlan, SnapshotRequirement, Waiver, Wave,
+    Gate, OnFailure, PlanKind, Release, ReleasePlan, Retire, SnapshotRequirement, Waiver, Wave,
 };
 
 pub use runbook::{ParamType, Runbook, RunbookKind, RunbookParam, RunbookStep};

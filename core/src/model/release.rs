@@ -43,6 +43,17 @@ pub struct ReleasePlan {
     /// step and every other step of the wave waits for it to be `available`.
     #[serde(default)]
     pub snapshots: Vec<SnapshotRequirement>,
+    /// Release lines taken off the wave's sites (`ecrnow@2` once 3.x has taken over), after
+    /// the wave's `before` steps (a drain gate).
+    #[serde(default)]
+    pub retire: Vec<Retire>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retire {
+    /// The app line to remove (`APP@MAJOR`), or an app without lines.
+    pub app: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +94,7 @@ pub struct Waiver {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
+    /// App id, or `APP@MAJOR` for one line of an app with `lines`.
     pub app: String,
     pub version: String,
 }
@@ -98,6 +110,12 @@ pub struct Wave {
     /// How many failed targets this wave tolerates; one more triggers `on_failure`.
     #[serde(default)]
     pub failure_threshold: u32,
+    /// Steps run before the wave's releases, in order (quiesce, record, wait until...).
+    #[serde(default)]
+    pub before: Vec<crate::model::Hook>,
+    /// Steps run after the wave's releases, in order.
+    #[serde(default)]
+    pub after: Vec<crate::model::Hook>,
 }
 
 fn one() -> u32 {

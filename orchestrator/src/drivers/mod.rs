@@ -359,6 +359,8 @@ mod tests {
             keep_releases: 5,
             docker: None,
             kubernetes: None,
+            lines: vec![],
+            line: None,
         };
         let cloud = Cloud {
             id: "l".into(),

@@ -74,6 +74,7 @@ pub fn outcome_code(o: &ApplyOutcome) -> u8 {
             exit::AWAITING_APPROVAL
         }
         ApplyOutcome::OutsideWindow { .. } => exit::OUTSIDE_WINDOW,
+        ApplyOutcome::AwaitingCondition { .. } => exit::AWAITING_CONDITION,
     }
 }
 
@@ -478,7 +479,13 @@ async fn apply_locked(
         cancel,
         ops: crate::drivers::standard_ops(&inv.value, &base),
         confirmed: confirm.iter().cloned().collect(),
+        // `--wait` waits for closed windows and for gates that do not hold yet alike.
+        wait_conditions: windows.wait,
         windows,
+        probes: Arc::new(crate::probe::Probes::new(
+            Arc::new(inv.value.clone()),
+            base.clone(),
+        )),
     };
     let result = exec.run(prior).await;
     progress.finish();

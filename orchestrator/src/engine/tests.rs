@@ -138,20 +138,7 @@ async fn another_state_backend_carries_a_whole_apply() {
     assert!(!dir.path().join(".ferry/apply.lock").exists());
 }
 
-/// A clock that starts at a given instant and whose sleeps pass at once.
-#[derive(Debug)]
-struct FakeClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
-
-#[async_trait::async_trait]
-impl crate::executor::Clock for FakeClock {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        *self.0.lock().unwrap()
-    }
-    async fn sleep(&self, d: std::time::Duration) {
-        *self.0.lock().unwrap() += chrono::Duration::from_std(d).unwrap();
-        tokio::task::yield_now().await;
-    }
-}
+use crate::executor::FakeClock;
 
 /// `--wait`: a release whose canary site's window is closed waits for it to open (by the
 /// run's clock), says so, then runs; the other site, without a window, is not held.

@@ -2,6 +2,7 @@
 //! `max_parallel`, every step verified, every event recorded in the ledger before it is
 //! reported. The only module (with the drivers) that runs async code.
 
+mod gates;
 mod resume;
 mod window;
 // The executor's tests drive operation steps through the RDS fake.
@@ -25,6 +26,9 @@ use crate::model::OnFailure;
 use crate::ops::Op;
 use crate::plan::{SavedPlan, Step, StepAction, Undo};
 
+pub use gates::WaitingGate;
+#[cfg(test)]
+pub(crate) use window::FakeClock;
 pub use window::{Clock, SystemClock, Windows};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,12 @@ pub enum ApplyOutcome {
         sites: Vec<ClosedWindow>,
         pending: Vec<String>,
     },
+    /// Condition gates do not hold yet (their last values recorded); `--resume` evaluates
+    /// them again, `--wait` polls until they hold or their deadlines pass.
+    AwaitingCondition {
+        gates: Vec<WaitingGate>,
+        pending: Vec<String>,
+    },
 }
 
 /// A site whose steps were held, and when its window opens next.
@@ -132,8 +142,11 @@ pub enum StepStatus {
     Succeeded,
     /// Completed by an earlier run (resume).
     AlreadyDone,
-    /// Not started: its site's maintenance window is closed (or a step it depends on was held).
+    /// Not started: its site's maintenance window is closed, or a step it depends on was
+    /// held or is a condition gate still waiting.
     Held,
+    /// A condition gate that does not hold yet.
+    Waiting,
     Failed,
     BackedOut,
     UndoFailed,
@@ -158,6 +171,11 @@ pub struct Executor {
     pub confirmed: BTreeSet<String>,
     /// The sites' maintenance windows and what to do when one is closed.
     pub windows: Windows,
+    /// Observes and acts for condition gates, calls and records.
+    pub probes: Arc<crate::probe::Probes>,
+    /// `--wait`: a gate that does not hold is polled in process until it does or its deadline
+    /// passes (instead of recording it as waiting and stopping).
+    pub wait_conditions: bool,
 }
 
 struct Shared {
@@ -170,6 +188,13 @@ struct Shared {
     changed: tokio::sync::Notify,
     /// Sites whose steps were held because their window is closed, with its next opening.
     held: Mutex<BTreeMap<String, crate::window::Opening>>,
+    /// Condition gates left waiting by this run, with their clocks.
+    waiting: Mutex<BTreeMap<String, crate::gate::GateClock>>,
+    /// Gate clocks recorded by earlier runs of the plan.
+    prior_gates: BTreeMap<String, crate::gate::GateClock>,
+    /// Set by a gate whose deadline passed: its `on_timeout` decides the run, not the plan's
+    /// `on_failure`.
+    on_timeout: Mutex<Option<crate::model::OnTimeout>>,
 }
 
 impl Shared {
@@ -368,6 +393,19 @@ impl Shared {
                 "confirmed_by": self.exec.actor,
                 "instructions": instructions,
             })),
+            Op::WaitUntil { .. } => {
+                let end = self.run_gate(step, &op.op).await?;
+                return self.finish_gate(step, end, started).await;
+            }
+            Op::Call { .. } | Op::Record { .. } => {
+                self.run_hook(&op.op)
+                    .await
+                    .map_err(|message| DriverError::Failed {
+                        target: step.target.id.clone(),
+                        action: op.op.name(),
+                        message,
+                    })
+            }
             other => {
                 let say = |line: String| self.say(line);
                 let cx = OpContext {
@@ -416,6 +454,15 @@ impl Shared {
 
     /// Undoes one step and verifies the earlier release is back.
     async fn undo_step(&self, step: &Step) -> Result<bool, ExecError> {
+        if let Some(crate::plan::StepOp {
+            op: Op::Call {
+                undo: Some(undo), ..
+            },
+            ..
+        }) = &step.op
+        {
+            return self.undo_call_step(step, undo).await;
+        }
         if let Some(op) = &step.op {
             // What an operation made (a snapshot) is what a back-out may need: kept.
             self.record(
@@ -483,6 +530,55 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Undoes a call step with its undo (resumes what it quiesced), recorded like any undo.
+    async fn undo_call_step(
+        &self,
+        step: &Step,
+        undo: &crate::ops::Action,
+    ) -> Result<bool, ExecError> {
+        self.record(
+            self.entry(Event::UndoStarted, step)
+                .message(format!("undo: {}", undo.describe())),
+        )
+        .await?;
+        let started = Instant::now();
+        let result = self.undo_call(undo).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let (event, outcome, status, message, ok) = match result {
+            Ok(_) => (
+                Event::StepBackedOut,
+                Outcome::BackedOut,
+                StepStatus::BackedOut,
+                format!("undone: {}", undo.describe()),
+                true,
+            ),
+            Err(e) => (
+                Event::UndoFailed,
+                Outcome::Failed,
+                StepStatus::UndoFailed,
+                e,
+                false,
+            ),
+        };
+        self.record(
+            self.entry(event, step)
+                .outcome(outcome)
+                .duration_ms(ms)
+                .message(message.clone()),
+        )
+        .await?;
+        self.set(&step.id, status);
+        self.say(format!(
+            "  {} {}: {message} [{}]",
+            if ok { "undone " } else { "UNDO FAILED" },
+            step.target.app,
+            step.id
+        ));
+        Ok(ok)
+    }
+}
+
 /// What a run returns: how it ended and every step's status.
 type RunResult = Result<(ApplyOutcome, BTreeMap<String, StepStatus>), ExecError>;
 
@@ -536,6 +632,9 @@ impl Shared {
             abort: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             held: Mutex::new(BTreeMap::new()),
+            waiting: Mutex::new(BTreeMap::new()),
+            prior_gates: prior.gates.clone(),
+            on_timeout: Mutex::new(None),
         })
     }
 }
@@ -608,7 +707,12 @@ async fn run_wave(
             wave_run.threshold
         ));
         let failed = std::mem::take(failed_all);
-        return match plan.body.on_failure {
+        let policy = match *shared.on_timeout.lock().expect("on_timeout lock") {
+            Some(crate::model::OnTimeout::Halt) => OnFailure::Halt,
+            Some(crate::model::OnTimeout::Backout) => OnFailure::Backout,
+            None => plan.body.on_failure,
+        };
+        return match policy {
             OnFailure::Halt => finish_halted(shared, failed).await.map(Some),
             OnFailure::Backout => finish_backed_out(shared, failed).await.map(Some),
         };
@@ -618,6 +722,9 @@ async fn run_wave(
     }
     if shared.get_any_held() {
         return finish_outside_window(shared).await.map(Some);
+    }
+    if !shared.waiting.lock().expect("waiting lock").is_empty() {
+        return finish_waiting(shared).await.map(Some);
     }
     Ok(None)
 }
@@ -656,7 +763,11 @@ async fn run_lane(
     let mut lane_broken = false;
     for step in lane {
         if lane_broken {
-            let after_hold = sh.get_held(&step.target.site);
+            let after_hold = sh.get_held(&step.target.site)
+                || step
+                    .depends_on
+                    .iter()
+                    .any(|d| sh.get(d) == StepStatus::Waiting);
             let status = if after_hold {
                 StepStatus::Held
             } else {
@@ -673,7 +784,7 @@ async fn run_lane(
         if step
             .depends_on
             .iter()
-            .any(|d| sh.get(d) == StepStatus::Held)
+            .any(|d| matches!(sh.get(d), StepStatus::Held | StepStatus::Waiting))
         {
             sh.set(&step.id, StepStatus::Held);
             sh.changed.notify_waiters();
@@ -798,7 +909,11 @@ fn pending(shared: &Shared) -> Vec<String> {
         .filter(|(_, s)| {
             matches!(
                 s,
-                StepStatus::Pending | StepStatus::Skipped | StepStatus::Failed | StepStatus::Held
+                StepStatus::Pending
+                    | StepStatus::Skipped
+                    | StepStatus::Failed
+                    | StepStatus::Held
+                    | StepStatus::Waiting
             )
         })
         .map(|(k, _)| k.clone())
@@ -1018,7 +1133,49 @@ fn op_summary(op: &Op, d: &serde_json::Value) -> String {
             s("instance"),
             s("final_snapshot")
         ),
+        Op::WaitUntil { .. } => "condition holds".into(),
+        Op::Call { call, .. } => match call {
+            crate::ops::Action::Http { .. } => {
+                format!("{} answered {}", call.describe(), d["status"])
+            }
+            crate::ops::Action::Command { .. } => format!("{} succeeded", call.describe()),
+        },
+        Op::Record { label, .. } => {
+            format!("{label} = {}", crate::gate::text(&d["value"]))
+        }
     }
+}
+
+/// Condition gates do not hold yet: recorded (each gate's `condition_waiting` is already in the
+/// ledger), resumable.
+async fn finish_waiting(shared: &Shared) -> RunResult {
+    let pending = pending(shared);
+    let waiting = shared.waiting.lock().expect("waiting lock").clone();
+    let gates: Vec<WaitingGate> = waiting
+        .iter()
+        .filter_map(|(id, clock)| {
+            let step = shared.exec.plan.step(id)?;
+            Some(gates::waiting_gate(step, clock))
+        })
+        .collect();
+    let names: Vec<String> = gates
+        .iter()
+        .map(|g| format!("{} = {}", g.name, crate::gate::text(&g.value)))
+        .collect();
+    record_stop(
+        shared,
+        Event::ApplyInterrupted,
+        format!(
+            "waiting for condition(s): {}; {} step(s) left; `ferry apply --resume` evaluates again, `--wait` polls",
+            names.join(", "),
+            pending.len()
+        ),
+    )
+    .await?;
+    Ok((
+        ApplyOutcome::AwaitingCondition { gates, pending },
+        take_status(shared),
+    ))
 }
 
 async fn finish_interrupted(shared: &Shared) -> RunResult {

@@ -1,6 +1,6 @@
 //! What earlier runs of a plan did, read back from the ledger.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ledger::{Entry, Event, Outcome};
 
@@ -19,6 +19,10 @@ pub struct PriorRun {
     pub undone: BTreeSet<String>,
     /// The last `apply_finished` outcome, if the plan ran to an end.
     pub finished: Option<Outcome>,
+    /// Each condition gate's clock as last recorded (`condition_evaluated` or
+    /// `condition_waiting`): a resumed gate keeps counting its deadline from its first
+    /// evaluation.
+    pub gates: BTreeMap<String, crate::gate::GateClock>,
 }
 
 pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
@@ -50,6 +54,15 @@ pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
                 p.done_in_order.retain(|x| x != s);
             }
             (Event::ApplyFinished, _) => p.finished = e.outcome,
+            (Event::ConditionEvaluated | Event::ConditionWaiting, Some(s)) => {
+                if let Some(clock) = e
+                    .detail
+                    .as_ref()
+                    .and_then(|d| serde_json::from_value(d["clock"].clone()).ok())
+                {
+                    p.gates.insert(s.clone(), clock);
+                }
+            }
             _ => {}
         }
     }

@@ -170,3 +170,20 @@ impl Shared {
         }
     }
 }
+
+/// A clock that starts at a given instant and whose sleeps pass at once.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FakeClock(pub std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl crate::executor::Clock for FakeClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+    async fn sleep(&self, d: std::time::Duration) {
+        *self.0.lock().unwrap() += chrono::Duration::from_std(d).unwrap();
+        tokio::task::yield_now().await;
+    }
+}

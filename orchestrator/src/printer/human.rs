@@ -124,6 +124,29 @@ fn outcome_text_of(r: &ApplyResult, path: &Path) -> String {
                 pending.len()
             )
         }
+        ApplyOutcome::AwaitingCondition { gates, pending } => {
+            let lines: Vec<String> = gates
+                .iter()
+                .map(|g| {
+                    format!(
+                        "  {} [{}]: {} = {} after {} poll(s); waiting since {}; deadline {}; next poll due {}",
+                        g.name,
+                        g.step,
+                        g.condition,
+                        crate::gate::text(&g.value),
+                        g.polls,
+                        g.waiting_since,
+                        g.deadline_at,
+                        g.next_poll_at
+                    )
+                })
+                .collect();
+            format!(
+                "Plan `{name}` ({id}) is waiting for condition(s) that do not hold yet; {} step(s) left.\n{}\nEvaluate again with: ferry apply --resume {p}\nOr poll until they hold: ferry apply --resume --wait {p}",
+                pending.len(),
+                lines.join("\n")
+            )
+        }
         ApplyOutcome::AwaitingApproval {
             gate,
             role,

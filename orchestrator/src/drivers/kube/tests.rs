@@ -71,6 +71,8 @@ fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
             values: BTreeMap::new(),
             rollout_timeout_seconds: 5,
         }),
+        lines: vec![],
+        line: None,
     };
     let cloud = Cloud {
         id: "k1".into(),

@@ -434,7 +434,9 @@ impl OpRunner for RdsOps {
             run,
         };
         let mut out = match op {
-            Op::Manual { .. } => unreachable!("manual steps have no database"),
+            Op::Manual { .. } | Op::WaitUntil { .. } | Op::Call { .. } | Op::Record { .. } => {
+                unreachable!("the executor runs manual steps, gates, calls and records itself")
+            }
             Op::RdsSnapshot {
                 identifier,
                 snapshot_id,

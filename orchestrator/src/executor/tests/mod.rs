@@ -33,6 +33,9 @@ struct Fixture {
     plan: SavedPlan,
     inv: crate::model::Inventory,
     ledger: Ledger,
+    windows: Windows,
+    /// `--wait` for condition gates.
+    wait: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -84,6 +87,8 @@ fn fixture_from(inventory: &str, plan_yaml: &str, delay_ms: u64) -> Fixture {
         plan,
         inv,
         ledger,
+        windows: Windows::default(),
+        wait: false,
         _dir: dir,
     }
 }
@@ -138,7 +143,12 @@ impl Fixture {
                 self.rds.clone(),
             )),
             confirmed: Default::default(),
-            windows: Default::default(),
+            windows: self.windows.clone(),
+            probes: Arc::new(crate::probe::Probes::new(
+                Arc::new(self.inv.clone()),
+                self._dir.path().to_owned(),
+            )),
+            wait_conditions: self.wait,
         }
     }
 
@@ -487,3 +497,5 @@ async fn a_wave_that_changes_nothing_takes_no_snapshot() {
     );
     assert!(f.plan.body.steps.is_empty(), "{:?}", f.plan.body.steps);
 }
+
+mod gates;

@@ -1,0 +1,341 @@
+//! Probes and calls: what condition gates, `record` steps and quiesce steps observe and do,
+//! from where ferry runs. A SQL probe is one read-only statement in a READ ONLY transaction
+//! (tokio-postgres); an HTTP probe or call goes through reqwest (rustls on ring); a command
+//! runs in the inventory's directory in its own process group, killed at its deadline.
+//!
+//! Every failure is an error that names what was tried (host and port, URL, command): a gate
+//! treats it as "does not hold" (fails closed), a call as a failed step.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::model::{Inventory, PostgresConnection};
+use crate::ops::{Action, Probe};
+use crate::secret::SecretRef;
+
+/// How long a probe's command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a call's command may run.
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a GET probe may take.
+const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProbeError(pub String);
+
+fn fail(msg: impl Into<String>) -> ProbeError {
+    ProbeError(msg.into())
+}
+
+/// What probes need: the inventory's databases and where relative paths start.
+pub struct Probes {
+    inv: Arc<Inventory>,
+    base: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Probes {
+    pub fn new(inv: Arc<Inventory>, base: PathBuf) -> Self {
+        crate::install_crypto_provider();
+        Self {
+            inv,
+            base,
+            http: reqwest::Client::builder()
+                .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client with the default settings"),
+        }
+    }
+
+    /// The probe's value now.
+    pub async fn observe(&self, probe: &Probe) -> Result<Value, ProbeError> {
+        match probe {
+            Probe::Sql { database, query } => self.sql(database, query).await,
+            Probe::Http { url, status, field } => self.get(url, *status, field.as_deref()).await,
+            Probe::Command { argv } => {
+                let out = self.command(argv, COMMAND_TIMEOUT).await?;
+                Ok(crate::gate::stdout_value(&out))
+            }
+        }
+    }
+
+    /// Carries out a call; returns what the ledger keeps of it.
+    pub async fn act(&self, action: &Action) -> Result<Value, ProbeError> {
+        match action {
+            Action::Http {
+                method,
+                url,
+                body,
+                content_type,
+                expect_status,
+                timeout_seconds,
+            } => {
+                let m = reqwest::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| fail(format!("`{method}` is not an HTTP method")))?;
+                let mut req = self
+                    .http
+                    .request(m, url)
+                    .timeout(Duration::from_secs(*timeout_seconds));
+                if let Some(b) = body {
+                    req = req
+                        .header(
+                            "content-type",
+                            content_type.as_deref().unwrap_or("application/json"),
+                        )
+                        .body(b.clone());
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| fail(format!("{method} {url}: {}", chain(&e))))?;
+                let status = resp.status().as_u16();
+                let ok = match expect_status {
+                    Some(s) => status == *s,
+                    None => resp.status().is_success(),
+                };
+                let text = resp.text().await.unwrap_or_default();
+                if !ok {
+                    return Err(fail(format!(
+                        "{method} {url} answered {status}{}: {}",
+                        expect_status
+                            .map(|s| format!(" (expected {s})"))
+                            .unwrap_or_else(|| " (expected 2xx)".into()),
+                        tail(&text)
+                    )));
+                }
+                Ok(json!({ "status": status, "body": tail(&text) }))
+            }
+            Action::Command { argv } => {
+                let out = self.command(argv, CALL_TIMEOUT).await?;
+                Ok(json!({ "output": tail(&out) }))
+            }
+        }
+    }
+
+    async fn get(&self, url: &str, status: u16, field: Option<&str>) -> Result<Value, ProbeError> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(HTTP_PROBE_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| fail(format!("GET {url}: {}", chain(&e))))?;
+        let got = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        if got != status {
+            return Err(fail(format!(
+                "GET {url} answered {got}, expected {status}: {}",
+                tail(&text)
+            )));
+        }
+        let Some(path) = field else {
+            return Ok(json!(got));
+        };
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("GET {url}: the body is not JSON ({e})")))?;
+        crate::gate::field(&body, path)
+            .cloned()
+            .ok_or_else(|| fail(format!("GET {url}: the JSON body has no field `{path}`")))
+    }
+
+    async fn command(&self, argv: &[String], timeout: Duration) -> Result<String, ProbeError> {
+        let shown = argv.join(" ");
+        let child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("command `{shown}` could not start: {e}")))?;
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "command `{shown}` ran past {} s",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| fail(format!("command `{shown}`: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let code = out
+                .status
+                .code()
+                .map_or_else(|| "a signal".to_owned(), |c| format!("exit {c}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(fail(format!(
+                "command `{shown}` ended with {code}: {}",
+                tail(&format!("{stderr}{stdout}"))
+            )));
+        }
+        Ok(stdout)
+    }
+
+    async fn sql(&self, database: &str, query: &str) -> Result<Value, ProbeError> {
+        let db = self
+            .inv
+            .database(database)
+            .ok_or_else(|| fail(format!("database `{database}` is not in the inventory")))?;
+        let pg = db.postgres.as_ref().ok_or_else(|| {
+            fail(format!(
+                "database `{database}` has no `postgres` connection"
+            ))
+        })?;
+        let timeout = Duration::from_secs(crate::gate::parse_duration(&pg.timeout).unwrap_or(10));
+        let place = format!(
+            "PostgreSQL at {}:{} (database `{database}`)",
+            pg.host, pg.port
+        );
+        let client = self.connect(database, pg, timeout, &place).await?;
+        let r = tokio::time::timeout(timeout * 2, read_only_value(&client, query, timeout)).await;
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(fail(format!("{place}: {e}"))),
+            Err(_) => Err(fail(format!(
+                "{place}: the query ran past {} s",
+                (timeout * 2).as_secs()
+            ))),
+        }
+    }
+
+    async fn connect(
+        &self,
+        database: &str,
+        pg: &PostgresConnection,
+        timeout: Duration,
+        place: &str,
+    ) -> Result<tokio_postgres::Client, ProbeError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&pg.host)
+            .port(pg.port)
+            .dbname(&pg.dbname)
+            .user(&pg.user)
+            .application_name("ferry-probe")
+            .connect_timeout(timeout);
+        if let Some(p) = &pg.password {
+            let secret = SecretRef::parse(p)
+                .map_err(|e| fail(format!("database `{database}` password: {e}")))?
+                .resolve(
+                    &format!("databases.{database}.postgres.password"),
+                    &self.base,
+                )
+                .map_err(|e| fail(e.to_string()))?;
+            cfg.password(secret.expose());
+        }
+        let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "cannot connect to {place}: no answer within {} s",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| fail(format!("cannot connect to {place}: {}", chain(&e))))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+}
+
+/// Runs `query` in a READ ONLY transaction (rolled back) and returns its only value. The
+/// statement is prepared first: the extended protocol takes one statement (so `; COMMIT;
+/// DELETE...` cannot end the transaction), and its columns are known before it runs.
+async fn read_only_value(
+    client: &tokio_postgres::Client,
+    query: &str,
+    timeout: Duration,
+) -> Result<Value, String> {
+    let e = |e: tokio_postgres::Error| pg_error(&e);
+    client
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        ))
+        .await
+        .map_err(e)?;
+    let stmt = client.prepare(query).await.map_err(e)?;
+    if stmt.columns().len() != 1 {
+        return Err(format!(
+            "the query returns {} columns; a probe returns one value (one row, one column)",
+            stmt.columns().len()
+        ));
+    }
+    let rows = client.query(&stmt, &[]).await.map_err(e)?;
+    if rows.len() != 1 {
+        return Err(format!(
+            "the query returned {} rows; a probe returns one value (one row, one column)",
+            rows.len()
+        ));
+    }
+    let value = match cell(&rows[0], stmt.columns()[0].type_()) {
+        Some(v) => v,
+        // Another type (numeric, timestamp...): the same query, its value as text.
+        None => {
+            let wrapped = format!("SELECT q.v::text FROM ({query}) AS q(v)");
+            let row = client.query_one(&wrapped, &[]).await.map_err(e)?;
+            row.try_get::<_, Option<String>>(0)
+                .map_err(e)?
+                .map_or(Value::Null, Value::String)
+        }
+    };
+    client.batch_execute("ROLLBACK").await.map_err(e)?;
+    Ok(value)
+}
+
+fn cell(row: &tokio_postgres::Row, ty: &tokio_postgres::types::Type) -> Option<Value> {
+    use tokio_postgres::types::Type;
+    let v = match *ty {
+        Type::INT2 => json!(row.try_get::<_, Option<i16>>(0).ok()?),
+        Type::INT4 => json!(row.try_get::<_, Option<i32>>(0).ok()?),
+        Type::INT8 => json!(row.try_get::<_, Option<i64>>(0).ok()?),
+        Type::FLOAT4 => json!(row.try_get::<_, Option<f32>>(0).ok()?),
+        Type::FLOAT8 => json!(row.try_get::<_, Option<f64>>(0).ok()?),
+        Type::BOOL => json!(row.try_get::<_, Option<bool>>(0).ok()?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            json!(row.try_get::<_, Option<String>>(0).ok()?)
+        }
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// PostgreSQL's own message (`cannot execute DELETE in a read-only transaction`) rather than
+/// the driver's generic `db error`.
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => chain(e),
+    }
+}
+
+/// An error with its causes, one after another.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// The last 400 characters of a text, trimmed.
+fn tail(text: &str) -> String {
+    let t = text.trim();
+    let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
+    t[start..].to_owned()
+}
