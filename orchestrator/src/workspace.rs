@@ -73,12 +73,11 @@ pub fn load(
     let inv = match load::read_source(inventory) {
         Ok(src) => match load::parse_inventory(src) {
             Ok(mut inv) => {
-                let problems = validate::inventory(&inv);
-                if problems.is_empty() {
-                    // From here on a line of an app (`ecrnow@3`) is an app of its own.
-                    inv.value = inv.value.with_lines();
-                }
-                diags.extend(problems);
+                diags.extend(validate::inventory(&inv));
+                // From here on a line of an app (`ecrnow@3`) is an app of its own (plans are
+                // validated against it even when the inventory has problems, so that all are
+                // reported at once).
+                inv.value = inv.value.with_lines();
                 Some(inv)
             }
             Err(d) => {

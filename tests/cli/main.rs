@@ -10,6 +10,7 @@ mod dibr;
 #[cfg(feature = "docker")]
 mod docker;
 mod examples;
+mod gates;
 mod guarantees;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;

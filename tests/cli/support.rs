@@ -416,3 +416,163 @@ impl Drop for Fleet {
             .status();
     }
 }
+
+/// A throwaway PostgreSQL cluster for one test, made by `ci/postgres.sh` (initdb as the
+/// postgres user) on 127.0.0.1:`port`; role `probe` with password `probe-secret`, database
+/// `app`. Stopped when dropped.
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+fn postgres_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/postgres.sh")
+}
+
+impl Postgres {
+    /// `port` must be unique per test: tests run in parallel.
+    pub fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(postgres_script())
+            .args([
+                "start",
+                &dir.path().display().to_string(),
+                &port.to_string(),
+            ])
+            .output()
+            .expect("ci/postgres.sh runs");
+        assert!(
+            out.status.success(),
+            "could not start the test PostgreSQL cluster (ci/test.sh installs it with `ci/postgres.sh install`):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir, port }
+    }
+
+    /// Runs `sql` in database `app` as the superuser; its output (unaligned, tuples only).
+    #[track_caller]
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new(postgres_script())
+            .args([
+                "psql",
+                &self.dir.path().display().to_string(),
+                &self.port.to_string(),
+                sql,
+            ])
+            .output()
+            .expect("ci/postgres.sh runs");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The inventory's `databases:` entry for it, the password read from `file:pg-password`.
+    pub fn database(&self, id: &str) -> String {
+        format!(
+            "  - {{ id: {id}, engine: postgres, postgres: {{ host: 127.0.0.1, port: {}, dbname: app, user: probe, password: \"file:pg-password\", timeout: 5s }} }}\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(postgres_script())
+            .args(["stop", &self.dir.path().display().to_string()])
+            .output();
+    }
+}
+
+/// An app's admin endpoint, the test's own HTTP/1.1 server on loopback: `GET /metrics` answers
+/// `{"launches_2x": N, "queue": {"depth": D}}` from its state, `POST /admin/launch/stop` and
+/// `/start` flip whether 2.x launches are invoked; every request is logged.
+pub struct Admin {
+    pub port: u16,
+    pub state: std::sync::Arc<std::sync::Mutex<AdminState>>,
+}
+
+#[derive(Debug, Default)]
+pub struct AdminState {
+    pub launching: bool,
+    pub queue: u64,
+    pub log: Vec<String>,
+}
+
+impl Admin {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(AdminState {
+            launching: true,
+            ..Default::default()
+        }));
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = Self::serve(conn, &s);
+            }
+        });
+        Self { port, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn serve(
+        mut conn: std::net::TcpStream,
+        state: &std::sync::Mutex<AdminState>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let request = line.trim().to_owned();
+        let (status, reply) = {
+            let mut st = state.lock().unwrap();
+            st.log.push(request.clone());
+            match request.split(' ').take(2).collect::<Vec<_>>()[..] {
+                ["GET", "/metrics"] => (
+                    200,
+                    format!(
+                        "{{\"launches_2x\": {}, \"queue\": {{\"depth\": {}}}}}",
+                        u8::from(st.launching),
+                        st.queue
+                    ),
+                ),
+                ["POST", "/admin/launch/stop"] => {
+                    st.launching = false;
+                    (200, "{\"launching\": false}".into())
+                }
+                ["POST", "/admin/launch/start"] => {
+                    st.launching = true;
+                    (200, "{\"launching\": true}".into())
+                }
+                _ => (404, "{}".into()),
+            }
+        };
+        write!(
+            conn,
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            reply.len()
+        )?;
+        conn.flush()
+    }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# PostgreSQL clusters for tests, from Debian's packages: each test makes its own throwaway
+# cluster (initdb as the postgres user) on a loopback port of its choosing.
+#
+#   ci/postgres.sh install                  install Debian's postgresql if initdb is missing
+#   ci/postgres.sh start DIR PORT           initdb in DIR/pg (owned by postgres), start it on
+#                                           127.0.0.1:PORT with its socket in DIR/pg; a login
+#                                           role `probe` (password `probe-secret`) and a
+#                                           database `app` owned by postgres; returns once it
+#                                           answers
+#   ci/postgres.sh psql DIR PORT SQL        run SQL in database `app` as the superuser (socket)
+#   ci/postgres.sh stop DIR                 stop it (immediate)
+#
+# Local (socket) connections are trusted, TCP ones need a password (scram-sha-256): ferry's
+# probes connect over TCP with the password from a secret reference, as they would in a site.
+set -euo pipefail
+
+bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+install() {
+  if ! bindir >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  bindir >/dev/null || { echo "PostgreSQL's initdb is missing after install" >&2; exit 1; }
+}
+
+as_pg() {
+  runuser -u postgres -- "$@"
+}
+
+start() {
+  local dir=$1 port=$2 bin
+  bin=$(bindir) || { echo "PostgreSQL is not installed: run ci/postgres.sh install" >&2; exit 1; }
+  mkdir -p "$dir/pg"
+  chmod 755 "$dir"
+  chown postgres: "$dir/pg"
+  as_pg "$bin/initdb" -D "$dir/pg/data" --auth-local=trust --auth-host=scram-sha-256 \
+    -U postgres >"$dir/pg/initdb.log" 2>&1 || { cat "$dir/pg/initdb.log" >&2; exit 1; }
+  as_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
+    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    { cat "$dir/pg/server.log" >&2; exit 1; }
+  as_pg "$bin/psql" -q -h "$dir/pg" -p "$port" -d postgres -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE probe LOGIN PASSWORD 'probe-secret'" -c "CREATE DATABASE app" >/dev/null
+  as_pg "$bin/psql" -q -h "$dir/pg" -p "$port" -d app -v ON_ERROR_STOP=1 \
+    -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO probe" \
+    -c "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO probe" >/dev/null
+}
+
+psql_run() {
+  local dir=$1 port=$2 sql=$3 bin
+  bin=$(bindir)
+  as_pg "$bin/psql" -qAt -h "$dir/pg" -p "$port" -d app -v ON_ERROR_STOP=1 -c "$sql"
+}
+
+stop() {
+  local dir=$1 bin
+  bin=$(bindir) || exit 0
+  if [ -f "$dir/pg/data/postmaster.pid" ]; then
+    as_pg "$bin/pg_ctl" -D "$dir/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "$2" "$3" ;;
+  psql) psql_run "$2" "$3" "$4" ;;
+  stop) stop "$2" ;;
+  *) echo "usage: $0 install | start DIR PORT | psql DIR PORT SQL | stop DIR" >&2; exit 2 ;;
+esac
