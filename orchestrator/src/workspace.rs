@@ -430,8 +430,11 @@ pub fn hash_inputs(
         });
     }
     let mut seen = std::collections::BTreeSet::new();
-    // Operation steps (snapshots, runbook steps) deploy nothing.
-    for step in steps.iter().filter(|s| s.op.is_none()) {
+    // Operation steps (snapshots, runbook steps) and retirements deploy nothing.
+    for step in steps
+        .iter()
+        .filter(|s| s.op.is_none() && s.action == crate::plan::StepAction::Deploy)
+    {
         let app = inv.value.app(&step.target.app).expect("validated");
         // A docker app's artifact is an image on the Docker host: see `locate_images`; a
         // kubernetes app's images are named in its manifests.
@@ -655,7 +658,12 @@ pub fn bundles(
     base: &Path,
 ) -> Result<BTreeMap<String, ReleaseBundle>, WorkspaceError> {
     let mut out = BTreeMap::new();
-    for step in plan.body.steps.iter().filter(|s| s.op.is_none()) {
+    let deploys = plan
+        .body
+        .steps
+        .iter()
+        .filter(|s| s.op.is_none() && s.action == crate::plan::StepAction::Deploy);
+    for step in deploys {
         let app = inv.app(&step.target.app).expect("validated");
         let site = inv.site(&step.target.site).expect("validated");
         let (artifact, artifact_sha256) = match &app.docker {

@@ -875,3 +875,48 @@ fn a_container_joins_every_network_and_the_default_bridge_takes_no_alias() {
         let _ = Command::new("docker").args(["network", "rm", n]).output();
     }
 }
+
+/// Two majors side by side in containers (`web@1` and `web@2` on one Docker host): see
+/// `lines.rs` for the scenario. Their containers are `ferry-SITE-web-v1-...` and
+/// `ferry-SITE-web-v2-...`, labelled with the line (`ferry.app=web@2`).
+#[test]
+fn two_majors_side_by_side_in_containers() {
+    let lab = Lab::new("dk-lines", "", HTTP_HEALTH);
+    docker(&[
+        "tag",
+        "ferry-test/web:3.0.0-bad",
+        "ferry-test/web:2.9.9-bad",
+    ]);
+    let inv = lab.inventory("", HTTP_HEALTH).replacen(
+        "  - id: web\n    version: 1.0.0\n",
+        &format!("  - id: web\n    version: 2.0.0\n{}", crate::lines::LINES),
+        1,
+    );
+    lab.ws.write("inventory.yaml", &inv);
+    let site = lab.sites[0].clone();
+    let serving = |app: &str| {
+        let out = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=ferry.site={site}"),
+            "--filter",
+            &format!("label=ferry.app={app}"),
+            "--format",
+            "{{.Names}} {{.Label \"ferry.version\"}}",
+        ]);
+        let line = out.lines().next()?.to_owned();
+        let (name, version) = line.split_once(' ')?;
+        assert!(name.contains(&app.replace('@', "-v")), "{name}");
+        Some(version.to_owned())
+    };
+    crate::lines::Scenario {
+        ws: &lab.ws,
+        app: "web",
+        site: &lab.sites[0],
+        v1: "1.0.0",
+        v2: "2.0.0",
+        bad: "2.9.9-bad",
+        serving: &serving,
+    }
+    .run();
+}

@@ -15,6 +15,7 @@ mod guarantees;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod ledger;
+mod lines;
 mod plan;
 #[cfg(feature = "aws")]
 mod rds;

@@ -315,7 +315,7 @@ pub fn parse(
             return Err(err("metadata.labels must be a mapping".into()));
         };
         labels.insert(MANAGED_BY.into(), Value::String(FIELD_MANAGER.into()));
-        labels.insert(APP_LABEL.into(), Value::String(at.app.to_owned()));
+        labels.insert(APP_LABEL.into(), Value::String(app_label(at.app)));
         out.push(Manifest {
             template: template.to_owned(),
             object: Value::Object(obj),
@@ -358,13 +358,19 @@ pub fn prune(previous: &[ObjectId], next: &[ObjectId]) -> Vec<ObjectId> {
 }
 
 /// A live object is ferry's for `app` when it carries both of ferry's labels.
+/// An app id as a label value and in names: one line of an app (`ehr@3`) is `ehr-v3`
+/// (`@` is not allowed in label values or object names).
+pub fn app_label(app: &str) -> String {
+    app.replace('@', "-v")
+}
+
 pub fn is_ours(live: &Value, app: &str) -> bool {
     let label = |k: &str| {
         live.pointer("/metadata/labels")
             .and_then(|l| l.get(k))
             .and_then(Value::as_str)
     };
-    label(MANAGED_BY) == Some(FIELD_MANAGER) && label(APP_LABEL) == Some(app)
+    label(MANAGED_BY) == Some(FIELD_MANAGER) && label(APP_LABEL) == Some(app_label(app).as_str())
 }
 
 /// RFC 1123 label (namespace names): lowercase alphanumerics and `-`, at most 63.

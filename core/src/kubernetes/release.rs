@@ -84,7 +84,7 @@ impl Record {
 }
 
 pub fn secret_name(app: &str, revision: u32) -> String {
-    format!("{FORMAT}.{app}.v{revision}")
+    format!("{FORMAT}.{}.v{revision}", super::app_label(app))
 }
 
 pub fn objects_sha256(objects: &[Value]) -> String {
@@ -95,7 +95,7 @@ pub fn objects_sha256(objects: &[Value]) -> String {
 pub fn labels(r: &Record) -> BTreeMap<String, String> {
     [
         (OWNER_LABEL.to_owned(), "ferry".to_owned()),
-        (super::APP_LABEL.to_owned(), r.app.clone()),
+        (super::APP_LABEL.to_owned(), super::app_label(&r.app)),
         (REVISION_LABEL.to_owned(), r.revision.to_string()),
         (STATUS_LABEL.to_owned(), r.status.as_str().to_owned()),
     ]
@@ -103,7 +103,11 @@ pub fn labels(r: &Record) -> BTreeMap<String, String> {
 }
 
 pub fn selector(app: &str) -> String {
-    format!("{OWNER_LABEL}=ferry,{}={app}", super::APP_LABEL)
+    format!(
+        "{OWNER_LABEL}=ferry,{}={}",
+        super::APP_LABEL,
+        super::app_label(app)
+    )
 }
 
 /// The record as Secret data bytes (gzipped JSON: records hold whole manifests, and a Secret

@@ -647,12 +647,6 @@ pub struct App {
 }
 
 impl App {
-    /// The name of what the app owns on a target where `@` is not allowed (a container, a
-    /// Kubernetes label or release): `ecrnow@3` is `ecrnow-v3`.
-    pub fn resource_name(&self) -> String {
-        self.id.replace('@', "-v")
-    }
-
     /// The app the line belongs to (`ecrnow` for `ecrnow@3`), or the app itself.
     pub fn base_id(&self) -> &str {
         self.id.split_once('@').map_or(self.id.as_str(), |(b, _)| b)
