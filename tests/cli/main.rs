@@ -9,6 +9,7 @@ mod crash;
 mod dibr;
 #[cfg(feature = "docker")]
 mod docker;
+mod ecrnow;
 mod examples;
 mod gates;
 mod guarantees;
