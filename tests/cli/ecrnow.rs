@@ -132,4 +132,55 @@ fn ecrnow_3x_is_onboarded_next_to_2x_and_2x_retires_after_its_timers_drain() {
     assert_eq!(serving(&ws, "ecrnow@2"), None);
     assert_eq!(serving(&ws, "ecrnow@3").as_deref(), Some("3.0.0"));
     ferry(&ws, &["ledger", "verify"]).expect_code(0);
+
+    // The guide of each plan: the gates, calls and records with what was seen, and the
+    // apply as a picture (inline SVG, no script) with the gate's wait between the runs.
+    for (plan, want) in [
+        (
+            "ecrnow-retire-2.x",
+            &[
+                "drain-2x-timers",
+                ": 2 (does not hold, poll 1)",
+                ": 0 (holds, poll 2)",
+            ][..],
+        ),
+        (
+            "ecrnow-3.0-site-a",
+            &[
+                "queued-before",
+                "stop-2x-launches",
+                "no-2x-launches",
+                "queued-after",
+            ][..],
+        ),
+    ] {
+        ferry(
+            &ws,
+            &[
+                "dibr",
+                "-i",
+                "inventories/ecrnow.yaml",
+                &format!("{plan}.json"),
+                "-o",
+                plan,
+            ],
+        )
+        .expect_code(0);
+        let md = std::fs::read_to_string(ws.path().join(plan).join("dibr.md")).unwrap();
+        let section = md
+            .split("## 20. Cut-over and drain")
+            .nth(1)
+            .expect("section 20");
+        for w in want {
+            assert!(section.contains(w), "{plan}: {w:?} in\n{section}");
+        }
+        let html = std::fs::read_to_string(ws.path().join(plan).join("dibr.html")).unwrap();
+        assert!(html.contains("<svg") && !html.contains("<script"), "{plan}");
+        assert!(html.contains("id=\"cutover\""));
+    }
+    let html = std::fs::read_to_string(ws.path().join("ecrnow-retire-2.x/dibr.html")).unwrap();
+    assert!(
+        html.contains(r#"<rect class="wait""#),
+        "the wait between the runs is drawn"
+    );
 }

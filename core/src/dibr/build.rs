@@ -79,7 +79,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// `time` (RFC 3339) in the site's own time zone, when its window names one.
-    fn local_time(&self, site: &str, time: &str) -> String {
+    pub(super) fn local_time(&self, site: &str, time: &str) -> String {
         let tz = self
             .inv
             .site(site)
@@ -95,12 +95,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// The plan's entries about one step, oldest first.
-    fn step_events(&self, id: &str) -> &[&'a Entry] {
+    pub(super) fn step_events(&self, id: &str) -> &[&'a Entry] {
         self.by_step.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// `time` followed by the sites' own time, when they all keep the same time zone.
-    fn with_local(&self, sites: &[String], time: String) -> String {
+    pub(super) fn with_local(&self, sites: &[String], time: String) -> String {
         let locals: Vec<String> = sites.iter().map(|s| self.local_time(s, &time)).collect();
         match locals.first() {
             Some(l) if !l.is_empty() && locals.iter().all(|x| x == l) => format!("{time} ({l})"),
@@ -110,7 +110,7 @@ impl<'a> Ctx<'a> {
 
     /// The person behind a ledger actor: `Name (actor)` from the inventory's `actors`, the
     /// actor itself when it names an approver or a site role's person, `None` otherwise.
-    fn person(&self, actor: &str) -> Option<String> {
+    pub(super) fn person(&self, actor: &str) -> Option<String> {
         if let Some(name) = self.inv.actors.get(actor) {
             return Some(format!("{name} ({actor})"));
         }
@@ -118,14 +118,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// The inventory's sites this plan touches.
-    fn touched_sites(&self) -> impl Iterator<Item = &'a Site> + '_ {
+    pub(super) fn touched_sites(&self) -> impl Iterator<Item = &'a Site> + '_ {
         self.inv
             .sites
             .iter()
             .filter(|s| self.site_set.contains(s.id.as_str()))
     }
 
-    fn wave_name(&self, wave: usize) -> String {
+    pub(super) fn wave_name(&self, wave: usize) -> String {
         self.body
             .waves
             .get(wave)
@@ -176,6 +176,8 @@ pub fn build(i: Inputs<'_>) -> Doc {
         approvers: approvers(c.inv),
         gates: gates(&c),
         timeline: timeline(&c),
+        timeline_svg: super::cutover::timeline_svg(&c),
+        cutover: super::cutover::rows(&c),
         sites: c.sites.iter().filter_map(|id| c.inv.site(id)).map(|s| site_row(&c, s)).collect(),
         verification: verification(&c, &releases, &checklist, started),
         backout_policy: match body.on_failure {

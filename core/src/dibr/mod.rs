@@ -83,6 +83,10 @@ pub struct Doc {
     pub skills: Vec<String>,
     /// Kubernetes Jobs and CronJobs the plan adds, changes or removes.
     pub jobs: Vec<JobRow>,
+    /// Condition gates, quiesce calls and recorded values, with what was seen over time.
+    pub cutover: Vec<cutover::CutoverRow>,
+    /// The apply over time as an inline SVG (the HTML page's picture; empty before apply).
+    pub timeline_svg: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -295,6 +299,7 @@ pub struct Inputs<'a> {
 }
 
 mod build;
+mod cutover;
 mod procedure;
 
 pub use build::build;
