@@ -276,3 +276,84 @@ fn gate_and_line_problems_are_reported_together_with_their_lines() {
     }
     assert!(err.contains("6 problems"), "{err}");
 }
+
+/// The SCOOP runbooks: a wipe of a gateway's records stops for a person's confirmation, notes
+/// the count before, wipes, and waits until the count is 0; an export waits (exit 10) until the
+/// clinic's backup marker exists, then runs.
+#[cfg(feature = "aws")]
+#[test]
+fn runbooks_use_the_same_gates_calls_and_records() {
+    let admin = Admin::start();
+    admin.state.lock().unwrap().records = 12;
+    let ws = workspace(None);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+    let dir = dir.to_str().unwrap();
+    let gateway = format!("gateway={}", admin.url(""));
+    ws.run(&[
+        "runbook",
+        "run",
+        "gateway-wipe-records",
+        "-i",
+        "inventory.yaml",
+        "--dir",
+        dir,
+        "--param",
+        &gateway,
+        "--param",
+        "request=REQ-1234",
+        "-o",
+        "wipe.json",
+    ])
+    .expect_code(8)
+    .stdout_has("Check request REQ-1234");
+    assert_eq!(
+        admin.state.lock().unwrap().records,
+        12,
+        "nothing before the confirmation"
+    );
+    ws.run(&[
+        "apply",
+        "--resume",
+        "wipe.json",
+        "--confirm",
+        "confirm-request",
+    ])
+    .expect_code(0)
+    .stderr_has("records-before = 12");
+    assert_eq!(admin.state.lock().unwrap().records, 0);
+    let wiped = ws
+        .events("step_succeeded")
+        .into_iter()
+        .find(|e| e["to"] == "http")
+        .expect("the wipe is recorded");
+    assert!(
+        wiped["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("DELETE http://127.0.0.1:")
+    );
+
+    ws.run(&[
+        "runbook",
+        "run",
+        "export-after-backup",
+        "-i",
+        "inventory.yaml",
+        "--dir",
+        dir,
+        "--param",
+        "marker=backup-done",
+        "--param",
+        "export=touch exported",
+        "-o",
+        "export.json",
+    ])
+    .expect_code(10);
+    assert!(
+        !ws.path().join("exported").exists(),
+        "no export before the backup"
+    );
+    ws.write("backup-done", "");
+    ws.run(&["apply", "--resume", "export.json"]).expect_code(0);
+    assert!(ws.path().join("exported").exists());
+}

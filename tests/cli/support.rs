@@ -489,7 +489,8 @@ impl Drop for Postgres {
 
 /// An app's admin endpoint, the test's own HTTP/1.1 server on loopback: `GET /metrics` answers
 /// `{"launches_2x": N, "queue": {"depth": D}}` from its state, `POST /admin/launch/stop` and
-/// `/start` flip whether 2.x launches are invoked; every request is logged.
+/// `/start` flip whether 2.x launches are invoked, `GET`/`DELETE /admin/records` count and wipe
+/// a gateway's records; every request is logged.
 pub struct Admin {
     pub port: u16,
     pub state: std::sync::Arc<std::sync::Mutex<AdminState>>,
@@ -499,6 +500,8 @@ pub struct Admin {
 pub struct AdminState {
     pub launching: bool,
     pub queue: u64,
+    /// Patient records a query-gateway holds (`GET /admin/records`, `DELETE` wipes them).
+    pub records: u64,
     pub log: Vec<String>,
 }
 
@@ -560,6 +563,11 @@ impl Admin {
                 ["POST", "/admin/launch/stop"] => {
                     st.launching = false;
                     (200, "{\"launching\": false}".into())
+                }
+                ["GET", "/admin/records"] => (200, format!("{{\"count\": {}}}", st.records)),
+                ["DELETE", "/admin/records"] => {
+                    st.records = 0;
+                    (200, "{\"wiped\": true}".into())
                 }
                 ["POST", "/admin/launch/start"] => {
                     st.launching = true;

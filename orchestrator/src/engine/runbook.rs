@@ -105,7 +105,19 @@ pub async fn plan(
     for d in compiled.steps {
         let mut op = d.op;
         cloud.complete(&d.id, &mut op, d.choose.as_ref()).await?;
+        let hook = matches!(
+            op,
+            Op::WaitUntil { .. } | Op::Call { .. } | Op::Record { .. }
+        );
         let target = match op.database().or(default_db.as_deref()) {
+            // A gate, call or record is named by its step (its database may not be RDS).
+            _ if hook => {
+                let site = op
+                    .database()
+                    .and_then(|db| inv.value.database(db)?.site.clone())
+                    .unwrap_or_else(|| "-".into());
+                TargetRef::new(&site, "-", &d.id, crate::model::TargetKind::Local)
+            }
             Some(db) => plan::database_target(&inv.value, db)?,
             None => TargetRef::new("-", "-", "operator", crate::model::TargetKind::Rds),
         };
