@@ -109,7 +109,13 @@ impl Probes {
                         tail(&text)
                     )));
                 }
-                Ok(json!({ "status": status, "body": tail(&text) }))
+                // The body is not kept: an admin endpoint may answer with tokens or patient data.
+                // Its size and digest say whether two answers were the same.
+                Ok(json!({
+                    "status": status,
+                    "body_bytes": text.len(),
+                    "body_sha256": crate::load::sha256_hex(text.as_bytes()),
+                }))
             }
             Action::Command { argv } => {
                 let out = self.command(argv, CALL_TIMEOUT).await?;

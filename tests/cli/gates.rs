@@ -357,3 +357,38 @@ fn runbooks_use_the_same_gates_calls_and_records() {
     ws.run(&["apply", "--resume", "export.json"]).expect_code(0);
     assert!(ws.path().join("exported").exists());
 }
+
+/// A gate's probe is part of the sealed plan: a saved plan whose command was edited after it was
+/// made (to run something else on the operator's machine) is refused before anything runs.
+#[test]
+fn an_edited_gate_command_is_refused_before_anything_runs() {
+    let ws = workspace(None);
+    ws.write(
+        "plans/g.yaml",
+        &plan_with(
+            "g",
+            "      - name: ready\n        wait_until: { command: [sh, -c, 'echo 0'], equals: 0, every: 1s, deadline: 1m }\n",
+            "      []\n",
+        ),
+    );
+    ws.plan_file("g").expect_code(2);
+    let path = ws.path().join("g.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("echo 0"));
+    std::fs::write(&path, text.replace("echo 0", "touch pwned; echo 0")).unwrap();
+    // Sealed: the bytes differ from the digest `plan_created` recorded.
+    ws.run(&["apply", "g.json"]).expect_code(3);
+    // Even trusted as a file another state directory never saw, its body is not what its
+    // inputs produce.
+    ws.run(&[
+        "--state-dir",
+        "other",
+        "apply",
+        "--trust-plan-file",
+        "g.json",
+    ])
+    .expect_code(3)
+    .stderr_has("step s001 differs");
+    assert!(!ws.path().join("pwned").exists());
+    assert_eq!(ws.current("clinic-a"), None);
+}

@@ -420,6 +420,31 @@ mod tests {
         }
     }
 
+    /// One line of an app (`ehr@3`) is labelled, selected and recorded as `ehr-v3`: `@` is not
+    /// allowed in a label value (`(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`) or a Secret name.
+    #[test]
+    fn a_line_of_an_app_is_a_valid_label_value_and_name() {
+        assert_eq!(app_label("ehr@3"), "ehr-v3");
+        assert_eq!(app_label("ehr"), "ehr");
+        assert_eq!(
+            release::selector("ehr@3"),
+            format!("{}=ferry,{APP_LABEL}=ehr-v3", release::OWNER_LABEL)
+        );
+        assert_eq!(
+            release::secret_name("ehr@3", 2),
+            format!("{}.ehr-v3.v2", release::FORMAT)
+        );
+        let docs = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\n";
+        let at = Placement {
+            app: "ehr@3",
+            namespace: "ehr",
+        };
+        let objs = parse("t.yaml", docs, &at).unwrap();
+        let live = &objs[0].object;
+        assert_eq!(live["metadata"]["labels"][APP_LABEL], "ehr-v3");
+        assert!(is_ours(live, "ehr@3") && !is_ours(live, "ehr@2"));
+    }
+
     #[test]
     fn parse_sets_namespace_and_labels_and_skips_empty_documents() {
         let text = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  labels: {tier: web}\ndata: {a: '1'}\n---\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ehr-east}\n";
