@@ -3,11 +3,13 @@
 # cluster (initdb as the postgres user) on a loopback port of its choosing.
 #
 #   ci/postgres.sh install                  install Debian's postgresql if initdb is missing
-#   ci/postgres.sh start DIR PORT           initdb in DIR/pg (owned by postgres), start it on
+#   ci/postgres.sh start DIR PORT [tls]     initdb in DIR/pg (owned by postgres), start it on
 #                                           127.0.0.1:PORT with its socket in DIR/pg; a login
 #                                           role `probe` (password `probe-secret`) and a
 #                                           database `app` owned by postgres; returns once it
-#                                           answers
+#                                           answers. With `tls`: a throwaway CA (DIR/pg/ca.crt)
+#                                           signs the server's certificate (IP 127.0.0.1) and
+#                                           TCP connections must use TLS (hostssl)
 #   ci/postgres.sh psql DIR PORT SQL        run SQL in database `app` as the superuser (socket)
 #   ci/postgres.sh stop DIR                 stop it (immediate)
 #
@@ -33,14 +35,39 @@ as_pg() {
   runuser -u postgres -- "$@"
 }
 
+# A CA and a server certificate for 127.0.0.1, owned by postgres; TCP only over TLS.
+tls_setup() {
+  local pg=$1
+  command -v openssl >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+  (
+    cd "$pg"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 \
+      -subj "/CN=ferry test CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
+      -days 2 -extfile ext 2>/dev/null
+    chown postgres: server.key server.crt
+    chmod 600 server.key
+  )
+  cat >>"$pg/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$pg/server.crt'
+ssl_key_file = '$pg/server.key'
+CONF
+  sed -i 's/^host /hostssl /' "$pg/data/pg_hba.conf"
+}
+
 start() {
-  local dir=$1 port=$2 bin
+  local dir=$1 port=$2 tls=${3:-} bin
   bin=$(bindir) || { echo "PostgreSQL is not installed: run ci/postgres.sh install" >&2; exit 1; }
   mkdir -p "$dir/pg"
   chmod 755 "$dir"
   chown postgres: "$dir/pg"
   as_pg "$bin/initdb" -D "$dir/pg/data" --auth-local=trust --auth-host=scram-sha-256 \
     -U postgres >"$dir/pg/initdb.log" 2>&1 || { cat "$dir/pg/initdb.log" >&2; exit 1; }
+  if [ "$tls" = tls ]; then tls_setup "$dir/pg"; fi
   as_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
     -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
     { cat "$dir/pg/server.log" >&2; exit 1; }
@@ -67,8 +94,8 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) start "$2" "$3" ;;
+  start) start "$2" "$3" "${4:-}" ;;
   psql) psql_run "$2" "$3" "$4" ;;
   stop) stop "$2" ;;
-  *) echo "usage: $0 install | start DIR PORT | psql DIR PORT SQL | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start DIR PORT [tls] | psql DIR PORT SQL | stop DIR" >&2; exit 2 ;;
 esac

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio_postgres::NoTls;
 
-use crate::model::{Inventory, PostgresConnection};
+use crate::model::{Inventory, PgTls, PostgresConnection};
 use crate::ops::{Action, Probe};
 use crate::secret::SecretRef;
 
@@ -237,19 +238,66 @@ impl Probes {
                 .map_err(|e| fail(e.to_string()))?;
             cfg.password(secret.expose());
         }
-        let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| {
-                fail(format!(
-                    "cannot connect to {place}: no answer within {} s",
-                    timeout.as_secs()
-                ))
-            })?
-            .map_err(|e| fail(format!("cannot connect to {place}: {}", chain(&e))))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let no_answer = || {
+            fail(format!(
+                "cannot connect to {place}: no answer within {} s",
+                timeout.as_secs()
+            ))
+        };
+        let refused =
+            |e: tokio_postgres::Error| fail(format!("cannot connect to {place}: {}", chain(&e)));
+        let client = match pg.tls {
+            PgTls::Disable => {
+                let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(refused)?;
+                tokio::spawn(conn);
+                client
+            }
+            PgTls::VerifyFull => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = self.tls_config(pg, place)?;
+                let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tls))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(refused)?;
+                tokio::spawn(conn);
+                client
+            }
+        };
         Ok(client)
+    }
+
+    /// TLS that verifies the server: the system's roots and the connection's `ca_file`.
+    fn tls_config(
+        &self,
+        pg: &PostgresConnection,
+        place: &str,
+    ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProbeError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(ca) = &pg.ca_file {
+            let path = self.base.join(ca);
+            let bad = |e: String| fail(format!("{place}: ca_file {}: {e}", path.display()));
+            let certs = CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(e.to_string()))?;
+            for c in certs {
+                roots.add(c).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(format!("{place}: TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
 }
 

@@ -392,3 +392,47 @@ fn an_edited_gate_command_is_refused_before_anything_runs() {
     assert!(!ws.path().join("pwned").exists());
     assert_eq!(ws.current("clinic-a"), None);
 }
+
+/// A database that takes TLS only: `verify-full` with the site's CA passes the gate; without
+/// the CA the certificate is refused, and `tls: disable` is turned away by the server; both
+/// fail closed, naming the host and port.
+#[test]
+fn a_sql_probe_over_tls_verifies_the_servers_certificate() {
+    let pg = Postgres::start_tls(55434);
+    tasks(&pg, 0);
+    let ca = pg.ca_file();
+    let cases = [
+        (
+            "with-ca",
+            format!("tls: verify-full, ca_file: \"{}\"", ca.display()),
+            0,
+        ),
+        ("no-ca", "tls: verify-full".to_owned(), 10),
+        ("plain", "tls: disable".to_owned(), 10),
+    ];
+    for (name, tls, code) in cases {
+        let ws = workspace(None);
+        let inv = Workspace::inventory("") + "databases:\n" + &pg.database_with("ecrnow-db", &tls);
+        ws.write("inventory.yaml", &inv);
+        ws.write(
+            "plans/t.yaml",
+            &plan_with("t", &drain_gate(DRAIN, "1m"), "      []\n"),
+        );
+        ws.plan_file("t").expect_code(2);
+        let r = ws.run(&["--output", "json", "apply", "t.json"]);
+        r.expect_code(code);
+        if code == 10 {
+            let err = r.json()["gates"][0]["value"]["error"].to_string();
+            assert!(
+                err.contains("cannot connect to PostgreSQL at 127.0.0.1:55434"),
+                "{name}: {err}"
+            );
+            let why = if name == "no-ca" {
+                "certificate"
+            } else {
+                "no encryption"
+            };
+            assert!(err.contains(why), "{name}: {err}");
+        }
+    }
+}

@@ -432,12 +432,27 @@ fn postgres_script() -> PathBuf {
 impl Postgres {
     /// `port` must be unique per test: tests run in parallel.
     pub fn start(port: u16) -> Self {
+        Self::start_with(port, "")
+    }
+
+    /// A cluster that takes TCP connections over TLS only, its certificate signed by a
+    /// throwaway CA ([`Postgres::ca_file`]).
+    pub fn start_tls(port: u16) -> Self {
+        Self::start_with(port, "tls")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("pg/ca.crt")
+    }
+
+    fn start_with(port: u16, tls: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = Command::new(postgres_script())
             .args([
                 "start",
                 &dir.path().display().to_string(),
                 &port.to_string(),
+                tls,
             ])
             .output()
             .expect("ci/postgres.sh runs");
@@ -470,10 +485,16 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// The inventory's `databases:` entry for it, the password read from `file:pg-password`.
+    /// The inventory's `databases:` entry for it, the password read from `file:pg-password`,
+    /// over plain TCP (loopback).
     pub fn database(&self, id: &str) -> String {
+        self.database_with(id, "tls: disable")
+    }
+
+    /// The entry with `tls` settings of the caller's (`tls: verify-full, ca_file: ...`).
+    pub fn database_with(&self, id: &str, tls: &str) -> String {
         format!(
-            "  - {{ id: {id}, engine: postgres, postgres: {{ host: 127.0.0.1, port: {}, dbname: app, user: probe, password: \"file:pg-password\", timeout: 5s }} }}\n",
+            "  - {{ id: {id}, engine: postgres, postgres: {{ host: 127.0.0.1, port: {}, dbname: app, user: probe, password: \"file:pg-password\", timeout: 5s, {tls} }} }}\n",
             self.port
         )
     }

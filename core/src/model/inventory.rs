@@ -781,6 +781,24 @@ pub struct PostgresConnection {
     /// Deadline for connecting and for each query.
     #[serde(default = "ten_s")]
     pub timeout: String,
+    /// `verify-full` (the default): TLS, the server's certificate checked against the system's
+    /// roots and `ca_file`, and its name against `host`; `disable`: plain TCP (loopback, a
+    /// private test network).
+    #[serde(default)]
+    pub tls: PgTls,
+    /// PEM file of the CA that signed the server's certificate (the RDS CA bundle, a site's own
+    /// CA), relative to the inventory file.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// How a PostgreSQL connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgTls {
+    #[default]
+    VerifyFull,
+    Disable,
 }
 
 fn pg_port() -> u16 {

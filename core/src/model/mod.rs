@@ -13,8 +13,8 @@ pub use inventory::{
     App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
     Inventory, KubernetesApp, KubernetesCloud, Line, LocalCloud, Maintenance, MaintenanceWindow,
-    Notice, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind, Tier,
-    UpdateOrder, Weekday, major_of,
+    Notice, PgTls, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
+    Tier, UpdateOrder, Weekday, major_of,
 };
 pub use release::{
     Gate, OnFailure, PlanKind, Release, ReleasePlan, Retire, SnapshotRequirement, Waiver, Wave,

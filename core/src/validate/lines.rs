@@ -95,6 +95,12 @@ pub(super) fn check_databases(i: &Inventory, err: &mut impl FnMut(String, String
         if let Err(e) = crate::gate::parse_duration(&pg.timeout) {
             err(format!("{at}.timeout"), e);
         }
+        if pg.ca_file.is_some() && pg.tls == crate::model::PgTls::Disable {
+            err(
+                format!("{at}.ca_file"),
+                "`ca_file` checks the server's certificate: it needs `tls: verify-full`".into(),
+            );
+        }
     }
 }
 
