@@ -321,11 +321,27 @@ struct Planner<'a> {
     targets: Vec<TargetObservation>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn next_id(&self) -> String {
         format!("s{:03}", self.steps.len() + 1)
     }
 
+    /// What the drivers observed on `target`, recorded among the plan's targets.
+    fn observe(&mut self, target: &TargetRef) -> Result<&'a Observed, PlanError> {
+        let obs = self
+            .observed
+            .get(&target.id)
+            .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
+        self.targets.push(TargetObservation {
+            target: target.clone(),
+            fingerprint: obs.fingerprint(),
+            observed: obs.clone(),
+        });
+        Ok(obs)
+    }
+}
+
+impl Planner<'_> {
     /// Whether any target of the wave needs a change (unobserved ones count as needing one).
     fn wave_changes(&self, wave: &crate::model::Wave, order: &[&crate::model::Release]) -> bool {
         wave.sites.iter().any(|site| {
@@ -394,15 +410,7 @@ impl Planner<'_> {
                 .app(&release.app)
                 .ok_or_else(|| PlanError::UnknownApp(release.app.clone()))?;
             for target in resolve(self.inv, app, site) {
-                let obs = self
-                    .observed
-                    .get(&target.id)
-                    .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
-                self.targets.push(TargetObservation {
-                    target: target.clone(),
-                    fingerprint: obs.fingerprint(),
-                    observed: obs.clone(),
-                });
+                let obs = self.observe(&target)?;
                 // A drifted target is repaired even when it runs the wanted version.
                 if !needs_change(obs, &release.version) {
                     self.unchanged.push(Unchanged {

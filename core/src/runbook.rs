@@ -11,6 +11,8 @@ use crate::load::{Diagnostics, Loaded, Problem};
 use crate::model::{FORMAT_VERSION, Inventory, ParamType, Runbook};
 use crate::ops::Op;
 
+mod actions;
+
 /// One runbook step, ready for the planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
@@ -321,7 +323,7 @@ fn render_with<'s>(
 /// The operation a step of a known `action` performs, from its rendered arguments (and, for a
 /// restore, how its snapshot is to be chosen when the plan is made).
 fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Choose>) {
-    if let Some(op) = hook_op(action, arg, inv) {
+    if let Some(op) = actions::hook_op(action, arg, inv) {
         return (op, None);
     }
     let database_id = if action == "manual" {
@@ -392,107 +394,6 @@ fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Cho
         _ => unreachable!("actions are checked before"),
     };
     (op, choose)
-}
-
-/// A `wait_until`, `http`, `command` or `record` step, built from its arguments and checked
-/// as a release plan's wave step is; `None` for the other actions.
-fn hook_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> Option<Op> {
-    use crate::model::{Hook, HookAction, HttpCall, HttpProbe, OnTimeout, SqlProbe, WaitUntil};
-    let sh = |c: String| vec!["sh".to_owned(), "-c".to_owned(), c];
-    let sql = arg.optional("query").map(|query| SqlProbe {
-        database: arg.optional("database").unwrap_or_default(),
-        query,
-    });
-    let get = arg.optional("url").map(|url| HttpProbe {
-        url,
-        status: arg
-            .optional("status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(200),
-        field: arg.optional("field"),
-    });
-    let number = |k: &str| arg.optional(k).and_then(|v| v.parse::<f64>().ok());
-    let mut hook = Hook {
-        name: arg.id.to_owned(),
-        site: None,
-        wait_until: None,
-        http: None,
-        command: None,
-        undo: None,
-        record: None,
-    };
-    match action {
-        "wait_until" => {
-            hook.wait_until = Some(WaitUntil {
-                sql,
-                http: get,
-                command: arg.optional("command").map(sh),
-                equals: arg
-                    .optional("equals")
-                    .map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v))),
-                at_most: number("at_most"),
-                at_least: number("at_least"),
-                every: arg.required("every"),
-                stable_for: arg.optional("stable_for"),
-                deadline: arg.required("deadline"),
-                on_timeout: match arg.optional("on_timeout").as_deref() {
-                    Some("backout") => OnTimeout::Backout,
-                    _ => OnTimeout::Halt,
-                },
-            });
-        }
-        "record" => {
-            hook.record = Some(crate::model::ProbeSpec {
-                sql,
-                http: get,
-                command: arg.optional("command").map(sh),
-            });
-        }
-        "http" => {
-            let call = |prefix: &str| {
-                Some(HttpCall {
-                    method: arg
-                        .optional(&format!("{prefix}method"))
-                        .unwrap_or_else(|| "POST".into()),
-                    url: arg.optional(&format!("{prefix}url"))?,
-                    body: arg.optional(&format!("{prefix}body")),
-                    content_type: arg.optional("content_type"),
-                    expect_status: arg.optional("expect_status").and_then(|s| s.parse().ok()),
-                    timeout: arg.optional("timeout").unwrap_or_else(|| "30s".into()),
-                })
-            };
-            hook.http = call("");
-            hook.undo = call("undo_").map(|h| HookAction {
-                http: Some(h),
-                command: None,
-            });
-        }
-        "command" => {
-            hook.command = arg.optional("run").map(sh);
-            hook.undo = arg.optional("undo").map(|u| HookAction {
-                http: None,
-                command: Some(sh(u)),
-            });
-        }
-        _ => return None,
-    }
-    match crate::hooks::compile(&hook, inv) {
-        Ok(op) => Some(op),
-        Err(problems) => {
-            for (field, msg) in problems {
-                let key = field.rsplit('.').next().unwrap_or_default().to_owned();
-                let key = if field.starts_with("undo.") {
-                    format!("undo_{key}")
-                } else {
-                    key
-                };
-                arg.problem(&key, msg);
-            }
-            Some(Op::Manual {
-                instructions: String::new(),
-            })
-        }
-    }
 }
 
 fn identifiers(op: &Op) -> Vec<&str> {

@@ -132,9 +132,26 @@ struct Bar {
     class: &'static str,
 }
 
+/// The picture's geometry: where time starts and how long it spans, and the columns.
+struct Axis {
+    start: DateTime<FixedOffset>,
+    span_ms: f64,
+}
+
+const LABEL_W: f64 = 300.0;
+const PLOT_W: f64 = 620.0;
+const ROW_H: f64 = 18.0;
+const MAX_ROWS: usize = 80;
+
+impl Axis {
+    fn x(&self, t: DateTime<FixedOffset>) -> f64 {
+        let f = (t - self.start).num_milliseconds() as f64 / self.span_ms;
+        LABEL_W + PLOT_W * f.clamp(0.0, 1.0)
+    }
+}
+
 /// The plan's steps over time, as an inline SVG (empty before the first apply).
 pub(super) fn timeline_svg(c: &Ctx<'_>) -> String {
-    const MAX_ROWS: usize = 80;
     let time = |e: &Entry| DateTime::parse_from_rfc3339(&e.time).ok();
     let Some(start) = c
         .mine
@@ -145,67 +162,36 @@ pub(super) fn timeline_svg(c: &Ctx<'_>) -> String {
         return String::new();
     };
     let end = c.mine.last().and_then(|e| time(e)).unwrap_or(start);
-    let span = ((end - start).num_milliseconds().max(1000)) as f64;
-    let rows: Vec<(&Step, Vec<Bar>)> = c
-        .body
-        .steps
-        .iter()
-        .take(MAX_ROWS)
-        .map(|s| (s, bars(c.step_events(&s.id), end)))
-        .collect();
-    let (label_w, plot_w, row_h) = (300.0, 620.0, 18.0);
-    let height = 40.0 + row_h * rows.len() as f64;
-    let x = |t: DateTime<FixedOffset>| {
-        label_w + plot_w * ((t - start).num_milliseconds() as f64 / span).clamp(0.0, 1.0)
+    let axis = Axis {
+        start,
+        span_ms: ((end - start).num_milliseconds().max(1000)) as f64,
     };
+    let steps: Vec<&Step> = c.body.steps.iter().take(MAX_ROWS).collect();
+    let height = 40.0 + ROW_H * steps.len() as f64;
     let mut svg = String::new();
     let _ = write!(
         svg,
         r##"<svg xmlns="http://www.w3.org/2000/svg" role="img" class="timeline" viewBox="0 0 {w} {height}" width="100%"><title>Apply of plan {id} over time</title><style>.ok{{fill:#2e7d32}}.failed{{fill:#c62828}}.undone{{fill:#ef6c00}}.gate{{fill:#1565c0}}.wait{{fill:none;stroke:#1565c0;stroke-dasharray:3 2}}.run{{fill:#9e9e9e}}text{{font:11px sans-serif}}.wave{{stroke:#bbb}}</style>"##,
-        w = label_w + plot_w + 10.0,
+        w = LABEL_W + PLOT_W + 10.0,
         id = esc(&c.plan.id),
     );
     let _ = write!(
         svg,
-        r#"<text x="{label_w}" y="14">{}</text><text x="{}" y="14" text-anchor="end">{}</text>"#,
+        r#"<text x="{LABEL_W}" y="14">{}</text><text x="{}" y="14" text-anchor="end">{}</text>"#,
         esc(&start.to_rfc3339()),
-        label_w + plot_w,
+        LABEL_W + PLOT_W,
         esc(&end.to_rfc3339())
     );
-    let mut wave = usize::MAX;
-    for (k, (s, bars)) in rows.iter().enumerate() {
-        let y = 24.0 + row_h * k as f64;
-        if s.wave != wave {
-            wave = s.wave;
-            let _ = write!(
-                svg,
-                r#"<line class="wave" x1="0" x2="{}" y1="{y}" y2="{y}"/>"#,
-                label_w + plot_w
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text x="2" y="{}">{} {} {}</text>"#,
-            y + 13.0,
-            esc(&c.wave_name(s.wave)),
-            esc(&s.id),
-            esc(&truncate(&format!("{} -> {}", s.target.id, s.to), 44))
-        );
-        for b in bars {
-            let (x0, x1) = (x(b.from), x(b.to));
-            let _ = write!(
-                svg,
-                r#"<rect class="{}" x="{x0:.1}" y="{}" width="{:.1}" height="{}"><title>{} {}: {} .. {}</title></rect>"#,
-                b.class,
-                y + 3.0,
-                (x1 - x0).max(2.0),
-                row_h - 6.0,
-                esc(&s.id),
-                b.class,
-                esc(&b.from.to_rfc3339()),
-                esc(&b.to.to_rfc3339())
-            );
-        }
+    for (k, s) in steps.iter().enumerate() {
+        let new_wave = k == 0 || steps[k - 1].wave != s.wave;
+        svg.push_str(&step_row(
+            c,
+            s,
+            &axis,
+            end,
+            24.0 + ROW_H * k as f64,
+            new_wave,
+        ));
     }
     if c.body.steps.len() > MAX_ROWS {
         let _ = write!(
@@ -217,6 +203,49 @@ pub(super) fn timeline_svg(c: &Ctx<'_>) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// One step's row at height `y`: a wave's line above its first step, the label, the bars.
+fn step_row(
+    c: &Ctx<'_>,
+    s: &Step,
+    axis: &Axis,
+    end: DateTime<FixedOffset>,
+    y: f64,
+    new_wave: bool,
+) -> String {
+    let mut row = String::new();
+    if new_wave {
+        let _ = write!(
+            row,
+            r#"<line class="wave" x1="0" x2="{}" y1="{y}" y2="{y}"/>"#,
+            LABEL_W + PLOT_W
+        );
+    }
+    let _ = write!(
+        row,
+        r#"<text x="2" y="{}">{} {} {}</text>"#,
+        y + 13.0,
+        esc(&c.wave_name(s.wave)),
+        esc(&s.id),
+        esc(&truncate(&format!("{} -> {}", s.target.id, s.to), 44))
+    );
+    for b in bars(c.step_events(&s.id), end) {
+        let (x0, x1) = (axis.x(b.from), axis.x(b.to));
+        let _ = write!(
+            row,
+            r#"<rect class="{}" x="{x0:.1}" y="{}" width="{:.1}" height="{}"><title>{} {}: {} .. {}</title></rect>"#,
+            b.class,
+            y + 3.0,
+            (x1 - x0).max(2.0),
+            ROW_H - 6.0,
+            esc(&s.id),
+            b.class,
+            esc(&b.from.to_rfc3339()),
+            esc(&b.to.to_rfc3339())
+        );
+    }
+    row
 }
 
 /// A step's bars: each run from its start to its result (green, red, or the gate's blue),

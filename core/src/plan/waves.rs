@@ -1,7 +1,7 @@
 //! A wave's steps besides its releases: the `before`/`after` steps (gates, calls, records) and
 //! the retirement of app lines.
 
-use super::{PlanError, Planner, Step, StepAction, StepOp, TargetObservation, Undo, op_step};
+use super::{PlanError, Planner, Step, StepAction, StepOp, Undo, op_step};
 use crate::model::{Hook, ReleasePlan, TargetKind, Wave};
 use crate::target::{TargetRef, resolve};
 
@@ -87,15 +87,7 @@ impl Planner<'_> {
                 .app(&r.app)
                 .ok_or_else(|| PlanError::UnknownApp(r.app.clone()))?;
             for target in resolve(self.inv, app, site) {
-                let obs = self
-                    .observed
-                    .get(&target.id)
-                    .ok_or_else(|| PlanError::NotObserved(target.id.clone()))?;
-                self.targets.push(TargetObservation {
-                    target: target.clone(),
-                    fingerprint: obs.fingerprint(),
-                    observed: obs.clone(),
-                });
+                let obs = self.observe(&target)?;
                 let Some(current) = &obs.current else {
                     continue;
                 };

@@ -162,50 +162,65 @@ impl Shared {
                 self.succeeded(step, e, line).await?;
                 Ok(true)
             }
-            GateEnd::Waiting(clock) => {
-                let e = self
-                    .entry(Event::ConditionWaiting, step)
-                    .outcome(Outcome::Halted)
-                    .message(format!(
-                        "waiting: {} = {}; `ferry apply --resume` evaluates again (`--wait` polls)",
-                        title,
-                        gate::text(&clock.last_value)
-                    ))
-                    .detail(json!({ "clock": clock }));
-                self.record(e).await?;
-                self.waiting
-                    .lock()
-                    .expect("waiting lock")
-                    .insert(step.id.clone(), clock);
-                self.set(&step.id, StepStatus::Waiting);
-                Ok(true)
-            }
+            GateEnd::Waiting(clock) => self.left_waiting(step, clock).await,
             GateEnd::TimedOut(clock, on_timeout) => {
-                let message = format!(
-                    "deadline passed: {} = {} after {} poll(s); on_timeout: {}",
-                    title,
-                    gate::text(&clock.last_value),
-                    clock.polls,
-                    match on_timeout {
-                        OnTimeout::Halt => "halt",
-                        OnTimeout::Backout => "backout",
-                    }
-                );
-                let e = self
-                    .entry(Event::StepFailed, step)
-                    .outcome(Outcome::Failed)
-                    .duration_ms(ms)
-                    .message(message.clone())
-                    .detail(json!({ "clock": clock, "on_timeout": on_timeout }));
-                self.record(e).await?;
-                self.set(&step.id, StepStatus::Failed);
-                self.exec.progress.step_done();
-                self.say(format!("  FAILED  {message} [{}]", step.id));
-                *self.on_timeout.lock().expect("on_timeout lock") = Some(on_timeout);
-                self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
-                Ok(false)
+                self.timed_out(step, clock, on_timeout, ms).await
             }
         }
+    }
+
+    /// Records a gate that does not hold yet; the run stops after this wave's other lanes.
+    async fn left_waiting(&self, step: &Step, clock: GateClock) -> Result<bool, ExecError> {
+        let e = self
+            .entry(Event::ConditionWaiting, step)
+            .outcome(Outcome::Halted)
+            .message(format!(
+                "waiting: {} = {}; `ferry apply --resume` evaluates again (`--wait` polls)",
+                step.target.app,
+                gate::text(&clock.last_value)
+            ))
+            .detail(json!({ "clock": clock }));
+        self.record(e).await?;
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .insert(step.id.clone(), clock);
+        self.set(&step.id, StepStatus::Waiting);
+        Ok(true)
+    }
+
+    /// A gate's deadline passed: the step fails with the last value, and the gate's
+    /// `on_timeout` (not the plan's `on_failure`) decides the run.
+    async fn timed_out(
+        &self,
+        step: &Step,
+        clock: GateClock,
+        on_timeout: OnTimeout,
+        ms: u64,
+    ) -> Result<bool, ExecError> {
+        let message = format!(
+            "deadline passed: {} = {} after {} poll(s); on_timeout: {}",
+            step.target.app,
+            gate::text(&clock.last_value),
+            clock.polls,
+            match on_timeout {
+                OnTimeout::Halt => "halt",
+                OnTimeout::Backout => "backout",
+            }
+        );
+        let e = self
+            .entry(Event::StepFailed, step)
+            .outcome(Outcome::Failed)
+            .duration_ms(ms)
+            .message(message.clone())
+            .detail(json!({ "clock": clock, "on_timeout": on_timeout }));
+        self.record(e).await?;
+        self.set(&step.id, StepStatus::Failed);
+        self.exec.progress.step_done();
+        self.say(format!("  FAILED  {message} [{}]", step.id));
+        *self.on_timeout.lock().expect("on_timeout lock") = Some(on_timeout);
+        self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(false)
     }
 
     /// A call or a record: what it did or saw, for the step's ledger entry.
