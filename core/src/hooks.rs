@@ -156,10 +156,12 @@ fn probe_of(
         }
         (None, Some(h), None) => {
             url_ok(&h.url, &format!("{at}.http.url"), p);
+            headers_ok(&h.secret_headers, &format!("{at}.http.secret_headers"), p);
             Some(Probe::Http {
                 url: h.url.clone(),
                 status: h.status,
                 field: h.field.clone(),
+                secret_headers: h.secret_headers.clone(),
             })
         }
         (None, None, Some(argv)) => {
@@ -206,6 +208,7 @@ fn action(
                     30
                 }
             };
+            headers_ok(&h.secret_headers, &field("http.secret_headers"), p);
             Some(Action::Http {
                 method,
                 url: h.url.clone(),
@@ -213,6 +216,7 @@ fn action(
                 content_type: h.content_type.clone(),
                 expect_status: h.expect_status,
                 timeout_seconds: timeout,
+                secret_headers: h.secret_headers.clone(),
             })
         }
         (None, Some(argv)) => {
@@ -250,6 +254,32 @@ fn url_ok(url: &str, at: &str, p: &mut Vec<HookProblem>) {
             at.into(),
             "credentials in a URL end up in plans, logs and the ledger: remove them".into(),
         ));
+    }
+}
+
+/// Header names are HTTP tokens; values are secret references, never the secret.
+fn headers_ok(
+    headers: &std::collections::BTreeMap<String, String>,
+    at: &str,
+    p: &mut Vec<HookProblem>,
+) {
+    for (name, value) in headers {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            p.push((
+                format!("{at}.{name}"),
+                format!("`{name}` is not an HTTP header name"),
+            ));
+        }
+        if crate::secret::SecretRef::parse(value).is_err() {
+            p.push((
+                format!("{at}.{name}"),
+                "a secret header's value is a secret reference (`env:NAME` or `file:PATH`), never the secret itself".into(),
+            ));
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! Pure: the operation as planned, how it is described, and the decisions that need no IO
 //! (snapshot names, which snapshot to restore). Carrying them out is `drivers::rds`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One operation, with everything it needs decided when the plan was made.
@@ -103,6 +105,9 @@ pub enum Probe {
         status: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         field: Option<String>,
+        /// Header name -> secret reference (never the value).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        secret_headers: BTreeMap<String, String>,
     },
     /// A command: the value is its stdout (a number when it prints one); it must exit 0.
     Command { argv: Vec<String> },
@@ -112,7 +117,9 @@ impl Probe {
     pub fn describe(&self) -> String {
         match self {
             Probe::Sql { database, query } => format!("sql on `{database}`: {query}"),
-            Probe::Http { url, status, field } => format!(
+            Probe::Http {
+                url, status, field, ..
+            } => format!(
                 "GET {url} (status {status}){}",
                 field
                     .as_deref()
@@ -139,6 +146,9 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expect_status: Option<u16>,
         timeout_seconds: u64,
+        /// Header name -> secret reference (never the value).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        secret_headers: BTreeMap<String, String>,
     },
     Command {
         argv: Vec<String>,

@@ -6,6 +6,7 @@
 //! Every failure is an error that names what was tried (host and port, URL, command): a gate
 //! treats it as "does not hold" (fails closed), a call as a failed step.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -58,7 +59,15 @@ impl Probes {
     pub async fn observe(&self, probe: &Probe) -> Result<Value, ProbeError> {
         match probe {
             Probe::Sql { database, query } => self.sql(database, query).await,
-            Probe::Http { url, status, field } => self.get(url, *status, field.as_deref()).await,
+            Probe::Http {
+                url,
+                status,
+                field,
+                secret_headers,
+            } => {
+                self.get(url, *status, field.as_deref(), secret_headers)
+                    .await
+            }
             Probe::Command { argv } => {
                 let out = self.command(argv, COMMAND_TIMEOUT).await?;
                 Ok(crate::gate::stdout_value(&out))
@@ -76,38 +85,34 @@ impl Probes {
                 content_type,
                 expect_status,
                 timeout_seconds,
+                secret_headers,
             } => {
                 let m = reqwest::Method::from_bytes(method.as_bytes())
                     .map_err(|_| fail(format!("`{method}` is not an HTTP method")))?;
+                let (headers, secrets) = self.headers(secret_headers)?;
                 let mut req = self
                     .http
                     .request(m, url)
+                    .headers(headers)
                     .timeout(Duration::from_secs(*timeout_seconds));
                 if let Some(b) = body {
-                    req = req
-                        .header(
-                            "content-type",
-                            content_type.as_deref().unwrap_or("application/json"),
-                        )
-                        .body(b.clone());
+                    let ct = content_type.as_deref().unwrap_or("application/json");
+                    req = req.header("content-type", ct).body(b.clone());
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| fail(format!("{method} {url}: {}", chain(&e))))?;
-                let status = resp.status().as_u16();
+                let what = format!("{method} {url}");
+                let (status, text) = send(req, &what, &secrets).await?;
                 let ok = match expect_status {
                     Some(s) => status == *s,
-                    None => resp.status().is_success(),
+                    None => (200..300).contains(&status),
                 };
-                let text = resp.text().await.unwrap_or_default();
                 if !ok {
-                    return Err(fail(format!(
-                        "{method} {url} answered {status}{}: {}",
-                        expect_status
-                            .map(|s| format!(" (expected {s})"))
-                            .unwrap_or_else(|| " (expected 2xx)".into()),
-                        tail(&text)
+                    let want = expect_status.map_or_else(|| "2xx".into(), |s| s.to_string());
+                    return Err(fail(redacted(
+                        &format!(
+                            "{what} answered {status} (expected {want}): {}",
+                            tail(&text)
+                        ),
+                        &secrets,
                     )));
                 }
                 // The body is not kept: an admin endpoint may answer with tokens or patient data.
@@ -125,30 +130,59 @@ impl Probes {
         }
     }
 
-    async fn get(&self, url: &str, status: u16, field: Option<&str>) -> Result<Value, ProbeError> {
-        let resp = self
+    /// The secret headers, resolved now (their values marked sensitive), and the values, for
+    /// redacting whatever a server echoes back.
+    fn headers(
+        &self,
+        refs: &BTreeMap<String, String>,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<crate::secret::Secret>), ProbeError> {
+        let mut map = reqwest::header::HeaderMap::new();
+        let mut secrets = Vec::new();
+        for (name, reference) in refs {
+            let secret = SecretRef::parse(reference)
+                .map_err(|e| fail(format!("header {name}: {e}")))?
+                .resolve(&format!("header {name}"), &self.base)
+                .map_err(|e| fail(e.to_string()))?;
+            let key = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| fail(format!("`{name}` is not an HTTP header name")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(secret.expose())
+                .map_err(|_| fail(format!("the value of header {name} is not a header value")))?;
+            value.set_sensitive(true);
+            map.insert(key, value);
+            secrets.push(secret);
+        }
+        Ok((map, secrets))
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        status: u16,
+        field: Option<&str>,
+        secret_headers: &BTreeMap<String, String>,
+    ) -> Result<Value, ProbeError> {
+        let (headers, secrets) = self.headers(secret_headers)?;
+        let req = self
             .http
             .get(url)
-            .timeout(HTTP_PROBE_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| fail(format!("GET {url}: {}", chain(&e))))?;
-        let got = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+            .headers(headers)
+            .timeout(HTTP_PROBE_TIMEOUT);
+        let what = format!("GET {url}");
+        let (got, text) = send(req, &what, &secrets).await?;
         if got != status {
-            return Err(fail(format!(
-                "GET {url} answered {got}, expected {status}: {}",
-                tail(&text)
+            return Err(fail(redacted(
+                &format!("{what} answered {got}, expected {status}: {}", tail(&text)),
+                &secrets,
             )));
         }
         let Some(path) = field else {
             return Ok(json!(got));
         };
         let body: Value = serde_json::from_str(&text)
-            .map_err(|e| fail(format!("GET {url}: the body is not JSON ({e})")))?;
+            .map_err(|e| fail(format!("{what}: the body is not JSON ({e})")))?;
         crate::gate::field(&body, path)
             .cloned()
-            .ok_or_else(|| fail(format!("GET {url}: the JSON body has no field `{path}`")))
+            .ok_or_else(|| fail(format!("{what}: the JSON body has no field `{path}`")))
     }
 
     async fn command(&self, argv: &[String], timeout: Duration) -> Result<String, ProbeError> {
@@ -299,6 +333,25 @@ impl Probes {
             .with_no_client_auth();
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
+}
+
+/// Sends a request; its status and body.
+async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    secrets: &[crate::secret::Secret],
+) -> Result<(u16, String), ProbeError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| fail(redacted(&format!("{what}: {}", chain(&e)), secrets)))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
+/// `text` with every secret value replaced by `***`.
+fn redacted(text: &str, secrets: &[crate::secret::Secret]) -> String {
+    crate::drivers::redact(text, secrets.iter().map(|s| s.expose()))
 }
 
 /// Runs `query` in a READ ONLY transaction (rolled back) and returns its only value. The

@@ -173,15 +173,19 @@ fn bad_probes_fail_closed_with_errors_that_name_what_failed() {
 fn quiesce_record_and_http_gates_around_a_release_and_their_undo() {
     let admin = Admin::start();
     admin.state.lock().unwrap().queue = 4;
+    // The admin endpoint wants a token: sent from a secret reference, never recorded.
+    admin.state.lock().unwrap().token = Some("Bearer t0k3n-admin".into());
     let ws = workspace(None);
+    ws.write("admin-token", "Bearer t0k3n-admin\n");
+    let auth = "secret_headers: { Authorization: \"file:admin-token\" }";
     let before = format!(
-        "      - name: queue-before\n        record: {{ http: {{ url: \"{m}\", field: queue.depth }} }}\n      - name: stop-2x-launches\n        http: {{ method: POST, url: \"{stop}\" }}\n        undo: {{ http: {{ method: POST, url: \"{start}\" }} }}\n      - name: no-2x-launches\n        wait_until: {{ http: {{ url: \"{m}\", field: /launches_2x }}, equals: 0, every: 1s, deadline: 1m }}\n",
+        "      - name: queue-before\n        record: {{ http: {{ url: \"{m}\", field: queue.depth, {auth} }} }}\n      - name: stop-2x-launches\n        http: {{ method: POST, url: \"{stop}\", {auth} }}\n        undo: {{ http: {{ method: POST, url: \"{start}\", {auth} }} }}\n      - name: no-2x-launches\n        wait_until: {{ http: {{ url: \"{m}\", field: /launches_2x, {auth} }}, equals: 0, every: 1s, deadline: 1m }}\n",
         m = admin.url("/metrics"),
         stop = admin.url("/admin/launch/stop"),
         start = admin.url("/admin/launch/start"),
     );
     let after = format!(
-        "      - name: queue-after\n        record: {{ http: {{ url: \"{}\", field: queue.depth }} }}\n",
+        "      - name: queue-after\n        record: {{ http: {{ url: \"{}\", field: queue.depth, {auth} }} }}\n",
         admin.url("/metrics")
     );
     let good = plan_with("good", &before, &after);
@@ -220,6 +224,11 @@ fn quiesce_record_and_http_gates_around_a_release_and_their_undo() {
         1
     );
     drop(st);
+    for file in [".ferry/ledger.jsonl", "good.json", "bad.json"] {
+        let text = std::fs::read_to_string(ws.path().join(file)).unwrap();
+        assert!(!text.contains("t0k3n"), "the token is in {file}");
+        assert!(text.contains("file:admin-token") || file.ends_with("jsonl"));
+    }
     let undone = ws.events("step_backed_out");
     assert!(
         undone.iter().any(|e| e["message"]
@@ -242,7 +251,7 @@ fn gate_and_line_problems_are_reported_together_with_their_lines() {
     ws.write("inventory.yaml", &inv);
     ws.write(
         "plans/bad.yaml",
-        "version: 1\nkind: release\nname: bad\nreleases: [{ app: ecrnow@3, version: 2.9.0 }]\non_failure: halt\nwaves:\n  - name: only\n    sites: [clinic-a]\n    before:\n      - name: g1\n        wait_until: { sql: { database: nope, query: select 1 }, equals: 0, every: 10m, deadline: 5m }\n      - name: g2\n        wait_until: { command: [true], every: -5m, deadline: soon }\n",
+        "version: 1\nkind: release\nname: bad\nreleases: [{ app: ecrnow@3, version: 2.9.0 }]\non_failure: halt\nwaves:\n  - name: only\n    sites: [clinic-a]\n    before:\n      - name: g1\n        wait_until: { sql: { database: nope, query: select 1 }, equals: 0, every: 10m, deadline: 5m }\n      - name: g2\n        wait_until: { command: [true], every: -5m, deadline: soon }\n      - name: g3\n        http: { url: \"http://gw/stop\", secret_headers: { Authorization: Bearer hunter2 } }\n",
     );
     let r = ws.run(&[
         "plan",
@@ -267,6 +276,10 @@ fn gate_and_line_problems_are_reported_together_with_their_lines() {
         ),
         ("`-5m` is negative", "plans/bad.yaml:13:"),
         ("`soon` is not a duration", "plans/bad.yaml:13:"),
+        (
+            "a secret header's value is a secret reference",
+            "plans/bad.yaml:15:",
+        ),
     ] {
         let line = err.lines().find(|l| l.contains(what));
         assert!(
@@ -274,7 +287,8 @@ fn gate_and_line_problems_are_reported_together_with_their_lines() {
             "{what:?} not reported at {at}:\n{err}"
         );
     }
-    assert!(err.contains("6 problems"), "{err}");
+    assert!(err.contains("7 problems"), "{err}");
+    assert!(!err.contains("hunter2"), "no secret echoed: {err}");
 }
 
 /// The SCOOP runbooks: a wipe of a gateway's records stops for a person's confirmation, notes

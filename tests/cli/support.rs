@@ -523,6 +523,8 @@ pub struct AdminState {
     pub queue: u64,
     /// Patient records a query-gateway holds (`GET /admin/records`, `DELETE` wipes them).
     pub records: u64,
+    /// When set, every request must carry `authorization: TOKEN` (else 401).
+    pub token: Option<String>,
     pub log: Vec<String>,
 }
 
@@ -556,6 +558,7 @@ impl Admin {
         let mut line = String::new();
         reader.read_line(&mut line)?;
         let mut length = 0usize;
+        let mut authorization = None;
         loop {
             let mut h = String::new();
             reader.read_line(&mut h)?;
@@ -565,6 +568,9 @@ impl Admin {
             if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
             }
+            if h.to_ascii_lowercase().starts_with("authorization:") {
+                authorization = Some(h["authorization:".len()..].trim().to_owned());
+            }
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body)?;
@@ -572,7 +578,9 @@ impl Admin {
         let (status, reply) = {
             let mut st = state.lock().unwrap();
             st.log.push(request.clone());
+            let denied = st.token.is_some() && st.token != authorization;
             match request.split(' ').take(2).collect::<Vec<_>>()[..] {
+                _ if denied => (401, "{\"error\": \"unauthorized\"}".into()),
                 ["GET", "/metrics"] => (
                     200,
                     format!(

@@ -64,6 +64,10 @@ pub struct HttpCall {
     /// Per-request deadline.
     #[serde(default = "thirty_s")]
     pub timeout: String,
+    /// Headers whose values are secret references (`Authorization: "file:admin-token"`),
+    /// resolved when the request is sent; never written to plans, the ledger or output.
+    #[serde(default)]
+    pub secret_headers: std::collections::BTreeMap<String, String>,
 }
 
 fn post() -> String {
@@ -110,6 +114,9 @@ pub struct HttpProbe {
     /// (`queue.depth`).
     #[serde(default)]
     pub field: Option<String>,
+    /// Headers whose values are secret references, as for a call.
+    #[serde(default)]
+    pub secret_headers: std::collections::BTreeMap<String, String>,
 }
 
 fn ok_status() -> u16 {

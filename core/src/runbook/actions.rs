@@ -83,6 +83,7 @@ fn probe(arg: &Args<'_>) -> ProbeSpec {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(200),
             field: arg.optional("field"),
+            secret_headers: Default::default(),
         }),
         command: arg.optional("command").map(sh),
     }
@@ -123,5 +124,6 @@ fn http(arg: &Args<'_>, prefix: &str) -> Option<HttpCall> {
         content_type: arg.optional("content_type"),
         expect_status: arg.optional("expect_status").and_then(|s| s.parse().ok()),
         timeout: arg.optional("timeout").unwrap_or_else(|| "30s".into()),
+        secret_headers: Default::default(),
     })
 }
