@@ -67,7 +67,8 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("rds.rename", &["database", "from", "to", "timeout_seconds"]),
     ("rds.delete", &["database", "identifier", "timeout_seconds"]),
     // The steps a release plan's waves have (crate::hooks), with their fields as arguments.
-    // A probe is `database` + `query` (SQL), `url` (+ `status`, `field`), or `command` (sh -c).
+    // A probe is `database` + `query` (SQL), `url` (+ `status`, `field`), or `command` (sh -c);
+    // `auth` is a secret reference sent as the `Authorization` header.
     (
         "wait_until",
         &[
@@ -76,6 +77,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
             "url",
             "status",
             "field",
+            "auth",
             "command",
             "equals",
             "at_most",
@@ -95,6 +97,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
             "content_type",
             "expect_status",
             "timeout",
+            "auth",
             "undo_method",
             "undo_url",
             "undo_body",
@@ -103,7 +106,9 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("command", &["run", "undo"]),
     (
         "record",
-        &["database", "query", "url", "status", "field", "command"],
+        &[
+            "database", "query", "url", "status", "field", "auth", "command",
+        ],
     ),
 ];
 

@@ -299,7 +299,9 @@ fn gate_and_line_problems_are_reported_together_with_their_lines() {
 fn runbooks_use_the_same_gates_calls_and_records() {
     let admin = Admin::start();
     admin.state.lock().unwrap().records = 12;
+    admin.state.lock().unwrap().token = Some("Bearer gw-s3cret".into());
     let ws = workspace(None);
+    ws.write("gw-token", "Bearer gw-s3cret\n");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
     let dir = dir.to_str().unwrap();
     let gateway = format!("gateway={}", admin.url(""));
@@ -315,6 +317,8 @@ fn runbooks_use_the_same_gates_calls_and_records() {
         &gateway,
         "--param",
         "request=REQ-1234",
+        "--param",
+        "auth=file:gw-token",
         "-o",
         "wipe.json",
     ])

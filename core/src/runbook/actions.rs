@@ -55,14 +55,24 @@ pub(super) fn hook_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> Opti
 }
 
 /// The runbook argument a wave-step field comes from (`wait_until.http.url` is `url`,
-/// `undo.http.url` is `undo_url`).
+/// `undo.http.url` is `undo_url`, a secret header is `auth`).
 fn argument(field: &str) -> String {
+    if field.contains(".secret_headers.") {
+        return "auth".into();
+    }
     let key = field.rsplit('.').next().unwrap_or_default();
     if field.starts_with("undo.") {
         format!("undo_{key}")
     } else {
         key.to_owned()
     }
+}
+
+/// `auth` (a secret reference) as the `Authorization` header.
+fn auth(arg: &Args<'_>) -> std::collections::BTreeMap<String, String> {
+    arg.optional("auth")
+        .map(|a| [("Authorization".to_owned(), a)].into())
+        .unwrap_or_default()
 }
 
 fn sh(command: String) -> Vec<String> {
@@ -83,7 +93,7 @@ fn probe(arg: &Args<'_>) -> ProbeSpec {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(200),
             field: arg.optional("field"),
-            secret_headers: Default::default(),
+            secret_headers: auth(arg),
         }),
         command: arg.optional("command").map(sh),
     }
@@ -124,6 +134,6 @@ fn http(arg: &Args<'_>, prefix: &str) -> Option<HttpCall> {
         content_type: arg.optional("content_type"),
         expect_status: arg.optional("expect_status").and_then(|s| s.parse().ok()),
         timeout: arg.optional("timeout").unwrap_or_else(|| "30s".into()),
-        secret_headers: Default::default(),
+        secret_headers: auth(arg),
     })
 }
