@@ -350,6 +350,8 @@ fn runbooks_use_the_same_gates_calls_and_records() {
             .unwrap()
             .starts_with("DELETE http://127.0.0.1:")
     );
+    let ledger = std::fs::read_to_string(ws.ledger_path()).unwrap();
+    assert!(!ledger.contains("gw-s3cret"), "the token is not recorded");
 
     ws.run(&[
         "runbook",
