@@ -39,6 +39,8 @@ pub struct Probes {
     inv: Arc<Inventory>,
     base: PathBuf,
     http: reqwest::Client,
+    /// The system's trusted roots, read once per run (a gate may poll every few seconds).
+    system_roots: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl Probes {
@@ -52,6 +54,7 @@ impl Probes {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("an HTTP client with the default settings"),
+            system_roots: std::sync::OnceLock::new(),
         }
     }
 
@@ -312,8 +315,11 @@ impl Probes {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
+        let system = self
+            .system_roots
+            .get_or_init(|| rustls_native_certs::load_native_certs().certs);
+        for cert in system {
+            let _ = roots.add(cert.clone());
         }
         if let Some(ca) = &pg.ca_file {
             let path = self.base.join(ca);

@@ -315,7 +315,10 @@ pub fn parse(
             return Err(err("metadata.labels must be a mapping".into()));
         };
         labels.insert(MANAGED_BY.into(), Value::String(FIELD_MANAGER.into()));
-        labels.insert(APP_LABEL.into(), Value::String(app_label(at.app)));
+        labels.insert(
+            APP_LABEL.into(),
+            Value::String(crate::model::resource_name(at.app)),
+        );
         out.push(Manifest {
             template: template.to_owned(),
             object: Value::Object(obj),
@@ -358,19 +361,14 @@ pub fn prune(previous: &[ObjectId], next: &[ObjectId]) -> Vec<ObjectId> {
 }
 
 /// A live object is ferry's for `app` when it carries both of ferry's labels.
-/// An app id as a label value and in names: one line of an app (`ehr@3`) is `ehr-v3`
-/// (`@` is not allowed in label values or object names).
-pub fn app_label(app: &str) -> String {
-    app.replace('@', "-v")
-}
-
 pub fn is_ours(live: &Value, app: &str) -> bool {
     let label = |k: &str| {
         live.pointer("/metadata/labels")
             .and_then(|l| l.get(k))
             .and_then(Value::as_str)
     };
-    label(MANAGED_BY) == Some(FIELD_MANAGER) && label(APP_LABEL) == Some(app_label(app).as_str())
+    label(MANAGED_BY) == Some(FIELD_MANAGER)
+        && label(APP_LABEL) == Some(crate::model::resource_name(app).as_str())
 }
 
 /// RFC 1123 label (namespace names): lowercase alphanumerics and `-`, at most 63.
@@ -424,8 +422,8 @@ mod tests {
     /// allowed in a label value (`(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`) or a Secret name.
     #[test]
     fn a_line_of_an_app_is_a_valid_label_value_and_name() {
-        assert_eq!(app_label("ehr@3"), "ehr-v3");
-        assert_eq!(app_label("ehr"), "ehr");
+        assert_eq!(crate::model::resource_name("ehr@3"), "ehr-v3");
+        assert_eq!(crate::model::resource_name("ehr"), "ehr");
         assert_eq!(
             release::selector("ehr@3"),
             format!("{}=ferry,{APP_LABEL}=ehr-v3", release::OWNER_LABEL)

@@ -84,7 +84,7 @@ impl Record {
 }
 
 pub fn secret_name(app: &str, revision: u32) -> String {
-    format!("{FORMAT}.{}.v{revision}", super::app_label(app))
+    format!("{FORMAT}.{}.v{revision}", crate::model::resource_name(app))
 }
 
 pub fn objects_sha256(objects: &[Value]) -> String {
@@ -95,7 +95,10 @@ pub fn objects_sha256(objects: &[Value]) -> String {
 pub fn labels(r: &Record) -> BTreeMap<String, String> {
     [
         (OWNER_LABEL.to_owned(), "ferry".to_owned()),
-        (super::APP_LABEL.to_owned(), super::app_label(&r.app)),
+        (
+            super::APP_LABEL.to_owned(),
+            crate::model::resource_name(&r.app),
+        ),
         (REVISION_LABEL.to_owned(), r.revision.to_string()),
         (STATUS_LABEL.to_owned(), r.status.as_str().to_owned()),
     ]
@@ -106,7 +109,7 @@ pub fn selector(app: &str) -> String {
     format!(
         "{OWNER_LABEL}=ferry,{}={}",
         super::APP_LABEL,
-        super::app_label(app)
+        crate::model::resource_name(app)
     )
 }
 

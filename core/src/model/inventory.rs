@@ -653,6 +653,12 @@ impl App {
     }
 }
 
+/// An app's id where `@` is not allowed (a container name or network alias, a Kubernetes label
+/// value or object name): one line of an app (`ecrnow@3`) is `ecrnow-v3`.
+pub fn resource_name(app_id: &str) -> String {
+    app_id.replace('@', "-v")
+}
+
 /// The major version of a version string: its leading digits (`3` of `3.0.1`, `v3.1`).
 pub fn major_of(version: &str) -> Option<u64> {
     let digits: String = version

@@ -14,7 +14,7 @@ pub use inventory::{
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
     Inventory, KubernetesApp, KubernetesCloud, Line, LocalCloud, Maintenance, MaintenanceWindow,
     Notice, PgTls, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
-    Tier, UpdateOrder, Weekday, major_of,
+    Tier, UpdateOrder, Weekday, major_of, resource_name,
 };
 pub use release::{
     Gate, OnFailure, PlanKind, Release, ReleasePlan, Retire, SnapshotRequirement, Waiver, Wave,

@@ -28,12 +28,6 @@ pub const LABEL_NANO_CPUS: &str = "ferry.nano-cpus";
 pub use ferry_core::container::{ENV_FILE_DEST, Mount, Port, image_ref, parse_port, parse_volume};
 
 /// `ferry-SITE-APP-VERSION`, with characters Docker refuses in names replaced by `_`.
-/// An app's name where `@` is not allowed (a container name, a network alias): one line of an
-/// app (`web@2`) is `web-v2`, as `model::App::resource_name` has it.
-fn resource_name(app_id: &str) -> String {
-    app_id.replace('@', "-v")
-}
-
 pub fn container_name(site: &str, app: &str, version: &str) -> String {
     format!("ferry-{site}-{app}-{version}")
         .chars()
@@ -199,10 +193,12 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
         parse_volume(v)?;
         binds.push(v.clone());
     }
-    let mut attach = d
-        .networks
-        .iter()
-        .map(|n| (n.clone(), endpoint(&resource_name(i.app_id), n)));
+    let mut attach = d.networks.iter().map(|n| {
+        (
+            n.clone(),
+            endpoint(&crate::model::resource_name(i.app_id), n),
+        )
+    });
     let endpoints: HashMap<String, EndpointSettings> = attach.next().into_iter().collect();
     let extra_networks: Vec<(String, EndpointSettings)> = attach.collect();
     let mut full_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -243,7 +239,7 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
         ..Default::default()
     };
     Ok(Desired {
-        name: container_name(i.site, &resource_name(i.app_id), i.version),
+        name: container_name(i.site, &crate::model::resource_name(i.app_id), i.version),
         image: image_ref(d, i.version),
         labels,
         body,
