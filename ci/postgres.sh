@@ -12,6 +12,7 @@
 #                                           TCP connections must use TLS (hostssl)
 #   ci/postgres.sh psql DIR PORT SQL        run SQL in database `app` as the superuser (socket)
 #   ci/postgres.sh stop DIR                 stop it (immediate)
+#   ci/postgres.sh restart DIR PORT         start a stopped cluster again
 #
 # Local (socket) connections are trusted, TCP ones need a password (scram-sha-256): ferry's
 # probes connect over TCP with the password from a secret reference, as they would in a site.
@@ -92,10 +93,19 @@ stop() {
   fi
 }
 
+restart() {
+  local dir=$1 port=$2 bin
+  bin=$(bindir)
+  as_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
+    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    { cat "$dir/pg/server.log" >&2; exit 1; }
+}
+
 case "${1:-}" in
   install) install ;;
   start) start "$2" "$3" "${4:-}" ;;
   psql) psql_run "$2" "$3" "$4" ;;
   stop) stop "$2" ;;
-  *) echo "usage: $0 install | start DIR PORT [tls] | psql DIR PORT SQL | stop DIR" >&2; exit 2 ;;
+  restart) restart "$2" "$3" ;;
+  *) echo "usage: $0 install | start DIR PORT [tls] | psql DIR PORT SQL | stop DIR | restart DIR PORT" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod kubernetes;
 pub mod ledger;
 pub mod load;
+pub mod migrate;
 pub mod model;
 pub mod ops;
 pub mod plan;

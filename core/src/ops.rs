@@ -90,6 +90,11 @@ pub enum Op {
     },
     /// A value noted in the ledger (`label` pairs the readings of one quantity).
     Record { label: String, probe: Probe },
+    /// A step of a PostgreSQL migration (`ferry::migrate` carries it out).
+    Migrate {
+        phase: crate::migrate::Phase,
+        spec: crate::migrate::MigrationSpec,
+    },
 }
 
 /// Where a gate's or a record's value comes from. Probes run where ferry runs.
@@ -182,6 +187,7 @@ impl Op {
             } => "http",
             Op::Call { .. } => "command",
             Op::Record { .. } => "record",
+            Op::Migrate { phase, .. } => phase.name(),
         }
     }
 
@@ -189,6 +195,7 @@ impl Op {
     pub fn database(&self) -> Option<&str> {
         match self {
             Op::Manual { .. } | Op::Call { .. } => None,
+            Op::Migrate { spec, .. } => Some(&spec.target),
             Op::WaitUntil { probe, .. } | Op::Record { probe, .. } => match probe {
                 Probe::Sql { database, .. } => Some(database),
                 _ => None,
@@ -295,6 +302,7 @@ impl Op {
                     .unwrap_or_else(|| "; no undo".into())
             ),
             Op::Record { label, probe } => format!("record `{label}`: {}", probe.describe()),
+            Op::Migrate { phase, spec } => crate::migrate::describe(*phase, spec),
         }
     }
 }

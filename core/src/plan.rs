@@ -14,7 +14,10 @@ use crate::ops::Op;
 use crate::readiness::{self, Readiness};
 use crate::target::{Observed, TargetRef, resolve};
 
+mod migration;
 mod waves;
+
+pub use migration::{migration_spec, plan_migration};
 
 pub const PLAN_FORMAT: &str = "ferry.plan";
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -26,6 +29,8 @@ pub enum SavedPlanKind {
     Backout,
     /// A runbook run (`ferry runbook run`): operations, one wave per runbook step.
     Runbook,
+    /// A database moved to another (`kind: migration`): one wave per step.
+    Migration,
 }
 
 /// A file the plan was computed from, with its digest at planning time.
@@ -767,6 +772,7 @@ pub fn render_diff(body: &PlanBody) -> String {
         SavedPlanKind::Release => "release",
         SavedPlanKind::Backout => "backout",
         SavedPlanKind::Runbook => "runbook",
+        SavedPlanKind::Migration => "migration",
     };
     let policy = match body.on_failure {
         OnFailure::Halt => "halt",

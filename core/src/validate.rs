@@ -10,6 +10,8 @@ use crate::model::{App, CloudKind, FORMAT_VERSION, Inventory, ReleasePlan, Targe
 use crate::secret::SecretRef;
 
 mod lines;
+mod migration;
+pub use migration::migration_plan;
 
 /// Validates an inventory on its own.
 pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {

@@ -8,8 +8,8 @@
 //! JSON); `cli` parses arguments, calls the engine and picks a printer. See ARCHITECTURE.md.
 
 pub use ferry_core::{
-    approval, container, dibr, gate, hooks, kubernetes, load, model, ops, plan, readiness, render,
-    runbook, secret, target, validate, window,
+    approval, container, dibr, gate, hooks, kubernetes, load, migrate, model, ops, plan, readiness,
+    render, runbook, secret, target, validate, window,
 };
 
 pub mod artifact;
@@ -21,6 +21,7 @@ pub mod executor;
 pub mod exit;
 pub mod ledger;
 pub mod lock;
+pub mod pgmigrate;
 pub mod printer;
 pub mod probe;
 pub mod state;

@@ -225,21 +225,9 @@ impl Probes {
     }
 
     async fn sql(&self, database: &str, query: &str) -> Result<Value, ProbeError> {
-        let db = self
-            .inv
-            .database(database)
-            .ok_or_else(|| fail(format!("database `{database}` is not in the inventory")))?;
-        let pg = db.postgres.as_ref().ok_or_else(|| {
-            fail(format!(
-                "database `{database}` has no `postgres` connection"
-            ))
-        })?;
-        let timeout = Duration::from_secs(crate::gate::parse_duration(&pg.timeout).unwrap_or(10));
-        let place = format!(
-            "PostgreSQL at {}:{} (database `{database}`)",
-            pg.host, pg.port
-        );
-        let client = self.connect(database, pg, timeout, &place).await?;
+        let (db, client) = self.connect_to(database, "ferry-probe").await?;
+        let timeout = db.timeout;
+        let place = db.place;
         let r = tokio::time::timeout(timeout * 2, read_only_value(&client, query, timeout)).await;
         match r {
             Ok(Ok(v)) => Ok(v),
@@ -251,28 +239,67 @@ impl Probes {
         }
     }
 
-    async fn connect(
+    /// An inventory database's SQL connection settings (`postgres:`), with where it is.
+    pub fn pg(&self, database: &str) -> Result<PgTarget, ProbeError> {
+        let db = self
+            .inv
+            .database(database)
+            .ok_or_else(|| fail(format!("database `{database}` is not in the inventory")))?;
+        let pg = db.postgres.clone().ok_or_else(|| {
+            fail(format!(
+                "database `{database}` has no `postgres` connection"
+            ))
+        })?;
+        Ok(PgTarget {
+            id: database.to_owned(),
+            timeout: Duration::from_secs(crate::gate::parse_duration(&pg.timeout).unwrap_or(10)),
+            place: format!(
+                "PostgreSQL at {}:{} (database `{database}`)",
+                pg.host, pg.port
+            ),
+            ca_file: pg.ca_file.as_ref().map(|c| self.base.join(c)),
+            pg,
+        })
+    }
+
+    /// The resolved password of a database's connection, if it has one.
+    pub fn password(&self, db: &PgTarget) -> Result<Option<crate::secret::Secret>, ProbeError> {
+        let Some(p) = &db.pg.password else {
+            return Ok(None);
+        };
+        let id = &db.id;
+        SecretRef::parse(p)
+            .map_err(|e| fail(format!("database `{id}` password: {e}")))?
+            .resolve(&format!("databases.{id}.postgres.password"), &self.base)
+            .map(Some)
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// A connection to an inventory database, named `app` in `pg_stat_activity`.
+    pub async fn connect_to(
         &self,
         database: &str,
-        pg: &PostgresConnection,
-        timeout: Duration,
-        place: &str,
+        app: &str,
+    ) -> Result<(PgTarget, tokio_postgres::Client), ProbeError> {
+        let db = self.pg(database)?;
+        let client = self.connect(&db, app).await?;
+        Ok((db, client))
+    }
+
+    async fn connect(
+        &self,
+        db: &PgTarget,
+        app: &str,
     ) -> Result<tokio_postgres::Client, ProbeError> {
+        let (pg, timeout, place) = (&db.pg, db.timeout, db.place.as_str());
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&pg.host)
             .port(pg.port)
             .dbname(&pg.dbname)
             .user(&pg.user)
-            .application_name("ferry-probe")
+            .application_name(app)
             .connect_timeout(timeout);
-        if let Some(p) = &pg.password {
-            let secret = SecretRef::parse(p)
-                .map_err(|e| fail(format!("database `{database}` password: {e}")))?
-                .resolve(
-                    &format!("databases.{database}.postgres.password"),
-                    &self.base,
-                )
-                .map_err(|e| fail(e.to_string()))?;
+        if let Some(secret) = self.password(db)? {
             cfg.password(secret.expose());
         }
         let no_answer = || {
@@ -339,6 +366,19 @@ impl Probes {
             .with_no_client_auth();
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
+}
+
+/// A database ferry connects to by SQL: its settings and how errors name it.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// The inventory's id.
+    pub id: String,
+    pub pg: PostgresConnection,
+    pub timeout: Duration,
+    /// `PostgreSQL at HOST:PORT (database `ID`)`.
+    pub place: String,
+    /// The connection's `ca_file`, resolved against the inventory's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Sends a request; its status and body.
@@ -424,7 +464,7 @@ fn cell(row: &tokio_postgres::Row, ty: &tokio_postgres::types::Type) -> Option<V
 
 /// PostgreSQL's own message (`cannot execute DELETE in a read-only transaction`) rather than
 /// the driver's generic `db error`.
-fn pg_error(e: &tokio_postgres::Error) -> String {
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => chain(e),
@@ -432,7 +472,7 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// An error with its causes, one after another.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -112,6 +112,67 @@ pub fn load(
     ))
 }
 
+/// The `kind:` of a plan file (`release` when it says nothing ferry can read): which loader
+/// takes it.
+pub fn plan_kind(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| load::plan_kind(&t))
+        .unwrap_or_else(|| "release".into())
+}
+
+/// Reads and validates an inventory and a migration plan, every problem of both at once.
+pub fn load_migration(
+    inventory: &Path,
+    plan: &Path,
+) -> Result<(Loaded<Inventory>, Loaded<crate::model::MigrationPlan>), Diagnostics> {
+    let (inv, mut diags) = match load(inventory, &[]) {
+        Ok((inv, _)) => (Some(inv), Diagnostics::default()),
+        Err(d) => (None, d),
+    };
+    let mp = match load::read_source(plan)
+        .map_err(|p| Diagnostics::from(vec![p]))
+        .and_then(load::parse_migration_plan)
+    {
+        Ok(mp) => {
+            if let Some(inv) = &inv {
+                diags.extend(validate::migration_plan(&mp, &inv.value));
+            }
+            Some(mp)
+        }
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    };
+    diags.into_result()?;
+    Ok((
+        inv.expect("no diagnostics means the inventory loaded"),
+        mp.expect("no diagnostics means the plan loaded"),
+    ))
+}
+
+/// A migration plan's body re-derived from its inputs, every difference named.
+fn migration_body_problems(plan: &SavedPlan) -> Result<Vec<String>, WorkspaceError> {
+    let inputs: Vec<&InputFile> = plan
+        .inputs
+        .iter()
+        .filter(|i| i.role == "migration")
+        .collect();
+    let [mp_input] = inputs.as_slice() else {
+        return Ok(vec![format!(
+            "a migration plan must name exactly one migration plan file among its inputs; it names {}",
+            inputs.len()
+        )]);
+    };
+    let (inv, mp) = load_migration(&inventory_input(plan), Path::new(&mp_input.path))
+        .map_err(WorkspaceError::Invalid)?;
+    Ok(match crate::plan::plan_migration(&inv.value, &mp.value) {
+        Ok(derived) => crate::plan::body_differences(&plan.body, &derived),
+        Err(e) => vec![format!("its inputs do not produce a plan: {e}")],
+    })
+}
+
 /// The path of the saved plan's inventory input (empty if it names none).
 fn inventory_input(plan: &SavedPlan) -> PathBuf {
     plan.inputs
@@ -136,6 +197,16 @@ pub fn plan_inventory(plan: &SavedPlan) -> Result<Loaded<Inventory>, WorkspaceEr
 /// plan among its inputs is refused, so an edited `kind` cannot escape the check.
 pub fn body_problems(plan: &SavedPlan) -> Result<Vec<String>, WorkspaceError> {
     let plan_inputs: Vec<&InputFile> = plan.inputs.iter().filter(|i| i.role == "plan").collect();
+    if plan.body.kind == crate::plan::SavedPlanKind::Migration && plan_inputs.is_empty() {
+        return migration_body_problems(plan);
+    }
+    let migration_inputs = plan.inputs.iter().any(|i| i.role == "migration");
+    if migration_inputs && plan.body.kind != crate::plan::SavedPlanKind::Migration {
+        return Ok(vec![format!(
+            "the plan is of kind {:?} but was made from a migration plan",
+            plan.body.kind
+        )]);
+    }
     if plan.body.kind != crate::plan::SavedPlanKind::Release {
         return Ok(if plan_inputs.is_empty() {
             Vec::new()

@@ -17,6 +17,7 @@ mod guarantees;
 mod kubernetes;
 mod ledger;
 mod lines;
+mod migrate;
 mod plan;
 #[cfg(feature = "aws")]
 mod rds;

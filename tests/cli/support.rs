@@ -500,6 +500,35 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Stops the server at once (`pg_ctl -m immediate`), as a crash or a lost host would.
+    pub fn stop_now(&self) {
+        self.script(&["stop", &self.dir.path().display().to_string()]);
+    }
+
+    /// Starts the stopped server again on its port.
+    pub fn restart(&self) {
+        self.script(&[
+            "restart",
+            &self.dir.path().display().to_string(),
+            &self.port.to_string(),
+        ]);
+    }
+
+    #[track_caller]
+    fn script(&self, args: &[&str]) {
+        let out = Command::new(postgres_script())
+            .args(args)
+            .output()
+            .expect("ci/postgres.sh runs");
+        assert!(
+            out.status.success(),
+            "ci/postgres.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = Command::new(postgres_script())

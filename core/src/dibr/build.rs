@@ -163,6 +163,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
             SavedPlanKind::Release => "release".into(),
             SavedPlanKind::Backout => "back-out".into(),
             SavedPlanKind::Runbook => "runbook".into(),
+            SavedPlanKind::Migration => "migration".into(),
         },
         planned_at: plan.created_at.clone(),
         planned_by: plan.actor.clone(),
@@ -178,6 +179,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
         timeline: timeline(&c),
         timeline_svg: super::cutover::timeline_svg(&c),
         cutover: super::cutover::rows(&c),
+        migration: super::migration::section(&c),
         sites: c.sites.iter().filter_map(|id| c.inv.site(id)).map(|s| site_row(&c, s)).collect(),
         verification: verification(&c, &releases, &checklist, started),
         backout_policy: match body.on_failure {

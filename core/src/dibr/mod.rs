@@ -87,6 +87,8 @@ pub struct Doc {
     pub cutover: Vec<cutover::CutoverRow>,
     /// The apply over time as an inline SVG (the HTML page's picture; empty before apply).
     pub timeline_svg: String,
+    /// A migration plan's evidence (section 21); none for other plans.
+    pub migration: Option<migration::MigrationSection>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +302,7 @@ pub struct Inputs<'a> {
 
 mod build;
 mod cutover;
+mod migration;
 mod procedure;
 
 pub use build::build;

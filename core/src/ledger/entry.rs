@@ -59,6 +59,14 @@ pub enum Event {
     /// Apply stopped while a condition gate waits (without `--wait`): its last value and
     /// clock; `apply --resume` evaluates again and the deadline keeps counting.
     ConditionWaiting,
+    /// A migration's copy decided its chunks (key or page ranges per table), once: a resumed
+    /// copy reads them back.
+    ChunksPlanned,
+    /// One chunk of a migration's copy committed on the target (rows, bytes, time).
+    ChunkCopied,
+    /// A migration's verification ended: the report (per table rows and hashes of both sides,
+    /// every difference and the rule that allowed it).
+    MigrationVerified,
 }
 
 impl Event {
@@ -90,6 +98,9 @@ impl Event {
             Event::DibrWritten => "dibr_written",
             Event::ConditionEvaluated => "condition_evaluated",
             Event::ConditionWaiting => "condition_waiting",
+            Event::ChunksPlanned => "chunks_planned",
+            Event::ChunkCopied => "chunk_copied",
+            Event::MigrationVerified => "migration_verified",
         }
     }
 }

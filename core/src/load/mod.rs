@@ -88,6 +88,21 @@ pub fn parse_release_plan(source: SourceFile) -> Result<Loaded<ReleasePlan>, Dia
     parse(source)
 }
 
+pub fn parse_migration_plan(
+    source: SourceFile,
+) -> Result<Loaded<crate::model::MigrationPlan>, Diagnostics> {
+    parse(source)
+}
+
+/// The `kind:` a plan file declares, if it can be read: which loader takes the file.
+pub fn plan_kind(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: Option<String>,
+    }
+    serde_saphyr::from_str::<Kind>(text).ok()?.kind
+}
+
 pub fn parse_runbook(source: SourceFile) -> Result<Loaded<Runbook>, Diagnostics> {
     parse(source)
 }

@@ -5,6 +5,7 @@
 
 mod hook;
 mod inventory;
+mod migration;
 mod release;
 mod runbook;
 
@@ -15,6 +16,9 @@ pub use inventory::{
     Inventory, KubernetesApp, KubernetesCloud, Line, LocalCloud, Maintenance, MaintenanceWindow,
     Notice, PgTls, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
     Tier, UpdateOrder, Weekday, major_of, resource_name,
+};
+pub use migration::{
+    DiffRule, Exclusion, MigrationKind, MigrationMode, MigrationPlan, qualified_table,
 };
 pub use release::{
     Gate, OnFailure, PlanKind, Release, ReleasePlan, Retire, SnapshotRequirement, Waiver, Wave,

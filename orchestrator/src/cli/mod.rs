@@ -11,6 +11,7 @@ mod dibr_cmd;
 #[cfg(feature = "ssh")]
 mod hosts;
 mod ledger_cmd;
+mod migrate_cmd;
 mod output;
 mod plan_cmd;
 #[cfg(feature = "aws")]
@@ -103,6 +104,11 @@ pub enum Command {
         /// Why the window is overridden (recorded).
         #[arg(long, requires = "outside_window", value_name = "TEXT")]
         reason: Option<String>,
+    },
+    /// A migration plan's evidence: verify again, or report from the ledger.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
     },
     /// Return an app on a site to its previous recorded release.
     Backout {
@@ -216,6 +222,17 @@ pub enum Command {
         #[arg(short = 'o', long = "out", default_value = "man")]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Verify a migration again, alone (read-only on both databases): every chunk's rows and
+    /// SHA-256 on both sides, differences named by key. Recorded. Exit 5 when a difference no
+    /// rule allows is found.
+    Verify { plan: PathBuf },
+    /// What the ledger holds of a migration: steps, write fence, rows and chunks copied per
+    /// table, the verification with both hashes and every difference, sequences.
+    Report { plan: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -584,6 +601,12 @@ pub fn run(cli: Cli) -> ExitCode {
                     },
                 ))
             }),
+        },
+        Command::Migrate { command } => match command {
+            MigrateCommand::Verify { plan } => {
+                runtime().and_then(|rt| rt.block_on(migrate_cmd::verify(&ctx, &plan)))
+            }
+            MigrateCommand::Report { plan } => migrate_cmd::report(&ctx, &plan),
         },
         Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
         Command::Completions { shell } => {

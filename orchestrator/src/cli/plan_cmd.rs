@@ -7,7 +7,20 @@ use crate::model::{Inventory, ReleasePlan};
 use crate::{exit, workspace};
 
 pub fn validate(ctx: &Ctx, inventory: &Path, plans: &[PathBuf]) -> Result<u8, CliError> {
-    workspace::load(inventory, plans).map_err(CliError::Invalid)?;
+    let (migrations, releases): (Vec<PathBuf>, Vec<PathBuf>) = plans
+        .iter()
+        .cloned()
+        .partition(|p| workspace::plan_kind(p) == "migration");
+    let mut diags = crate::load::Diagnostics::default();
+    if let Err(d) = workspace::load(inventory, &releases) {
+        diags.extend(d);
+    }
+    for m in &migrations {
+        if let Err(d) = workspace::load_migration(inventory, m) {
+            diags.extend(d);
+        }
+    }
+    diags.into_result().map_err(CliError::Invalid)?;
     ctx.out().validated(inventory, plans.len());
     Ok(exit::OK)
 }
@@ -37,6 +50,9 @@ pub async fn plan(
     plan_path: &Path,
     out: &Path,
 ) -> Result<u8, CliError> {
+    if workspace::plan_kind(plan_path) == "migration" {
+        return migration(ctx, inventory, plan_path, out).await;
+    }
     let (inv, plans) =
         workspace::load(inventory, &[plan_path.to_owned()]).map_err(CliError::Invalid)?;
     let state = ctx.state();
@@ -54,4 +70,21 @@ pub async fn plan(
     } else {
         exit::OK
     })
+}
+
+/// `ferry plan` of a migration plan: the preflight runs now; the plan is written only when it
+/// finds nothing.
+async fn migration(
+    ctx: &Ctx,
+    inventory: &Path,
+    plan_path: &Path,
+    out: &Path,
+) -> Result<u8, CliError> {
+    let (inv, mp) = workspace::load_migration(inventory, plan_path).map_err(CliError::Invalid)?;
+    let state = ctx.state();
+    let saved = crate::engine::migrate::make(&state, &inv, &mp).await?;
+    workspace::write_plan(out, &saved)?;
+    crate::engine::plan::record_created(&state, &saved, out)?;
+    ctx.out().plan(&saved, out, &[]);
+    Ok(exit::CHANGES)
 }

@@ -9,6 +9,7 @@ pub mod backout;
 pub mod dibr;
 #[cfg(feature = "ssh")]
 pub mod hosts;
+pub mod migrate;
 pub mod plan;
 #[cfg(feature = "aws")]
 pub mod runbook;

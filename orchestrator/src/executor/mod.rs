@@ -3,6 +3,7 @@
 //! reported. The only module (with the drivers) that runs async code.
 
 mod gates;
+mod migrate;
 mod resume;
 mod window;
 // The executor's tests drive operation steps through the RDS fake.
@@ -52,6 +53,9 @@ pub trait Progress: Send + Sync {
     fn line(&self, line: &str);
     /// One more step reached an end state.
     fn step_done(&self) {}
+    /// Data moved by a migration's copy: rows and bytes since the last report, for `what` (a
+    /// table).
+    fn transfer(&self, _what: &str, _rows: u64, _bytes: u64) {}
     /// The run ended (whatever the outcome).
     fn finish(&self) {}
 }
@@ -192,6 +196,8 @@ struct Shared {
     waiting: Mutex<BTreeMap<String, crate::gate::GateClock>>,
     /// Gate clocks recorded by earlier runs of the plan.
     prior_gates: BTreeMap<String, crate::gate::GateClock>,
+    /// Migration copy chunks recorded by earlier runs of the plan.
+    prior_chunks: BTreeMap<String, crate::pgmigrate::PriorChunks>,
     /// Set by a gate whose deadline passed: its `on_timeout` decides the run, not the plan's
     /// `on_failure`.
     on_timeout: Mutex<Option<crate::model::OnTimeout>>,
@@ -396,6 +402,15 @@ impl Shared {
             Op::WaitUntil { .. } => {
                 let end = self.run_gate(step, &op.op).await?;
                 return self.finish_gate(step, end, started).await;
+            }
+            Op::Migrate { phase, spec } => {
+                self.run_migrate(step, *phase, spec)
+                    .await
+                    .map_err(|message| DriverError::Failed {
+                        target: step.target.id.clone(),
+                        action: op.op.name(),
+                        message,
+                    })
             }
             Op::Call { .. } | Op::Record { .. } => {
                 self.run_hook(&op.op)
@@ -634,6 +649,7 @@ impl Shared {
             held: Mutex::new(BTreeMap::new()),
             waiting: Mutex::new(BTreeMap::new()),
             prior_gates: prior.gates.clone(),
+            prior_chunks: prior.chunks.clone(),
             on_timeout: Mutex::new(None),
         })
     }
@@ -1143,6 +1159,7 @@ fn op_summary(op: &Op, d: &serde_json::Value) -> String {
         Op::Record { label, .. } => {
             format!("{label} = {}", crate::gate::text(&d["value"]))
         }
+        Op::Migrate { phase, .. } => migrate::summary(*phase, d),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct PriorRun {
     /// `condition_waiting`): a resumed gate keeps counting its deadline from its first
     /// evaluation.
     pub gates: BTreeMap<String, crate::gate::GateClock>,
+    /// Each migration copy step's chunks as decided, and those recorded as copied.
+    pub chunks: BTreeMap<String, crate::pgmigrate::PriorChunks>,
 }
 
 pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
@@ -61,6 +63,22 @@ pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
                     .and_then(|d| serde_json::from_value(d["clock"].clone()).ok())
                 {
                     p.gates.insert(s.clone(), clock);
+                }
+            }
+            (Event::ChunksPlanned, Some(s)) => {
+                let planned = e
+                    .detail
+                    .as_ref()
+                    .and_then(|d| serde_json::from_value(d["chunks"].clone()).ok());
+                p.chunks.entry(s.clone()).or_default().planned = planned;
+            }
+            (Event::ChunkCopied, Some(s)) => {
+                if let Some(c) = e.detail.as_ref().and_then(|d| d["chunk"].as_str()) {
+                    p.chunks
+                        .entry(s.clone())
+                        .or_default()
+                        .done
+                        .insert(c.to_owned());
                 }
             }
             _ => {}

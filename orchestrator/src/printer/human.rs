@@ -100,7 +100,7 @@ fn outcome_text_of(r: &ApplyResult, path: &Path) -> String {
         } => {
             // Runbook steps are confirmed by their runbook name.
             let handle = match r.plan.body.kind {
-                SavedPlanKind::Runbook => r
+                SavedPlanKind::Runbook | SavedPlanKind::Migration => r
                     .plan
                     .step(step)
                     .and_then(|s| r.plan.body.waves.get(s.wave))
@@ -472,6 +472,19 @@ impl Printer for Human {
             dir.display()
         );
         self.say(&text);
+    }
+
+    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport) {
+        let mut text = format!(
+            "Verification of migration plan {plan_id}: {}\n",
+            r.verdict()
+        );
+        text.push_str(&crate::migrate::evidence::tables_markdown(r));
+        self.say(text.trim_end());
+    }
+
+    fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport) {
+        self.say(crate::migrate::evidence::markdown(r).trim_end());
     }
 
     fn host_key(&mut self, k: &HostKey<'_>) {

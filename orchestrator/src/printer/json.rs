@@ -315,6 +315,25 @@ impl Printer for Json {
         }));
     }
 
+    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport) {
+        self.doc(&json!({
+            "format": "ferry.migration_verification",
+            "version": JSON_VERSION,
+            "plan_id": plan_id,
+            "passed": r.passed(),
+            "unexplained": r.unexplained(),
+            "report": r,
+        }));
+    }
+
+    fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport) {
+        self.doc(&json!({
+            "format": "ferry.migration_report",
+            "version": JSON_VERSION,
+            "report": r,
+        }));
+    }
+
     fn host_key(&mut self, _k: &HostKey<'_>) {}
 
     fn host_trusted(&mut self, k: &HostKey<'_>, already: bool) {

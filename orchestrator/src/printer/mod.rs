@@ -89,6 +89,10 @@ pub trait Printer {
     /// A host key now trusted; `already` when known_hosts held it before.
     fn host_trusted(&mut self, k: &HostKey<'_>, already: bool);
     fn man_pages(&mut self, dir: &Path);
+    /// `ferry migrate verify`: the verification report.
+    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport);
+    /// `ferry migrate report`: everything the ledger holds of a migration.
+    fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport);
     /// A command failed with exit code `code`.
     fn error(&mut self, e: &Error, code: u8);
 }

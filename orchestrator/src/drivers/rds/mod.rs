@@ -434,8 +434,14 @@ impl OpRunner for RdsOps {
             run,
         };
         let mut out = match op {
-            Op::Manual { .. } | Op::WaitUntil { .. } | Op::Call { .. } | Op::Record { .. } => {
-                unreachable!("the executor runs manual steps, gates, calls and records itself")
+            Op::Manual { .. }
+            | Op::WaitUntil { .. }
+            | Op::Call { .. }
+            | Op::Record { .. }
+            | Op::Migrate { .. } => {
+                unreachable!(
+                    "the executor runs manual steps, gates, calls, records and migrations itself"
+                )
             }
             Op::RdsSnapshot {
                 identifier,

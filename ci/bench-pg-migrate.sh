@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmark: move the same generated PostgreSQL database (~1 GB: a table holding ~60% of the
+# data, a uuid-keyed table of bytea and jsonb, a table without a primary key, small tables,
+# sequences, timestamptz, numeric and NULLs) between two clusters from Debian's packages,
+# three ways, side by side, each into a fresh empty database:
+#   ferry     `ferry plan` + `ferry apply` of a `kind: migration` plan: preflight, schema,
+#             chunked COPY -> COPY (binary) in parallel, indexes, VERIFICATION of every chunk on
+#             both sides (row count + SHA-256), sequences; every chunk a ledger record
+#   pg_dump   `pg_dump -Fc -Z0 | pg_restore` (no verification, no resume)
+#   pgcopydb  Debian's `pgcopydb clone` (parallel copy and index builds, no row verification)
+# All three use the same superuser over TCP, the same parallelism (JOBS), the same machine.
+# The last line is the result:
+#   pg-migrate: ferry_s=… pg_dump_s=… pgcopydb_s=… vs_pg_dump=… vs_pgcopydb=…
+# (each vs_ is ferry's time over the other's).
+#
+# Usage: ci/bench-pg-migrate.sh [SCALE=1]   (SCALE 1 = ~1 GB; needs root for apt)
+set -euo pipefail
+SCALE=${1:-1}
+JOBS=${JOBS:-4}
+SRC_PORT=55601
+DST_PORT=55602
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+ci/postgres.sh install
+command -v pgcopydb >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgcopydb >/dev/null
+cargo build --release --locked --quiet -p ferry
+FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
+
+WORK=$(mktemp -d /tmp/ferry-pgbench.XXXXXX)
+cleanup() { ci/postgres.sh stop "$WORK/src" || true; ci/postgres.sh stop "$WORK/dst" || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/src" "$WORK/dst"
+ci/postgres.sh start "$WORK/src" $SRC_PORT >/dev/null
+ci/postgres.sh start "$WORK/dst" $DST_PORT >/dev/null
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+as_pg() { runuser -u postgres -- "$@"; }
+for d in src dst; do
+  port=$SRC_PORT; [ $d = dst ] && port=$DST_PORT
+  as_pg "$BIN/psql" -qX -h "$WORK/$d/pg" -p $port -d postgres -c "ALTER ROLE postgres PASSWORD 'bench'" >/dev/null
+done
+psql_src() { as_pg "$BIN/psql" -qX -v ON_ERROR_STOP=1 -h "$WORK/src/pg" -p $SRC_PORT -d app "$@"; }
+psql_dst() { as_pg "$BIN/psql" -qX -v ON_ERROR_STOP=1 -h "$WORK/dst/pg" -p $DST_PORT -d postgres "$@"; }
+
+echo "== generating the source database (scale $SCALE)" >&2
+N_BIG=$((3000000 * SCALE)); N_DOCS=$((250000 * SCALE)); N_LOGS=$((1500000 * SCALE))
+psql_src <<SQL
+ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM probe;
+CREATE TABLE big (id bigserial PRIMARY KEY, account int NOT NULL, label text, amount numeric(14,2),
+  at timestamptz, attrs jsonb);
+INSERT INTO big (account, label, amount, at, attrs)
+  SELECT g % 10007, md5(g::text) || repeat('x', g % 60), (g % 100000) / 7.0,
+         '2020-01-01'::timestamptz + g * interval '7 s',
+         CASE WHEN g % 5 = 0 THEN NULL ELSE jsonb_build_object('g', g, 'tag', 't' || (g % 13)) END
+  FROM generate_series(1, $N_BIG) g;
+CREATE INDEX big_account ON big (account);
+CREATE TABLE docs (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), body bytea, meta jsonb, created timestamptz);
+INSERT INTO docs (body, meta, created)
+  SELECT decode(repeat(md5(g::text), 12), 'hex'), jsonb_build_object('n', g, 'kind', g % 3),
+         CASE WHEN g % 11 = 0 THEN NULL ELSE now() - g * interval '1 min' END
+  FROM generate_series(1, $N_DOCS) g;
+CREATE TABLE logs (at timestamptz, level text, msg text);
+INSERT INTO logs SELECT '2024-01-01'::timestamptz + g * interval '1 s', (ARRAY['info','warn','error'])[1 + g % 3],
+  'request ' || g || ' took ' || (g % 997) || ' ms'
+  FROM generate_series(1, $N_LOGS) g;
+CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
+INSERT INTO users (name, email) SELECT 'user ' || g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'u' || g || '@example.org' END
+  FROM generate_series(1, 20000) g;
+VACUUM ANALYZE;
+SQL
+SIZE=$(psql_src -At -c "SELECT pg_size_pretty(pg_database_size('app'))")
+echo "source database: $SIZE" >&2
+
+now() { date +%s.%N; }
+fresh() { psql_dst -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
+
+# ferry
+fresh bench_ferry
+cd "$WORK"
+echo bench > pw
+cat > inventory.yaml <<YAML
+version: 1
+sites: [{ id: bench, tier: sqa, clouds: [local] }]
+clouds: [{ id: local, kind: local, local: { root: targets } }]
+apps: []
+databases:
+  - { id: src, engine: postgres, postgres: { host: 127.0.0.1, port: $SRC_PORT, dbname: app, user: postgres, password: "file:pw", tls: disable } }
+  - { id: dst, engine: postgres, postgres: { host: 127.0.0.1, port: $DST_PORT, dbname: bench_ferry, user: postgres, password: "file:pw", tls: disable } }
+YAML
+cat > move.yaml <<YAML
+version: 1
+kind: migration
+name: bench
+source: src
+target: dst
+max_parallel: $JOBS
+chunk_rows: 250000
+YAML
+export FERRY_STATE_DIR=$WORK/.ferry FERRY_ACTOR=bench
+"$FERRY" plan -i inventory.yaml move.yaml -o move.json >/dev/null || [ $? -eq 2 ]
+t0=$(now)
+"$FERRY" apply move.json >/dev/null 2>"$WORK/ferry.err" || { cat "$WORK/ferry.err" >&2; exit 1; }
+t1=$(now)
+FERRY_S=$(echo "$t1 - $t0" | bc)
+CHUNKS=$(grep -c '"event":"chunk_copied"' .ferry/ledger.jsonl)
+echo "ferry: ${FERRY_S}s ($CHUNKS chunks, verified)" >&2
+cd "$ROOT"
+
+# pg_dump | pg_restore
+fresh bench_pgdump
+export PGPASSWORD=bench
+t0=$(now)
+"$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
+  "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_pgdump
+t1=$(now)
+PGDUMP_S=$(echo "$t1 - $t0" | bc)
+echo "pg_dump | pg_restore: ${PGDUMP_S}s" >&2
+
+# pgcopydb clone
+fresh bench_pgcopydb
+t0=$(now)
+pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
+  --target "postgres://postgres:bench@127.0.0.1:$DST_PORT/bench_pgcopydb" \
+  --dir "$WORK/pgcopydb" --table-jobs $JOBS --index-jobs $JOBS --no-owner >"$WORK/pgcopydb.log" 2>&1 ||
+  { tail -20 "$WORK/pgcopydb.log" >&2; exit 1; }
+t1=$(now)
+PGCOPYDB_S=$(echo "$t1 - $t0" | bc)
+echo "pgcopydb clone: ${PGCOPYDB_S}s" >&2
+
+ratio() { echo "scale=2; $1 / $2" | bc; }
+echo "pg-migrate: ferry_s=$FERRY_S pg_dump_s=$PGDUMP_S pgcopydb_s=$PGCOPYDB_S vs_pg_dump=$(ratio $FERRY_S $PGDUMP_S) vs_pgcopydb=$(ratio $FERRY_S $PGCOPYDB_S) source=${SIZE// /}"

@@ -1,0 +1,232 @@
+//! The statements a migration sends, built from the catalog's names and the chunks' values:
+//! identifiers always quoted, values always literals (COPY takes no parameters).
+
+use super::{Chunk, Column, Range, Table};
+
+/// Settings every migration session starts with, on both servers: the text form of every value
+/// (dates, times, floats, bytea, intervals) is then the same on both, so hashes of equal rows
+/// are equal, and `'...'` literals take backslashes as they are.
+pub const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; SET statement_timeout = 0";
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'value'` with embedded quotes doubled (standard_conforming_strings is on in every session
+/// ferry opens; a NUL cannot be in a PostgreSQL text value).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn column_list(cols: &[&Column]) -> String {
+    cols.iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A key column as ranges compare it: text-like columns in the "C" collation, so both servers
+/// order (and split) keys the same way whatever their locales.
+fn key_expr(c: &Column) -> String {
+    if c.collatable {
+        format!("{} COLLATE \"C\"", quote_ident(&c.name))
+    } else {
+        quote_ident(&c.name)
+    }
+}
+
+fn key_value(c: &Column, v: &str) -> String {
+    let lit = format!("{}::{}", quote_literal(v), c.type_name);
+    if c.collatable {
+        format!("{lit} COLLATE \"C\"")
+    } else {
+        lit
+    }
+}
+
+fn row_of(items: Vec<String>) -> String {
+    if items.len() == 1 {
+        items.into_iter().next().unwrap_or_default()
+    } else {
+        format!("ROW({})", items.join(", "))
+    }
+}
+
+/// The key columns as one (row) value, ordered as ranges order them.
+pub fn key_row(table: &Table) -> String {
+    row_of(table.key_columns().into_iter().map(key_expr).collect())
+}
+
+fn key_literal(table: &Table, values: &[String]) -> String {
+    row_of(
+        table
+            .key_columns()
+            .into_iter()
+            .zip(values)
+            .map(|(c, v)| key_value(c, v))
+            .collect(),
+    )
+}
+
+/// The `WHERE` condition of a range (`TRUE` for the whole table).
+pub fn predicate(table: &Table, range: &Range) -> String {
+    match range {
+        Range::All => "TRUE".into(),
+        Range::Key { lower, upper } => {
+            let mut parts = Vec::new();
+            if let Some(l) = lower {
+                parts.push(format!("{} >= {}", key_row(table), key_literal(table, l)));
+            }
+            if let Some(u) = upper {
+                parts.push(format!("{} < {}", key_row(table), key_literal(table, u)));
+            }
+            if parts.is_empty() {
+                "TRUE".into()
+            } else {
+                parts.join(" AND ")
+            }
+        }
+        Range::Pages { from, to } => {
+            let mut s = format!("ctid >= '({from},0)'::tid");
+            if let Some(t) = to {
+                s.push_str(&format!(" AND ctid < '({t},0)'::tid"));
+            }
+            s
+        }
+    }
+}
+
+fn all_columns(table: &Table) -> Vec<&Column> {
+    table.columns.iter().collect()
+}
+
+fn format_clause(table: &Table) -> &'static str {
+    if table.binary_copy() {
+        "(FORMAT binary)"
+    } else {
+        "(FORMAT text)"
+    }
+}
+
+/// The source side of a chunk's copy.
+pub fn copy_out(table: &Table, chunk: &Chunk) -> String {
+    format!(
+        "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT {}",
+        column_list(&all_columns(table)),
+        table.quoted(),
+        predicate(table, &chunk.range),
+        format_clause(table)
+    )
+}
+
+/// The target side of a chunk's copy.
+pub fn copy_in(table: &Table) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN {}",
+        table.quoted(),
+        column_list(&all_columns(table)),
+        format_clause(table)
+    )
+}
+
+/// The canonical text of a row: the columns compared (all but `skip`) as one record, whose text
+/// form tells NULL (nothing) from an empty string (`""`) and quotes what needs it.
+pub fn row_text(table: &Table, skip: &[String]) -> String {
+    let cols: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| !skip.contains(&c.name))
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    format!("ROW({})::text", cols.join(", "))
+}
+
+/// One row of `count`, SHA-256 (hex) of a range: the SHA-256 of each row's canonical text,
+/// sorted (bytewise, so collations do not matter), concatenated and hashed again. Computed by
+/// the server: the rows do not travel.
+pub fn range_hash(table: &Table, range: &Range, skip: &[String]) -> String {
+    format!(
+        "SELECT count(*), encode(sha256(coalesce(string_agg(h, ''::bytea ORDER BY h), ''::bytea)), 'hex') \
+FROM (SELECT sha256(convert_to({}, 'UTF8')) AS h FROM ONLY {} WHERE {}) s",
+        row_text(table, skip),
+        table.quoted(),
+        predicate(table, range)
+    )
+}
+
+/// The key (as text) of every `every`-th row of a table, in key order: where chunks start.
+pub fn chunk_starts(table: &Table, every: u64) -> String {
+    let keys: Vec<String> = table
+        .key_columns()
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect();
+    format!(
+        "SELECT {k} FROM (SELECT {cols}, row_number() OVER (ORDER BY {order}) AS ferry_rn FROM ONLY {t}) s \
+WHERE ferry_rn % {every} = 1 AND ferry_rn > 1 ORDER BY ferry_rn",
+        k = (0..keys.len())
+            .map(|i| format!("k{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cols = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        order = order_by(table),
+        t = table.quoted(),
+    )
+}
+
+fn order_by(table: &Table) -> String {
+    table
+        .key_columns()
+        .into_iter()
+        .map(key_expr)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The key (as text) of the row in the middle of a range: where a bisection splits it.
+pub fn middle_key(table: &Table, range: &Range, rows: i64) -> String {
+    format!(
+        "SELECT {} FROM ONLY {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1",
+        table
+            .key_columns()
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        table.quoted(),
+        predicate(table, range),
+        order_by(table),
+        (rows / 2).max(1)
+    )
+}
+
+/// Each row of a (small) range: its key as text, its hash (hex) and its canonical text.
+pub fn rows_of(table: &Table, range: &Range, skip: &[String]) -> String {
+    let key = if table.key.is_empty() {
+        "''".to_owned()
+    } else {
+        format!(
+            "concat_ws(', ', {})",
+            table
+                .key_columns()
+                .iter()
+                .map(|c| format!("{}::text", quote_ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let text = row_text(table, skip);
+    format!(
+        "SELECT {key}, encode(sha256(convert_to({text}, 'UTF8')), 'hex'), left({text}, 300) FROM ONLY {} WHERE {}",
+        table.quoted(),
+        predicate(table, range)
+    )
+}

@@ -1,0 +1,240 @@
+use super::report::{RowHash, diff_rows, rollup};
+use super::sql::*;
+use super::*;
+
+fn col(name: &str, ty: &str, collatable: bool) -> Column {
+    Column {
+        name: name.into(),
+        type_name: ty.into(),
+        binary: true,
+        collatable,
+    }
+}
+
+fn orders() -> Table {
+    Table {
+        schema: "public".into(),
+        name: "orders".into(),
+        columns: vec![col("id", "bigint", false), col("note", "text", true)],
+        key: vec!["id".into()],
+        rows_estimate: 1000,
+        pages: 10,
+        bytes: 81920,
+    }
+}
+
+#[test]
+fn names_are_quoted_and_values_are_literals() {
+    assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    assert_eq!(quote_literal("o'brien\\"), r"'o''brien\'");
+    let mut t = orders();
+    t.name = "Order\"s".into();
+    assert_eq!(t.quoted(), r#""public"."Order""s""#);
+}
+
+#[test]
+fn key_ranges_compare_text_keys_in_the_c_collation() {
+    let mut t = orders();
+    t.key = vec!["note".into(), "id".into()];
+    let range = Range::Key {
+        lower: Some(vec!["a'b".into(), "7".into()]),
+        upper: None,
+    };
+    assert_eq!(
+        predicate(&t, &range),
+        r#"ROW("note" COLLATE "C", "id") >= ROW('a''b'::text COLLATE "C", '7'::bigint)"#
+    );
+    let one = Range::Key {
+        lower: Some(vec!["5".into()]),
+        upper: Some(vec!["9".into()]),
+    };
+    assert_eq!(
+        predicate(&orders(), &one),
+        r#""id" >= '5'::bigint AND "id" < '9'::bigint"#
+    );
+}
+
+#[test]
+fn chunks_from_starts_cover_every_key_once() {
+    let t = orders();
+    let c = key_chunks(&t, &[vec!["100".into()], vec!["200".into()]]);
+    assert_eq!(c.len(), 3);
+    assert_eq!(
+        c[0].range,
+        Range::Key {
+            lower: None,
+            upper: Some(vec!["100".into()])
+        }
+    );
+    assert_eq!(
+        c[2].range,
+        Range::Key {
+            lower: Some(vec!["200".into()]),
+            upper: None
+        }
+    );
+    assert_eq!(c[1].id(), "public.orders#1");
+    assert_eq!(key_chunks(&t, &[]), vec![whole(&t)]);
+}
+
+#[test]
+fn page_chunks_end_open_and_small_tables_are_whole() {
+    let mut t = orders();
+    t.key.clear();
+    t.rows_estimate = 1000;
+    t.pages = 10;
+    let c = page_chunks(&t, 300);
+    assert_eq!(c.len(), 4, "{c:?}");
+    assert_eq!(
+        c[0].range,
+        Range::Pages {
+            from: 0,
+            to: Some(3)
+        }
+    );
+    assert_eq!(c[3].range, Range::Pages { from: 9, to: None });
+    assert_eq!(page_chunks(&t, 5000), vec![whole(&t)]);
+    assert_eq!(
+        predicate(&t, &c[1].range),
+        "ctid >= '(3,0)'::tid AND ctid < '(6,0)'::tid"
+    );
+}
+
+#[test]
+fn copy_is_binary_only_for_built_in_types() {
+    let mut t = orders();
+    assert!(copy_out(&t, &whole(&t)).ends_with("TO STDOUT (FORMAT binary)"));
+    assert_eq!(
+        copy_in(&t),
+        r#"COPY "public"."orders" ("id", "note") FROM STDIN (FORMAT binary)"#
+    );
+    t.columns[1].binary = false;
+    assert!(copy_in(&t).ends_with("(FORMAT text)"));
+}
+
+#[test]
+fn the_row_hash_leaves_out_skipped_columns_and_sorts_bytewise() {
+    let t = orders();
+    let sql = range_hash(&t, &Range::All, &["note".into()]);
+    assert!(sql.contains(r#"ROW("id")::text"#), "{sql}");
+    assert!(sql.contains("ORDER BY h"), "{sql}");
+    assert!(sql.contains("FROM ONLY"), "{sql}");
+}
+
+fn row(k: &str, h: &str) -> RowHash {
+    (k.into(), h.into(), format!("({k},{h})"))
+}
+
+#[test]
+fn row_differences_are_named_by_key() {
+    let s = vec![row("1", "a"), row("2", "b"), row("3", "c")];
+    let t = vec![row("1", "a"), row("2", "X"), row("4", "d")];
+    let d = diff_rows("public.orders", &s, &t);
+    let got: Vec<(&str, DifferenceKind)> = d.iter().map(|d| (d.key.as_str(), d.kind)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2", DifferenceKind::Changed),
+            ("3", DifferenceKind::Missing),
+            ("4", DifferenceKind::Extra)
+        ]
+    );
+}
+
+#[test]
+fn rows_without_a_key_are_a_multiset() {
+    let s = vec![row("", "a"), row("", "a"), row("", "b")];
+    let t = vec![row("", "a"), row("", "b"), row("", "b")];
+    let d = diff_rows("public.log", &s, &t);
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].kind, DifferenceKind::Missing);
+    assert_eq!(d[1].kind, DifferenceKind::Extra);
+    assert!(d.iter().all(|d| d.key.is_empty()));
+}
+
+#[test]
+fn a_rollup_depends_on_every_chunk_and_its_order() {
+    let a = rollup(["x", "y"]);
+    assert_ne!(a, rollup(["y", "x"]));
+    assert_ne!(a, rollup(["x"]));
+    assert_eq!(a, rollup(["x", "y"]));
+}
+
+#[test]
+fn catalogs_report_missing_changed_and_extra_objects() {
+    let item = |k: &str, n: &str, d: &str| CatalogItem {
+        kind: k.into(),
+        name: n.into(),
+        definition: d.into(),
+    };
+    let s = vec![
+        item("column", "public.t.a", "integer"),
+        item("column", "public.t.b", "text"),
+        item("index", "public.t_pkey", "btree (a)"),
+    ];
+    let t = vec![
+        item("column", "public.t.a", "bigint"),
+        item("column", "public.t.c", "text"),
+    ];
+    let f = compare_catalogs(&s, &t, &["column"]);
+    let m: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(m[0].contains("public.t.a differs"), "{m:?}");
+    assert!(m[1].contains("public.t.b is missing"), "{m:?}");
+    assert!(m[2].contains("public.t.c is on the target only"), "{m:?}");
+}
+
+#[test]
+fn rules_and_exclusions_must_name_source_tables_and_columns() {
+    let spec = MigrationSpec {
+        source: "a".into(),
+        target: "b".into(),
+        mode: crate::model::MigrationMode::Empty,
+        max_parallel: 2,
+        chunk_rows: 1000,
+        exclude: vec![crate::model::Exclusion {
+            table: "cache".into(),
+            reason: "rebuilt".into(),
+        }],
+        rules: vec![crate::model::DiffRule {
+            name: "stamp".into(),
+            table: "orders".into(),
+            columns: vec!["nope".into()],
+            reason: "trigger".into(),
+        }],
+    };
+    let problems = spec.unknown_tables(&[orders()]);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`cache`"));
+    assert!(problems[1].contains("column `nope`"));
+    assert_eq!(
+        spec.skipped_columns("public.orders"),
+        vec!["nope".to_string()]
+    );
+}
+
+#[test]
+fn an_extension_missing_or_at_another_version_on_the_target_is_a_finding() {
+    use std::collections::BTreeMap;
+    let installed: BTreeMap<String, String> = [
+        ("plpgsql", "1.0"),
+        ("hstore", "1.8"),
+        ("postgis", "3.4.2"),
+        ("citext", "1.6"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    let mut available = catalog::Available::new();
+    available.insert("hstore".into(), (Some("1.8".into()), None));
+    available.insert("citext".into(), (Some("1.6".into()), Some("1.5".into())));
+    let f = catalog::extension_findings(&installed, &available, "PostgreSQL at h:1 (database `b`)");
+    let m: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(
+        m,
+        vec![
+            "extension `citext` is 1.6 on the source, 1.5 on the target",
+            "extension `postgis` (3.4.2 on the source) is not available on the target server (PostgreSQL at h:1 (database `b`))",
+        ]
+    );
+}

@@ -1,0 +1,289 @@
+//! The copy: every chunk of every table streamed COPY -> COPY between the two servers (binary
+//! where every column's type is built in), up to `max_parallel` chunks at once, each on its own
+//! pair of connections. No file, no snapshot held across processes: the source is behind the
+//! plan's write fence.
+//!
+//! A chunk is one transaction on the target that also writes its marker row
+//! (`ferry_migration.chunks`), so a chunk is either wholly there, with its marker, or not at all:
+//! a copy killed mid-chunk leaves nothing half-written, and a resumed copy adopts chunks whose
+//! marker committed but whose ledger record was never written, and redoes only the others. The
+//! chunks of a table are decided once, recorded (`chunks_planned`), and read back on resume.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt, pin_mut};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Migration, Side};
+use crate::migrate::sql;
+use crate::migrate::{Chunk, Table, key_chunks, page_chunks};
+
+/// What the ledger says of an earlier run of this copy step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriorChunks {
+    /// The chunks decided by the first run.
+    pub planned: Option<Vec<Chunk>>,
+    /// Chunk ids recorded as copied.
+    pub done: BTreeSet<String>,
+}
+
+/// One chunk copied, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCopied {
+    pub chunk: String,
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub ms: u64,
+    /// Its transaction committed before an earlier run stopped; found by its marker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
+}
+
+/// Where the copy reports: the ledger (durably, before the next chunk is counted), progress and
+/// the run's cancellation.
+#[async_trait::async_trait]
+pub trait CopyLog: Send + Sync {
+    async fn planned(&self, chunks: &[Chunk]) -> Result<(), String>;
+    async fn copied(&self, c: &ChunkCopied) -> Result<(), String>;
+    fn progress(&self, _table: &str, _rows: u64, _bytes: u64) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+const MARKERS: &str = "CREATE SCHEMA IF NOT EXISTS ferry_migration; \
+CREATE TABLE IF NOT EXISTS ferry_migration.chunks (plan_id text NOT NULL, chunk text NOT NULL, \
+rows bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (plan_id, chunk))";
+
+/// Copies every chunk not yet copied; the summary per table.
+pub async fn run(
+    m: &Migration<'_>,
+    prior: &PriorChunks,
+    log: &dyn CopyLog,
+) -> Result<Value, String> {
+    let source = m.source().await?;
+    let target = m.target().await?;
+    let tables = m.tables(&source).await?;
+    let chunks = match &prior.planned {
+        Some(c) => c.clone(),
+        None => {
+            let c = plan_chunks(&source, &tables, m.spec.chunk_rows).await?;
+            log.planned(&c).await?;
+            c
+        }
+    };
+    target
+        .client
+        .batch_execute(MARKERS)
+        .await
+        .map_err(|e| target.error(&e))?;
+    let mut done = prior.done.clone();
+    for rec in adopt(m, &target, &chunks, &done).await? {
+        log.copied(&rec).await?;
+        done.insert(rec.chunk.clone());
+    }
+    let by_id: BTreeMap<String, &Table> = tables.iter().map(|t| (t.id(), t)).collect();
+    let mut todo: Vec<Chunk> = chunks
+        .iter()
+        .filter(|c| !done.contains(&c.id()))
+        .cloned()
+        .collect();
+    let size = |c: &Chunk| by_id.get(&c.table).map_or(0, |t| t.bytes);
+    todo.sort_by_key(|c| (std::cmp::Reverse(size(c)), c.table.clone(), c.n));
+    let queue = Mutex::new(VecDeque::from(todo));
+    let workers = (0..m.spec.max_parallel.max(1)).map(|_| worker(m, &by_id, &queue, log));
+    let copied: Vec<Vec<ChunkCopied>> = futures_util::future::try_join_all(workers).await?;
+    let left = queue.lock().expect("queue").len();
+    if left > 0 {
+        return Err(format!(
+            "stopped with {left} chunk(s) left to copy; `ferry apply --resume` copies only those"
+        ));
+    }
+    target
+        .client
+        .batch_execute("DROP SCHEMA ferry_migration CASCADE")
+        .await
+        .map_err(|e| target.error(&e))?;
+    Ok(summary(
+        &chunks,
+        copied.into_iter().flatten().collect(),
+        &done,
+    ))
+}
+
+/// Chunks of every table: primary-key ranges of `chunk_rows` rows for a large keyed table,
+/// page ranges for a large table without a key, the whole table otherwise.
+pub async fn plan_chunks(
+    source: &Side,
+    tables: &[Table],
+    chunk_rows: u64,
+) -> Result<Vec<Chunk>, String> {
+    let mut out = Vec::new();
+    for t in tables {
+        if t.rows_estimate as u64 <= chunk_rows {
+            out.push(crate::migrate::whole(t));
+        } else if t.key.is_empty() {
+            out.extend(page_chunks(t, chunk_rows));
+        } else {
+            let rows = source
+                .client
+                .query(&sql::chunk_starts(t, chunk_rows), &[])
+                .await
+                .map_err(|e| source.error(&e))?;
+            let starts: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
+                .collect();
+            out.extend(key_chunks(t, &starts));
+        }
+    }
+    Ok(out)
+}
+
+/// Chunks whose transaction committed (their marker is there) but that the ledger does not
+/// record: an earlier run stopped between the commit and the record.
+async fn adopt(
+    m: &Migration<'_>,
+    target: &Side,
+    chunks: &[Chunk],
+    done: &BTreeSet<String>,
+) -> Result<Vec<ChunkCopied>, String> {
+    let rows = target
+        .client
+        .query(
+            "SELECT chunk, rows, bytes FROM ferry_migration.chunks WHERE plan_id = $1",
+            &[&m.plan_id],
+        )
+        .await
+        .map_err(|e| target.error(&e))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        if done.contains(&id) {
+            continue;
+        }
+        if let Some(c) = chunks.iter().find(|c| c.id() == id) {
+            out.push(ChunkCopied {
+                chunk: id,
+                table: c.table.clone(),
+                rows: r.get::<_, i64>(1) as u64,
+                bytes: r.get::<_, i64>(2) as u64,
+                ms: 0,
+                recovered: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Takes chunks off the queue until it is empty (or the run is cancelled), on its own
+/// connections; each chunk is recorded before the next is taken.
+async fn worker(
+    m: &Migration<'_>,
+    tables: &BTreeMap<String, &Table>,
+    queue: &Mutex<VecDeque<Chunk>>,
+    log: &dyn CopyLog,
+) -> Result<Vec<ChunkCopied>, String> {
+    let mut done = Vec::new();
+    let mut sides: Option<(Side, Side)> = None;
+    loop {
+        if log.cancelled() {
+            return Ok(done);
+        }
+        let Some(chunk) = queue.lock().expect("queue").pop_front() else {
+            return Ok(done);
+        };
+        if sides.is_none() {
+            sides = Some((m.source().await?, m.target().await?));
+        }
+        let (src, tgt) = sides.as_mut().expect("connected");
+        let table = tables
+            .get(&chunk.table)
+            .ok_or_else(|| format!("table {} is no longer on the source", chunk.table))?;
+        let started = Instant::now();
+        let (rows, bytes) = copy_chunk(m, src, tgt, table, &chunk, log).await?;
+        let rec = ChunkCopied {
+            chunk: chunk.id(),
+            table: chunk.table.clone(),
+            rows,
+            bytes,
+            ms: started.elapsed().as_millis() as u64,
+            recovered: false,
+        };
+        log.copied(&rec).await?;
+        done.push(rec);
+    }
+}
+
+/// One chunk: COPY out of the source straight into COPY on the target, and the chunk's marker,
+/// in one target transaction. Rows and bytes copied.
+async fn copy_chunk(
+    m: &Migration<'_>,
+    src: &Side,
+    tgt: &mut Side,
+    table: &Table,
+    chunk: &Chunk,
+    log: &dyn CopyLog,
+) -> Result<(u64, u64), String> {
+    let place = tgt.db.place.clone();
+    let terr = |e: tokio_postgres::Error| format!("{place}: {}", crate::probe::pg_error(&e));
+    let tx = tgt.client.transaction().await.map_err(terr)?;
+    let sink = tx.copy_in(&sql::copy_in(table)).await.map_err(terr)?;
+    pin_mut!(sink);
+    let stream = src
+        .client
+        .copy_out(&sql::copy_out(table, chunk))
+        .await
+        .map_err(|e| src.error(&e))?;
+    pin_mut!(stream);
+    // One COPY message is one row; progress is reported every 4 MiB, as differences.
+    let (mut bytes, mut messages, mut shown, mut shown_rows) = (0u64, 0u64, 0u64, 0u64);
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(|e| src.error(&e))?;
+        bytes += data.len() as u64;
+        messages += 1;
+        sink.feed(data).await.map_err(terr)?;
+        if bytes - shown > 4 << 20 {
+            log.progress(&table.id(), messages - shown_rows, bytes - shown);
+            (shown, shown_rows) = (bytes, messages);
+        }
+    }
+    let rows = sink.as_mut().finish().await.map_err(terr)?;
+    log.progress(&table.id(), rows.saturating_sub(shown_rows), bytes - shown);
+    tx.execute(
+        "INSERT INTO ferry_migration.chunks (plan_id, chunk, rows, bytes) VALUES ($1, $2, $3, $4)",
+        &[&m.plan_id, &chunk.id(), &(rows as i64), &(bytes as i64)],
+    )
+    .await
+    .map_err(terr)?;
+    tx.commit().await.map_err(terr)?;
+    Ok((rows, bytes))
+}
+
+/// Rows, bytes, chunks and chunk time per table, of this run and earlier ones.
+fn summary(chunks: &[Chunk], copied: Vec<ChunkCopied>, earlier: &BTreeSet<String>) -> Value {
+    let mut tables: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+    for c in chunks {
+        tables.entry(c.table.clone()).or_default().2 += 1;
+    }
+    for c in &copied {
+        let t = tables.entry(c.table.clone()).or_default();
+        t.0 += c.rows;
+        t.1 += c.bytes;
+        t.3 += c.ms;
+    }
+    json!({
+        "chunks": chunks.len(),
+        "copied_now": copied.len(),
+        "copied_before": earlier.len(),
+        "rows_now": copied.iter().map(|c| c.rows).sum::<u64>(),
+        "bytes_now": copied.iter().map(|c| c.bytes).sum::<u64>(),
+        "tables": tables.iter().map(|(t, (rows, bytes, chunks, ms))| json!({
+            "table": t, "rows_now": rows, "bytes_now": bytes, "chunks": chunks, "chunk_ms": ms,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,176 @@
+//! The schema, loaded with PostgreSQL's own tools: `pg_dump --schema-only --section=pre-data`
+//! (tables, types, sequences, grants; no indexes or keys) piped into `psql` in one transaction
+//! before the copy, and `--section=post-data` (indexes, keys, constraints, triggers) after it.
+//! After each, the catalogs are compared; anything missing or changed is a finding.
+//!
+//! Nothing is written to disk: pg_dump's output goes straight into psql. Passwords reach the two
+//! programs in their environment (`PGPASSWORD`), never on a command line.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+use super::{Migration, catalog};
+use crate::migrate::{Finding, Phase, compare_catalogs};
+use crate::model::{MigrationMode, PgTls};
+use crate::probe::PgTarget;
+
+/// The catalog kinds each section is responsible for.
+pub fn kinds(phase: Phase) -> &'static [&'static str] {
+    match phase {
+        Phase::Schema => &["relation", "column", "check", "sequence", "grant"],
+        _ => &[
+            "relation",
+            "column",
+            "check",
+            "sequence",
+            "grant",
+            "constraint",
+            "index",
+        ],
+    }
+}
+
+/// Loads one section (pre-data for `Phase::Schema`, post-data for `Phase::Indexes`), unless the
+/// target's catalog already matches (a resumed step whose load committed), then compares.
+pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value), String> {
+    let (source, target) = tokio::try_join!(m.source(), m.target())?;
+    let src = catalog::items(&source).await?;
+    let before = catalog::items(&target).await?;
+    let kinds = kinds(phase);
+    // A replaced target may match already (its old tables, with their rows): always reload it.
+    let matches = compare_catalogs(&src, &before, kinds).is_empty() && !src.is_empty();
+    let loaded = if matches && m.spec.mode == MigrationMode::Empty {
+        false
+    } else {
+        let section = if phase == Phase::Schema {
+            "pre-data"
+        } else {
+            "post-data"
+        };
+        let clean = phase == Phase::Schema && m.spec.mode == MigrationMode::Replace;
+        pipe(m, &source.db, &target.db, section, clean).await?;
+        true
+    };
+    let after = catalog::items(&target).await?;
+    let findings = compare_catalogs(&src, &after, kinds);
+    let count = |k: &str| src.iter().filter(|i| i.kind == k).count();
+    Ok((
+        findings,
+        json!({
+            "loaded": loaded,
+            "compared": kinds.iter().map(|k| (k.to_string(), count(k))).collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+    ))
+}
+
+/// pg_dump's major version (`pg_dump (PostgreSQL) 15.4` -> 15).
+pub async fn pg_dump_major() -> Result<i32, String> {
+    let out = tokio::process::Command::new("pg_dump")
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run pg_dump (PostgreSQL's client tools must be installed where ferry runs): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("cannot read pg_dump's version from `{}`", text.trim()))
+}
+
+/// The libpq environment for one database (any PG* variable of ferry's own is removed first).
+fn libpq_env(
+    m: &Migration<'_>,
+    db: &PgTarget,
+    cmd: &mut tokio::process::Command,
+) -> Result<(), String> {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(k);
+        }
+    }
+    let pg = &db.pg;
+    cmd.env("PGHOST", &pg.host)
+        .env("PGPORT", pg.port.to_string())
+        .env("PGDATABASE", &pg.dbname)
+        .env("PGUSER", &pg.user)
+        .env("PGAPPNAME", "ferry-migrate")
+        .env("PGCONNECT_TIMEOUT", db.timeout.as_secs().max(2).to_string());
+    match pg.tls {
+        PgTls::Disable => {
+            cmd.env("PGSSLMODE", "disable");
+        }
+        PgTls::VerifyFull => {
+            let roots = db
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+            cmd.env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", roots);
+        }
+    }
+    if let Some(p) = m.probes.password(db).map_err(|e| e.to_string())? {
+        cmd.env("PGPASSWORD", p.expose());
+    }
+    Ok(())
+}
+
+/// `pg_dump ... | psql ...`, both checked; psql stops at the first error and rolls back.
+async fn pipe(
+    m: &Migration<'_>,
+    source: &PgTarget,
+    target: &PgTarget,
+    section: &str,
+    clean: bool,
+) -> Result<(), String> {
+    let mut dump = tokio::process::Command::new("pg_dump");
+    dump.args(["--schema-only", "--no-owner", "--section", section]);
+    if clean {
+        dump.args(["--clean", "--if-exists"]);
+    }
+    libpq_env(m, source, &mut dump)?;
+    let mut dump = dump
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run pg_dump: {e}"))?;
+    let stdout: Stdio = dump
+        .stdout
+        .take()
+        .and_then(|s| s.try_into().ok())
+        .ok_or("cannot connect pg_dump to psql")?;
+    let mut psql = tokio::process::Command::new("psql");
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
+    libpq_env(m, target, &mut psql)?;
+    let psql = psql
+        .stdin(stdout)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    let mut dump_err = String::new();
+    if let Some(mut e) = dump.stderr.take() {
+        let _ = e.read_to_string(&mut dump_err).await;
+    }
+    let dumped = dump.wait().await.map_err(|e| e.to_string())?;
+    let loaded = psql.wait_with_output().await.map_err(|e| e.to_string())?;
+    if !dumped.success() {
+        return Err(format!(
+            "pg_dump of {} ({section}) failed: {}",
+            source.place,
+            dump_err.trim()
+        ));
+    }
+    if !loaded.status.success() {
+        return Err(format!(
+            "loading the schema ({section}) into {} failed, nothing of it was kept: {}",
+            target.place,
+            String::from_utf8_lossy(&loaded.stderr).trim()
+        ));
+    }
+    Ok(())
+}
