@@ -17,6 +17,7 @@
 set -euo pipefail
 SCALE=${1:-1}
 JOBS=${JOBS:-4}
+ONLY=${ONLY:-}   # ferry, pg_dump or pgcopydb: run that one alone
 SRC_PORT=55601
 DST_PORT=55602
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
 WORK=$(mktemp -d /tmp/ferry-pgbench.XXXXXX)
 cleanup() { ci/postgres.sh stop "$WORK/src" || true; ci/postgres.sh stop "$WORK/dst" || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+chmod 755 "$WORK"
 mkdir -p "$WORK/src" "$WORK/dst"
 ci/postgres.sh start "$WORK/src" $SRC_PORT >/dev/null
 ci/postgres.sh start "$WORK/dst" $DST_PORT >/dev/null
@@ -43,7 +45,7 @@ psql_src() { as_pg "$BIN/psql" -qX -v ON_ERROR_STOP=1 -h "$WORK/src/pg" -p $SRC_
 psql_dst() { as_pg "$BIN/psql" -qX -v ON_ERROR_STOP=1 -h "$WORK/dst/pg" -p $DST_PORT -d postgres "$@"; }
 
 echo "== generating the source database (scale $SCALE)" >&2
-N_BIG=$((3000000 * SCALE)); N_DOCS=$((250000 * SCALE)); N_LOGS=$((1500000 * SCALE))
+N_BIG=$((4200000 * SCALE)); N_DOCS=$((250000 * SCALE)); N_LOGS=$((1500000 * SCALE))
 psql_src <<SQL
 ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM probe;
 CREATE TABLE big (id bigserial PRIMARY KEY, account int NOT NULL, label text, amount numeric(14,2),
@@ -75,10 +77,11 @@ now() { date +%s.%N; }
 fresh() { psql_dst -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
 
 # ferry
-fresh bench_ferry
-cd "$WORK"
-echo bench > pw
-cat > inventory.yaml <<YAML
+run_ferry() {
+  fresh bench_ferry
+  cd "$WORK"
+  echo bench > pw
+  cat > inventory.yaml <<YAML
 version: 1
 sites: [{ id: bench, tier: sqa, clouds: [local] }]
 clouds: [{ id: local, kind: local, local: { root: targets } }]
@@ -87,7 +90,7 @@ databases:
   - { id: src, engine: postgres, postgres: { host: 127.0.0.1, port: $SRC_PORT, dbname: app, user: postgres, password: "file:pw", tls: disable } }
   - { id: dst, engine: postgres, postgres: { host: 127.0.0.1, port: $DST_PORT, dbname: bench_ferry, user: postgres, password: "file:pw", tls: disable } }
 YAML
-cat > move.yaml <<YAML
+  cat > move.yaml <<YAML
 version: 1
 kind: migration
 name: bench
@@ -96,36 +99,57 @@ target: dst
 max_parallel: $JOBS
 chunk_rows: 250000
 YAML
-export FERRY_STATE_DIR=$WORK/.ferry FERRY_ACTOR=bench
-"$FERRY" plan -i inventory.yaml move.yaml -o move.json >/dev/null || [ $? -eq 2 ]
-t0=$(now)
-"$FERRY" apply move.json >/dev/null 2>"$WORK/ferry.err" || { cat "$WORK/ferry.err" >&2; exit 1; }
-t1=$(now)
-FERRY_S=$(echo "$t1 - $t0" | bc)
-CHUNKS=$(grep -c '"event":"chunk_copied"' .ferry/ledger.jsonl)
-echo "ferry: ${FERRY_S}s ($CHUNKS chunks, verified)" >&2
-cd "$ROOT"
+  export FERRY_STATE_DIR=$WORK/.ferry FERRY_ACTOR=bench
+  "$FERRY" plan -i inventory.yaml move.yaml -o move.json >/dev/null || [ $? -eq 2 ]
+  t0=$(now)
+  "$FERRY" apply move.json >/dev/null 2>"$WORK/ferry.err" || { cat "$WORK/ferry.err" >&2; exit 1; }
+  t1=$(now)
+  FERRY_S=$(echo "$t1 - $t0" | bc)
+  CHUNKS=$(grep -c '"event":"chunk_copied"' .ferry/ledger.jsonl)
+  echo "ferry: ${FERRY_S}s ($CHUNKS chunks, verified)" >&2
+  python3 - .ferry/ledger.jsonl >&2 <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e["event"] == "step_succeeded":
+        print(f"  {e['to']:<20} {e.get('duration_ms', 0) / 1000:7.2f}s")
+    if e["event"] == "migration_verified":
+        for t in e["detail"]["report"]["tables"]:
+            print(f"    verify {t['table']:<16} {t['source_rows']:>9} rows {t['chunks']:>3} chunk(s) {t['duration_ms'] / 1000:7.2f}s")
+PY
+  cd "$ROOT"
+}
 
 # pg_dump | pg_restore
-fresh bench_pgdump
-export PGPASSWORD=bench
-t0=$(now)
-"$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
-  "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_pgdump
-t1=$(now)
-PGDUMP_S=$(echo "$t1 - $t0" | bc)
-echo "pg_dump | pg_restore: ${PGDUMP_S}s" >&2
+run_pg_dump() {
+  fresh bench_pgdump
+  export PGPASSWORD=bench
+  t0=$(now)
+  "$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
+    "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_pgdump
+  t1=$(now)
+  PGDUMP_S=$(echo "$t1 - $t0" | bc)
+  echo "pg_dump | pg_restore: ${PGDUMP_S}s" >&2
+}
 
 # pgcopydb clone
-fresh bench_pgcopydb
-t0=$(now)
-pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
-  --target "postgres://postgres:bench@127.0.0.1:$DST_PORT/bench_pgcopydb" \
-  --dir "$WORK/pgcopydb" --table-jobs $JOBS --index-jobs $JOBS --no-owner >"$WORK/pgcopydb.log" 2>&1 ||
-  { tail -20 "$WORK/pgcopydb.log" >&2; exit 1; }
-t1=$(now)
-PGCOPYDB_S=$(echo "$t1 - $t0" | bc)
-echo "pgcopydb clone: ${PGCOPYDB_S}s" >&2
+run_pgcopydb() {
+  fresh bench_pgcopydb
+  t0=$(now)
+  pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
+    --target "postgres://postgres:bench@127.0.0.1:$DST_PORT/bench_pgcopydb" \
+    --dir "$WORK/pgcopydb" --table-jobs $JOBS --index-jobs $JOBS --no-owner >"$WORK/pgcopydb.log" 2>&1 ||
+    { tail -20 "$WORK/pgcopydb.log" >&2; exit 1; }
+  t1=$(now)
+  PGCOPYDB_S=$(echo "$t1 - $t0" | bc)
+  echo "pgcopydb clone: ${PGCOPYDB_S}s" >&2
+}
+
+FERRY_S=- PGDUMP_S=- PGCOPYDB_S=-
+for tool in ferry pg_dump pgcopydb; do
+  if [ -z "$ONLY" ] || [ "$ONLY" = "$tool" ]; then "run_$tool"; fi
+done
+[ -n "$ONLY" ] && exit 0
 
 ratio() { echo "scale=2; $1 / $2" | bc; }
 echo "pg-migrate: ferry_s=$FERRY_S pg_dump_s=$PGDUMP_S pgcopydb_s=$PGCOPYDB_S vs_pg_dump=$(ratio $FERRY_S $PGDUMP_S) vs_pgcopydb=$(ratio $FERRY_S $PGCOPYDB_S) source=${SIZE// /}"

@@ -30,6 +30,7 @@ fn example(pg: &Postgres, admin: &Admin) -> Workspace {
     for p in [
         "plans/ecrnow-3.0-site-a.yaml",
         "plans/ecrnow-retire-2.x.yaml",
+        "plans/ecrnow-db-to-cloud.yaml",
     ] {
         let text = read(p)
             .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", admin.port))
@@ -94,6 +95,7 @@ fn ecrnow_3x_is_onboarded_next_to_2x_and_2x_retires_after_its_timers_drain() {
             "inventories/ecrnow.yaml",
             "plans/ecrnow-3.0-site-a.yaml",
             "plans/ecrnow-retire-2.x.yaml",
+            "plans/ecrnow-db-to-cloud.yaml",
         ],
     )
     .expect_code(0);

@@ -265,6 +265,19 @@ fn a_non_empty_target_is_refused_unless_replace_is_confirmed() {
         ),
     );
     ws.plan_file("replace").expect_code(2);
+    // A copy of the plan with its rule dropped, applied from another state directory with
+    // --trust-plan-file: its body is not what its inputs produce, so it is refused.
+    let edited = std::fs::read_to_string(ws.path().join("replace.json"))
+        .unwrap()
+        .replace("\"stamp\"", "\"stamp2\"");
+    ws.write("edited.json", &edited);
+    let out = ws
+        .cmd(&["apply", "--trust-plan-file", "edited.json"])
+        .env("FERRY_STATE_DIR", ws.path().join("other-state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(dst.sql("SELECT old FROM orders"), "old");
     ws.run(&["apply", "replace.json"])
         .stdout_has("confirm-replace");
     assert_eq!(

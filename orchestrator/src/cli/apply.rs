@@ -49,17 +49,21 @@ impl Progress for Lines {
     }
 }
 
-/// Progress on a terminal: a bar of steps, with the executor's lines printed above it.
-struct Bar(ProgressBar);
+/// Progress on a terminal: a bar of steps, with the executor's lines printed above it and,
+/// while a migration copies, rows and bytes per table after it.
+struct Bar(
+    ProgressBar,
+    std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
+);
 
 impl Bar {
     fn new() -> Self {
         let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         pb.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}")
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed} {msg}")
                 .expect("valid template"),
         );
-        Self(pb)
+        Self(pb, Default::default())
     }
 }
 
@@ -76,6 +80,22 @@ impl Progress for Bar {
     }
     fn step_done(&self) {
         self.0.inc(1);
+        self.0.set_message("");
+    }
+    fn transfer(&self, what: &str, rows: u64, bytes: u64) {
+        let mut seen = self.1.lock().expect("transfer counters");
+        let t = seen.entry(what.to_owned()).or_default();
+        t.0 += rows;
+        t.1 += bytes;
+        let t = *t;
+        let (all_rows, all_bytes) = seen.values().fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1));
+        self.0.set_message(format!(
+            "copy: {what} {} rows {}; all {} rows {}",
+            t.0,
+            indicatif::HumanBytes(t.1),
+            all_rows,
+            indicatif::HumanBytes(all_bytes)
+        ));
     }
     fn finish(&self) {
         self.0.finish_and_clear();

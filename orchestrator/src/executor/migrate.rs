@@ -37,7 +37,8 @@ impl Shared {
                 copy::run(&m, &prior, &StepLog { shared: self, step }).await
             }
             Phase::Verify => {
-                let report = verify::run(&m).await?;
+                let chunks = self.migration_chunks.lock().expect("chunks").clone();
+                let report = verify::run(&m, chunks.as_deref()).await?;
                 let passed = report.passed();
                 let e = self
                     .entry(Event::MigrationVerified, step)
@@ -112,6 +113,7 @@ struct StepLog<'a> {
 #[async_trait::async_trait]
 impl CopyLog for StepLog<'_> {
     async fn planned(&self, chunks: &[Chunk]) -> Result<(), String> {
+        *self.shared.migration_chunks.lock().expect("chunks") = Some(chunks.to_vec());
         let e = self
             .shared
             .entry(Event::ChunksPlanned, self.step)

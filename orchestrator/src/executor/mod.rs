@@ -198,6 +198,9 @@ struct Shared {
     prior_gates: BTreeMap<String, crate::gate::GateClock>,
     /// Migration copy chunks recorded by earlier runs of the plan.
     prior_chunks: BTreeMap<String, crate::pgmigrate::PriorChunks>,
+    /// The migration copy's chunks once decided (by this run or an earlier one): the
+    /// verification checks the same ranges.
+    migration_chunks: Mutex<Option<Vec<crate::migrate::Chunk>>>,
     /// Set by a gate whose deadline passed: its `on_timeout` decides the run, not the plan's
     /// `on_failure`.
     on_timeout: Mutex<Option<crate::model::OnTimeout>>,
@@ -650,6 +653,7 @@ impl Shared {
             waiting: Mutex::new(BTreeMap::new()),
             prior_gates: prior.gates.clone(),
             prior_chunks: prior.chunks.clone(),
+            migration_chunks: Mutex::new(prior.chunks.values().find_map(|p| p.planned.clone())),
             on_timeout: Mutex::new(None),
         })
     }

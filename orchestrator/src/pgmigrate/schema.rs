@@ -6,6 +6,7 @@
 //! Nothing is written to disk: pg_dump's output goes straight into psql. Passwords reach the two
 //! programs in their environment (`PGPASSWORD`), never on a command line.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -49,8 +50,12 @@ pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value
         } else {
             "post-data"
         };
-        let clean = phase == Phase::Schema && m.spec.mode == MigrationMode::Replace;
-        pipe(m, &source.db, &target.db, section, clean).await?;
+        if phase == Phase::Schema {
+            let clean = m.spec.mode == MigrationMode::Replace;
+            pipe(m, &source.db, &target.db, section, clean).await?;
+        } else {
+            post_data(m, &source.db, &target.db).await?;
+        }
         true
     };
     let after = catalog::items(&target).await?;
@@ -113,6 +118,88 @@ fn libpq_env(
     }
     if let Some(p) = m.probes.password(db).map_err(|e| e.to_string())? {
         cmd.env("PGPASSWORD", p.expose());
+    }
+    Ok(())
+}
+
+/// Indexes, keys and constraints built `max_parallel` at once: pg_dump's post-data section as
+/// a custom-format archive (DDL only, a private file removed afterwards) restored with
+/// `pg_restore -j`. Each object is dropped first if it exists (`--clean --if-exists`), so a
+/// resumed step that stopped half-way builds them again; the first error stops it.
+async fn post_data(m: &Migration<'_>, source: &PgTarget, target: &PgTarget) -> Result<(), String> {
+    let file = std::env::temp_dir().join(format!(
+        "ferry-post-data-{}-{}.dump",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    let result = dump_and_restore(m, source, target, &file).await;
+    let _ = std::fs::remove_file(&file);
+    result
+}
+
+async fn dump_and_restore(
+    m: &Migration<'_>,
+    source: &PgTarget,
+    target: &PgTarget,
+    file: &std::path::Path,
+) -> Result<(), String> {
+    let mut dump = tokio::process::Command::new("pg_dump");
+    dump.args([
+        "-Fc",
+        "--schema-only",
+        "--no-owner",
+        "--section",
+        "post-data",
+        "-f",
+    ])
+    .arg(file);
+    libpq_env(m, source, &mut dump)?;
+    let out = dump
+        .output()
+        .await
+        .map_err(|e| format!("cannot run pg_dump: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pg_dump of {} (post-data) failed: {}",
+            source.place,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut restore = tokio::process::Command::new("pg_restore");
+    restore
+        .args([
+            "--no-owner",
+            "--clean",
+            "--if-exists",
+            "--exit-on-error",
+            "-j",
+        ])
+        .arg(m.spec.max_parallel.max(1).to_string())
+        // A conninfo naming only the database (quoted: a name is never read as settings); the
+        // rest comes from the environment like every other libpq program ferry runs.
+        .arg("-d")
+        .arg(format!(
+            "dbname='{}'",
+            target.pg.dbname.replace('\\', "\\\\").replace('\'', "\\'")
+        ))
+        .arg(file);
+    libpq_env(m, target, &mut restore)?;
+    let out = restore
+        .output()
+        .await
+        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building indexes and constraints on {} failed: {}",
+            target.place,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
 }

@@ -20,42 +20,86 @@ const ROW_BY_ROW: i64 = 256;
 /// A table without a key is compared row by row up to this many rows.
 const KEYLESS_ROWS: i64 = 1_000_000;
 
-/// Verifies every table not excluded; the report (whether it passed is `report.passed()`).
-pub async fn run(m: &Migration<'_>) -> Result<VerifyReport, String> {
+/// Verifies every table not excluded, by the copy's own key chunks when they are known (else
+/// chunked afresh); the report (whether it passed is `report.passed()`).
+pub async fn run(m: &Migration<'_>, copied: Option<&[Chunk]>) -> Result<VerifyReport, String> {
     let source = m.source().await?;
     let tables = m.tables(&source).await?;
     let mut work = Vec::new();
     for t in tables {
+        let known: Vec<Chunk> = copied
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.table == t.id() && !matches!(c.range, Range::Pages { .. }))
+            .cloned()
+            .collect();
         let chunks = if t.key.is_empty() {
             vec![whole(&t)]
+        } else if !known.is_empty() {
+            known
         } else {
             plan_chunks(&source, std::slice::from_ref(&t), m.spec.chunk_rows).await?
         };
         work.push((t, chunks));
     }
-    work.sort_by_key(|(t, _)| std::cmp::Reverse(t.bytes));
-    let queue = Mutex::new(VecDeque::from(work));
-    let workers = (0..m.spec.max_parallel.max(1)).map(|_| async {
-        let (src, tgt) = (m.source().await?, m.target().await?);
-        let mut out = Vec::new();
-        loop {
-            let next = queue.lock().expect("queue").pop_front();
-            let Some((t, chunks)) = next else {
-                return Ok::<_, String>(out);
-            };
-            out.push(table(m, &src, &tgt, &t, &chunks).await?);
-        }
-    });
-    let mut checks: Vec<TableCheck> = futures_util::future::try_join_all(workers)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    let checked = hash_all(m, &work).await?;
+    let (src, tgt) = (m.source().await?, m.target().await?);
+    let mut checks = Vec::new();
+    for (i, (t, chunks)) in work.iter().enumerate() {
+        let mut mine: Vec<&(usize, usize, ChunkCheck, u64)> =
+            checked.iter().filter(|c| c.0 == i).collect();
+        mine.sort_by_key(|c| c.1);
+        let ms = mine.iter().map(|c| c.3).sum();
+        let list: Vec<ChunkCheck> = mine.into_iter().map(|c| c.2.clone()).collect();
+        checks.push(table(m, &src, &tgt, t, chunks, list, ms).await?);
+    }
     checks.sort_by(|a, b| a.table.cmp(&b.table));
     Ok(VerifyReport {
         tables: checks,
         excluded: m.spec.exclude.clone(),
     })
+}
+
+/// Every chunk of every table hashed on both sides, `max_parallel` chunks at once (largest
+/// tables first): (table, chunk, check, milliseconds).
+async fn hash_all(
+    m: &Migration<'_>,
+    work: &[(Table, Vec<Chunk>)],
+) -> Result<Vec<(usize, usize, ChunkCheck, u64)>, String> {
+    let mut items: Vec<(usize, usize)> = work
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, chunks))| (0..chunks.len()).map(move |k| (i, k)))
+        .collect();
+    items.sort_by_key(|(i, k)| (std::cmp::Reverse(work[*i].0.bytes), *i, *k));
+    let queue = Mutex::new(VecDeque::from(items));
+    let workers = (0..m.spec.max_parallel.max(1)).map(|_| async {
+        let (src, tgt) = (m.source().await?, m.target().await?);
+        let mut out = Vec::new();
+        loop {
+            let next = queue.lock().expect("queue").pop_front();
+            let Some((i, k)) = next else {
+                return Ok::<_, String>(out);
+            };
+            let (t, c) = (&work[i].0, &work[i].1[k]);
+            let started = Instant::now();
+            let skip = m.spec.skipped_columns(&t.id());
+            let ((sr, sh), (tr, th)) = both(&src, &tgt, t, &c.range, &skip).await?;
+            let check = ChunkCheck {
+                chunk: c.id(),
+                source_rows: sr,
+                target_rows: tr,
+                source_sha256: sh,
+                target_sha256: th,
+            };
+            out.push((i, k, check, started.elapsed().as_millis() as u64));
+        }
+    });
+    Ok(futures_util::future::try_join_all(workers)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 async fn hash(
@@ -82,28 +126,20 @@ async fn both(
     tokio::try_join!(hash(src, t, range, skip), hash(tgt, t, range, skip))
 }
 
-/// One table: every chunk hashed on both sides, then the differences of those that differ.
+/// One table from its chunks' checks (in chunk order): the differences of those that differ,
+/// rolled up. `ms` is the time its chunks took to hash.
 async fn table(
     m: &Migration<'_>,
     src: &Side,
     tgt: &Side,
     t: &Table,
     chunks: &[Chunk],
+    checks: Vec<ChunkCheck>,
+    ms: u64,
 ) -> Result<TableCheck, String> {
     let started = Instant::now();
     let id = t.id();
     let skip = m.spec.skipped_columns(&id);
-    let mut checks = Vec::new();
-    for c in chunks {
-        let ((sr, sh), (tr, th)) = both(src, tgt, t, &c.range, &skip).await?;
-        checks.push(ChunkCheck {
-            chunk: c.id(),
-            source_rows: sr,
-            target_rows: tr,
-            source_sha256: sh,
-            target_sha256: th,
-        });
-    }
     let mut differences = Vec::new();
     let mut not_listed = 0u64;
     for (c, k) in chunks.iter().zip(&checks).filter(|(_, k)| !k.matches()) {
@@ -145,7 +181,7 @@ async fn table(
         skipped_columns,
         differences,
         differences_not_listed: not_listed,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms: ms + started.elapsed().as_millis() as u64,
     })
 }
 
