@@ -128,6 +128,16 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
         assert_eq!(t["source_sha256"], t["target_sha256"], "{t}");
     }
     assert_eq!(report["tables"].as_array().unwrap().len(), 4);
+    // The source side of the copied chunks was hashed from the copy's own stream (no second
+    // read of the source); it matched what the target computed in its database.
+    let from_copy = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["chunk_checks"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["source_from_copy"] == true)
+        .count();
+    assert!(from_copy > 50, "{from_copy} chunks hashed from the stream");
 
     for (table, order) in [
         ("orders", "id"),
@@ -168,6 +178,10 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
     r.expect_code(5);
     let v = r.json();
     assert_eq!(v["passed"], false);
+    assert!(
+        !v.to_string().contains("source_from_copy"),
+        "`migrate verify` reads both databases"
+    );
     let diffs: Vec<(String, String, String)> = v["report"]["tables"]
         .as_array()
         .unwrap()

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod evidence;
 pub mod report;
 pub mod sql;
+pub mod stream;
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +130,9 @@ pub struct Column {
     pub type_name: String,
     /// Built-in type (and element type): its binary COPY form is the same on every server.
     pub binary: bool,
+    /// The type's OID (what `record_send` writes before each value).
+    #[serde(default)]
+    pub oid: u32,
     /// Compared with a collation (text-like): key ranges use `COLLATE "C"` so both servers
     /// agree on what a range holds whatever their locales.
     pub collatable: bool,
@@ -162,6 +166,17 @@ impl Table {
 
     pub fn binary_copy(&self) -> bool {
         self.columns.iter().all(|c| c.binary)
+    }
+
+    /// What the copy's stream hasher needs: each column's type OID, or `None` for one left out
+    /// of the comparison. None at all when the copy is not binary.
+    pub fn stream_fields(&self, skip: &[String]) -> Option<Vec<Option<u32>>> {
+        self.binary_copy().then(|| {
+            self.columns
+                .iter()
+                .map(|c| (!skip.contains(&c.name)).then_some(c.oid))
+                .collect()
+        })
     }
 
     fn key_columns(&self) -> Vec<&Column> {

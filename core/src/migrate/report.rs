@@ -41,6 +41,10 @@ pub struct ChunkCheck {
     pub target_rows: i64,
     pub source_sha256: String,
     pub target_sha256: String,
+    /// The source's side was hashed from the copy's own stream (recorded with the chunk), not
+    /// read again from the source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_from_copy: bool,
 }
 
 impl ChunkCheck {
@@ -67,6 +71,9 @@ pub struct TableCheck {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub differences_not_listed: u64,
     pub duration_ms: u64,
+    /// Every chunk: rows and SHA-256 on both sides, in chunk order (what the roll-up is over).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_checks: Vec<ChunkCheck>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -7,6 +7,7 @@ fn col(name: &str, ty: &str, collatable: bool) -> Column {
         name: name.into(),
         type_name: ty.into(),
         binary: true,
+        oid: 20,
         collatable,
     }
 }
@@ -240,4 +241,62 @@ fn an_extension_missing_or_at_another_version_on_the_target_is_a_finding() {
             "extension `postgis` (3.4.2 on the source) is not available on the target server (PostgreSQL at h:1 (database `b`))",
         ]
     );
+}
+
+/// A binary COPY stream of two rows (bigint, text; one NULL): hashed the same fed whole or a byte
+/// at a time, as `record_send` bytes, and a broken stream is refused.
+#[test]
+fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
+    use sha2::{Digest, Sha256};
+    let mut s = b"PGCOPY\n\xff\r\n\0".to_vec();
+    s.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    let row = |id: i64, note: Option<&str>| {
+        let mut r = 2i16.to_be_bytes().to_vec();
+        r.extend_from_slice(&8i32.to_be_bytes());
+        r.extend_from_slice(&id.to_be_bytes());
+        match note {
+            Some(n) => {
+                r.extend_from_slice(&(n.len() as i32).to_be_bytes());
+                r.extend_from_slice(n.as_bytes());
+            }
+            None => r.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+        r
+    };
+    s.extend(row(1, Some("a")));
+    s.extend(row(2, None));
+    s.extend_from_slice(&(-1i16).to_be_bytes());
+    let fields = vec![Some(20), Some(25)];
+    let mut whole = stream::CopyHasher::new(fields.clone());
+    whole.feed(&s).unwrap();
+    let whole = whole.finish().unwrap();
+    let mut bytewise = stream::CopyHasher::new(fields);
+    for b in &s {
+        bytewise.feed(std::slice::from_ref(b)).unwrap();
+    }
+    assert_eq!(bytewise.finish().unwrap(), whole);
+    // record_send of (1, 'a') and (2, NULL): column count, then OID, length, value.
+    let rec = |id: i64, note: Option<&str>| {
+        let mut r = 2i32.to_be_bytes().to_vec();
+        r.extend_from_slice(&20u32.to_be_bytes());
+        r.extend_from_slice(&8i32.to_be_bytes());
+        r.extend_from_slice(&id.to_be_bytes());
+        r.extend_from_slice(&25u32.to_be_bytes());
+        match note {
+            Some(n) => {
+                r.extend_from_slice(&(n.len() as i32).to_be_bytes());
+                r.extend_from_slice(n.as_bytes());
+            }
+            None => r.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+        Sha256::digest(&r).to_vec()
+    };
+    let mut hs = vec![rec(1, Some("a")), rec(2, None)];
+    hs.sort();
+    assert_eq!(whole, (2, hex::encode(Sha256::digest(hs.concat()))));
+    let mut cut = stream::CopyHasher::new(vec![Some(20), Some(25)]);
+    cut.feed(&s[..s.len() - 2]).unwrap();
+    assert!(cut.finish().is_err(), "no trailer");
+    let mut wrong = stream::CopyHasher::new(vec![Some(20)]);
+    assert!(wrong.feed(&s).is_err(), "two fields where one is expected");
 }

@@ -95,7 +95,9 @@ pub async fn verify_again(state: &State, plan_path: &Path) -> Result<VerifyRepor
         spec: &spec,
         plan_id: &plan.id,
     };
-    let report = verify::run(&m, None).await.map_err(Error::Refused)?;
+    let report = verify::run(&m, None, &Default::default())
+        .await
+        .map_err(Error::Refused)?;
     let e = NewEntry::new(&state.actor, Event::MigrationVerified)
         .plan(&plan.id)
         .outcome(if report.passed() {

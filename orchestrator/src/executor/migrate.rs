@@ -38,7 +38,8 @@ impl Shared {
             }
             Phase::Verify => {
                 let chunks = self.migration_chunks.lock().expect("chunks").clone();
-                let report = verify::run(&m, chunks.as_deref()).await?;
+                let hashes = self.migration_hashes.lock().expect("hashes").clone();
+                let report = verify::run(&m, chunks.as_deref(), &hashes).await?;
                 let passed = report.passed();
                 let e = self
                     .entry(Event::MigrationVerified, step)
@@ -123,6 +124,13 @@ impl CopyLog for StepLog<'_> {
     }
 
     async fn copied(&self, c: &ChunkCopied) -> Result<(), String> {
+        if let Some(h) = &c.source_sha256 {
+            self.shared
+                .migration_hashes
+                .lock()
+                .expect("hashes")
+                .insert(c.chunk.clone(), (c.rows as i64, h.clone()));
+        }
         let e = self
             .shared
             .entry(Event::ChunkCopied, self.step)

@@ -201,6 +201,9 @@ struct Shared {
     /// The migration copy's chunks once decided (by this run or an earlier one): the
     /// verification checks the same ranges.
     migration_chunks: Mutex<Option<Vec<crate::migrate::Chunk>>>,
+    /// Source rows and hashes the copy computed from its stream, by chunk id (earlier runs'
+    /// and this one's).
+    migration_hashes: Mutex<BTreeMap<String, (i64, String)>>,
     /// Set by a gate whose deadline passed: its `on_timeout` decides the run, not the plan's
     /// `on_failure`.
     on_timeout: Mutex<Option<crate::model::OnTimeout>>,
@@ -654,6 +657,13 @@ impl Shared {
             prior_gates: prior.gates.clone(),
             prior_chunks: prior.chunks.clone(),
             migration_chunks: Mutex::new(prior.chunks.values().find_map(|p| p.planned.clone())),
+            migration_hashes: Mutex::new(
+                prior
+                    .chunks
+                    .values()
+                    .flat_map(|p| p.hashes.clone())
+                    .collect(),
+            ),
             on_timeout: Mutex::new(None),
         })
     }

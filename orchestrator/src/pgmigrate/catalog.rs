@@ -55,7 +55,7 @@ async fn columns(side: &Side) -> Result<BTreeMap<u32, Vec<Column>>, String> {
         .client
         .query(
             "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod), \
-(t.oid < 16384 AND (t.typelem = 0 OR t.typelem < 16384)), t.typcollation <> 0 \
+(t.oid < 16384 AND (t.typelem = 0 OR t.typelem < 16384)), t.typcollation <> 0, a.atttypid \
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_class c ON c.oid = a.attrelid \
 WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
 ORDER BY a.attrelid, a.attnum",
@@ -70,6 +70,7 @@ ORDER BY a.attrelid, a.attnum",
             type_name: r.get(2),
             binary: r.get(3),
             collatable: r.get(4),
+            oid: r.get(5),
         });
     }
     Ok(out)

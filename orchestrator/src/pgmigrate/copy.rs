@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Migration, Side};
 use crate::migrate::sql;
+use crate::migrate::stream::CopyHasher;
 use crate::migrate::{Chunk, Table, key_chunks, page_chunks};
 
 /// What the ledger says of an earlier run of this copy step.
@@ -28,6 +29,8 @@ pub struct PriorChunks {
     pub planned: Option<Vec<Chunk>>,
     /// Chunk ids recorded as copied.
     pub done: BTreeSet<String>,
+    /// The source rows and hashes the copy recorded, by chunk id.
+    pub hashes: BTreeMap<String, (i64, String)>,
 }
 
 /// One chunk copied, as the ledger records it.
@@ -41,6 +44,10 @@ pub struct ChunkCopied {
     /// Its transaction committed before an earlier run stopped; found by its marker.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,
+    /// The source side of the chunk's verification hash, computed from the stream as it was
+    /// copied (binary copies only): the verification then reads only the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
 }
 
 /// Where the copy reports: the ledger (durably, before the next chunk is counted), progress and
@@ -174,6 +181,7 @@ async fn adopt(
                 bytes: r.get::<_, i64>(2) as u64,
                 ms: 0,
                 recovered: true,
+                source_sha256: None,
             });
         }
     }
@@ -205,7 +213,7 @@ async fn worker(
             .get(&chunk.table)
             .ok_or_else(|| format!("table {} is no longer on the source", chunk.table))?;
         let started = Instant::now();
-        let (rows, bytes) = copy_chunk(m, src, tgt, table, &chunk, log).await?;
+        let (rows, bytes, source_sha256) = copy_chunk(m, src, tgt, table, &chunk, log).await?;
         let rec = ChunkCopied {
             chunk: chunk.id(),
             table: chunk.table.clone(),
@@ -213,6 +221,7 @@ async fn worker(
             bytes,
             ms: started.elapsed().as_millis() as u64,
             recovered: false,
+            source_sha256,
         };
         log.copied(&rec).await?;
         done.push(rec);
@@ -220,7 +229,8 @@ async fn worker(
 }
 
 /// One chunk: COPY out of the source straight into COPY on the target, and the chunk's marker,
-/// in one target transaction. Rows and bytes copied.
+/// in one target transaction. Rows and bytes copied, and the source's hash of the rows (a
+/// binary copy's stream hashed on its way through).
 async fn copy_chunk(
     m: &Migration<'_>,
     src: &Side,
@@ -228,8 +238,10 @@ async fn copy_chunk(
     table: &Table,
     chunk: &Chunk,
     log: &dyn CopyLog,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, Option<String>), String> {
     let place = tgt.db.place.clone();
+    let skip = m.spec.skipped_columns(&table.id());
+    let mut hasher = table.stream_fields(&skip).map(CopyHasher::new);
     let terr = |e: tokio_postgres::Error| format!("{place}: {}", crate::probe::pg_error(&e));
     let tx = tgt.client.transaction().await.map_err(terr)?;
     let sink = tx.copy_in(&sql::copy_in(table)).await.map_err(terr)?;
@@ -246,6 +258,10 @@ async fn copy_chunk(
         let data = data.map_err(|e| src.error(&e))?;
         bytes += data.len() as u64;
         messages += 1;
+        if let Some(h) = hasher.as_mut() {
+            h.feed(&data)
+                .map_err(|e| format!("{}: the COPY stream: {e}", src.db.place))?;
+        }
         sink.feed(data).await.map_err(terr)?;
         if bytes - shown > 4 << 20 {
             log.progress(&table.id(), messages - shown_rows, bytes - shown);
@@ -254,6 +270,17 @@ async fn copy_chunk(
     }
     let rows = sink.as_mut().finish().await.map_err(terr)?;
     log.progress(&table.id(), rows.saturating_sub(shown_rows), bytes - shown);
+    let source_sha256 = match hasher.map(CopyHasher::finish).transpose() {
+        Ok(Some((n, h))) if n as u64 == rows => Some(h),
+        Ok(Some((n, _))) => {
+            return Err(format!(
+                "{}: the stream held {n} rows, the target took {rows}",
+                src.db.place
+            ));
+        }
+        Ok(None) => None,
+        Err(e) => return Err(format!("{}: the COPY stream: {e}", src.db.place)),
+    };
     tx.execute(
         "INSERT INTO ferry_migration.chunks (plan_id, chunk, rows, bytes) VALUES ($1, $2, $3, $4)",
         &[&m.plan_id, &chunk.id(), &(rows as i64), &(bytes as i64)],
@@ -261,7 +288,7 @@ async fn copy_chunk(
     .await
     .map_err(terr)?;
     tx.commit().await.map_err(terr)?;
-    Ok((rows, bytes))
+    Ok((rows, bytes, source_sha256))
 }
 
 /// Rows, bytes, chunks and chunk time per table, of this run and earlier ones.

@@ -22,7 +22,14 @@ const KEYLESS_ROWS: i64 = 1_000_000;
 
 /// Verifies every table not excluded, by the copy's own key chunks when they are known (else
 /// chunked afresh); the report (whether it passed is `report.passed()`).
-pub async fn run(m: &Migration<'_>, copied: Option<&[Chunk]>) -> Result<VerifyReport, String> {
+///
+/// `hashes` are source rows and hashes the copy computed from its stream, by chunk id: such a
+/// chunk (when the copy's chunk of that id has the same range) is hashed on the target only.
+pub async fn run(
+    m: &Migration<'_>,
+    copied: Option<&[Chunk]>,
+    hashes: &BTreeMap<String, (i64, String)>,
+) -> Result<VerifyReport, String> {
     let source = m.source().await?;
     let tables = m.tables(&source).await?;
     let mut work = Vec::new();
@@ -42,7 +49,16 @@ pub async fn run(m: &Migration<'_>, copied: Option<&[Chunk]>) -> Result<VerifyRe
         };
         work.push((t, chunks));
     }
-    let checked = hash_all(m, &work).await?;
+    let known: BTreeMap<String, (i64, String)> = copied
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| {
+            work.iter()
+                .any(|(_, chunks)| chunks.iter().any(|v| v == *c))
+        })
+        .filter_map(|c| Some((c.id(), hashes.get(&c.id())?.clone())))
+        .collect();
+    let checked = hash_all(m, &work, &known).await?;
     let (src, tgt) = (m.source().await?, m.target().await?);
     let mut checks = Vec::new();
     for (i, (t, chunks)) in work.iter().enumerate() {
@@ -65,6 +81,7 @@ pub async fn run(m: &Migration<'_>, copied: Option<&[Chunk]>) -> Result<VerifyRe
 async fn hash_all(
     m: &Migration<'_>,
     work: &[(Table, Vec<Chunk>)],
+    known: &BTreeMap<String, (i64, String)>,
 ) -> Result<Vec<(usize, usize, ChunkCheck, u64)>, String> {
     let mut items: Vec<(usize, usize)> = work
         .iter()
@@ -84,13 +101,18 @@ async fn hash_all(
             let (t, c) = (&work[i].0, &work[i].1[k]);
             let started = Instant::now();
             let skip = m.spec.skipped_columns(&t.id());
-            let ((sr, sh), (tr, th)) = both(&src, &tgt, t, &c.range, &skip).await?;
+            let from_copy = known.get(&c.id());
+            let ((sr, sh), (tr, th)) = match from_copy {
+                Some(s) => (s.clone(), hash(&tgt, t, &c.range, &skip).await?),
+                None => both(&src, &tgt, t, &c.range, &skip).await?,
+            };
             let check = ChunkCheck {
                 chunk: c.id(),
                 source_rows: sr,
                 target_rows: tr,
                 source_sha256: sh,
                 target_sha256: th,
+                source_from_copy: from_copy.is_some(),
             };
             out.push((i, k, check, started.elapsed().as_millis() as u64));
         }
@@ -182,6 +204,7 @@ async fn table(
         differences,
         differences_not_listed: not_listed,
         duration_ms: ms + started.elapsed().as_millis() as u64,
+        chunk_checks: checks,
     })
 }
 

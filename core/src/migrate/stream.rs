@@ -1,0 +1,144 @@
+//! The source side of a chunk's hash, computed from the binary COPY stream the copy already
+//! carries (so the source is not read a second time): each row's fields become the exact bytes
+//! `record_send(ROW(...))` makes of them in the database — the number of columns compared, then
+//! per column its type's OID, its length (-1 for NULL) and its binary value — hashed with
+//! SHA-256; the row hashes of the chunk are sorted and hashed again, as `sql::range_hash` does
+//! on the server. `ferry migrate verify` recomputes both sides in the databases.
+
+use sha2::{Digest, Sha256};
+
+/// `PGCOPY\n\377\r\n\0`: the binary COPY signature.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Parses a binary COPY stream fed in pieces of any size and hashes its rows.
+#[derive(Debug)]
+pub struct CopyHasher {
+    /// Per field of a row: the type OID of a compared column, or `None` for a column the rules
+    /// leave out.
+    fields: Vec<Option<u32>>,
+    buf: Vec<u8>,
+    pos: usize,
+    header_done: bool,
+    ended: bool,
+    hashes: Vec<[u8; 32]>,
+    row: Vec<u8>,
+}
+
+impl CopyHasher {
+    pub fn new(fields: Vec<Option<u32>>) -> Self {
+        Self {
+            fields,
+            buf: Vec::new(),
+            pos: 0,
+            header_done: false,
+            ended: false,
+            hashes: Vec::new(),
+            row: Vec::new(),
+        }
+    }
+
+    /// More bytes of the stream.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+        self.buf.extend_from_slice(data);
+        while self.step()? {}
+        if self.pos > 1 << 16 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Row count and SHA-256 (hex) of the chunk, once the stream has ended.
+    pub fn finish(mut self) -> Result<(i64, String), String> {
+        if !self.ended {
+            return Err("the COPY stream ended without its trailer".into());
+        }
+        self.hashes.sort_unstable();
+        let mut h = Sha256::new();
+        for r in &self.hashes {
+            h.update(r);
+        }
+        Ok((self.hashes.len() as i64, hex::encode(h.finalize())))
+    }
+
+    fn take(&self, n: usize) -> Option<&[u8]> {
+        self.buf.get(self.pos..self.pos + n)
+    }
+
+    /// Parses one header or row if it is whole; false when more bytes are needed.
+    fn step(&mut self) -> Result<bool, String> {
+        if self.ended {
+            return Ok(false);
+        }
+        if !self.header_done {
+            let Some(head) = self.take(19) else {
+                return Ok(false);
+            };
+            if &head[..11] != SIGNATURE {
+                return Err("not a binary COPY stream".into());
+            }
+            let ext = u32::from_be_bytes([head[15], head[16], head[17], head[18]]) as usize;
+            if self.take(19 + ext).is_none() {
+                return Ok(false);
+            }
+            self.pos += 19 + ext;
+            self.header_done = true;
+            return Ok(true);
+        }
+        let Some(n) = self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+            return Ok(false);
+        };
+        if n == -1 {
+            self.pos += 2;
+            self.ended = true;
+            return Ok(false);
+        }
+        if n as usize != self.fields.len() {
+            return Err(format!(
+                "a row of {n} fields, {} expected",
+                self.fields.len()
+            ));
+        }
+        self.row_if_whole()
+    }
+
+    /// Hashes the row at `pos` when all its fields have arrived.
+    fn row_if_whole(&mut self) -> Result<bool, String> {
+        let mut at = self.pos + 2;
+        let mut spans = Vec::with_capacity(self.fields.len());
+        for _ in 0..self.fields.len() {
+            let Some(b) = self.buf.get(at..at + 4) else {
+                return Ok(false);
+            };
+            let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            at += 4;
+            if len < 0 {
+                spans.push(None);
+                continue;
+            }
+            let end = at + len as usize;
+            if self.buf.len() < end {
+                return Ok(false);
+            }
+            spans.push(Some((at, end)));
+            at = end;
+        }
+        self.row.clear();
+        let compared = self.fields.iter().filter(|f| f.is_some()).count() as i32;
+        self.row.extend_from_slice(&compared.to_be_bytes());
+        for (oid, span) in self.fields.iter().zip(&spans) {
+            let Some(oid) = oid else { continue };
+            self.row.extend_from_slice(&oid.to_be_bytes());
+            match span {
+                None => self.row.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some((a, b)) => {
+                    self.row.extend_from_slice(&((b - a) as i32).to_be_bytes());
+                    self.row.extend_from_slice(&self.buf[*a..*b]);
+                }
+            }
+        }
+        self.hashes.push(Sha256::digest(&self.row).into());
+        self.pos = at;
+        Ok(true)
+    }
+}
