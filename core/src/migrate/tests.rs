@@ -291,7 +291,7 @@ fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
         }
         Sha256::digest(&r).to_vec()
     };
-    let mut hs = vec![rec(1, Some("a")), rec(2, None)];
+    let mut hs = [rec(1, Some("a")), rec(2, None)];
     hs.sort();
     assert_eq!(whole, (2, hex::encode(Sha256::digest(hs.concat()))));
     let mut cut = stream::CopyHasher::new(vec![Some(20), Some(25)]);
