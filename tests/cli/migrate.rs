@@ -361,3 +361,50 @@ fn bad_migration_plans_are_reported_at_once_with_their_lines() {
         .stderr_has("plans/unknown.yaml:4")
         .stderr_has("database `nowhere` is not in the inventory");
 }
+
+/// A chunk whose marker row is on the target is adopted by the copy without copying it (what a
+/// resume does after a kill between the chunk's commit and its ledger record) — and when its
+/// rows are in fact not there, the verification, which hashes the target's own rows, finds them
+/// missing by key: it does not trust the copy. (A chunk of orders that tags refer to would be
+/// caught earlier, by the foreign key built after the data.)
+#[test]
+fn an_adopted_chunk_is_recorded_as_recovered_and_verification_does_not_trust_it() {
+    let (_src, dst, ws) = clusters(55449, 55450);
+    ws.write("plans/move.yaml", &plan("move", ""));
+    ws.plan_file("move").expect_code(2);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("move.json")).unwrap())
+            .unwrap();
+    let id = saved["id"].as_str().unwrap();
+    dst.sql(&format!(
+        "CREATE SCHEMA ferry_migration; CREATE TABLE ferry_migration.chunks (plan_id text NOT NULL, chunk text NOT NULL, rows bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (plan_id, chunk)); INSERT INTO ferry_migration.chunks VALUES ('{id}', 'public.orders#10', 1000, 1); ALTER SCHEMA ferry_migration OWNER TO probe; ALTER TABLE ferry_migration.chunks OWNER TO probe"
+    ));
+    let r = ws.run(&["apply", "move.json"]);
+    r.expect_code(5)
+        .stderr_has("key 10001 missing on the target");
+    let adopted: Vec<_> = ws
+        .events("chunk_copied")
+        .into_iter()
+        .filter(|e| e["detail"]["recovered"] == true)
+        .collect();
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    assert_eq!(adopted[0]["detail"]["chunk"], "public.orders#10");
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM orders WHERE id BETWEEN 10001 AND 11000"),
+        "0"
+    );
+    let v = ws.events("migration_verified");
+    let orders = &v[0]["detail"]["report"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.orders")
+        .cloned()
+        .unwrap();
+    assert_eq!(orders["target_rows"], 59000, "{orders}");
+    assert_eq!(
+        orders["differences"].as_array().unwrap().len() as u64
+            + orders["differences_not_listed"].as_u64().unwrap_or(0),
+        1000
+    );
+}

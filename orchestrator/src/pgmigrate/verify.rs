@@ -297,14 +297,16 @@ async fn bisect(
         let Range::Key { lower, upper } = r else {
             continue;
         };
+        // The upper half is pushed first, so the lower one is looked at first: differences
+        // come out in key order.
         for half in [
-            Range::Key {
-                lower: lower.clone(),
-                upper: Some(mid.clone()),
-            },
             Range::Key {
                 lower: Some(mid.clone()),
                 upper: upper.clone(),
+            },
+            Range::Key {
+                lower: lower.clone(),
+                upper: Some(mid.clone()),
             },
         ] {
             let ((hs, hh), (ts, th)) = both(src, tgt, t, &half, skip).await?;
