@@ -159,6 +159,7 @@ fn schema_describes_both_formats() {
     let doc = run.json();
     assert!(doc["inventory"]["properties"]["sites"].is_object());
     assert!(doc["release_plan"]["properties"]["waves"].is_object());
+    assert!(doc["migration_plan"]["properties"]["rules"].is_object());
     let inv = ws.run(&["schema", "inventory"]).json();
     assert_eq!(inv["title"], "Inventory");
 }
@@ -182,6 +183,14 @@ fn the_example_inventories_and_plans_in_the_repository_validate() {
         (
             "inventories/labs-docker.yaml",
             vec!["plans/results-portal-3.3.yaml"],
+        ),
+        (
+            "inventories/ecrnow.yaml",
+            vec![
+                "plans/ecrnow-3.0-site-a.yaml",
+                "plans/ecrnow-retire-2.x.yaml",
+                "plans/ecrnow-db-to-cloud.yaml",
+            ],
         ),
     ] {
         let out = std::process::Command::new(crate::support::BIN)

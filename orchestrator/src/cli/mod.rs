@@ -368,6 +368,8 @@ pub enum RunbookCommand {
 pub enum SchemaWhich {
     Inventory,
     Plan,
+    /// A migration plan (`kind: migration`).
+    Migration,
 }
 
 pub use crate::engine::Error as CliError;

@@ -28,12 +28,16 @@ pub fn validate(ctx: &Ctx, inventory: &Path, plans: &[PathBuf]) -> Result<u8, Cl
 pub fn schema(which: Option<SchemaWhich>) -> Result<u8, CliError> {
     let inventory = schemars::schema_for!(Inventory);
     let plan = schemars::schema_for!(ReleasePlan);
+    let migration = schemars::schema_for!(crate::model::MigrationPlan);
     let doc = match which {
         Some(SchemaWhich::Inventory) => serde_json::to_value(inventory),
         Some(SchemaWhich::Plan) => serde_json::to_value(plan),
-        None => serde_json::to_value(
-            serde_json::json!({ "inventory": inventory, "release_plan": plan }),
-        ),
+        Some(SchemaWhich::Migration) => serde_json::to_value(migration),
+        None => serde_json::to_value(serde_json::json!({
+            "inventory": inventory,
+            "release_plan": plan,
+            "migration_plan": migration,
+        })),
     }
     .expect("schemas serialize");
     println!(
