@@ -155,13 +155,16 @@ pub struct WaveWindows {
     pub warning: Option<String>,
 }
 
-/// The windows of each wave of a release plan that has steps, as of `now`.
+/// The windows of each wave of a release or migration plan that has steps, as of `now`.
 pub fn of_plan(
     inv: &crate::model::Inventory,
     body: &crate::plan::PlanBody,
     now: DateTime<Utc>,
 ) -> Vec<WaveWindows> {
-    if body.kind != crate::plan::SavedPlanKind::Release {
+    if !matches!(
+        body.kind,
+        crate::plan::SavedPlanKind::Release | crate::plan::SavedPlanKind::Migration
+    ) {
         return Vec::new();
     }
     body.waves

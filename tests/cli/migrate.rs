@@ -408,3 +408,42 @@ fn an_adopted_chunk_is_recorded_as_recovered_and_verification_does_not_trust_it(
         1000
     );
 }
+
+/// A migration's steps belong to its target database's site: they wait for that site's
+/// maintenance window (exit 9, nothing done), and `--outside-window --reason` runs them,
+/// recorded.
+#[test]
+fn a_migration_waits_for_its_target_sites_window() {
+    let (_src, dst, ws) = clusters(55451, 55452);
+    let at = chrono::Utc::now() + chrono::Duration::days(3);
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        [chrono::Datelike::weekday(&at).num_days_from_monday() as usize];
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace("{ id: dst,", "{ id: dst, site: clinic-a,")
+        .replace(
+            "  - { id: clinic-a, tier: sqa, clouds: [local] }",
+            &format!("  - {{ id: clinic-a, tier: sqa, clouds: [local], maintenance_window: {{ days: [{day}], start: \"01:00\", duration_minutes: 60, timezone: UTC }} }}"),
+        );
+    ws.write("inventory.yaml", &inv);
+    ws.write("plans/move.yaml", &plan("move", ""));
+    ws.plan_file("move").expect_code(2);
+    ws.run(&["apply", "move.json"])
+        .expect_code(9)
+        .stderr_has("clinic-a");
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_class WHERE relname = 'orders'"),
+        "0"
+    );
+    ws.run(&[
+        "apply",
+        "--resume",
+        "--outside-window",
+        "--reason",
+        "CAB-7: the move was approved for today",
+        "move.json",
+    ])
+    .expect_code(0);
+    assert_eq!(ws.events("window_overridden").len(), 1);
+    assert_eq!(dst.sql("SELECT count(*) FROM orders"), "60000");
+}

@@ -89,6 +89,7 @@ async fn migration(
     let saved = crate::engine::migrate::make(&state, &inv, &mp).await?;
     workspace::write_plan(out, &saved)?;
     crate::engine::plan::record_created(&state, &saved, out)?;
-    ctx.out().plan(&saved, out, &[]);
+    let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
+    ctx.out().plan(&saved, out, &windows);
     Ok(exit::CHANGES)
 }

@@ -499,16 +499,17 @@ async fn apply_locked(
     })
 }
 
-/// The windows a run of this plan enforces: a release's steps start only inside their sites'
-/// maintenance windows. Back-out and runbook plans are how a site is rescued at any hour, so
-/// they are not held (their steps are recorded with their times like any other).
+/// The windows a run of this plan enforces: a release's or a migration's steps start only
+/// inside their sites' maintenance windows (a migration's steps belong to its target database's
+/// site). Back-out and runbook plans are how a site is rescued at any hour, so they are not held
+/// (their steps are recorded with their times like any other).
 fn windows(
     kind: &crate::plan::SavedPlanKind,
     inv: &crate::model::Inventory,
     choice: WindowChoice<'_>,
 ) -> crate::executor::Windows {
     let sites = match kind {
-        crate::plan::SavedPlanKind::Release => inv
+        crate::plan::SavedPlanKind::Release | crate::plan::SavedPlanKind::Migration => inv
             .sites
             .iter()
             .filter_map(|s| Some((s.id.clone(), s.maintenance_window.clone()?)))
