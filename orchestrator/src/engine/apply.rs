@@ -486,6 +486,7 @@ async fn apply_locked(
             Arc::new(inv.value.clone()),
             base.clone(),
         )),
+        fence: Some(fence),
     };
     let result = exec.run(prior).await;
     progress.finish();

@@ -147,4 +147,11 @@ impl CopyLog for StepLog<'_> {
     fn cancelled(&self) -> bool {
         *self.shared.exec.cancel.borrow()
     }
+
+    fn fence(&self) -> Result<(), String> {
+        match &self.shared.exec.fence {
+            Some(f) => f.check().map_err(|e| format!("not committing chunk: {e}")),
+            None => Ok(()),
+        }
+    }
 }

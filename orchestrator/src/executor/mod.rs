@@ -180,6 +180,9 @@ pub struct Executor {
     /// `--wait`: a gate that does not hold is polled in process until it does or its deadline
     /// passes (instead of recording it as waiting and stopping).
     pub wait_conditions: bool,
+    /// The run's hold on the apply lock, for actions that are not a target's (a migration's
+    /// chunk commits); `None` outside an apply (tests).
+    pub fence: Option<crate::lock::Fence>,
 }
 
 struct Shared {

@@ -60,6 +60,11 @@ pub trait CopyLog: Send + Sync {
     fn cancelled(&self) -> bool {
         false
     }
+    /// Fails when the run no longer holds the apply lock: checked right before each chunk
+    /// commits, so a run that lost its lock adds nothing to the target.
+    fn fence(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 const MARKERS: &str = "CREATE SCHEMA IF NOT EXISTS ferry_migration; \
@@ -287,6 +292,7 @@ async fn copy_chunk(
     )
     .await
     .map_err(terr)?;
+    log.fence()?;
     tx.commit().await.map_err(terr)?;
     Ok((rows, bytes, source_sha256))
 }

@@ -149,6 +149,7 @@ impl Fixture {
                 self._dir.path().to_owned(),
             )),
             wait_conditions: self.wait,
+            fence: None,
         }
     }
 
