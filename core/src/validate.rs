@@ -688,24 +688,28 @@ fn check_data_stores(i: &Inventory, err: &mut impl FnMut(String, String)) {
     }
 }
 
+/// A plan file's format version and name.
+fn check_header(version: u32, name: &str, err: &mut impl FnMut(String, String)) {
+    if version != FORMAT_VERSION {
+        err(
+            "version".into(),
+            format!(
+                "unsupported plan format version {version} (this ferry reads version {FORMAT_VERSION})"
+            ),
+        );
+    }
+    if name.trim().is_empty() {
+        err("name".into(), "is empty".into());
+    }
+}
+
 /// Validates a release plan against a (separately validated) inventory.
 pub fn release_plan(plan: &Loaded<ReleasePlan>, inv: &Inventory) -> Diagnostics {
     let mut out = Diagnostics::default();
     let p = &plan.value;
     let mut err = |path: String, msg: String| out.push(plan.problem(&path, msg));
 
-    if p.version != FORMAT_VERSION {
-        err(
-            "version".into(),
-            format!(
-                "unsupported plan format version {} (this ferry reads version {FORMAT_VERSION})",
-                p.version
-            ),
-        );
-    }
-    if p.name.trim().is_empty() {
-        err("name".into(), "is empty".into());
-    }
+    check_header(p.version, &p.name, &mut err);
     if p.releases.is_empty() && p.retire.is_empty() {
         err(
             "releases".into(),

@@ -33,6 +33,19 @@ impl Finding {
     }
 }
 
+/// `WHAT found N problem(s):` and every finding on its own line.
+pub fn findings_text(what: &str, findings: &[Finding]) -> String {
+    format!(
+        "{what} found {} problem(s):\n  - {}",
+        findings.len(),
+        findings
+            .iter()
+            .map(|f| format!("[{}] {}", f.check, f.message))
+            .collect::<Vec<_>>()
+            .join("\n  - ")
+    )
+}
+
 /// Objects of the kinds given that the target lacks, has differently, or has in addition.
 pub fn compare_catalogs(
     source: &[CatalogItem],

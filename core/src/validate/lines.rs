@@ -180,17 +180,27 @@ pub(super) fn check_hooks(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut
                         format!("site `{s}` is not in wave `{}`", wave.name),
                     );
                 }
-                if let Err(problems) = crate::hooks::compile(hook, inv) {
-                    for (field, msg) in problems {
-                        let path = if field.is_empty() {
-                            at.clone()
-                        } else {
-                            format!("{at}.{field}")
-                        };
-                        err(path, msg);
-                    }
-                }
+                hook_problems(hook, inv, &at, err);
             }
+        }
+    }
+}
+
+/// A wave step's own problems (kind, durations, probe...), each at its field under `at`.
+pub(super) fn hook_problems(
+    hook: &crate::model::Hook,
+    inv: &Inventory,
+    at: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    if let Err(problems) = crate::hooks::compile(hook, inv) {
+        for (field, msg) in problems {
+            let path = if field.is_empty() {
+                at.to_owned()
+            } else {
+                format!("{at}.{field}")
+            };
+            err(path, msg);
         }
     }
 }

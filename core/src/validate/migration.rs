@@ -4,25 +4,14 @@
 use std::collections::BTreeSet;
 
 use crate::load::{Diagnostics, Loaded};
-use crate::model::{FORMAT_VERSION, Inventory, MigrationPlan, qualified_table};
+use crate::model::{Inventory, MigrationPlan, qualified_table};
 
 /// Every problem of a migration plan, each located by its field.
 pub fn migration_plan(plan: &Loaded<MigrationPlan>, inv: &Inventory) -> Diagnostics {
     let mut out = Diagnostics::default();
     let p = &plan.value;
     let mut err = |path: String, msg: String| out.push(plan.problem(&path, msg));
-    if p.version != FORMAT_VERSION {
-        err(
-            "version".into(),
-            format!(
-                "unsupported plan format version {} (this ferry reads version {FORMAT_VERSION})",
-                p.version
-            ),
-        );
-    }
-    if p.name.trim().is_empty() {
-        err("name".into(), "is empty".into());
-    }
+    super::check_header(p.version, &p.name, &mut err);
     check_databases(p, inv, &mut err);
     if p.max_parallel == 0 {
         err("max_parallel".into(), "must be at least 1".into());
@@ -146,16 +135,7 @@ fn check_steps(p: &MigrationPlan, inv: &Inventory, err: &mut impl FnMut(String, 
                     format!("step name `{}` is empty or used twice", hook.name),
                 );
             }
-            if let Err(problems) = crate::hooks::compile(hook, inv) {
-                for (field, msg) in problems {
-                    let path = if field.is_empty() {
-                        at.clone()
-                    } else {
-                        format!("{at}.{field}")
-                    };
-                    err(path, msg);
-                }
-            }
+            super::lines::hook_problems(hook, inv, &at, err);
         }
     }
 }

@@ -27,10 +27,7 @@ pub async fn make(
 ) -> Result<SavedPlan, Error> {
     let body = crate::plan::plan_migration(&inv.value, &mp.value)?;
     let spec = crate::plan::migration_spec(&mp.value);
-    let probes = Probes::new(
-        Arc::new(inv.value.clone()),
-        workspace::base_dir(&inv.source.path),
-    );
+    let probes = probes(inv);
     let m = Migration {
         probes: &probes,
         spec: &spec,
@@ -39,13 +36,8 @@ pub async fn make(
     let (findings, _) = preflight::run(&m).await.map_err(Error::Refused)?;
     if !findings.is_empty() {
         return Err(Error::Refused(format!(
-            "plan not written: the preflight found {} problem(s):\n  - {}",
-            findings.len(),
-            findings
-                .iter()
-                .map(|f| format!("[{}] {}", f.check, f.message))
-                .collect::<Vec<_>>()
-                .join("\n  - ")
+            "plan not written: {}",
+            crate::migrate::catalog::findings_text("the preflight", &findings)
         )));
     }
     let inputs = vec![
@@ -61,6 +53,14 @@ pub async fn make(
         },
     ];
     Ok(workspace::new_saved_plan(&state.actor, inputs, body))
+}
+
+/// What SQL steps connect with: the inventory's databases, secrets relative to its directory.
+fn probes(inv: &Loaded<Inventory>) -> Probes {
+    Probes::new(
+        Arc::new(inv.value.clone()),
+        workspace::base_dir(&inv.source.path),
+    )
 }
 
 /// The migration a saved plan carries out (its verify step's spec).
@@ -86,10 +86,7 @@ pub async fn verify_again(state: &State, plan_path: &Path) -> Result<VerifyRepor
     let plan = workspace::read_plan(plan_path)?;
     let spec = spec_of(&plan)?;
     let inv = workspace::plan_inventory(&plan)?;
-    let probes = Probes::new(
-        Arc::new(inv.value.clone()),
-        workspace::base_dir(&inv.source.path),
-    );
+    let probes = probes(&inv);
     let m = Migration {
         probes: &probes,
         spec: &spec,

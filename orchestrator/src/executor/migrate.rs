@@ -63,15 +63,7 @@ fn judged(what: &str, findings: Vec<Finding>, facts: Value) -> Result<Value, Str
     if findings.is_empty() {
         return Ok(facts);
     }
-    Err(format!(
-        "{what} found {} problem(s):\n  - {}",
-        findings.len(),
-        findings
-            .iter()
-            .map(|f| format!("[{}] {}", f.check, f.message))
-            .collect::<Vec<_>>()
-            .join("\n  - ")
-    ))
+    Err(crate::migrate::catalog::findings_text(what, &findings))
 }
 
 /// The step's one-line result.
