@@ -112,6 +112,15 @@ pub fn load(
     ))
 }
 
+/// A loaded file as a saved plan's input: its role, canonical path and digest.
+pub fn input(role: &str, source: &SourceFile) -> InputFile {
+    InputFile {
+        role: role.into(),
+        path: canonical(&source.path),
+        sha256: source.sha256.clone(),
+    }
+}
+
 /// The `kind:` of a plan file (`release` when it says nothing ferry can read): which loader
 /// takes it.
 pub fn plan_kind(path: &Path) -> String {

@@ -72,6 +72,16 @@ fn contents(pg: &Postgres, table: &str, order: &str) -> String {
     .to_owned()
 }
 
+/// The entry of `name` in a report's list of tables.
+fn table(list: &serde_json::Value, name: &str) -> serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
 fn wait_for(ws: &Workspace, event: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ws.events(event).len() < n {
@@ -209,13 +219,7 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
     let report = ws
         .run(&["--output", "json", "migrate", "report", "move.json"])
         .json();
-    let orders = report["report"]["copy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["table"] == "public.orders")
-        .cloned()
-        .unwrap();
+    let orders = table(&report["report"]["copy"], "public.orders");
     assert_eq!(orders["rows"], 60000, "{orders}");
     assert_eq!(orders["chunks"], 60, "{orders}");
 
@@ -394,13 +398,7 @@ fn an_adopted_chunk_is_recorded_as_recovered_and_verification_does_not_trust_it(
         "0"
     );
     let v = ws.events("migration_verified");
-    let orders = &v[0]["detail"]["report"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["table"] == "public.orders")
-        .cloned()
-        .unwrap();
+    let orders = &table(&v[0]["detail"]["report"]["tables"], "public.orders");
     assert_eq!(orders["target_rows"], 59000, "{orders}");
     assert_eq!(
         orders["differences"].as_array().unwrap().len() as u64

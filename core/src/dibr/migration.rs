@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use super::build::Ctx;
-use crate::migrate::DifferenceKind;
 use crate::migrate::evidence::{MigrationReport, report_of};
 use crate::ops::Op;
 
@@ -106,12 +105,7 @@ fn of_report(r: &MigrationReport) -> MigrationSection {
             } else {
                 d.key.clone()
             },
-            kind: match d.kind {
-                DifferenceKind::Missing => "missing on the target",
-                DifferenceKind::Extra => "only on the target",
-                DifferenceKind::Changed => "changed",
-            }
-            .into(),
+            kind: d.kind.describe().into(),
             allowed_by: d
                 .rule
                 .clone()

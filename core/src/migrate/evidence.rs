@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{DifferenceKind, MigrationSpec, Phase, VerifyReport};
+use super::{MigrationSpec, Phase, VerifyReport};
 use crate::ledger::{Entry, Event};
 use crate::ops::Op;
 use crate::plan::SavedPlan;
@@ -203,11 +203,7 @@ pub fn tables_markdown(v: &VerifyReport) -> String {
                 "| `{}` | {} | {} | {} | {} | {} |",
                 cell(&d.table),
                 cell(&d.key),
-                match d.kind {
-                    DifferenceKind::Missing => "missing on the target",
-                    DifferenceKind::Extra => "only on the target",
-                    DifferenceKind::Changed => "changed",
-                },
+                d.kind.describe(),
                 cell(d.source_row.as_deref().unwrap_or("-")),
                 cell(d.target_row.as_deref().unwrap_or("-")),
                 d.rule

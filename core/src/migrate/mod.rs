@@ -74,10 +74,15 @@ impl MigrationSpec {
 
     /// Columns the rules leave out of a table's comparison.
     pub fn skipped_columns(&self, table: &str) -> Vec<String> {
+        self.skipped_by_rule(table).into_keys().collect()
+    }
+
+    /// The same columns, each with the rule that leaves it out.
+    pub fn skipped_by_rule(&self, table: &str) -> std::collections::BTreeMap<String, String> {
         self.rules
             .iter()
             .filter(|r| qualified_table(&r.table) == table)
-            .flat_map(|r| r.columns.iter().cloned())
+            .flat_map(|r| r.columns.iter().map(|c| (c.clone(), r.name.clone())))
             .collect()
     }
 

@@ -18,6 +18,17 @@ pub enum DifferenceKind {
     Changed,
 }
 
+impl DifferenceKind {
+    /// How reports and the DIBR guide say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DifferenceKind::Missing => "missing on the target",
+            DifferenceKind::Extra => "only on the target",
+            DifferenceKind::Changed => "changed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Difference {
     pub table: String,
@@ -143,11 +154,7 @@ impl VerifyReport {
                 .filter(|d| d.rule.is_none())
                 .take(10)
                 .map(|d| {
-                    let kind = match d.kind {
-                        DifferenceKind::Missing => "missing on the target",
-                        DifferenceKind::Extra => "only on the target",
-                        DifferenceKind::Changed => "changed",
-                    };
+                    let kind = d.kind.describe();
                     if d.key.is_empty() {
                         format!(
                             "row {} {kind}",

@@ -15,7 +15,7 @@ use crate::migrate::{MigrationSpec, VerifyReport};
 use crate::model::{Inventory, MigrationPlan};
 use crate::ops::Op;
 use crate::pgmigrate::{Migration, preflight, verify};
-use crate::plan::{InputFile, SavedPlan, SavedPlanKind};
+use crate::plan::{SavedPlan, SavedPlanKind};
 use crate::probe::Probes;
 use crate::workspace;
 
@@ -41,16 +41,8 @@ pub async fn make(
         )));
     }
     let inputs = vec![
-        InputFile {
-            role: "inventory".into(),
-            path: workspace::canonical(&inv.source.path),
-            sha256: inv.source.sha256.clone(),
-        },
-        InputFile {
-            role: "migration".into(),
-            path: workspace::canonical(&mp.source.path),
-            sha256: mp.source.sha256.clone(),
-        },
+        workspace::input("inventory", &inv.source),
+        workspace::input("migration", &mp.source),
     ];
     Ok(workspace::new_saved_plan(&state.actor, inputs, body))
 }

@@ -13,7 +13,7 @@ use crate::executor::Progress;
 use crate::load::{self, Loaded};
 use crate::model::{Inventory, Runbook};
 use crate::ops::{self, Op};
-use crate::plan::{self, InputFile, SavedPlan, StepOp};
+use crate::plan::{self, SavedPlan, StepOp};
 use crate::target::TargetRef;
 use crate::{runbook, workspace};
 
@@ -142,16 +142,8 @@ pub async fn plan(
     }
     let body = plan::plan_runbook(&rb.value.name, steps);
     let inputs = vec![
-        InputFile {
-            role: "inventory".into(),
-            path: workspace::canonical(&inv.source.path),
-            sha256: inv.source.sha256.clone(),
-        },
-        InputFile {
-            role: "runbook".into(),
-            path: workspace::canonical(&rb.source.path),
-            sha256: rb.source.sha256.clone(),
-        },
+        workspace::input("inventory", &inv.source),
+        workspace::input("runbook", &rb.source),
     ];
     Ok(Planned {
         plan: workspace::new_saved_plan(&state.actor, inputs, body),

@@ -30,13 +30,14 @@ pub async fn run(m: &Migration<'_>) -> Result<(Vec<Finding>, Value), String> {
         Err(e) => f.push(Finding::new("version", e)),
     }
     f.extend(extensions(&source, &target).await?);
-    let tables = m.tables(&source).await?;
+    let mut tables = catalog::tables(&source).await?;
     f.extend(
         m.spec
-            .unknown_tables(&catalog::tables(&source).await?)
+            .unknown_tables(&tables)
             .into_iter()
             .map(|msg| Finding::new("plan", msg)),
     );
+    tables.retain(|t| !m.spec.excludes(&t.id()));
     f.extend(privileges(&source, &target).await?);
     if m.spec.mode == MigrationMode::Empty {
         f.extend(not_empty(&target).await?);

@@ -49,13 +49,16 @@ pub async fn run(
         };
         work.push((t, chunks));
     }
+    // A copied chunk's stream hash stands for the source only where verification checks the
+    // very same range (keyless tables copied in pages are verified whole).
+    let ranges: BTreeMap<String, &Range> = work
+        .iter()
+        .flat_map(|(_, chunks)| chunks.iter().map(|c| (c.id(), &c.range)))
+        .collect();
     let known: BTreeMap<String, (i64, String)> = copied
         .unwrap_or_default()
         .iter()
-        .filter(|c| {
-            work.iter()
-                .any(|(_, chunks)| chunks.iter().any(|v| v == *c))
-        })
+        .filter(|c| ranges.get(&c.id()) == Some(&&c.range))
         .filter_map(|c| Some((c.id(), hashes.get(&c.id())?.clone())))
         .collect();
     let checked = hash_all(m, &work, &known).await?;
@@ -186,13 +189,7 @@ async fn table(
     for d in &mut differences {
         d.rule = rule.clone();
     }
-    let skipped_columns: BTreeMap<String, String> = m
-        .spec
-        .rules
-        .iter()
-        .filter(|r| crate::model::qualified_table(&r.table) == id)
-        .flat_map(|r| r.columns.iter().map(|c| (c.clone(), r.name.clone())))
-        .collect();
+    let skipped_columns = m.spec.skipped_by_rule(&id);
     Ok(TableCheck {
         table: id,
         source_rows: checks.iter().map(|c| c.source_rows).sum(),
