@@ -16,6 +16,29 @@ install() {
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >/dev/null
   fi
   python3 -c "import moto, boto3" || { echo "moto is not importable after install" >&2; exit 1; }
+  patch_list_parts
+}
+
+# moto 5.2.5 answers ListParts with a <ListPartsResponse> root; S3 answers <ListPartsResult>
+# (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html), and aws-sdk-s3 refuses
+# anything else (botocore does not check the root). The stand-in is made to answer as S3 does,
+# not ferry to accept what S3 never sends. Idempotent.
+patch_list_parts() {
+  python3 - <<'PY'
+import pathlib, moto.s3.responses as r
+p = pathlib.Path(r.__file__)
+s = p.read_text()
+marker = "# ferry: ListPartsResult"
+if marker not in s:
+    old = '''        self.data["Action"] = "ListParts"
+        status, headers, body = self.serialized(ActionResult(result))
+'''
+    assert old in s, "moto's list_parts changed: review ci/moto.sh's patch"
+    new = old + f'''        {marker}
+        body = body.replace(b"ListPartsResponse", b"ListPartsResult") if isinstance(body, bytes) else body.replace("ListPartsResponse", "ListPartsResult")
+'''
+    p.write_text(s.replace(old, new))
+PY
 }
 
 start() {

@@ -48,7 +48,7 @@ echo "demo: ok"
 echo "== layering"
 # ferry-core knows nothing of the async runtime, SSH, Docker, Kubernetes clients, AWS or HTTP:
 # a dependency on any of them fails the build here.
-forbidden='^(tokio|tokio-util|russh|bollard|kube|kube-client|aws-sdk-rds|aws-config|aws-smithy-runtime|hyper|hyper-util|reqwest|rustls|mio)$'
+forbidden='^(tokio|tokio-util|russh|bollard|kube|kube-client|aws-sdk-rds|aws-sdk-s3|aws-config|aws-smithy-runtime|hyper|hyper-util|reqwest|rustls|mio)$'
 core_deps=$(cargo tree --locked -p ferry-core -e normal --prefix none | sed 's/ v.*//' | sort -u)
 if echo "$core_deps" | grep -E "$forbidden"; then
   echo "ferry-core must not depend on the crates above" >&2
@@ -60,7 +60,7 @@ echo "== small build"
 # The SSH-only ferry an on-premise agent ships: no AWS SDK, kube or bollard; it runs the demo.
 # (rustls is in it: condition gates and quiesce calls speak HTTPS in every build.)
 small=$(cargo tree --locked -p ferry --no-default-features --features ssh -e normal --prefix none | sed 's/ v.*//' | sort -u)
-if echo "$small" | grep -E '^(bollard|kube|kube-client|aws-sdk-rds)$'; then
+if echo "$small" | grep -E '^(bollard|kube|kube-client|aws-sdk-rds|aws-sdk-s3)$'; then
   echo "the SSH-only build links the crates above" >&2
   exit 1
 fi

@@ -95,6 +95,11 @@ pub enum Op {
         phase: crate::migrate::Phase,
         spec: crate::migrate::MigrationSpec,
     },
+    /// A step of a bucket copy (`ferry::s3move` carries it out).
+    Bucket {
+        phase: crate::migrate::bucket::BucketPhase,
+        spec: crate::migrate::bucket::BucketSpec,
+    },
 }
 
 /// Where a gate's or a record's value comes from. Probes run where ferry runs.
@@ -188,13 +193,14 @@ impl Op {
             Op::Call { .. } => "command",
             Op::Record { .. } => "record",
             Op::Migrate { phase, .. } => phase.name(),
+            Op::Bucket { phase, .. } => phase.name(),
         }
     }
 
     /// The inventory database the operation acts on (none for a manual step).
     pub fn database(&self) -> Option<&str> {
         match self {
-            Op::Manual { .. } | Op::Call { .. } => None,
+            Op::Manual { .. } | Op::Call { .. } | Op::Bucket { .. } => None,
             Op::Migrate { spec, .. } => Some(&spec.target),
             Op::WaitUntil { probe, .. } | Op::Record { probe, .. } => match probe {
                 Probe::Sql { database, .. } => Some(database),
@@ -303,6 +309,7 @@ impl Op {
             ),
             Op::Record { label, probe } => format!("record `{label}`: {}", probe.describe()),
             Op::Migrate { phase, spec } => crate::migrate::describe(*phase, spec),
+            Op::Bucket { phase, spec } => crate::migrate::bucket::describe(*phase, spec),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::target::{Observed, TargetRef, resolve};
 mod migration;
 mod waves;
 
-pub use migration::{migration_spec, plan_migration};
+pub use migration::{bucket_specs, migration_spec, plan_migration};
 
 pub const PLAN_FORMAT: &str = "ferry.plan";
 pub const PLAN_FORMAT_VERSION: u32 = 1;

@@ -24,6 +24,8 @@ pub mod lock;
 pub mod pgmigrate;
 pub mod printer;
 pub mod probe;
+#[cfg(feature = "aws")]
+pub mod s3move;
 pub mod state;
 pub mod workspace;
 

@@ -240,6 +240,11 @@ impl Probes {
     }
 
     /// An inventory database's SQL connection settings (`postgres:`), with where it is.
+    /// The inventory probes and steps act on, and the directory its secrets are relative to.
+    pub fn inventory(&self) -> (&Inventory, &std::path::Path) {
+        (&self.inv, &self.base)
+    }
+
     pub fn pg(&self, database: &str) -> Result<PgTarget, ProbeError> {
         let db = self
             .inv

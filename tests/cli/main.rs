@@ -4,6 +4,8 @@ mod support;
 
 mod apply;
 mod approve;
+#[cfg(feature = "aws")]
+mod buckets;
 mod completions;
 mod crash;
 mod dibr;

@@ -3,75 +3,19 @@
 //! `available` at once: slow transitions, waits that time out and throttling are covered by
 //! the driver's unit tests (`drivers::rds::tests`) on an in-memory fake.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Run, Workspace};
+use crate::support::{Moto, Run, Workspace, repo};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// RDS calls of the tests, on a moto server.
+trait Rds {
+    fn create_instance(&self, id: &str);
+    fn snapshot(&self, instance: &str, id: &str);
+    fn instances(&self) -> Vec<(String, String, Vec<String>)>;
+    fn snapshot_ids(&self) -> Vec<String>;
 }
 
-/// One moto server on `addr:5000` for one test. Fails loudly when moto cannot start.
-struct Moto {
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Moto {
-    fn start(addr: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = repo().join("ci/moto.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["install"])
-            .output()
-            .expect("ci/moto.sh runs");
-        assert!(
-            out.status.success(),
-            "ci/moto.sh install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["start", dir.path().to_str().unwrap(), addr, "5000"])
-            .output()
-            .expect("ci/moto.sh runs");
-        assert!(
-            out.status.success(),
-            "moto did not start on {addr}:5000: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir,
-            addr: addr.to_owned(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}:5000", self.addr)
-    }
-
-    /// Runs Python with `rds`, a boto3 client of this server; returns stdout.
-    fn py(&self, code: &str) -> String {
-        let prelude = format!(
-            "import boto3, json, datetime\nrds = boto3.client('rds', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n",
-            self.url()
-        );
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(format!("{prelude}{code}"))
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
+impl Rds for Moto {
     fn create_instance(&self, id: &str) {
         self.py(&format!(
             "rds.create_db_instance(DBInstanceIdentifier='{id}', Engine='postgres', EngineVersion='15.4', DBInstanceClass='db.t3.micro', AllocatedStorage=20, MasterUsername='ehr', MasterUserPassword='not-a-secret-1')"
@@ -84,7 +28,6 @@ impl Moto {
         ));
     }
 
-    /// Instance id -> (status, tags as k=v).
     fn instances(&self) -> Vec<(String, String, Vec<String>)> {
         let out = self.py(
             "print(json.dumps([[d['DBInstanceIdentifier'], d['DBInstanceStatus'], sorted(t['Key'] + '=' + t['Value'] for t in d.get('TagList', []))] for d in rds.describe_db_instances()['DBInstances']]))",
@@ -100,15 +43,6 @@ impl Moto {
             "print(json.dumps(sorted(s['DBSnapshotIdentifier'] for s in rds.describe_db_snapshots()['DBSnapshots'])))",
         );
         serde_json::from_str(out.trim()).unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("ci/moto.sh"))
-            .args(["stop", self.dir.path().to_str().unwrap()])
-            .status();
     }
 }
 

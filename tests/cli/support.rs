@@ -642,3 +642,77 @@ impl Admin {
         conn.flush()
     }
 }
+
+/// One moto server on `addr:5000` for one test. Fails loudly when moto cannot start.
+pub struct Moto {
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Moto {
+    pub fn start(addr: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = repo().join("ci/moto.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["install"])
+            .output()
+            .expect("ci/moto.sh runs");
+        assert!(
+            out.status.success(),
+            "ci/moto.sh install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", dir.path().to_str().unwrap(), addr, "5000"])
+            .output()
+            .expect("ci/moto.sh runs");
+        assert!(
+            out.status.success(),
+            "moto did not start on {addr}:5000: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            addr: addr.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}:5000", self.addr)
+    }
+
+    /// Runs Python with `rds` and `s3`, boto3 clients of this server; returns stdout.
+    pub fn py(&self, code: &str) -> String {
+        let prelude = format!(
+            "import boto3, json, datetime\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\nrds = boto3.client('rds', **kw)\ns3 = boto3.client('s3', **kw)\n",
+            self.url()
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{prelude}{code}"))
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("ci/moto.sh"))
+            .args(["stop", self.dir.path().to_str().unwrap()])
+            .status();
+    }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}

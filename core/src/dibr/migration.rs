@@ -20,6 +20,23 @@ pub struct MigrationSection {
     /// Columns not compared and tables not copied, each with its rule or reason.
     pub allowed: Vec<String>,
     pub sequences: Vec<SequenceRow>,
+    /// Each bucket copy: objects, bytes, manifest root, verification.
+    pub buckets: Vec<BucketRow>,
+    /// Every problem a bucket verification named.
+    pub bucket_problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketRow {
+    pub copy: String,
+    pub source: String,
+    pub target: String,
+    pub objects: String,
+    pub bytes: String,
+    pub root: String,
+    pub retries: u64,
+    pub verdict: String,
+    pub verified_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,9 +78,12 @@ pub(super) fn section(c: &Ctx<'_>) -> Option<MigrationSection> {
         .find_map(|s| match s.op.as_ref().map(|o| &o.op) {
             Some(Op::Migrate { spec, .. }) => Some(spec.clone()),
             _ => None,
-        })?;
+        });
+    if spec.is_none() && crate::migrate::evidence::bucket_specs(c.plan).is_empty() {
+        return None;
+    }
     let entries: Vec<crate::ledger::Entry> = c.mine.iter().map(|e| (*e).clone()).collect();
-    let r = report_of(c.plan, &spec, &entries);
+    let r = report_of(c.plan, spec.as_ref(), &entries);
     Some(of_report(&r))
 }
 
@@ -167,5 +187,31 @@ fn of_report(r: &MigrationReport) -> MigrationSection {
         differences,
         allowed,
         sequences,
+        buckets: r.buckets.iter().map(bucket_row).collect(),
+        bucket_problems: r
+            .buckets
+            .iter()
+            .flat_map(|b| {
+                b.verification
+                    .iter()
+                    .flat_map(|v| &v.problems)
+                    .map(|p| format!("`{}`: {}", b.copy, p.describe()))
+            })
+            .collect(),
+    }
+}
+
+fn bucket_row(b: &crate::migrate::evidence::BucketEvidence) -> BucketRow {
+    let m = b.manifest.as_ref();
+    BucketRow {
+        copy: b.copy.clone(),
+        source: b.source.clone(),
+        target: b.target.clone(),
+        objects: m.map_or("-".into(), |m| m.objects.to_string()),
+        bytes: m.map_or("-".into(), |m| m.bytes.to_string()),
+        root: m.map_or("-".into(), |m| m.root.clone()),
+        retries: b.retries,
+        verdict: b.verdict(),
+        verified_at: b.verified_at.clone().unwrap_or_else(|| "-".into()),
     }
 }

@@ -67,6 +67,18 @@ pub enum Event {
     /// A migration's verification ended: the report (per table rows and hashes of both sides,
     /// every difference and the rule that allowed it).
     MigrationVerified,
+    /// A bucket copy began a multipart upload (its id, part size): a resumed copy continues it.
+    UploadStarted,
+    /// One part of a multipart upload stored on the target (its ETag and MD5).
+    PartCopied,
+    /// One object copied: source and target keys, size, SHA-256, both ETags.
+    ObjectCopied,
+    /// Objects only on the target deleted by a copy whose plan says so (after confirmation).
+    ObjectsDeleted,
+    /// A bucket copy's run ended: its manifest's root hash, objects and bytes.
+    ManifestWritten,
+    /// A bucket copy's verification ended: every missing, extra or different key.
+    BucketVerified,
 }
 
 impl Event {
@@ -101,6 +113,12 @@ impl Event {
             Event::ChunksPlanned => "chunks_planned",
             Event::ChunkCopied => "chunk_copied",
             Event::MigrationVerified => "migration_verified",
+            Event::UploadStarted => "upload_started",
+            Event::PartCopied => "part_copied",
+            Event::ObjectCopied => "object_copied",
+            Event::ObjectsDeleted => "objects_deleted",
+            Event::ManifestWritten => "manifest_written",
+            Event::BucketVerified => "bucket_verified",
         }
     }
 }

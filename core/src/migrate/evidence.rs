@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::bucket::{BucketReport, BucketSpec};
 use super::{MigrationSpec, Phase, VerifyReport};
 use crate::ledger::{Entry, Event};
 use crate::ops::Op;
@@ -34,6 +35,84 @@ pub struct MigrationReport {
     /// When the verification was recorded, and by which command.
     pub verified_at: Option<String>,
     pub sequences: Option<Value>,
+    /// Each bucket copy: objects and bytes in its manifest, the root hash, its verification.
+    pub buckets: Vec<BucketEvidence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketEvidence {
+    pub copy: String,
+    pub source: String,
+    pub target: String,
+    /// Objects and bytes copied by all runs (an object copied twice counts twice).
+    pub copied_objects: u64,
+    pub copied_bytes: u64,
+    pub deleted: u64,
+    /// Retries after throttling or a 5xx, all runs.
+    pub retries: u64,
+    /// The last manifest written: root hash, objects, bytes.
+    pub manifest: Option<super::bucket::ManifestWritten>,
+    pub verification: Option<BucketReport>,
+    pub verified_at: Option<String>,
+}
+
+impl BucketEvidence {
+    fn of(spec: &BucketSpec) -> Self {
+        Self {
+            copy: spec.name.clone(),
+            source: spec.source.url(),
+            target: spec.target.url(),
+            copied_objects: 0,
+            copied_bytes: 0,
+            deleted: 0,
+            retries: 0,
+            manifest: None,
+            verification: None,
+            verified_at: None,
+        }
+    }
+
+    fn add(&mut self, e: &Entry, d: &Value) {
+        match e.event {
+            Event::ObjectCopied => {
+                self.copied_objects += 1;
+                self.copied_bytes += d["size"].as_u64().unwrap_or(0);
+                self.retries += d["retries"].as_u64().unwrap_or(0);
+            }
+            Event::ObjectsDeleted => {
+                self.deleted += d["keys"].as_array().map_or(0, |k| k.len() as u64);
+            }
+            Event::ManifestWritten => self.manifest = serde_json::from_value(d.clone()).ok(),
+            Event::BucketVerified => {
+                self.verification = serde_json::from_value(d["report"].clone()).ok();
+                self.verified_at = Some(e.time.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// One line: what the manifest holds and how the verification ended.
+    pub fn verdict(&self) -> String {
+        match &self.verification {
+            Some(v) => v.verdict(),
+            None => "not verified yet".into(),
+        }
+    }
+}
+
+/// The bucket copies a saved plan carries out.
+pub fn bucket_specs(plan: &SavedPlan) -> Vec<BucketSpec> {
+    plan.body
+        .steps
+        .iter()
+        .filter_map(|s| match s.op.as_ref().map(|o| &o.op) {
+            Some(Op::Bucket {
+                phase: super::bucket::BucketPhase::Copy,
+                spec,
+            }) => Some(spec.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,12 +133,16 @@ pub struct TableCopy {
 }
 
 /// The report from a plan and its entries (pure: the DIBR guide uses it too).
-pub fn report_of(plan: &SavedPlan, spec: &MigrationSpec, entries: &[Entry]) -> MigrationReport {
+pub fn report_of(
+    plan: &SavedPlan,
+    spec: Option<&MigrationSpec>,
+    entries: &[Entry],
+) -> MigrationReport {
     let mut r = MigrationReport {
         plan_id: plan.id.clone(),
         name: plan.body.name.clone(),
-        source: spec.source.clone(),
-        target: spec.target.clone(),
+        source: spec.map(|s| s.source.clone()).unwrap_or_default(),
+        target: spec.map(|s| s.target.clone()).unwrap_or_default(),
         steps: Vec::new(),
         fence: Vec::new(),
         preflight: None,
@@ -68,6 +151,7 @@ pub fn report_of(plan: &SavedPlan, spec: &MigrationSpec, entries: &[Entry]) -> M
         verification: None,
         verified_at: None,
         sequences: None,
+        buckets: bucket_specs(plan).iter().map(BucketEvidence::of).collect(),
     };
     let mut copy: BTreeMap<String, TableCopy> = BTreeMap::new();
     let phase_of = |step: &str| match plan.step(step).and_then(|s| s.op.as_ref()).map(|o| &o.op) {
@@ -76,6 +160,11 @@ pub fn report_of(plan: &SavedPlan, spec: &MigrationSpec, entries: &[Entry]) -> M
     };
     for e in entries {
         let step = e.step.as_deref().unwrap_or_default();
+        if let Some(d) = &e.detail
+            && let Some(b) = r.buckets.iter_mut().find(|b| d["copy"] == json!(b.copy))
+        {
+            b.add(e, d);
+        }
         match e.event {
             Event::ChunkCopied => {
                 if let Some(d) = &e.detail {
@@ -111,11 +200,15 @@ pub fn report_of(plan: &SavedPlan, spec: &MigrationSpec, entries: &[Entry]) -> M
             t
         })
         .collect();
+    // The fence: hooks before the first step that moves data.
     let first_schema = plan
         .body
         .steps
         .iter()
-        .position(|s| phase_of(&s.id) == Some(Phase::Schema))
+        .position(|s| {
+            phase_of(&s.id) == Some(Phase::Schema)
+                || matches!(s.op.as_ref().map(|o| &o.op), Some(Op::Bucket { .. }))
+        })
         .unwrap_or(0);
     for (i, s) in plan.body.steps.iter().enumerate() {
         let last = entries.iter().rev().find(|e| {
@@ -136,7 +229,10 @@ pub fn report_of(plan: &SavedPlan, spec: &MigrationSpec, entries: &[Entry]) -> M
             time: last.map(|e| e.time.clone()),
         };
         let hook = phase_of(&s.id).is_none()
-            && !matches!(s.op.as_ref().map(|o| &o.op), Some(Op::Manual { .. }));
+            && !matches!(
+                s.op.as_ref().map(|o| &o.op),
+                Some(Op::Manual { .. } | Op::Bucket { .. })
+            );
         if hook && i < first_schema {
             r.fence.push(state.clone());
         }
@@ -222,16 +318,65 @@ pub fn tables_markdown(v: &VerifyReport) -> String {
     s
 }
 
+/// Per bucket copy: objects and bytes copied, the manifest's root, the verification and every
+/// problem it named (Markdown).
+pub fn buckets_markdown(buckets: &[BucketEvidence]) -> String {
+    let mut s = String::new();
+    if buckets.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\nBuckets:\n\n| copy | source | target | objects | bytes | manifest root | retries | verification |\n|---|---|---|---|---|---|---|---|"
+    );
+    for b in buckets {
+        let (objects, bytes, root) =
+            b.manifest
+                .as_ref()
+                .map_or(("-".to_owned(), "-".to_owned(), "-".to_owned()), |m| {
+                    (
+                        m.objects.to_string(),
+                        m.bytes.to_string(),
+                        format!("`{}`", m.root),
+                    )
+                });
+        let verdict = match &b.verification {
+            Some(v) if v.passed() => {
+                format!("passed ({})", b.verified_at.as_deref().unwrap_or("-"))
+            }
+            Some(v) => format!("**{} problem(s)**", v.problems.len()),
+            None => "not verified yet".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {objects} | {bytes} | {root} | {} | {verdict} |",
+            b.copy,
+            cell(&b.source),
+            cell(&b.target),
+            b.retries
+        );
+    }
+    for b in buckets {
+        for p in b.verification.iter().flat_map(|v| &v.problems) {
+            let _ = writeln!(s, "- `{}`: {}", b.copy, cell(&p.describe()));
+        }
+    }
+    s
+}
+
 /// The whole report (Markdown): what `ferry migrate report` prints and the DIBR guide shows.
 pub fn markdown(r: &MigrationReport) -> String {
     let mut s = String::new();
+    let moves = if r.source.is_empty() {
+        format!("{} bucket copy(ies)", r.buckets.len())
+    } else {
+        format!("database `{}` -> `{}`", r.source, r.target)
+    };
     let _ = writeln!(
         s,
-        "Migration `{}` (plan {}): database `{}` -> `{}`\n",
+        "Migration `{}` (plan {}): {moves}\n",
         cell(&r.name),
-        r.plan_id,
-        r.source,
-        r.target
+        r.plan_id
     );
     let _ = writeln!(s, "| step | what | outcome | at |\n|---|---|---|---|");
     for st in &r.steps {
@@ -291,7 +436,9 @@ pub fn markdown(r: &MigrationReport) -> String {
             );
         }
     }
+    s.push_str(&buckets_markdown(&r.buckets));
     match &r.verification {
+        _ if r.source.is_empty() => {}
         Some(v) => {
             let _ = writeln!(
                 s,

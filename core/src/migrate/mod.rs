@@ -5,6 +5,7 @@
 //! Talking to the servers is `ferry::migrate`; this module only builds statements and judges
 //! answers, so every piece of SQL ferry sends is unit-tested here.
 
+pub mod bucket;
 pub mod catalog;
 pub mod evidence;
 pub mod report;

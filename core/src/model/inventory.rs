@@ -855,6 +855,9 @@ impl Inventory {
             .get(id)
             .map(|&i| &self.endpoints[i])
     }
+    pub fn bucket(&self, id: &str) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| b.id == id)
+    }
     pub fn database(&self, id: &str) -> Option<&Database> {
         self.indexed()
             .databases

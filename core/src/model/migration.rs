@@ -1,5 +1,7 @@
 //! Migration plans: move a PostgreSQL database's schema and data from one inventory database to
-//! another (on-premise to a cloud, one cloud to another), verified row by row and resumable.
+//! another (on-premise to a cloud, one cloud to another), verified row by row and resumable, and
+//! the app's buckets (or prefixes of them) from one cloud's object storage to another's,
+//! verified object by object against ferry's own manifest.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,10 +36,17 @@ pub struct MigrationPlan {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    /// Inventory database to copy from (reachable by SQL: `postgres:`).
-    pub source: String,
+    /// Inventory database to copy from (reachable by SQL: `postgres:`); with `target`, or
+    /// neither for a plan that moves only buckets.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Inventory database to copy into.
-    pub target: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Buckets (or prefixes) copied between clouds' object storage, each verified against
+    /// ferry's manifest of sizes and SHA-256 digests.
+    #[serde(default)]
+    pub buckets: Vec<BucketCopy>,
     #[serde(default)]
     pub mode: MigrationMode,
     /// Tables copied (and chunks verified) at once; each is a connection to each database.
@@ -62,6 +71,44 @@ pub struct MigrationPlan {
     /// database, resume, a drain gate before the source may be retired).
     #[serde(default)]
     pub after: Vec<Hook>,
+}
+
+/// One bucket (or prefix) copy: every object under `prefix` of `source` goes to the same key
+/// under `target_prefix` of `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketCopy {
+    /// Names the copy's steps (`bucket-copy-NAME`, `bucket-verify-NAME`) and its manifest.
+    pub name: String,
+    /// Inventory bucket copied from (its cloud has an `aws` section).
+    pub source: String,
+    /// Only keys starting with this are copied (the whole bucket without it).
+    #[serde(default)]
+    pub prefix: String,
+    /// Inventory bucket copied into.
+    pub target: String,
+    /// Put in place of `prefix` in each key on the target (the same prefix without it).
+    #[serde(default)]
+    pub target_prefix: Option<String>,
+    /// Objects under the target prefix that the source does not have are deleted (after a
+    /// confirmation step); without it they are differences the verification names.
+    #[serde(default)]
+    pub delete_extra: bool,
+    /// Objects copied (or verified) at once.
+    #[serde(default = "default_bucket_parallel")]
+    pub max_parallel: usize,
+    /// Part size of multipart uploads in MiB (at least 5; larger objects get larger parts so
+    /// that none has more than 10,000). Objects up to one part are sent in one request.
+    #[serde(default = "default_part_mib")]
+    pub part_size_mib: u64,
+}
+
+fn default_bucket_parallel() -> usize {
+    8
+}
+
+fn default_part_mib() -> u64 {
+    8
 }
 
 fn default_parallel() -> usize {

@@ -18,7 +18,7 @@ pub use inventory::{
     Tier, UpdateOrder, Weekday, major_of, resource_name,
 };
 pub use migration::{
-    DiffRule, Exclusion, MigrationKind, MigrationMode, MigrationPlan, qualified_table,
+    BucketCopy, DiffRule, Exclusion, MigrationKind, MigrationMode, MigrationPlan, qualified_table,
 };
 pub use release::{
     Gate, OnFailure, PlanKind, Release, ReleasePlan, Retire, SnapshotRequirement, Waiver, Wave,

@@ -1,4 +1,4 @@
-//! `ferry migrate verify` and `ferry migrate report`.
+//! `ferry migrate verify`, `ferry migrate report` and `ferry migrate manifest`.
 
 use std::path::Path;
 
@@ -20,5 +20,12 @@ pub async fn verify(ctx: &Ctx, plan: &Path) -> Result<u8, CliError> {
 pub fn report(ctx: &Ctx, plan: &Path) -> Result<u8, CliError> {
     let r = crate::engine::migrate::report(&ctx.state(), plan)?;
     ctx.out().migration_report(&r);
+    Ok(exit::OK)
+}
+
+/// A bucket copy's manifest as the ledger's records make it (its SHA-256 is the recorded root).
+pub fn manifest(ctx: &Ctx, plan: &Path, copy: &str) -> Result<u8, CliError> {
+    let m = crate::engine::migrate::manifest(&ctx.state(), plan, copy)?;
+    ctx.out().bucket_manifest(copy, &m);
     Ok(exit::OK)
 }

@@ -226,13 +226,21 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Verify a migration again, alone (read-only on both databases): every chunk's rows and
-    /// SHA-256 on both sides, differences named by key. Recorded. Exit 5 when a difference no
-    /// rule allows is found.
+    /// Verify a migration again, alone (read-only on both sides): every chunk's rows and
+    /// SHA-256 on both databases, every copied object read back against the manifest;
+    /// differences named by key. Recorded. Exit 5 when a difference no rule allows is found.
     Verify { plan: PathBuf },
     /// What the ledger holds of a migration: steps, write fence, rows and chunks copied per
-    /// table, the verification with both hashes and every difference, sequences.
+    /// table, the verification with both hashes and every difference, sequences, each bucket
+    /// copy's manifest root and verification.
     Report { plan: PathBuf },
+    /// A bucket copy's manifest, rebuilt from the ledger's records: one line per object
+    /// (`SHA256 SIZE "KEY"`), sorted; its SHA-256 is the root the copy recorded.
+    Manifest {
+        plan: PathBuf,
+        /// The copy's name (`buckets[].name` in the plan).
+        copy: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -609,6 +617,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 runtime().and_then(|rt| rt.block_on(migrate_cmd::verify(&ctx, &plan)))
             }
             MigrateCommand::Report { plan } => migrate_cmd::report(&ctx, &plan),
+            MigrateCommand::Manifest { plan, copy } => migrate_cmd::manifest(&ctx, &plan, &copy),
         },
         Command::Demo { root } => runtime().and_then(|rt| rt.block_on(demo::demo(&ctx, &root))),
         Command::Completions { shell } => {

@@ -2,6 +2,8 @@
 //! `max_parallel`, every step verified, every event recorded in the ledger before it is
 //! reported. The only module (with the drivers) that runs async code.
 
+#[cfg(feature = "aws")]
+mod bucket;
 mod gates;
 mod migrate;
 mod resume;
@@ -207,6 +209,10 @@ struct Shared {
     /// Source rows and hashes the copy computed from its stream, by chunk id (earlier runs'
     /// and this one's).
     migration_hashes: Mutex<BTreeMap<String, (i64, String)>>,
+    /// Each bucket copy's records (earlier runs', then this run's): the verification's
+    /// manifest.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    bucket_objects: Mutex<BTreeMap<String, crate::migrate::bucket::PriorObjects>>,
     /// Set by a gate whose deadline passed: its `on_timeout` decides the run, not the plan's
     /// `on_failure`.
     on_timeout: Mutex<Option<crate::model::OnTimeout>>,
@@ -414,6 +420,15 @@ impl Shared {
             }
             Op::Migrate { phase, spec } => {
                 self.run_migrate(step, *phase, spec)
+                    .await
+                    .map_err(|message| DriverError::Failed {
+                        target: step.target.id.clone(),
+                        action: op.op.name(),
+                        message,
+                    })
+            }
+            Op::Bucket { phase, spec } => {
+                self.run_bucket(step, *phase, spec)
                     .await
                     .map_err(|message| DriverError::Failed {
                         target: step.target.id.clone(),
@@ -667,6 +682,7 @@ impl Shared {
                     .flat_map(|p| p.hashes.clone())
                     .collect(),
             ),
+            bucket_objects: Mutex::new(prior.objects.clone()),
             on_timeout: Mutex::new(None),
         })
     }
@@ -1177,6 +1193,39 @@ fn op_summary(op: &Op, d: &serde_json::Value) -> String {
             format!("{label} = {}", crate::gate::text(&d["value"]))
         }
         Op::Migrate { phase, .. } => migrate::summary(*phase, d),
+        Op::Bucket { phase, .. } => bucket_summary(*phase, d),
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+impl Shared {
+    async fn run_bucket(
+        &self,
+        _step: &Step,
+        _phase: crate::migrate::bucket::BucketPhase,
+        _spec: &crate::migrate::bucket::BucketSpec,
+    ) -> Result<serde_json::Value, String> {
+        Err("this ferry was built without the `aws` feature: bucket copies need aws-sdk-s3".into())
+    }
+}
+
+/// A bucket step's one-line result.
+fn bucket_summary(phase: crate::migrate::bucket::BucketPhase, d: &serde_json::Value) -> String {
+    match phase {
+        crate::migrate::bucket::BucketPhase::Copy => format!(
+            "{} object(s), {} byte(s) in the manifest (root {}): {} copied now, {} kept, {} deleted; retries {}; no upload of ours left open",
+            d["objects"],
+            d["bytes"],
+            crate::gate::text(&d["root"]),
+            d["copied_now"],
+            d["kept"],
+            d["deleted"],
+            d["retries"]
+        ),
+        crate::migrate::bucket::BucketPhase::Verify => format!(
+            "{} object(s), {} byte(s) read back: every one matches the manifest",
+            d["objects"], d["bytes"]
+        ),
     }
 }
 

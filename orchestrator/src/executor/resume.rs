@@ -25,6 +25,8 @@ pub struct PriorRun {
     pub gates: BTreeMap<String, crate::gate::GateClock>,
     /// Each migration copy step's chunks as decided, and those recorded as copied.
     pub chunks: BTreeMap<String, crate::pgmigrate::PriorChunks>,
+    /// Each bucket copy's objects, open uploads and last manifest, by copy name.
+    pub objects: BTreeMap<String, crate::migrate::bucket::PriorObjects>,
 }
 
 pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
@@ -84,6 +86,11 @@ pub fn prior_run(entries: &[Entry], plan_id: &str) -> PriorRun {
             _ => {}
         }
     }
+    p.objects = crate::migrate::bucket::replay(
+        entries
+            .iter()
+            .filter(|e| e.plan_id.as_deref() == Some(plan_id)),
+    );
     p
 }
 

@@ -474,13 +474,27 @@ impl Printer for Human {
         self.say(&text);
     }
 
-    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport) {
-        let mut text = format!(
-            "Verification of migration plan {plan_id}: {}\n",
-            r.verdict()
-        );
-        text.push_str(&crate::migrate::evidence::tables_markdown(r));
-        self.say(text.trim_end());
+    fn migration_verified(&mut self, plan_id: &str, v: &crate::engine::migrate::Verification) {
+        let mut text = String::new();
+        if let Some(r) = &v.database {
+            text.push_str(&format!(
+                "Verification of migration plan {plan_id}: {}\n",
+                r.verdict()
+            ));
+            text.push_str(&crate::migrate::evidence::tables_markdown(r));
+        }
+        for b in &v.buckets {
+            text.push_str(&format!(
+                "\nVerification of plan {plan_id}, {}\n",
+                b.verdict()
+            ));
+        }
+        self.say(text.trim());
+    }
+
+    fn bucket_manifest(&mut self, _copy: &str, m: &crate::migrate::bucket::Manifest) {
+        // The text exactly: `| sha256sum` gives the root.
+        self.put(&m.text());
     }
 
     fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport) {

@@ -315,14 +315,27 @@ impl Printer for Json {
         }));
     }
 
-    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport) {
+    fn migration_verified(&mut self, plan_id: &str, v: &crate::engine::migrate::Verification) {
         self.doc(&json!({
             "format": "ferry.migration_verification",
             "version": JSON_VERSION,
             "plan_id": plan_id,
-            "passed": r.passed(),
-            "unexplained": r.unexplained(),
-            "report": r,
+            "passed": v.passed(),
+            "unexplained": v.database.as_ref().map_or(0, |r| r.unexplained()),
+            "report": v.database,
+            "buckets": v.buckets,
+        }));
+    }
+
+    fn bucket_manifest(&mut self, copy: &str, m: &crate::migrate::bucket::Manifest) {
+        self.doc(&json!({
+            "format": "ferry.bucket_manifest",
+            "version": JSON_VERSION,
+            "copy": copy,
+            "root": m.root(),
+            "objects": m.objects.len(),
+            "bytes": m.bytes(),
+            "manifest": m.objects,
         }));
     }
 

@@ -90,7 +90,8 @@ pub trait Printer {
     fn host_trusted(&mut self, k: &HostKey<'_>, already: bool);
     fn man_pages(&mut self, dir: &Path);
     /// `ferry migrate verify`: the verification report.
-    fn migration_verified(&mut self, plan_id: &str, r: &crate::migrate::VerifyReport);
+    fn migration_verified(&mut self, plan_id: &str, r: &crate::engine::migrate::Verification);
+    fn bucket_manifest(&mut self, copy: &str, m: &crate::migrate::bucket::Manifest);
     /// `ferry migrate report`: everything the ledger holds of a migration.
     fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport);
     /// A command failed with exit code `code`.

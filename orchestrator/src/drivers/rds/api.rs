@@ -88,7 +88,11 @@ impl AwsError {
             AwsErrorKind::Throttled
         } else if credentials.contains(&code) || status == Some(403) {
             AwsErrorKind::Credentials
-        } else if code.ends_with("NotFound") || code.ends_with("NotFoundFault") {
+        } else if code.ends_with("NotFound")
+            || code.ends_with("NotFoundFault")
+            || code.starts_with("NoSuch")
+            || (code.is_empty() && status == Some(404))
+        {
             AwsErrorKind::NotFound
         } else if code.ends_with("AlreadyExists") || code.ends_with("AlreadyExistsFault") {
             AwsErrorKind::AlreadyExists
@@ -144,6 +148,10 @@ mod tests {
             ("DBSnapshotNotFoundFault", Some(404), NotFound),
             ("DBInstanceAlreadyExists", Some(400), AlreadyExists),
             ("InvalidClientTokenId", Some(403), Credentials),
+            ("NoSuchUpload", Some(404), NotFound),
+            ("", Some(404), NotFound),
+            ("SlowDown", Some(503), Throttled),
+            ("InternalError", Some(500), Throttled),
             ("InvalidDBInstanceState", Some(400), InvalidState),
             ("ValidationError", Some(400), Other),
         ] {

@@ -438,9 +438,10 @@ impl OpRunner for RdsOps {
             | Op::WaitUntil { .. }
             | Op::Call { .. }
             | Op::Record { .. }
-            | Op::Migrate { .. } => {
+            | Op::Migrate { .. }
+            | Op::Bucket { .. } => {
                 unreachable!(
-                    "the executor runs manual steps, gates, calls, records and migrations itself"
+                    "the executor runs manual steps, gates, calls, records, migrations and bucket copies itself"
                 )
             }
             Op::RdsSnapshot {

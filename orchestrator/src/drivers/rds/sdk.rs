@@ -26,43 +26,12 @@ impl SdkRds {
     /// one is an error naming the cloud and the reference, never the value.
     pub fn new(cloud_id: &str, aws: &AwsCloud, base: &Path) -> Result<Self, AwsError> {
         crate::install_crypto_provider();
-        let secret = |label: &str, reference: &str| {
-            SecretRef::parse(reference)
-                .and_then(|r| r.resolve(&format!("clouds.{cloud_id}.aws.{label}"), base))
-                .map_err(|e| {
-                    AwsError::new(
-                        AwsErrorKind::Credentials,
-                        "",
-                        format!("AWS credentials for cloud `{cloud_id}` are missing: {e}"),
-                    )
-                })
-        };
-        let key = secret("access_key_id", &aws.access_key_id)?;
-        let secret_key = secret("secret_access_key", &aws.secret_access_key)?;
-        let token = match &aws.session_token {
-            Some(t) => Some(secret("session_token", t)?),
-            None => None,
-        };
-        let creds = Credentials::new(
-            key.expose(),
-            secret_key.expose(),
-            token.map(|t| t.expose().to_owned()),
-            None,
-            "ferry-inventory",
-        );
-        let timeout = Duration::from_secs(aws.timeout_seconds.max(1));
         let mut conf = aws_sdk_rds::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(aws.region.clone()))
-            .credentials_provider(creds)
+            .credentials_provider(credentials(cloud_id, aws, base)?)
             .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeout.min(Duration::from_secs(10)))
-                    .operation_attempt_timeout(timeout)
-                    .operation_timeout(timeout)
-                    .build(),
-            );
+            .timeout_config(timeouts(aws));
         if let Some(url) = &aws.endpoint_url {
             conf = conf.endpoint_url(url);
         }
@@ -72,7 +41,47 @@ impl SdkRds {
     }
 }
 
-fn error<E, R>(e: SdkError<E, R>) -> AwsError
+/// The inventory's credentials of an AWS cloud, resolved now; a missing one is an error naming
+/// the cloud and the reference, never the value.
+pub fn credentials(cloud_id: &str, aws: &AwsCloud, base: &Path) -> Result<Credentials, AwsError> {
+    let secret = |label: &str, reference: &str| {
+        SecretRef::parse(reference)
+            .and_then(|r| r.resolve(&format!("clouds.{cloud_id}.aws.{label}"), base))
+            .map_err(|e| {
+                AwsError::new(
+                    AwsErrorKind::Credentials,
+                    "",
+                    format!("AWS credentials for cloud `{cloud_id}` are missing: {e}"),
+                )
+            })
+    };
+    let key = secret("access_key_id", &aws.access_key_id)?;
+    let secret_key = secret("secret_access_key", &aws.secret_access_key)?;
+    let token = match &aws.session_token {
+        Some(t) => Some(secret("session_token", t)?),
+        None => None,
+    };
+    Ok(Credentials::new(
+        key.expose(),
+        secret_key.expose(),
+        token.map(|t| t.expose().to_owned()),
+        None,
+        "ferry-inventory",
+    ))
+}
+
+/// One call's deadlines from the cloud's `timeout_seconds` (connecting: at most 10 s).
+pub fn timeouts(aws: &AwsCloud) -> TimeoutConfig {
+    let timeout = Duration::from_secs(aws.timeout_seconds.max(1));
+    TimeoutConfig::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .operation_attempt_timeout(timeout)
+        .operation_timeout(timeout)
+        .build()
+}
+
+/// An SDK error as ferry classifies it (any AWS SDK: the error types are smithy's).
+pub fn error<E, R>(e: SdkError<E, R>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + HttpStatus,
