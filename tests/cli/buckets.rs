@@ -19,8 +19,8 @@ const SMALL: usize = 1030;
 const MIB: usize = 1024 * 1024;
 
 /// Fills `bucket` on `moto` under `docs/`: SMALL small objects (a few with a content type and
-/// user metadata), three objects of three 5 MiB parts, one of eight. Returns nothing: the
-/// content is a function of the key, so the test can recompute it.
+/// user metadata), one more that is copied first, three objects of three 5 MiB parts and one of
+/// twelve.
 fn fill(moto: &Moto, bucket: &str) {
     moto.py(&format!(
         r#"
@@ -36,7 +36,8 @@ def small(i):
 with ThreadPoolExecutor(16) as ex:
     list(ex.map(small, range({SMALL})))
 import os
-for name, parts in [('a', 3), ('b', 3), ('c', 3), ('huge', 8)]:
+s3.put_object(Bucket='{bucket}', Key='docs/a-first.txt', Body=b'first')
+for name, parts in [('a', 3), ('b', 3), ('c', 3), ('huge', 12)]:
     size = parts * {MIB} * 5 - 12345
     body = (name.encode() * (size // len(name) + 1))[:size]
     body = bytes((b + (i // 4096)) % 256 for i, b in enumerate(body[:65536])) + body[65536:]
@@ -109,7 +110,7 @@ fn wait_for(ws: &Workspace, what: impl Fn(&[serde_json::Value]) -> bool, why: &s
     }
 }
 
-/// The whole copy: kill -9 in the middle of the eight-part object, a resume that keeps the parts
+/// The whole copy: kill -9 in the middle of the twelve-part object, a resume that keeps the parts
 /// stored and sends only the others, every object on the target equal to its source (checked by
 /// boto3, not by ferry), metadata and content type kept with the SHA-256 added, no upload left
 /// open, the manifest's text hashing to the root the ledger holds; then objects changed, deleted
@@ -145,7 +146,8 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Killed once some objects are finished and the eight-part one is part way.
+    // Killed once an object is finished and the twelve-part one is part way (the small
+    // `a-first.txt` is copied first; the big ones start with it).
     wait_for(
         &ws,
         |l| {
@@ -153,7 +155,7 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
                 && l.iter()
                     .any(|e| e["event"] == "part_copied" && e["detail"]["key"] == huge)
         },
-        "an object finished and a part of the eight-part object",
+        "an object finished and a part of the twelve-part object",
     );
     child.kill().unwrap();
     child.wait().unwrap();
@@ -164,7 +166,7 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
         .map(|e| e["detail"]["part"].as_u64().unwrap())
         .collect();
     assert!(
-        !before.is_empty() && before.len() < 8,
+        !before.is_empty() && before.len() < 12,
         "killed mid-object: {before:?}"
     );
     assert!(
@@ -206,14 +208,14 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
     let recorded = parts.len();
     parts.sort_unstable();
     parts.dedup();
-    assert_eq!(parts, (1..=8).collect::<Vec<_>>());
-    assert_eq!(recorded, 8, "no part sent (and recorded) twice");
+    assert_eq!(parts, (1..=12).collect::<Vec<_>>());
+    assert_eq!(recorded, 12, "no part sent (and recorded) twice");
     let done = ws
         .events("object_copied")
         .into_iter()
         .find(|e| e["detail"]["key"] == huge)
         .unwrap();
-    assert_eq!(done["detail"]["parts"], 8);
+    assert_eq!(done["detail"]["parts"], 12);
     assert_eq!(
         done["detail"]["parts_resumed"].as_u64().unwrap(),
         before.len() as u64
@@ -222,7 +224,7 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
     // Every object arrived, byte for byte, as boto3 reads both sides.
     let source = digests(&a, "ehr-docs", "docs/");
     let target = digests(&b, "ehr-docs-cloud", "moved/");
-    assert_eq!(source.len(), SMALL + 4);
+    assert_eq!(source.len(), SMALL + 5);
     assert_eq!(source, target);
 
     // Content type, user metadata and cache control kept; ferry's SHA-256 added, single part and
@@ -262,7 +264,7 @@ print(json.dumps(out))
     let manifest = run(&ws, &["migrate", "manifest", "move.json", "docs"]);
     manifest.expect_code(0);
     let text = manifest.stdout();
-    assert_eq!(text.lines().count(), SMALL + 4);
+    assert_eq!(text.lines().count(), SMALL + 5);
     use sha2::Digest;
     let root = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     let written = ws.events("manifest_written");
@@ -287,6 +289,79 @@ print(json.dumps(out))
         .expect_code(0)
         .stdout_has(&root)
         .stdout_has("3 problem(s)");
+
+    // The guide's data migration section lists the copy: objects, bytes, root, verification.
+    run(
+        &ws,
+        &["dibr", "-i", "inventory.yaml", "move.json", "-o", "dibr"],
+    )
+    .expect_code(0);
+    let md = std::fs::read_to_string(ws.path().join("dibr/dibr.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| `docs` |"))
+        .expect("a row for the copy");
+    for needle in [
+        format!("| {} |", SMALL + 5),
+        format!("`{root}`"),
+        "3 problem(s)".to_owned(),
+    ] {
+        assert!(row.contains(&needle), "{needle} in {row}");
+    }
+    assert!(md.contains("`moved/big/b.bin` is missing on the target"));
+}
+
+/// Two buckets of one storage (the same endpoint, account and region): the storage copies each
+/// object itself; ferry reads the source only to hash it, and the copy verifies like any other.
+#[test]
+fn buckets_of_one_storage_are_copied_by_the_storage_itself() {
+    let a = Moto::start("127.62.3.1");
+    a.py(
+        "s3.create_bucket(Bucket='ehr-docs')\ns3.create_bucket(Bucket='ehr-docs-archive')\nfor i in range(30):\n    s3.put_object(Bucket='ehr-docs', Key=f'docs/{i:03d}', Body=(str(i) * 1000).encode(), ContentType='text/plain', Metadata={'n': str(i)})\ns3.put_object(Bucket='ehr-docs', Key='docs/big.bin', Body=b'z' * (12 * 1024 * 1024))",
+    );
+    let ws = workspace(&a.url(), &a.url());
+    let inv = std::fs::read_to_string(ws.path().join("inventory.yaml"))
+        .unwrap()
+        .replace(
+            "{ id: docs-cloud, cloud: cloud-s3, name: ehr-docs-cloud }",
+            "{ id: docs-cloud, cloud: onprem-s3, name: ehr-docs-archive }",
+        );
+    ws.write("inventory.yaml", &inv);
+    ws.write("plans/keep.yaml", &plan("keep", ""));
+    run(
+        &ws,
+        &[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/keep.yaml",
+            "-o",
+            "keep.json",
+        ],
+    )
+    .expect_code(2)
+    .stdout_has("by the storage itself");
+    run(&ws, &["apply", "keep.json"])
+        .expect_code(0)
+        .stderr_has("every one matches the manifest");
+    let copied = ws.events("object_copied");
+    assert_eq!(copied.len(), 31);
+    assert!(copied.iter().all(|e| e["detail"]["server_side"] == true));
+    assert!(
+        ws.events("upload_started").is_empty(),
+        "nothing uploaded through ferry"
+    );
+    assert_eq!(
+        digests(&a, "ehr-docs", "docs/"),
+        digests(&a, "ehr-docs-archive", "moved/")
+    );
+    let head = a.py(
+        "h = s3.head_object(Bucket='ehr-docs-archive', Key='moved/007')\nprint(json.dumps([h['ContentType'], h['Metadata']]))",
+    );
+    let head: serde_json::Value = serde_json::from_str(head.trim()).unwrap();
+    assert_eq!(head[0], "text/plain");
+    assert_eq!(head[1]["n"], "7");
+    assert_eq!(head[1]["ferry-sha256"].as_str().unwrap().len(), 64);
 }
 
 /// A proxy in front of a moto server that fails what the test asks: the next N reads of an

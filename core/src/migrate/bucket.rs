@@ -73,6 +73,10 @@ pub struct BucketSpec {
     pub max_parallel: usize,
     /// Smallest part of a multipart upload, in bytes.
     pub part_size: u64,
+    /// Both buckets are in one storage (the same endpoint, account and region): it copies
+    /// each object itself (CopyObject) and ferry only reads the source to hash it.
+    #[serde(default)]
+    pub same_storage: bool,
 }
 
 impl BucketSpec {
@@ -133,6 +137,10 @@ pub struct ObjectCopied {
     /// for a multipart object above 5 GiB, which S3 cannot copy onto itself to add it.
     #[serde(default)]
     pub sha256_in_metadata: bool,
+    /// Copied by the storage itself (CopyObject: both buckets at the same endpoint and
+    /// account); ferry only read the source to hash it.
+    #[serde(default)]
+    pub server_side: bool,
     /// Attempts retried after throttling or a 5xx.
     #[serde(default)]
     pub retries: u64,
@@ -544,11 +552,15 @@ pub fn judge(
 pub fn describe(phase: BucketPhase, spec: &BucketSpec) -> String {
     match phase {
         BucketPhase::Copy => format!(
-            "copy every object of {} to {} ({} at once, parts of {} MiB), each hashed (SHA-256) while it streams; {}",
+            "copy every object of {} to {} ({} at once, {}), each hashed (SHA-256) while it streams; {}",
             spec.source.url(),
             spec.target.url(),
             spec.max_parallel,
-            spec.part_size / MIB,
+            if spec.same_storage {
+                "by the storage itself: one storage holds both buckets".to_owned()
+            } else {
+                format!("through ferry, parts of {} MiB", spec.part_size / MIB)
+            },
             if spec.delete_extra {
                 "objects only on the target are deleted"
             } else {

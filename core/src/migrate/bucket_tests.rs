@@ -14,6 +14,7 @@ fn spec(src_prefix: &str, dst_prefix: &str) -> BucketSpec {
         delete_extra: false,
         max_parallel: 4,
         part_size: 8 * MIB,
+        same_storage: false,
     }
 }
 
@@ -37,6 +38,7 @@ fn copied(key: &str, size: u64, source_etag: &str, etag: &str) -> ObjectCopied {
         parts: 0,
         parts_resumed: 0,
         sha256_in_metadata: true,
+        server_side: false,
         retries: 0,
         ms: 1,
     }

@@ -47,14 +47,28 @@ fn bucket_spec(inv: &Inventory, b: &BucketCopy) -> Result<BucketSpec, PlanError>
             prefix: prefix.to_owned(),
         })
     };
+    let source = end(&b.source, &b.prefix)?;
+    let target = end(&b.target, b.target_prefix.as_deref().unwrap_or(&b.prefix))?;
     Ok(BucketSpec {
         name: b.name.clone(),
-        source: end(&b.source, &b.prefix)?,
-        target: end(&b.target, b.target_prefix.as_deref().unwrap_or(&b.prefix))?,
+        same_storage: same_storage(inv, &source.cloud, &target.cloud),
+        source,
+        target,
         delete_extra: b.delete_extra,
         max_parallel: b.max_parallel,
         part_size: b.part_size_mib * MIB,
     })
+}
+
+/// Two clouds are one storage: the same endpoint (or both AWS's own), account and region.
+fn same_storage(inv: &Inventory, a: &str, b: &str) -> bool {
+    let aws = |id: &str| inv.cloud(id).and_then(|c| c.aws.as_ref());
+    match (aws(a), aws(b)) {
+        (Some(x), Some(y)) => {
+            (&x.endpoint_url, &x.account, &x.region) == (&y.endpoint_url, &y.account, &y.region)
+        }
+        _ => false,
+    }
 }
 
 pub fn plan_migration(inv: &Inventory, mp: &MigrationPlan) -> Result<PlanBody, PlanError> {

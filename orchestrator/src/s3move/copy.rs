@@ -188,7 +188,9 @@ impl Run<'_> {
                 .collect(),
         };
         let mut body = Body::new(got.body);
-        let mut rec = if spec.single_request(o.size) {
+        let mut rec = if spec.same_storage && o.size <= MAX_COPY {
+            self.server_side(o, &key, &head, &mut body, &local).await?
+        } else if spec.single_request(o.size) {
             self.put_whole(o, &key, &head, &mut body, &local).await?
         } else {
             self.multipart(o, &key, &head, &mut body, &local).await?
@@ -254,6 +256,57 @@ impl Run<'_> {
         ))
     }
 
+    /// Both buckets are in one storage: it copies the object (CopyObject, the source's ETag
+    /// required), with the SHA-256 ferry computed reading the source added to its metadata.
+    async fn server_side(
+        &self,
+        o: &Listed,
+        key: &str,
+        head: &Head,
+        body: &mut Body,
+        local: &AtomicU64,
+    ) -> Result<ObjectCopied, String> {
+        let mut sha = Sha256::new();
+        let mut left = o.size;
+        while left > 0 {
+            let n = left.min(self.job.spec.part_size);
+            sha.update(&body.take(n, &o.key).await?);
+            left -= n;
+        }
+        let sha256 = hex::encode(sha.finalize());
+        let (src, dst) = (self.job.source, self.job.target);
+        let mut meta = head.metadata.clone();
+        meta.insert(META_SHA256.into(), sha256.clone());
+        let out = dst
+            .call(local, || {
+                dst.client()
+                    .copy_object()
+                    .bucket(dst.bucket_name())
+                    .key(key)
+                    .copy_source(copy_source(src.bucket_name(), &o.key))
+                    .copy_source_if_match(format!("\"{}\"", o.etag))
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_metadata(Some(meta.clone()))
+                    .set_content_type(head.content_type.clone())
+                    .set_cache_control(head.cache_control.clone())
+                    .set_content_disposition(head.content_disposition.clone())
+                    .set_content_encoding(head.content_encoding.clone())
+                    .set_content_language(head.content_language.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| dst.fail(&format!("copying `{}` to `{key}` (server side)", o.key), &e))?;
+        self.log.progress(0, o.size);
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(unquote)
+            .unwrap_or_default();
+        let mut rec = self.record(o, key, sha256, etag, 0, 0, true);
+        rec.server_side = true;
+        Ok(rec)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -276,6 +329,7 @@ impl Run<'_> {
             parts,
             parts_resumed,
             sha256_in_metadata,
+            server_side: false,
             retries: 0,
             ms: 0,
         }
