@@ -537,6 +537,49 @@ fn a_failed_listing_copies_nothing_and_throttling_is_retried_and_counted() {
         .map(|e| e["detail"]["retries"].as_u64().unwrap())
         .sum();
     assert_eq!(per_object, 3, "each object records its own retries");
+
+    // Objects only on the target: kept (and named by the verification) unless the plan says to
+    // delete them; then only once the deletion is confirmed.
+    b.py("s3.put_object(Bucket='ehr-docs-cloud', Key='moved/stray', Body=b'x')");
+    ws.write("plans/prune.yaml", &plan("prune", ", delete_extra: true"));
+    run(
+        &ws,
+        &[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/prune.yaml",
+            "-o",
+            "prune.json",
+        ],
+    )
+    .expect_code(2);
+    run(&ws, &["apply", "prune.json"]).stdout_has("confirm-delete-docs");
+    let stray = || {
+        b.py("print(s3.list_objects_v2(Bucket='ehr-docs-cloud', Prefix='moved/stray').get('KeyCount', 0))")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(stray(), "1", "nothing deleted before the confirmation");
+    run(
+        &ws,
+        &[
+            "apply",
+            "--resume",
+            "--confirm",
+            "confirm-delete-docs",
+            "prune.json",
+        ],
+    )
+    .expect_code(0)
+    .stderr_has("every one matches the manifest");
+    assert_eq!(stray(), "0");
+    let deleted = ws.events("objects_deleted");
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        deleted[0]["detail"]["keys"],
+        serde_json::json!(["moved/stray"])
+    );
 }
 
 /// A plan is not written while a bucket cannot be reached or its credentials are missing: every
