@@ -82,18 +82,17 @@ impl Progress for Bar {
         self.0.inc(1);
         self.0.set_message("");
     }
-    fn transfer(&self, what: &str, rows: u64, bytes: u64) {
+    fn transfer(&self, what: &str, unit: &str, items: u64, bytes: u64) {
         let mut seen = self.1.lock().expect("transfer counters");
         let t = seen.entry(what.to_owned()).or_default();
-        t.0 += rows;
+        t.0 += items;
         t.1 += bytes;
         let t = *t;
-        let (all_rows, all_bytes) = seen.values().fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1));
+        let all_bytes: u64 = seen.values().map(|t| t.1).sum();
         self.0.set_message(format!(
-            "copy: {what} {} rows {}; all {} rows {}",
+            "copy: {what} {} {unit} {}; all {}",
             t.0,
             indicatif::HumanBytes(t.1),
-            all_rows,
             indicatif::HumanBytes(all_bytes)
         ));
     }

@@ -133,7 +133,10 @@ impl CopyLog for StepLog<'_> {
     }
 
     fn progress(&self, table: &str, rows: u64, bytes: u64) {
-        self.shared.exec.progress.transfer(table, rows, bytes);
+        self.shared
+            .exec
+            .progress
+            .transfer(table, "rows", rows, bytes);
     }
 
     fn cancelled(&self) -> bool {

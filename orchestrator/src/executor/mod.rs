@@ -55,9 +55,9 @@ pub trait Progress: Send + Sync {
     fn line(&self, line: &str);
     /// One more step reached an end state.
     fn step_done(&self) {}
-    /// Data moved by a migration's copy: rows and bytes since the last report, for `what` (a
-    /// table).
-    fn transfer(&self, _what: &str, _rows: u64, _bytes: u64) {}
+    /// Data moved by a migration's copy: items (`unit`: rows of a table, objects of a bucket
+    /// copy) and bytes since the last report, for `what` (the table or copy).
+    fn transfer(&self, _what: &str, _unit: &str, _items: u64, _bytes: u64) {}
     /// The run ended (whatever the outcome).
     fn finish(&self) {}
 }
@@ -1213,14 +1213,19 @@ impl Shared {
 fn bucket_summary(phase: crate::migrate::bucket::BucketPhase, d: &serde_json::Value) -> String {
     match phase {
         crate::migrate::bucket::BucketPhase::Copy => format!(
-            "{} object(s), {} byte(s) in the manifest (root {}): {} copied now, {} kept, {} deleted; retries {}; no upload of ours left open",
+            "{} object(s), {} byte(s) in the manifest (root {}): {} copied now, {} kept, {} deleted; retries {}; {}",
             d["objects"],
             d["bytes"],
             crate::gate::text(&d["root"]),
             d["copied_now"],
             d["kept"],
             d["deleted"],
-            d["retries"]
+            d["retries"],
+            if d["own_uploads_open"] == 0 {
+                "no upload of ours left open (listed)"
+            } else {
+                "uploads of ours aborted by id (the store cannot list uploads)"
+            }
         ),
         crate::migrate::bucket::BucketPhase::Verify => format!(
             "{} object(s), {} byte(s) read back: every one matches the manifest",

@@ -63,8 +63,8 @@ struct Run<'a> {
     prior: &'a PriorObjects,
     log: &'a dyn CopyLog,
     buffers: Semaphore,
-    /// Uploads this run began, and those it completed.
-    started: Mutex<BTreeSet<String>>,
+    /// Uploads this run began (id -> key), and those it completed.
+    started: Mutex<BTreeMap<String, String>>,
     completed: Mutex<BTreeSet<String>>,
 }
 
@@ -77,7 +77,7 @@ pub async fn run(job: &Job<'_>, prior: &PriorObjects, log: &dyn CopyLog) -> Resu
         prior,
         log,
         buffers: Semaphore::new(job.spec.max_parallel * 2),
-        started: Mutex::new(BTreeSet::new()),
+        started: Mutex::new(BTreeMap::new()),
         completed: Mutex::new(BTreeSet::new()),
     };
     let bytes_now: u64 = work.copy.iter().map(|o| o.size).sum();
@@ -129,7 +129,8 @@ pub async fn run(job: &Job<'_>, prior: &PriorObjects, log: &dyn CopyLog) -> Resu
         "deleted": deleted,
         "extra_kept": extra_kept,
         "uploads_aborted": aborted,
-        "own_uploads_open": 0,
+        // Proven by listing the target's uploads again (null: the store cannot list them).
+        "own_uploads_open": others.map(|_| 0),
         "other_uploads_open": others,
         "retries": job.source.retries.load(Ordering::Relaxed) + job.target.retries.load(Ordering::Relaxed),
     });
@@ -513,7 +514,7 @@ impl Run<'_> {
         self.started
             .lock()
             .expect("started")
-            .insert(upload_id.clone());
+            .insert(upload_id.clone(), key.to_owned());
         let u = UploadStarted {
             copy: self.job.spec.name.clone(),
             key: key.to_owned(),
@@ -708,55 +709,80 @@ impl Run<'_> {
     }
 
     /// Aborts the uploads this copy began (in any run) and did not complete, then lists the
-    /// target's uploads again: none of its own may be left. The ids aborted, and how many
-    /// uploads of others are open under the prefix (not touched).
-    async fn close_uploads(&self) -> Result<(Vec<String>, usize), String> {
+    /// target's uploads again: none of its own may be left. What was aborted, and how many
+    /// uploads of others are open under the prefix (not touched) — `None` when the store does
+    /// not implement ListMultipartUploads (some S3-compatible ones): each upload of its own is
+    /// then aborted by id, and the step's record says the listing could not prove it.
+    async fn close_uploads(&self) -> Result<(Vec<String>, Option<usize>), String> {
         let completed = self.completed.lock().expect("completed").clone();
-        let mut ours: BTreeSet<String> = self.started.lock().expect("started").clone();
-        ours.extend(
-            self.prior
-                .uploads
-                .values()
-                .map(|u| u.started.upload_id.clone()),
-        );
-        ours.retain(|id| !completed.contains(id));
+        let mut ours: BTreeMap<String, String> = self.started.lock().expect("started").clone();
+        for u in self.prior.uploads.values() {
+            ours.insert(u.started.upload_id.clone(), u.started.key.clone());
+        }
+        ours.retain(|id, _| !completed.contains(id));
         let dst = self.job.target;
-        let local = AtomicU64::new(0);
+        let listed = match self.uploads().await {
+            Ok(l) => Some(l),
+            Err(e) if e.code == "NotImplemented" => None,
+            Err(e) => return Err(dst.fail("listing open multipart uploads", &e)),
+        };
+        let to_abort: Vec<(String, String)> = match &listed {
+            Some(l) => l
+                .iter()
+                .filter(|(_, id)| ours.contains_key(id))
+                .cloned()
+                .collect(),
+            None => ours.iter().map(|(id, key)| (key.clone(), id.clone())).collect(),
+        };
         let mut aborted = Vec::new();
-        for (key, id) in self.uploads().await? {
-            if !ours.contains(&id) {
-                continue;
-            }
-            match dst
-                .call(&local, || {
-                    dst.client()
-                        .abort_multipart_upload()
-                        .bucket(dst.bucket_name())
-                        .key(&key)
-                        .upload_id(&id)
-                        .send()
-                })
-                .await
-            {
-                Ok(_) => aborted.push(id),
-                Err(e) if e.kind == AwsErrorKind::NotFound => {}
-                Err(e) => return Err(dst.fail(&format!("aborting the upload of `{key}`"), &e)),
+        for (key, id) in to_abort {
+            if self.abort(&key, &id).await? {
+                aborted.push(id);
             }
         }
-        let after = self.uploads().await?;
-        let left: Vec<&(String, String)> =
-            after.iter().filter(|(_, id)| ours.contains(id)).collect();
+        if listed.is_none() {
+            return Ok((aborted, None));
+        }
+        let after = self
+            .uploads()
+            .await
+            .map_err(|e| dst.fail("listing open multipart uploads", &e))?;
+        let left: Vec<&(String, String)> = after
+            .iter()
+            .filter(|(_, id)| ours.contains_key(id))
+            .collect();
         if let Some((key, id)) = left.first() {
             return Err(format!(
                 "{} upload(s) of this copy still open after aborting (`{key}`, upload {id})",
                 left.len()
             ));
         }
-        Ok((aborted, after.len()))
+        Ok((aborted, Some(after.len())))
+    }
+
+    /// Aborts one upload; `false` when the store no longer knows it.
+    async fn abort(&self, key: &str, id: &str) -> Result<bool, String> {
+        let dst = self.job.target;
+        let local = AtomicU64::new(0);
+        let r = dst
+            .call(&local, || {
+                dst.client()
+                    .abort_multipart_upload()
+                    .bucket(dst.bucket_name())
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == AwsErrorKind::NotFound => Ok(false),
+            Err(e) => Err(dst.fail(&format!("aborting the upload of `{key}`"), &e)),
+        }
     }
 
     /// Every multipart upload open under the target prefix: (key, upload id).
-    async fn uploads(&self) -> Result<Vec<(String, String)>, String> {
+    async fn uploads(&self) -> Result<Vec<(String, String)>, crate::drivers::rds::api::AwsError> {
         let dst = self.job.target;
         let local = AtomicU64::new(0);
         let mut out = Vec::new();
@@ -772,8 +798,7 @@ impl Run<'_> {
                         .set_upload_id_marker(id_marker.clone())
                         .send()
                 })
-                .await
-                .map_err(|e| dst.fail("listing open multipart uploads", &e))?;
+                .await?;
             for u in page.uploads() {
                 out.push((
                     u.key().unwrap_or_default().to_owned(),

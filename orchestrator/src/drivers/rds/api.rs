@@ -84,7 +84,10 @@ impl AwsError {
             "AuthFailure",
             "MissingAuthenticationToken",
         ];
-        if throttled.contains(&code) || status == Some(429) {
+        if code == "NotImplemented" || status == Some(501) {
+            // An S3-compatible store without the call: asking again does not help.
+            AwsErrorKind::Other
+        } else if throttled.contains(&code) || status == Some(429) {
             AwsErrorKind::Throttled
         } else if credentials.contains(&code) || status == Some(403) {
             AwsErrorKind::Credentials
@@ -152,6 +155,7 @@ mod tests {
             ("", Some(404), NotFound),
             ("SlowDown", Some(503), Throttled),
             ("InternalError", Some(500), Throttled),
+            ("NotImplemented", Some(501), Other),
             ("InvalidDBInstanceState", Some(400), InvalidState),
             ("ValidationError", Some(400), Other),
         ] {
