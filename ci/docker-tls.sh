@@ -25,23 +25,25 @@ install() {
 
 cert() { # DIR NAME CA_PREFIX EXT
   local dir=$1 name=$2 ca=$3 ext=$4
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name-key.pem" 2>/dev/null
-  openssl req -new -key "$dir/$name-key.pem" -subj "/CN=ferry-test-$name" -out "$dir/$name.csr" 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name-key.pem" 2>>"$dir/openssl.log"
+  openssl req -new -key "$dir/$name-key.pem" -subj "/CN=ferry-test-$name" -out "$dir/$name.csr" 2>>"$dir/openssl.log"
   printf '%s\n' "$ext" >"$dir/$name.ext"
   openssl x509 -req -in "$dir/$name.csr" -CA "$dir/$ca.pem" -CAkey "$dir/$ca-key.pem" \
-    -CAcreateserial -days 2 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+    -CAcreateserial -days 2 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>>"$dir/openssl.log"
 }
 
 ca() { # DIR NAME
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=ferry-test-$2" -keyout "$1/$2-key.pem" -out "$1/$2.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>>"$1/openssl.log"
 }
 
 start() {
   local dir=$1 port=$2
   command -v stunnel >/dev/null || { echo "stunnel is not installed: run ci/docker-tls.sh install" >&2; exit 1; }
   mkdir -p "$dir"
+  # A failing step says why (set -e would end the script silently).
+  trap 'echo "ci/docker-tls.sh start failed at line $LINENO:" >&2; cat "$dir/openssl.log" >&2 2>/dev/null' ERR
   ca "$dir" ca
   ca "$dir" rogue-ca
   cert "$dir" server ca "basicConstraints=CA:FALSE

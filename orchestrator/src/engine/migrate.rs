@@ -162,11 +162,7 @@ async fn verify_buckets(
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let entries = super::audit::Filter {
-        plan: Some(plan.id.clone()),
-        ..Default::default()
-    }
-    .select(&state.ledger)?;
+    let entries = plan_entries(state, plan)?;
     let prior = crate::migrate::bucket::replay(&entries);
     let (inv, base) = probes.inventory();
     let mut out = Vec::new();
@@ -180,16 +176,15 @@ async fn verify_buckets(
         let report = crate::s3move::verify::run(spec, &source, &target, &manifest, &|_, _| {})
             .await
             .map_err(Error::Refused)?;
-        let e = NewEntry::new(&state.actor, Event::BucketVerified)
-            .plan(&plan.id)
-            .outcome(if report.passed() {
-                Outcome::Ok
-            } else {
-                Outcome::Failed
-            })
-            .message(format!("`ferry migrate verify`: {}", report.verdict()))
-            .detail(json!({ "copy": spec.name, "report": report }));
-        state.ledger.append(e)?;
+        let detail = json!({ "copy": spec.name, "report": report });
+        let e = verified(
+            state,
+            plan,
+            Event::BucketVerified,
+            report.passed(),
+            &report.verdict(),
+        );
+        state.ledger.append(e.detail(detail))?;
         out.push(report);
     }
     Ok(out)
@@ -214,11 +209,7 @@ async fn verify_buckets(
 pub fn manifest(state: &State, plan_path: &Path, copy: &str) -> Result<Manifest, Error> {
     let plan = workspace::read_plan(plan_path)?;
     spec_of(&plan)?;
-    let entries = super::audit::Filter {
-        plan: Some(plan.id.clone()),
-        ..Default::default()
-    }
-    .select(&state.ledger)?;
+    let entries = plan_entries(state, &plan)?;
     let prior = crate::migrate::bucket::replay(&entries);
     let mine = prior.get(copy).ok_or_else(|| {
         Error::Refused(format!(
@@ -243,28 +234,46 @@ async fn verify_database(
     let report = verify::run(&m, None, &Default::default())
         .await
         .map_err(Error::Refused)?;
-    let e = NewEntry::new(&state.actor, Event::MigrationVerified)
-        .plan(&plan.id)
-        .outcome(if report.passed() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        })
-        .message(format!("`ferry migrate verify`: {}", report.verdict()))
-        .detail(json!({ "report": report }));
-    state.ledger.append(e)?;
+    let detail = json!({ "report": report });
+    let e = verified(
+        state,
+        plan,
+        Event::MigrationVerified,
+        report.passed(),
+        &report.verdict(),
+    );
+    state.ledger.append(e.detail(detail))?;
     Ok(report)
+}
+
+/// The ledger entry of a verification run by `ferry migrate verify` (its detail to add).
+fn verified(
+    state: &State,
+    plan: &SavedPlan,
+    event: Event,
+    passed: bool,
+    verdict: &str,
+) -> NewEntry {
+    NewEntry::new(&state.actor, event)
+        .plan(&plan.id)
+        .outcome(if passed { Outcome::Ok } else { Outcome::Failed })
+        .message(format!("`ferry migrate verify`: {verdict}"))
+}
+
+/// Every ledger entry of a plan.
+fn plan_entries(state: &State, plan: &SavedPlan) -> Result<Vec<crate::ledger::Entry>, Error> {
+    super::audit::Filter {
+        plan: Some(plan.id.clone()),
+        ..Default::default()
+    }
+    .select(&state.ledger)
 }
 
 /// The report of a migration plan from the ledger's entries.
 pub fn report(state: &State, plan_path: &Path) -> Result<MigrationReport, Error> {
     let plan = workspace::read_plan(plan_path)?;
     let spec = spec_of(&plan)?;
-    let entries = super::audit::Filter {
-        plan: Some(plan.id.clone()),
-        ..Default::default()
-    }
-    .select(&state.ledger)?;
+    let entries = plan_entries(state, &plan)?;
     Ok(crate::migrate::evidence::report_of(
         &plan,
         spec.as_ref(),

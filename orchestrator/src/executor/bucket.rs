@@ -51,7 +51,9 @@ impl Shared {
             BucketPhase::Verify => {
                 let manifest = prior.checked_manifest(&spec.name)?;
                 let progress = |objects: u64, bytes: u64| {
-                    self.exec.progress.transfer(&spec.name, "objects read back", objects, bytes)
+                    self.exec
+                        .progress
+                        .transfer(&spec.name, "objects read back", objects, bytes)
                 };
                 let report = verify::run(spec, &source, &target, &manifest, &progress).await?;
                 let passed = report.passed();

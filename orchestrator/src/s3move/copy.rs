@@ -148,6 +148,31 @@ struct Head {
     metadata: HashMap<String, String>,
 }
 
+/// Sets the headers an object keeps on its copy, on a request that writes one.
+trait WithHead: Sized {
+    fn with_head(self, h: &Head) -> Self;
+}
+
+macro_rules! with_head {
+    ($($builder:ty),*) => {$(
+        impl WithHead for $builder {
+            fn with_head(self, h: &Head) -> Self {
+                self.set_content_type(h.content_type.clone())
+                    .set_cache_control(h.cache_control.clone())
+                    .set_content_disposition(h.content_disposition.clone())
+                    .set_content_encoding(h.content_encoding.clone())
+                    .set_content_language(h.content_language.clone())
+            }
+        }
+    )*};
+}
+
+with_head!(
+    aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder
+);
+
 impl Run<'_> {
     async fn object(&self, o: &Listed) -> Result<ObjectCopied, String> {
         if self.log.cancelled() {
@@ -236,11 +261,7 @@ impl Run<'_> {
                     .content_length(bytes.len() as i64)
                     .content_md5(aws_smithy_types::base64::encode(&md5))
                     .set_metadata(Some(meta.clone()))
-                    .set_content_type(head.content_type.clone())
-                    .set_cache_control(head.cache_control.clone())
-                    .set_content_disposition(head.content_disposition.clone())
-                    .set_content_encoding(head.content_encoding.clone())
-                    .set_content_language(head.content_language.clone())
+                    .with_head(head)
                     .send()
             })
             .await
@@ -288,11 +309,7 @@ impl Run<'_> {
                     .copy_source_if_match(format!("\"{}\"", o.etag))
                     .metadata_directive(MetadataDirective::Replace)
                     .set_metadata(Some(meta.clone()))
-                    .set_content_type(head.content_type.clone())
-                    .set_cache_control(head.cache_control.clone())
-                    .set_content_disposition(head.content_disposition.clone())
-                    .set_content_encoding(head.content_encoding.clone())
-                    .set_content_language(head.content_language.clone())
+                    .with_head(head)
                     .send()
             })
             .await
@@ -498,11 +515,7 @@ impl Run<'_> {
                     .bucket(dst.bucket_name())
                     .key(key)
                     .set_metadata(Some(head.metadata.clone()))
-                    .set_content_type(head.content_type.clone())
-                    .set_cache_control(head.cache_control.clone())
-                    .set_content_disposition(head.content_disposition.clone())
-                    .set_content_encoding(head.content_encoding.clone())
-                    .set_content_language(head.content_language.clone())
+                    .with_head(head)
                     .send()
             })
             .await
@@ -656,11 +669,7 @@ impl Run<'_> {
                     .copy_source_if_match(format!("\"{etag}\""))
                     .metadata_directive(MetadataDirective::Replace)
                     .set_metadata(Some(meta.clone()))
-                    .set_content_type(head.content_type.clone())
-                    .set_cache_control(head.cache_control.clone())
-                    .set_content_disposition(head.content_disposition.clone())
-                    .set_content_encoding(head.content_encoding.clone())
-                    .set_content_language(head.content_language.clone())
+                    .with_head(head)
                     .send()
             })
             .await
@@ -732,7 +741,10 @@ impl Run<'_> {
                 .filter(|(_, id)| ours.contains_key(id))
                 .cloned()
                 .collect(),
-            None => ours.iter().map(|(id, key)| (key.clone(), id.clone())).collect(),
+            None => ours
+                .iter()
+                .map(|(id, key)| (key.clone(), id.clone()))
+                .collect(),
         };
         let mut aborted = Vec::new();
         for (key, id) in to_abort {
