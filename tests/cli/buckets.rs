@@ -99,6 +99,12 @@ fn run(ws: &Workspace, args: &[&str]) -> crate::support::Run {
     crate::support::Run(creds(&mut ws.cmd(args)).output().expect("ferry runs"))
 }
 
+/// `ferry plan` of `plans/NAME.yaml` into `NAME.json`, with the clouds' credentials.
+fn plan_file(ws: &Workspace, name: &str) -> crate::support::Run {
+    let (yaml, json) = (format!("plans/{name}.yaml"), format!("{name}.json"));
+    run(ws, &["plan", "-i", "inventory.yaml", &yaml, "-o", &json])
+}
+
 fn wait_for(ws: &Workspace, what: impl Fn(&[serde_json::Value]) -> bool, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -126,19 +132,9 @@ fn a_bucket_moves_between_clouds_and_a_killed_multipart_upload_resumes_from_its_
     b.py("s3.create_bucket(Bucket='ehr-docs-cloud')");
     let ws = workspace(&a.url(), &b.url());
     ws.write("plans/move.yaml", &plan("move", ""));
-    run(
-        &ws,
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/move.yaml",
-            "-o",
-            "move.json",
-        ],
-    )
-    .expect_code(2)
-    .stdout_has("bucket.copy");
+    plan_file(&ws, "move")
+        .expect_code(2)
+        .stdout_has("bucket.copy");
 
     let huge = "moved/big/huge.bin";
     let mut child = creds(&mut ws.cmd(&["apply", "move.json"]))
@@ -328,19 +324,9 @@ fn buckets_of_one_storage_are_copied_by_the_storage_itself() {
         );
     ws.write("inventory.yaml", &inv);
     ws.write("plans/keep.yaml", &plan("keep", ""));
-    run(
-        &ws,
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/keep.yaml",
-            "-o",
-            "keep.json",
-        ],
-    )
-    .expect_code(2)
-    .stdout_has("by the storage itself");
+    plan_file(&ws, "keep")
+        .expect_code(2)
+        .stdout_has("by the storage itself");
     run(&ws, &["apply", "keep.json"])
         .expect_code(0)
         .stderr_has("every one matches the manifest");
@@ -494,18 +480,7 @@ fn a_failed_listing_copies_nothing_and_throttling_is_retried_and_counted() {
     let ws = workspace(&proxy.url(), &b.url());
 
     ws.write("plans/cut.yaml", &plan("cut", ""));
-    run(
-        &ws,
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/cut.yaml",
-            "-o",
-            "cut.json",
-        ],
-    )
-    .expect_code(2);
+    plan_file(&ws, "cut").expect_code(2);
     proxy.fail_pages.store(true, Ordering::SeqCst);
     let r = run(&ws, &["apply", "cut.json"]);
     r.expect_code(5)
@@ -542,18 +517,7 @@ fn a_failed_listing_copies_nothing_and_throttling_is_retried_and_counted() {
     // delete them; then only once the deletion is confirmed.
     b.py("s3.put_object(Bucket='ehr-docs-cloud', Key='moved/stray', Body=b'x')");
     ws.write("plans/prune.yaml", &plan("prune", ", delete_extra: true"));
-    run(
-        &ws,
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/prune.yaml",
-            "-o",
-            "prune.json",
-        ],
-    )
-    .expect_code(2);
+    plan_file(&ws, "prune").expect_code(2);
     run(&ws, &["apply", "prune.json"]).stdout_has("confirm-delete-docs");
     let stray = || {
         b.py("print(s3.list_objects_v2(Bucket='ehr-docs-cloud', Prefix='moved/stray').get('KeyCount', 0))")
@@ -605,17 +569,7 @@ fn missing_credentials_and_an_unreachable_endpoint_are_named_at_plan_time() {
         "plans/bad.yaml",
         "version: 1\nkind: migration\nname: bad\nbuckets:\n  - { name: one, source: src, target: far }\n  - { name: two, source: src, target: locked }\n",
     );
-    let r = run(
-        &ws,
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/bad.yaml",
-            "-o",
-            "bad.json",
-        ],
-    );
+    let r = plan_file(&ws, "bad");
     r.expect_code(1)
         .stderr_has("2 bucket problem(s)")
         .stderr_has("copy `one`, target bucket `far`")

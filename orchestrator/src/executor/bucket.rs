@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Shared, Step};
 use crate::ledger::{Event, Outcome};
-use crate::migrate::bucket::{BucketPhase, BucketSpec};
+use crate::migrate::bucket::{BucketPhase, BucketSpec, PriorObjects};
 use crate::s3move::copy::{self, CopyLog, Job};
 use crate::s3move::{Side, verify};
 
@@ -41,11 +41,14 @@ impl Shared {
                     copy: &spec.name,
                 };
                 let done = copy::run(&job, &prior, &log).await?;
+                // What the ledger now says of the copy, for its verification in this run.
+                let mine = PriorObjects {
+                    copied: done.records,
+                    uploads: Default::default(),
+                    manifest: Some(done.written),
+                };
                 let mut all = self.bucket_objects.lock().expect("bucket objects");
-                let mine = all.entry(spec.name.clone()).or_default();
-                mine.copied
-                    .retain(|k, _| done.manifest.objects.contains_key(k));
-                mine.uploads.clear();
+                all.insert(spec.name.clone(), mine);
                 Ok(done.summary)
             }
             BucketPhase::Verify => {
@@ -85,23 +88,6 @@ struct StepLog<'a> {
 #[async_trait::async_trait]
 impl CopyLog for StepLog<'_> {
     async fn record(&self, event: Event, message: String, detail: Value) -> Result<(), String> {
-        if event == Event::ObjectCopied
-            && let Ok(c) =
-                serde_json::from_value::<crate::migrate::bucket::ObjectCopied>(detail.clone())
-        {
-            let mut all = self.shared.bucket_objects.lock().expect("bucket objects");
-            let mine = all.entry(c.copy.clone()).or_default();
-            mine.copied.insert(c.key.clone(), c);
-        }
-        if event == Event::ManifestWritten {
-            let mut all = self.shared.bucket_objects.lock().expect("bucket objects");
-            if let Ok(m) =
-                serde_json::from_value::<crate::migrate::bucket::ManifestWritten>(detail.clone())
-            {
-                let copy = m.copy.clone();
-                all.entry(copy).or_default().manifest = Some(m);
-            }
-        }
         let e = self
             .shared
             .entry(event, self.step)

@@ -409,6 +409,12 @@ impl Shared {
         )
         .await?;
         let started = Instant::now();
+        // A failure of a step ferry carries out itself (not through a driver).
+        let failed = |message| DriverError::Failed {
+            target: step.target.id.clone(),
+            action: op.op.name(),
+            message,
+        };
         let result = match &op.op {
             Op::Manual { instructions } => Ok(serde_json::json!({
                 "confirmed_by": self.exec.actor,
@@ -419,32 +425,10 @@ impl Shared {
                 return self.finish_gate(step, end, started).await;
             }
             Op::Migrate { phase, spec } => {
-                self.run_migrate(step, *phase, spec)
-                    .await
-                    .map_err(|message| DriverError::Failed {
-                        target: step.target.id.clone(),
-                        action: op.op.name(),
-                        message,
-                    })
+                self.run_migrate(step, *phase, spec).await.map_err(failed)
             }
-            Op::Bucket { phase, spec } => {
-                self.run_bucket(step, *phase, spec)
-                    .await
-                    .map_err(|message| DriverError::Failed {
-                        target: step.target.id.clone(),
-                        action: op.op.name(),
-                        message,
-                    })
-            }
-            Op::Call { .. } | Op::Record { .. } => {
-                self.run_hook(&op.op)
-                    .await
-                    .map_err(|message| DriverError::Failed {
-                        target: step.target.id.clone(),
-                        action: op.op.name(),
-                        message,
-                    })
-            }
+            Op::Bucket { phase, spec } => self.run_bucket(step, *phase, spec).await.map_err(failed),
+            Op::Call { .. } | Op::Record { .. } => self.run_hook(&op.op).await.map_err(failed),
             other => {
                 let say = |line: String| self.say(line);
                 let cx = OpContext {

@@ -50,11 +50,24 @@ pub struct Job<'a> {
     pub target: &'a Side,
 }
 
-/// What a run did, for the step's record; the manifest for the verification.
+/// What a run did, for the step's record; the manifest's records and root for the verification.
 #[derive(Debug)]
 pub struct Copied {
-    pub manifest: Manifest,
+    /// Every object in the manifest (kept from earlier runs, copied by this one), by target key.
+    pub records: BTreeMap<String, ObjectCopied>,
+    pub written: ManifestWritten,
     pub summary: Value,
+}
+
+/// Records one ledger entry whose detail is `rec`.
+async fn note<T: serde::Serialize>(
+    log: &dyn CopyLog,
+    event: Event,
+    message: String,
+    rec: &T,
+) -> Result<(), String> {
+    let detail = serde_json::to_value(rec).expect("a copy record serializes");
+    log.record(event, message, detail).await
 }
 
 /// Shared by the objects of one run.
@@ -105,15 +118,11 @@ pub async fn run(job: &Job<'_>, prior: &PriorObjects, log: &dyn CopyLog) -> Resu
             .collect(),
         aborted_uploads: aborted.clone(),
     };
-    log.record(
-        Event::ManifestWritten,
-        format!(
-            "manifest of `{}`: {} object(s), {} byte(s), root {}",
-            written.copy, written.objects, written.bytes, written.root
-        ),
-        serde_json::to_value(&written).expect("a manifest record serializes"),
-    )
-    .await?;
+    let message = format!(
+        "manifest of `{}`: {} object(s), {} byte(s), root {}",
+        written.copy, written.objects, written.bytes, written.root
+    );
+    note(log, Event::ManifestWritten, message, &written).await?;
     let extra_kept = if job.spec.delete_extra {
         0
     } else {
@@ -134,7 +143,17 @@ pub async fn run(job: &Job<'_>, prior: &PriorObjects, log: &dyn CopyLog) -> Resu
         "other_uploads_open": others,
         "retries": job.source.retries.load(Ordering::Relaxed) + job.target.retries.load(Ordering::Relaxed),
     });
-    Ok(Copied { manifest, summary })
+    let records = work
+        .kept
+        .into_iter()
+        .chain(copied)
+        .map(|c| (c.key.clone(), c))
+        .collect();
+    Ok(Copied {
+        records,
+        written,
+        summary,
+    })
 }
 
 /// What a GET said of the object besides its bytes: kept on the copy.
@@ -224,14 +243,11 @@ impl Run<'_> {
         body.end(o).await?;
         rec.retries = local.load(Ordering::Relaxed);
         rec.ms = t0.elapsed().as_millis() as u64;
-        let detail = serde_json::to_value(&rec).expect("an object record serializes");
         let message = format!(
             "{} -> {}: {} bytes, SHA-256 {}",
             rec.source_key, rec.key, rec.size, rec.sha256
         );
-        self.log
-            .record(Event::ObjectCopied, message, detail)
-            .await?;
+        note(self.log, Event::ObjectCopied, message, &rec).await?;
         self.log.progress(1, 0);
         Ok(rec)
     }
@@ -539,13 +555,7 @@ impl Run<'_> {
             parts,
         };
         let message = format!("upload of `{key}` begun: {parts} part(s) of {part} bytes");
-        self.log
-            .record(
-                Event::UploadStarted,
-                message,
-                serde_json::to_value(&u).expect("serializes"),
-            )
-            .await?;
+        note(self.log, Event::UploadStarted, message, &u).await?;
         Ok(upload_id)
     }
 
@@ -590,15 +600,8 @@ impl Run<'_> {
     /// Records a stored part (durable before the object goes on); its ETag.
     async fn part_done(&self, pc: PartCopied) -> Result<String, String> {
         let message = format!("`{}` part {}: {} bytes", pc.key, pc.part, pc.size);
-        let etag = pc.etag.clone();
-        self.log
-            .record(
-                Event::PartCopied,
-                message,
-                serde_json::to_value(&pc).expect("serializes"),
-            )
-            .await?;
-        Ok(etag)
+        note(self.log, Event::PartCopied, message, &pc).await?;
+        Ok(pc.etag)
     }
 
     async fn complete(
