@@ -30,6 +30,20 @@ install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   fi
   bindir >/dev/null || { echo "PostgreSQL's initdb is missing after install" >&2; exit 1; }
+  reserve_ports
+}
+
+# The tests' clusters listen on fixed ports 55400-55499, inside the kernel's ephemeral range
+# (32768-60999): a client socket that happens to get one of them (the bucket tests open
+# thousands) makes a cluster fail to start with "Address already in use". Reserve them, keeping
+# whatever else is reserved. Where /proc/sys is read-only, say so and go on.
+reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
+  cur=$(cat "$f" 2>/dev/null || true)
+  case ",$cur," in *",55400-55499,"*) return 0 ;; esac
+  if ! echo "${cur:+$cur,}55400-55499" >"$f" 2>/dev/null; then
+    echo "warning: cannot reserve ports 55400-55499 from the ephemeral range ($f is read-only)" >&2
+  fi
 }
 
 as_pg() {

@@ -516,7 +516,8 @@ impl Drop for TlsProxy {
 #[test]
 fn a_docker_host_over_tcp_is_reached_with_client_certificates_only() {
     let lab = Lab::new("dk-tls", "", HTTP_HEALTH);
-    let port = 40000 + (std::process::id() % 10000);
+    // Below the kernel's ephemeral range (32768-60999): no client socket can hold it.
+    let port = 31000 + (std::process::id() % 1000);
     let _proxy = TlsProxy::start(&lab.ws.path().join("tls"), port);
     let inv = std::fs::read_to_string(lab.ws.path().join("inventory.yaml")).unwrap();
     let with = |client: &str| {
