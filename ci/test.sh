@@ -26,8 +26,9 @@ ci/postgres.sh install
 # moto (PyPI, pinned): the AWS stand-in the RDS tests start on loopback (ci/moto.sh start).
 ci/moto.sh install
 # Kubernetes: no API server can be installed here; the tests start an in-process STAND-IN
-# (crate kube-standin), or use a real cluster when FERRY_TEST_KUBECONFIG is set. Nothing to
-# install.
+# (crate kube-standin), or use a real cluster when FERRY_TEST_KUBECONFIG is set. The proxy
+# tests reach it through Debian's tinyproxy (started by the test, ci/proxy.sh start).
+ci/proxy.sh install
 # Debian's chromium: the DIBR tests open the generated HTML page headless and print it to PDF;
 # poppler-utils (pdftotext) reads the PDFs back.
 if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null; then

@@ -15,14 +15,31 @@
 //!   atomic); an apply that changes a field another manager owns is a 409 naming that
 //!   manager (unless forced); an update (PUT, merge patch) takes the fields it changes;
 //!   fields an applier stops setting are removed;
-//! - a rollout controller: a Deployment/StatefulSet/DaemonSet written with a new generation
-//!   gets pods and a status after `rollout_delay`: ready, or for an image whose reference
-//!   contains `bad` pods in `ImagePullBackOff`, `crash` pods in `CrashLoopBackOff`, `slow`
-//!   pods that never become ready;
-//! - fault injection: the next N requests can be answered with a chosen status (429, 503).
+//! - rollout controllers that label pods the way the real ones do, acting `rollout_delay`
+//!   after a new generation:
+//!   - Deployment: a ReplicaSet per pod template (`NAME-HASH`, label `pod-template-hash`,
+//!     annotation `deployment.kubernetes.io/revision`, the Deployment's annotation following;
+//!     a rollback reuses the old ReplicaSet at a new revision); the new pods come up beside the
+//!     old ones (a surge), which go only once the new ones are ready, one more delay later;
+//!   - StatefulSet: pods `NAME-ORDINAL` labelled `controller-revision-hash: NAME-HASH`,
+//!     replaced from the highest ordinal down to `rollingUpdate.partition`, stopping at a pod
+//!     that does not become ready; `OnDelete` replaces nothing; `currentRevision` and
+//!     `updateRevision` as the controller reports them;
+//!   - DaemonSet: a ControllerRevision per template (growing `revision`), a pod per node
+//!     (`set_nodes`), replaced node by node until one does not become ready;
+//!   - how pods behave: an image whose reference contains `bad` never pulls
+//!     (`ImagePullBackOff`), `crash` crash-loops, `slow` never becomes ready; a container
+//!     env `STANDIN_BEHAVIOUR` of `bad`/`crash`/`slow` does the same with a good image (a crash
+//!     caused by configuration alone);
+//! - optional mutating admission (`inject_sidecar`): a sidecar in every pod, images pinned to
+//!   digests;
+//! - namespaces whose deletion waits on a finalizer (`hold_namespace_deletion`): Terminating,
+//!   refusing new objects with the API server's 403;
+//! - fault injection: the next N requests answered with a chosen status (429, 503), or 429
+//!   with `Retry-After` and a plain-text body as API Priority and Fairness answers.
 //!
-//! It is not Kubernetes: no admission, no defaulting beyond the above, no watch, no
-//! strategic-merge semantics (lists are replaced). The same tests run against a real cluster
+//! It is not Kubernetes: no defaulting beyond the above, no watch, no strategic-merge
+//! semantics (lists are replaced), no scheduler, no kubelet restarts. The same tests run against a real cluster
 //! when `FERRY_TEST_KUBECONFIG` is set (see the README).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +72,8 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("apps/v1", "Deployment", "deployments", true),
     ("apps/v1", "StatefulSet", "statefulsets", true),
     ("apps/v1", "DaemonSet", "daemonsets", true),
+    ("apps/v1", "ReplicaSet", "replicasets", true),
+    ("apps/v1", "ControllerRevision", "controllerrevisions", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),
     ("networking.k8s.io/v1", "Ingress", "ingresses", true),
@@ -113,9 +132,17 @@ struct State {
     objects: BTreeMap<Key, Stored>,
     version: u64,
     uid: u64,
-    faults: Vec<(u16, String)>,
+    /// (status, message, Retry-After seconds)
+    faults: Vec<(u16, String, Option<u32>)>,
     requests: Vec<String>,
     rollout_delay: Duration,
+    /// Nodes a DaemonSet runs on.
+    nodes: usize,
+    /// Admission: a sidecar container (this image) injected into every pod, and the app's
+    /// images pinned to digests, as mutating webhooks (service meshes, policy engines) do.
+    sidecar: Option<String>,
+    /// Namespaces being deleted stay `Terminating` (finalizers pending) until released.
+    hold_namespaces: bool,
 }
 
 /// A running stand-in API server. Dropping it stops it.
@@ -156,6 +183,7 @@ impl StandIn {
         let addr = listener.local_addr().expect("bound address");
         let state = Arc::new(Mutex::new(State {
             rollout_delay: Duration::from_millis(300),
+            nodes: 1,
             ..State::default()
         }));
         {
@@ -220,7 +248,43 @@ impl StandIn {
         let mut st = self.state.lock().unwrap();
         for _ in 0..n {
             st.faults
-                .push((code, format!("injected by the stand-in ({code})")));
+                .push((code, format!("injected by the stand-in ({code})"), None));
+        }
+    }
+
+    /// Answers the next `n` requests 429 with `Retry-After: secs` and a plain-text body, as
+    /// API Priority and Fairness does.
+    pub fn throttle_next(&self, n: usize, secs: u32) {
+        let mut st = self.state.lock().unwrap();
+        for _ in 0..n {
+            st.faults.push((
+                429,
+                "Too many requests, please try again later.".into(),
+                Some(secs),
+            ));
+        }
+    }
+
+    /// How many nodes DaemonSets run on (1 unless set).
+    pub fn set_nodes(&self, n: usize) {
+        self.state.lock().unwrap().nodes = n;
+    }
+
+    /// Turns on a mutating admission step: every new pod gets a `standin-proxy` sidecar of
+    /// `image`, and the app's images are pinned to digests.
+    pub fn inject_sidecar(&self, image: &str) {
+        self.state.lock().unwrap().sidecar = Some(image.to_owned());
+    }
+
+    /// While on, a deleted namespace stays `Terminating` (its contents gone, its finalizer
+    /// pending) and refuses new objects, as on a cluster with a slow finalizer.
+    pub fn hold_namespace_deletion(&self, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.hold_namespaces = on;
+        if !on {
+            st.objects.retain(|(p, _, _), o| {
+                p != "namespaces" || o.obj.pointer("/metadata/deletionTimestamp").is_none()
+            });
         }
     }
 
@@ -336,6 +400,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let mut retry_after = None;
     let (code, value) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!(
@@ -353,18 +418,25 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
             }
         ));
         if !s.faults.is_empty() {
-            let (c, m) = s.faults.remove(0);
+            let (c, m, after) = s.faults.remove(0);
             let reason = if c == 429 {
                 "TooManyRequests"
             } else {
                 "InternalError"
             };
-            status(c, reason, &m, None)
+            retry_after = after;
+            if after.is_some() {
+                // API Priority and Fairness: a plain-text body, the wait in a header.
+                (c, Value::String(m))
+            } else {
+                status(c, reason, &m, None)
+            }
         } else {
             serve(&mut s, &method, &path, &q, &ctype, &body)
         }
     };
-    // The rollout controller acts after a delay, as a real one does.
+    // The rollout controller acts after a delay, as a real one does; a Deployment whose new
+    // pods came up has its old ones scaled away after another.
     let workloads: Vec<Key> = {
         let s = st.lock().unwrap();
         s.objects
@@ -382,16 +454,52 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         let st = st.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let second: Vec<(Key, Value)> = {
+                let mut s = st.lock().unwrap();
+                workloads
+                    .into_iter()
+                    .filter_map(|k| {
+                        let g = s
+                            .objects
+                            .get(&k)?
+                            .obj
+                            .pointer("/metadata/generation")
+                            .cloned()?;
+                        control(&mut s, &k).then_some((k, g))
+                    })
+                    .collect()
+            };
+            if second.is_empty() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
             let mut s = st.lock().unwrap();
-            for k in workloads {
-                control(&mut s, &k);
+            for (k, g) in second {
+                if let Some(w) = Workload::of(&s, &k)
+                    && w.generation == g
+                {
+                    finish_deployment(&mut s, &w);
+                }
             }
         });
     }
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    let text = match &value {
+        Value::String(t) if retry_after.is_some() => t.clone(),
+        v => v.to_string(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let ctype = if retry_after.is_some() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/json"
+    };
     resp.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+        .insert("content-type", ctype.parse().unwrap());
     resp
 }
 
@@ -442,6 +550,32 @@ fn serve(
             "NotFound",
             &format!("namespaces \"{ns}\" not found"),
             None,
+        );
+    }
+    let terminating = st
+        .objects
+        .get(&key("namespaces", "", &ns))
+        .is_some_and(|n| n.obj.pointer("/metadata/deletionTimestamp").is_some());
+    if r.namespaced
+        && terminating
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && !(*method == Method::PATCH
+            && st
+                .objects
+                .contains_key(&key(&r.plural, &ns, r.name.as_deref().unwrap_or(""))))
+    {
+        let name = r.name.clone().unwrap_or_default();
+        return status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                r.plural
+            ),
+            Some(
+                json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating",
+                "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+            ),
         );
     }
     let parsed: Option<Value> = if body.is_empty() {
@@ -984,6 +1118,16 @@ fn delete(st: &mut State, k: &Key) {
     let uid = o.obj.pointer("/metadata/uid").cloned();
     if k.0 == "namespaces" {
         st.objects.retain(|(_, ns, _), _| *ns != k.2);
+        if st.hold_namespaces {
+            // The `kubernetes` finalizer is pending: the namespace stays, Terminating.
+            let mut o = o;
+            o.obj["metadata"]["deletionTimestamp"] = json!(now());
+            o.obj["status"] = json!({"phase": "Terminating", "conditions": [
+                {"type": "NamespaceFinalizersRemaining", "status": "True",
+                 "reason": "SomeFinalizersRemain", "message": "Some content in the namespace has finalizers remaining"}]});
+            st.objects.insert(k.clone(), o);
+            return;
+        }
     }
     // Garbage collection of dependents (pods of a workload).
     let owned: Vec<Key> = st
@@ -1053,123 +1197,530 @@ fn selects(selector: &str, obj: &Value) -> bool {
         })
 }
 
-/// The rollout controller: pods and status for a workload's current generation.
-fn control(st: &mut State, k: &Key) {
-    let Some(w) = st.objects.get(k) else { return };
-    let obj = w.obj.clone();
-    let kind = obj["kind"].as_str().unwrap_or("").to_owned();
-    let generation = obj
-        .pointer("/metadata/generation")
-        .cloned()
-        .unwrap_or(json!(1));
-    let replicas = if kind == "DaemonSet" {
-        1
-    } else {
-        obj.pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-    };
-    let containers: Vec<(String, String)> = obj
-        .pointer("/spec/template/spec/containers")
+/// How a pod of a template behaves: from its images (`bad` never pulls, `crash` crash-loops,
+/// `slow` never becomes ready) or, for a crash that only the configuration causes, from a
+/// container's `STANDIN_BEHAVIOUR` environment variable (`crash`, `bad`, `slow`).
+fn behaviour(containers: &[(String, String)], template: &Value) -> Option<(&'static str, String)> {
+    let env_says = template
+        .pointer("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or("app").to_owned(),
-                c["image"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    let labels = obj
-        .pointer("/spec/template/metadata/labels")
-        .cloned()
-        .unwrap_or(json!({}));
-    let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
-    let ns = k.1.clone();
-    let name = k.2.clone();
-    // Old pods go; new ones come.
-    let old: Vec<Key> = st
-        .objects
-        .iter()
-        .filter(|(_, d)| {
-            d.obj
-                .pointer("/metadata/ownerReferences/0/uid")
-                .is_some_and(|u| *u == uid)
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    for o in old {
-        st.objects.remove(&o);
-    }
-    let waiting = containers.iter().find_map(|(_, image)| {
-        if image.contains("bad") {
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["name"] == "STANDIN_BEHAVIOUR")
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    containers.iter().find_map(|(_, image)| {
+        if image.contains("bad") || env_says == "bad" {
             Some((
                 "ImagePullBackOff",
                 format!("Back-off pulling image \"{image}\""),
             ))
-        } else if image.contains("crash") {
+        } else if image.contains("crash") || env_says == "crash" {
             Some((
                 "CrashLoopBackOff",
                 "back-off 40s restarting failed container".to_owned(),
             ))
-        } else if image.contains("slow") {
+        } else if image.contains("slow") || env_says == "slow" {
             Some(("ContainerCreating", String::new()))
         } else {
             None
         }
-    });
-    let ready = waiting.is_none();
-    for i in 0..replicas {
-        let pod_name = format!("{name}-g{}-{i}", generation);
-        let statuses: Vec<Value> = containers
-            .iter()
-            .map(|(c, image)| {
-                let state = match &waiting {
-                    Some((reason, msg)) => json!({"waiting": {"reason": reason, "message": msg}}),
-                    None => json!({"running": {"startedAt": now()}}),
-                };
-                json!({"name": c, "image": image, "imageID": "", "ready": ready,
-                       "restartCount": if waiting.as_ref().is_some_and(|w| w.0 == "CrashLoopBackOff") { 4 } else { 0 },
-                       "state": state})
+    })
+}
+
+/// A short hash of a pod template, in the alphabet the controllers use for theirs.
+fn template_hash(template: &Value) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in template.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// What the controller needs of a workload.
+struct Workload {
+    key: Key,
+    obj: Value,
+    kind: String,
+    uid: Value,
+    generation: Value,
+    template: Value,
+    containers: Vec<(String, String)>,
+}
+
+impl Workload {
+    fn of(st: &State, k: &Key) -> Option<Self> {
+        let obj = st.objects.get(k)?.obj.clone();
+        let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let containers = template
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("app").to_owned(),
+                    c["image"].as_str().unwrap_or("").to_owned(),
+                )
             })
             .collect();
-        let pod = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
-                         "ownerReferences": [{"apiVersion": obj["apiVersion"], "kind": kind, "name": name, "uid": uid, "controller": true}]},
-            "spec": {"containers": containers.iter().map(|(c, i)| json!({"name": c, "image": i})).collect::<Vec<_>>()},
-            "status": {"phase": if ready { "Running" } else { "Pending" }, "containerStatuses": statuses}});
-        let pod_status = pod["status"].clone();
-        let pk = key("pods", &ns, &pod_name);
-        create(st, pk.clone(), pod, "kube-controller-manager", "Update");
-        if let Some(p) = st.objects.get_mut(&pk) {
-            p.obj["status"] = pod_status;
-        }
+        Some(Self {
+            key: k.clone(),
+            kind: obj["kind"].as_str().unwrap_or("").to_owned(),
+            uid: obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+            generation: obj
+                .pointer("/metadata/generation")
+                .cloned()
+                .unwrap_or(json!(1)),
+            obj,
+            template,
+            containers,
+        })
     }
-    let n = if ready { replicas } else { 0 };
-    let status = match kind.as_str() {
-        "Deployment" => {
-            json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": n, "availableReplicas": n, "unavailableReplicas": replicas - n,
-            "conditions": [
-                {"type": "Available", "status": if ready { "True" } else { "False" }, "reason": if ready { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
-                {"type": "Progressing", "status": "True", "reason": if ready { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" }}]})
-        }
-        "StatefulSet" => {
-            json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": n,
-            "currentReplicas": n, "updatedReplicas": replicas,
-            "currentRevision": format!("{name}-g{}", if ready { generation.clone() } else { json!("old") }),
-            "updateRevision": format!("{name}-g{generation}")})
-        }
-        _ => {
-            json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-            "numberMisscheduled": 0, "updatedNumberScheduled": 1, "numberReady": n, "numberAvailable": n})
-        }
-    };
+
+    fn replicas(&self) -> i64 {
+        self.obj
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+    }
+
+    fn owner_ref(&self) -> Value {
+        json!([{"apiVersion": self.obj["apiVersion"], "kind": self.kind,
+                "name": self.key.2, "uid": self.uid, "controller": true, "blockOwnerDeletion": true}])
+    }
+
+    fn on_delete(&self) -> bool {
+        self.obj
+            .pointer("/spec/updateStrategy/type")
+            .and_then(Value::as_str)
+            == Some("OnDelete")
+    }
+}
+
+fn owned_by(st: &State, plural: &str, ns: &str, uid: &Value) -> Vec<Key> {
+    st.objects
+        .iter()
+        .filter(|((p, n, _), d)| {
+            p == plural
+                && n == ns
+                && d.obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|r| r["uid"] == *uid))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn label_of(st: &State, k: &Key, label: &str) -> Option<String> {
+    st.objects
+        .get(k)?
+        .obj
+        .pointer("/metadata/labels")?
+        .get(label)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn pod_ready(st: &State, k: &Key) -> bool {
+    st.objects
+        .get(k)
+        .is_some_and(|p| p.obj.pointer("/status/phase") == Some(&json!("Running")))
+}
+
+/// Creates a pod of `w`'s template: labels plus the controller's revision label, owned by
+/// `owner`; admission (when on) injects a sidecar and pins images to digests, as mutating
+/// webhooks do on real clusters.
+fn make_pod(
+    st: &mut State,
+    w: &Workload,
+    name: &str,
+    extra: (&str, &str),
+    owner: Value,
+    node: Option<String>,
+) -> Key {
+    let ns = w.key.1.clone();
+    let mut labels = w
+        .template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    labels[extra.0] = json!(extra.1);
+    let waiting = behaviour(&w.containers, &w.template);
+    let ready = waiting.is_none();
+    let mut containers: Vec<(String, String, bool)> = w
+        .containers
+        .iter()
+        .map(|(c, image)| {
+            let image = match &st.sidecar {
+                Some(_) if !image.contains('@') => format!(
+                    "{}@sha256:{}",
+                    image.split(':').next().unwrap_or(image),
+                    template_hash(&json!(image))
+                        .repeat(7)
+                        .get(..64)
+                        .unwrap_or_default()
+                ),
+                _ => image.clone(),
+            };
+            (c.clone(), image, true)
+        })
+        .collect();
+    if let Some(sidecar) = &st.sidecar {
+        containers.push(("standin-proxy".into(), sidecar.clone(), false));
+    }
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|(c, image, app)| {
+            let stuck = waiting.as_ref().filter(|_| *app);
+            let state = match stuck {
+                Some((reason, msg)) => json!({"waiting": {"reason": reason, "message": msg}}),
+                None => json!({"running": {"startedAt": now()}}),
+            };
+            let restarts = if stuck.is_some_and(|w| w.0 == "CrashLoopBackOff") {
+                4
+            } else {
+                0
+            };
+            json!({"name": c, "image": image, "imageID": "", "ready": stuck.is_none(),
+                   "restartCount": restarts, "state": state})
+        })
+        .collect();
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": owner},
+        "spec": {"containers": containers.iter().map(|(c, i, _)| json!({"name": c, "image": i})).collect::<Vec<_>>()},
+        "status": {"phase": if ready { "Running" } else { "Pending" }, "containerStatuses": statuses}});
+    if let Some(n) = node {
+        pod["spec"]["nodeName"] = json!(n);
+    }
+    let pod_status = pod["status"].clone();
+    let pk = key("pods", &ns, name);
+    create(st, pk.clone(), pod, "kube-controller-manager", "Update");
+    if let Some(p) = st.objects.get_mut(&pk) {
+        p.obj["status"] = pod_status;
+    }
+    pk
+}
+
+fn set_status(st: &mut State, k: &Key, status: Value) {
     if let Some(w) = st.objects.get_mut(k) {
         w.obj["status"] = status;
     }
     st.version += 1;
+}
+
+/// The rollout controller's first step for a workload's new generation; true if a second
+/// step (old pods scaled away once the new ones are ready) is due.
+fn control(st: &mut State, k: &Key) -> bool {
+    let Some(w) = Workload::of(st, k) else {
+        return false;
+    };
+    if w.obj.pointer("/status/observedGeneration") == Some(&w.generation) {
+        return false;
+    }
+    match w.kind.as_str() {
+        "Deployment" => deployment_surge(st, &w),
+        "StatefulSet" => {
+            statefulset(st, &w);
+            false
+        }
+        _ => {
+            daemonset(st, &w);
+            false
+        }
+    }
+}
+
+/// A Deployment's new ReplicaSet: the one whose `pod-template-hash` is the template's (a
+/// rollback to an earlier template reuses its ReplicaSet), at the next revision.
+fn new_replicaset(st: &mut State, w: &Workload) -> (Key, String, i64) {
+    let ns = w.key.1.clone();
+    let hash = template_hash(&w.template);
+    let sets = owned_by(st, "replicasets", &ns, &w.uid);
+    let revision_of = |st: &State, k: &Key| {
+        st.objects[k]
+            .obj
+            .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let max = sets.iter().map(|k| revision_of(st, k)).max().unwrap_or(0);
+    let name = format!("{}-{hash}", w.key.2);
+    let rk = key("replicasets", &ns, &name);
+    let revision = if sets.contains(&rk) && revision_of(st, &rk) == max {
+        max
+    } else {
+        max + 1
+    };
+    if !st.objects.contains_key(&rk) {
+        let mut template = w.template.clone();
+        template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+        let mut selector = w
+            .obj
+            .pointer("/spec/selector/matchLabels")
+            .cloned()
+            .unwrap_or(json!({}));
+        selector["pod-template-hash"] = json!(hash);
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": ns, "labels": template["metadata"]["labels"],
+                         "ownerReferences": w.owner_ref()},
+            "spec": {"replicas": w.replicas(), "selector": {"matchLabels": selector}, "template": template}});
+        create(st, rk.clone(), rs, "kube-controller-manager", "Update");
+    }
+    let rev = json!(revision.to_string());
+    if let Some(rs) = st.objects.get_mut(&rk) {
+        rs.obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = rev.clone();
+        rs.obj["spec"]["replicas"] = json!(w.replicas());
+    }
+    if let Some(d) = st.objects.get_mut(&w.key) {
+        d.obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = rev;
+    }
+    (rk, hash, revision)
+}
+
+/// The pods of every ReplicaSet of the Deployment but `except`.
+fn old_pods(st: &State, w: &Workload, except: &Key) -> Vec<Key> {
+    owned_by(st, "replicasets", &w.key.1, &w.uid)
+        .into_iter()
+        .filter(|k| k != except)
+        .flat_map(|rk| {
+            let uid = st.objects[&rk].obj["metadata"]["uid"].clone();
+            owned_by(st, "pods", &w.key.1, &uid)
+        })
+        .collect()
+}
+
+/// A rolling update's surge: the new ReplicaSet's pods come up beside the old ones, which
+/// stay until the new pods are ready (so a rollout that never becomes ready keeps them).
+fn deployment_surge(st: &mut State, w: &Workload) -> bool {
+    let (rk, hash, _) = new_replicaset(st, w);
+    let rs_uid = st.objects[&rk].obj["metadata"]["uid"].clone();
+    let ns = w.key.1.clone();
+    for p in owned_by(st, "pods", &ns, &rs_uid) {
+        delete(st, &p);
+    }
+    let mut new = Vec::new();
+    for i in 0..w.replicas() {
+        let name = format!("{}-g{}-{i}", rk.2, w.generation);
+        let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rk.2,
+                            "uid": rs_uid, "controller": true}]);
+        new.push(make_pod(
+            st,
+            w,
+            &name,
+            ("pod-template-hash", &hash),
+            owner,
+            None,
+        ));
+    }
+    let old = old_pods(st, w, &rk);
+    let ready_new = new.iter().filter(|k| pod_ready(st, k)).count() as i64;
+    let ready_old = old.iter().filter(|k| pod_ready(st, k)).count() as i64;
+    let all_ready = ready_new == w.replicas();
+    let replicas = w.replicas() + old.len() as i64;
+    let ready = ready_new + ready_old;
+    set_status(
+        st,
+        &w.key,
+        json!({"observedGeneration": w.generation, "replicas": replicas, "updatedReplicas": w.replicas(),
+            "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": (replicas - ready).max(0),
+            "conditions": [
+                {"type": "Available", "status": if ready > 0 || w.replicas() == 0 { "True" } else { "False" },
+                 "reason": if ready > 0 { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                 "message": format!("ReplicaSet \"{}\" is progressing.", rk.2)}]}),
+    );
+    if !all_ready {
+        return false;
+    }
+    if old.is_empty() {
+        finish_deployment(st, w);
+        return false;
+    }
+    true
+}
+
+/// The second step: the old ReplicaSets scaled to zero, their pods gone.
+fn finish_deployment(st: &mut State, w: &Workload) {
+    let Some(cur) = Workload::of(st, &w.key) else {
+        return;
+    };
+    if cur.generation != w.generation {
+        return;
+    }
+    let hash = template_hash(&w.template);
+    let rk = key("replicasets", &w.key.1, &format!("{}-{hash}", w.key.2));
+    for p in old_pods(st, w, &rk) {
+        delete(st, &p);
+    }
+    for other in owned_by(st, "replicasets", &w.key.1, &w.uid) {
+        if other != rk
+            && let Some(rs) = st.objects.get_mut(&other)
+        {
+            rs.obj["spec"]["replicas"] = json!(0);
+        }
+    }
+    let n = w.replicas();
+    set_status(
+        st,
+        &w.key,
+        json!({"observedGeneration": w.generation, "replicas": n, "updatedReplicas": n,
+            "readyReplicas": n, "availableReplicas": n, "unavailableReplicas": 0,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                 "message": format!("ReplicaSet \"{}\" has successfully progressed.", rk.2)}]}),
+    );
+}
+
+/// A StatefulSet: pods `NAME-ORDINAL` labelled with their revision (`NAME-HASH`); a rolling
+/// update replaces them from the highest ordinal down to the partition, one at a time,
+/// stopping at a pod that does not become ready; OnDelete replaces none (only missing
+/// ordinals are created, at the update revision).
+fn statefulset(st: &mut State, w: &Workload) {
+    let ns = w.key.1.clone();
+    let update = format!("{}-{}", w.key.2, template_hash(&w.template));
+    let previous = w
+        .obj
+        .pointer("/status/currentRevision")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let partition = w
+        .obj
+        .pointer("/spec/updateStrategy/rollingUpdate/partition")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let n = w.replicas();
+    for p in owned_by(st, "pods", &ns, &w.uid) {
+        let ordinal = p.2.rsplit('-').next().and_then(|o| o.parse::<i64>().ok());
+        if ordinal.is_none_or(|o| o >= n) {
+            delete(st, &p);
+        }
+    }
+    for i in (0..n).rev() {
+        let pk = key("pods", &ns, &format!("{}-{i}", w.key.2));
+        let exists = st.objects.contains_key(&pk);
+        let current = label_of(st, &pk, "controller-revision-hash");
+        if exists && (w.on_delete() || i < partition || current.as_deref() == Some(&update)) {
+            continue;
+        }
+        if exists {
+            delete(st, &pk);
+        }
+        let made = make_pod(
+            st,
+            w,
+            &pk.2,
+            ("controller-revision-hash", &update),
+            w.owner_ref(),
+            None,
+        );
+        if !pod_ready(st, &made) {
+            break;
+        }
+    }
+    let pods: Vec<Key> = (0..n)
+        .map(|i| key("pods", &ns, &format!("{}-{i}", w.key.2)))
+        .filter(|k| st.objects.contains_key(k))
+        .collect();
+    let updated = pods
+        .iter()
+        .filter(|k| label_of(st, k, "controller-revision-hash").as_deref() == Some(&update))
+        .count() as i64;
+    let ready = pods.iter().filter(|k| pod_ready(st, k)).count() as i64;
+    let current = if updated == n {
+        update.clone()
+    } else {
+        previous.unwrap_or_else(|| update.clone())
+    };
+    set_status(
+        st,
+        &w.key,
+        json!({"observedGeneration": w.generation, "replicas": pods.len(), "readyReplicas": ready,
+            "availableReplicas": ready, "currentReplicas": n - updated, "updatedReplicas": updated,
+            "currentRevision": current, "updateRevision": update}),
+    );
+}
+
+/// A DaemonSet over the stand-in's nodes: a ControllerRevision per template (`NAME-HASH`,
+/// labelled `controller-revision-hash: HASH`, revision numbers growing), a pod per node
+/// carrying that label, replaced node by node until one does not become ready.
+fn daemonset(st: &mut State, w: &Workload) {
+    let ns = w.key.1.clone();
+    let hash = template_hash(&w.template);
+    let revisions = owned_by(st, "controllerrevisions", &ns, &w.uid);
+    let max = revisions
+        .iter()
+        .filter_map(|k| st.objects[k].obj["revision"].as_i64())
+        .max()
+        .unwrap_or(0);
+    let ck = key("controllerrevisions", &ns, &format!("{}-{hash}", w.key.2));
+    if !st.objects.contains_key(&ck) {
+        let mut labels = w
+            .template
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or(json!({}));
+        labels["controller-revision-hash"] = json!(hash);
+        let cr = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": ck.2, "namespace": ns, "labels": labels, "ownerReferences": w.owner_ref()},
+            "data": {"spec": {"template": w.template}}, "revision": max + 1});
+        create(st, ck.clone(), cr, "kube-controller-manager", "Update");
+    } else if st.objects[&ck].obj["revision"].as_i64() != Some(max) {
+        st.objects.get_mut(&ck).expect("revision").obj["revision"] = json!(max + 1);
+    }
+    let nodes = st.nodes.max(1);
+    let mut pods = Vec::new();
+    let mut blocked = false;
+    for node in 0..nodes {
+        let node_name = format!("standin-node-{node}");
+        let on_node: Vec<Key> = owned_by(st, "pods", &ns, &w.uid)
+            .into_iter()
+            .filter(|k| st.objects[k].obj.pointer("/spec/nodeName") == Some(&json!(node_name)))
+            .collect();
+        let current = on_node.first().cloned();
+        let up_to_date = current
+            .as_ref()
+            .is_some_and(|k| label_of(st, k, "controller-revision-hash").as_deref() == Some(&hash));
+        if current.is_some() && (up_to_date || w.on_delete() || blocked) {
+            pods.extend(current);
+            continue;
+        }
+        for k in on_node {
+            delete(st, &k);
+        }
+        let name = format!("{}-{node}-g{}", w.key.2, w.generation);
+        let made = make_pod(
+            st,
+            w,
+            &name,
+            ("controller-revision-hash", &hash),
+            w.owner_ref(),
+            Some(node_name),
+        );
+        blocked |= !pod_ready(st, &made);
+        pods.push(made);
+    }
+    let updated = pods
+        .iter()
+        .filter(|k| label_of(st, k, "controller-revision-hash").as_deref() == Some(&hash))
+        .count();
+    let ready = pods.iter().filter(|k| pod_ready(st, k)).count();
+    set_status(
+        st,
+        &w.key,
+        json!({"observedGeneration": w.generation, "desiredNumberScheduled": nodes,
+            "currentNumberScheduled": pods.len(), "numberMisscheduled": 0,
+            "updatedNumberScheduled": updated, "numberReady": ready, "numberAvailable": ready,
+            "numberUnavailable": nodes - ready}),
+    );
 }
 
 #[cfg(test)]

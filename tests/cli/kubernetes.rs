@@ -127,6 +127,7 @@ apps:
       manifests: [templates/web.yaml.tera]
       values: {{ replicas: 2 }}
       rollout_timeout_seconds: 60
+      stuck_seconds: 2
 "#
             ),
         );
@@ -154,12 +155,16 @@ apps:
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        Run(self
-            .ws
-            .cmd(args)
-            .env("FERRY_KUBE_POLL_MS", "100")
-            .output()
-            .expect("ferry runs"))
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.ws.cmd(args);
+        c.env("FERRY_KUBE_POLL_MS", "100");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run(c.output().expect("ferry runs"))
     }
 
     /// A plan waits for no rollout: the workspace's own `plan_file`.
@@ -546,4 +551,119 @@ fn the_example_inventory_plans_and_applies_on_the_stand_in() {
     ])
     .expect_code(0)
     .stdout_has("deployed");
+}
+
+/// Debian's tinyproxy on a loopback port of its own (ci/proxy.sh), stopped when dropped.
+struct Proxy {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new(repo.join("ci/proxy.sh"))
+            .args(["start", &port.to_string()])
+            .arg(dir.path())
+            .output()
+            .expect("ci/proxy.sh runs");
+        assert!(
+            out.status.success(),
+            "tinyproxy did not start (ci/proxy.sh install installs it): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let _ = std::process::Command::new(repo.join("ci/proxy.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_cluster_is_reached_through_the_proxy_unless_no_proxy_names_it() {
+    // The stand-in speaks http://, so HTTP_PROXY is the variable that applies (HTTPS_PROXY for
+    // an https:// server); loopback is not exempt (see drivers/kube/net.rs).
+    let cluster = Cluster::standin();
+    let server = cluster._standin.as_ref().unwrap().url();
+    let authority = server.trim_start_matches("http://").to_owned();
+    let k = Kube::on(
+        "proxy",
+        Cluster {
+            _standin: None,
+            kubeconfig: cluster.kubeconfig.clone(),
+        },
+    );
+    let proxy = Proxy::start();
+    k.run_env(
+        &[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/v1.yaml",
+            "-o",
+            "v1.json",
+        ],
+        &[("HTTP_PROXY", &proxy.url)],
+    )
+    .expect_code(2);
+    assert!(
+        proxy.log().contains(&format!("CONNECT {authority}")),
+        "the API calls went through the proxy: {}",
+        proxy.log()
+    );
+    // A proxy that is not there: the error names it and where to put a direct cluster.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    k.run_env(
+        &[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/v1.yaml",
+            "-o",
+            "v1.json",
+        ],
+        &[("HTTP_PROXY", &dead)],
+    )
+    .expect_code(1)
+    .stderr_has(&format!("at {server}/ through proxy {dead}/"))
+    .stderr_has("belongs in NO_PROXY");
+    // NO_PROXY naming the cluster: straight there, the dead proxy never asked.
+    k.run_env(
+        &[
+            "plan",
+            "-i",
+            "inventory.yaml",
+            "plans/v1.yaml",
+            "-o",
+            "v1.json",
+        ],
+        &[("HTTP_PROXY", &dead), ("NO_PROXY", "localhost,127.0.0.1")],
+    )
+    .expect_code(2);
+    drop(cluster);
 }

@@ -17,6 +17,9 @@ use serde_json::Value;
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Label naming the app (the release) an object belongs to.
 pub const APP_LABEL: &str = "ferry.io/app";
+/// The site an object was applied for: two sites of one app on one cluster share its
+/// cluster-scoped objects' names, and one site's prune or uninstall must not take the other's.
+pub const SITE_LABEL: &str = "ferry.io/site";
 /// Field manager of every server-side apply ferry makes.
 pub const FIELD_MANAGER: &str = "ferry";
 
@@ -220,6 +223,7 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement<'a> {
     pub app: &'a str,
+    pub site: &'a str,
     pub namespace: &'a str,
 }
 
@@ -319,6 +323,7 @@ pub fn parse(
             APP_LABEL.into(),
             Value::String(crate::model::resource_name(at.app)),
         );
+        labels.insert(SITE_LABEL.into(), Value::String(at.site.to_owned()));
         out.push(Manifest {
             template: template.to_owned(),
             object: Value::Object(obj),
@@ -360,15 +365,37 @@ pub fn prune(previous: &[ObjectId], next: &[ObjectId]) -> Vec<ObjectId> {
     out
 }
 
-/// A live object is ferry's for `app` when it carries both of ferry's labels.
-pub fn is_ours(live: &Value, app: &str) -> bool {
-    let label = |k: &str| {
-        live.pointer("/metadata/labels")
-            .and_then(|l| l.get(k))
-            .and_then(Value::as_str)
+fn live_label<'a>(live: &'a Value, key: &str) -> Option<&'a str> {
+    live.pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+}
+
+/// A live object is ferry's for `app` on `site` when it carries ferry's labels for both. An
+/// object from before the site label is ferry's if it is in a namespace (the app's, per site);
+/// a cluster-scoped one without it is left alone (it may be another site's).
+pub fn is_ours(live: &Value, app: &str, site: &str) -> bool {
+    let app_ok = live_label(live, MANAGED_BY) == Some(FIELD_MANAGER)
+        && live_label(live, APP_LABEL) == Some(crate::model::resource_name(app).as_str());
+    let site_ok = match live_label(live, SITE_LABEL) {
+        Some(s) => s == site,
+        None => live.pointer("/metadata/namespace").is_some(),
     };
-    label(MANAGED_BY) == Some(FIELD_MANAGER)
-        && label(APP_LABEL) == Some(crate::model::resource_name(app).as_str())
+    app_ok && site_ok
+}
+
+/// The other site of `app` a live cluster-scoped object was applied for, if any: applying it
+/// for `site` would take it over (and one site's prune would delete what the other uses).
+pub fn claimed_by_other_site(live: &Value, app: &str, site: &str) -> Option<String> {
+    if live.pointer("/metadata/namespace").is_some()
+        || live_label(live, MANAGED_BY) != Some(FIELD_MANAGER)
+        || live_label(live, APP_LABEL) != Some(crate::model::resource_name(app).as_str())
+    {
+        return None;
+    }
+    live_label(live, SITE_LABEL)
+        .filter(|s| *s != site)
+        .map(str::to_owned)
 }
 
 /// RFC 1123 label (namespace names): lowercase alphanumerics and `-`, at most 63.
@@ -405,6 +432,7 @@ mod tests {
 
     const AT: Placement<'static> = Placement {
         app: "ehr",
+        site: "east",
         namespace: "ehr-east",
     };
 
@@ -435,12 +463,13 @@ mod tests {
         let docs = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\n";
         let at = Placement {
             app: "ehr@3",
+            site: "east",
             namespace: "ehr",
         };
         let objs = parse("t.yaml", docs, &at).unwrap();
         let live = &objs[0].object;
         assert_eq!(live["metadata"]["labels"][APP_LABEL], "ehr-v3");
-        assert!(is_ours(live, "ehr@3") && !is_ours(live, "ehr@2"));
+        assert!(is_ours(live, "ehr@3", "east") && !is_ours(live, "ehr@2", "east"));
     }
 
     #[test]
@@ -543,13 +572,37 @@ mod tests {
 
     #[test]
     fn ours_needs_both_labels() {
-        let mine =
-            serde_json::json!({"metadata": {"labels": {MANAGED_BY: "ferry", APP_LABEL: "ehr"}}});
+        let mine = serde_json::json!({"metadata": {"namespace": "ehr-east",
+            "labels": {MANAGED_BY: "ferry", APP_LABEL: "ehr"}}});
         let helm =
             serde_json::json!({"metadata": {"labels": {MANAGED_BY: "Helm", APP_LABEL: "ehr"}}});
-        assert!(is_ours(&mine, "ehr"));
-        assert!(!is_ours(&mine, "lab"));
-        assert!(!is_ours(&helm, "ehr"));
+        assert!(
+            is_ours(&mine, "ehr", "east"),
+            "no site label, in a namespace"
+        );
+        assert!(!is_ours(&mine, "lab", "east"));
+        assert!(!is_ours(&helm, "ehr", "east"));
+        // Cluster-scoped: the site label decides; without one it is nobody's to delete.
+        let role = |site: Option<&str>| {
+            let mut r = serde_json::json!({"metadata": {"name": "ehr-reader",
+                "labels": {MANAGED_BY: "ferry", APP_LABEL: "ehr"}}});
+            if let Some(s) = site {
+                r["metadata"]["labels"][SITE_LABEL] = s.into();
+            }
+            r
+        };
+        assert!(is_ours(&role(Some("east")), "ehr", "east"));
+        assert!(!is_ours(&role(Some("west")), "ehr", "east"));
+        assert!(!is_ours(&role(None), "ehr", "east"));
+        assert_eq!(
+            claimed_by_other_site(&role(Some("west")), "ehr", "east").as_deref(),
+            Some("west")
+        );
+        assert_eq!(
+            claimed_by_other_site(&role(Some("east")), "ehr", "east"),
+            None
+        );
+        assert_eq!(claimed_by_other_site(&mine, "ehr", "west"), None);
     }
 
     #[test]

@@ -388,10 +388,19 @@ pub struct KubernetesApp {
     /// Deadline for every Deployment/StatefulSet/DaemonSet of a release to be rolled out.
     #[serde(default = "default_rollout_timeout")]
     pub rollout_timeout_seconds: u64,
+    /// A container of the new pods that stays in an image pull error, a crash loop or a
+    /// configuration error for this long, at every look, fails the rollout before its
+    /// deadline (kubectl only warns: such states can pass).
+    #[serde(default = "default_stuck_seconds")]
+    pub stuck_seconds: u64,
 }
 
 fn default_rollout_timeout() -> u64 {
     300
+}
+
+fn default_stuck_seconds() -> u64 {
+    60
 }
 
 impl KubernetesApp {

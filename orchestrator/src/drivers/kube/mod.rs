@@ -20,6 +20,8 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
+mod net;
+
 use super::{Driver, DriverError, ReleaseBundle, TargetSpec};
 use crate::kubernetes::diff::{self, ChangeKind, ObjectChange};
 use crate::kubernetes::release::{self, History, Record, Status};
@@ -32,9 +34,12 @@ use crate::target::Observed;
 /// Progress lines (rollout waits, retries, prunes) go here.
 pub type Say = Arc<dyn Fn(String) + Send + Sync>;
 
+/// A cluster's client, its API server's URL and the proxy in between (if any).
+type Conn = (kube::Client, String, Option<String>);
+
 pub struct KubeDriver {
     /// Per cloud: the client and the API server's URL.
-    clients: Mutex<BTreeMap<String, (kube::Client, String)>>,
+    clients: Mutex<BTreeMap<String, Conn>>,
     /// Between two looks at a rollout (`FERRY_KUBE_POLL_MS`, default 2 s).
     poll: Duration,
     /// First retry delay; doubled each attempt, capped, fully jittered.
@@ -68,6 +73,14 @@ impl KubeDriver {
     }
 }
 
+/// What one look at a workload found.
+enum Look {
+    Done,
+    Progressing(String, Value),
+    /// A retryable API error: still waiting.
+    Unanswered(String),
+}
+
 /// One app on one cluster: where, with what client.
 struct Cx<'a> {
     spec: &'a TargetSpec,
@@ -76,6 +89,8 @@ struct Cx<'a> {
     ns: String,
     client: kube::Client,
     server: String,
+    /// The proxy the client goes through (user and password left out).
+    proxy: Option<String>,
 }
 
 impl Cx<'_> {
@@ -85,6 +100,7 @@ impl Cx<'_> {
     fn placement(&self) -> Placement<'_> {
         Placement {
             app: &self.spec.app.id,
+            site: &self.spec.target.site,
             namespace: &self.ns,
         }
     }
@@ -131,6 +147,35 @@ fn retryable(e: &kube::Error) -> bool {
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }
+}
+
+/// The wait an API server asked for (`Retry-After`, carried into the Status by
+/// `net::carry_retry_after`), capped at a minute.
+fn retry_after(e: &kube::Error) -> Option<Duration> {
+    let kube::Error::Api(s) = e else { return None };
+    let secs = s.details.as_ref()?.retry_after_seconds;
+    (secs > 0).then(|| Duration::from_secs(u64::from(secs).min(60)))
+}
+
+/// The proxy a kubeconfig's cluster names for `context` (the current one if None).
+fn kubeconfig_proxy(kc: &Kubeconfig, context: Option<&str>) -> Option<String> {
+    let context = context.or(kc.current_context.as_deref())?;
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    kc.clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .proxy_url
+        .clone()
+        .filter(|p| !p.is_empty())
 }
 
 /// The managers and fields of a server-side apply conflict (`conflict with "helm" using
@@ -197,7 +242,7 @@ impl KubeDriver {
             .expect("clients lock")
             .get(&spec.target.host)
             .cloned();
-        let (client, server) = match cached {
+        let (client, server, proxy) = match cached {
             Some(c) => c,
             None => {
                 let c = self.connect(spec, cloud).await.map_err(fail)?;
@@ -214,6 +259,7 @@ impl KubeDriver {
             app,
             ns,
             server,
+            proxy,
             client,
         })
     }
@@ -236,7 +282,8 @@ impl KubeDriver {
                 context: cloud.context.clone(),
                 ..Default::default()
             };
-            kube::Config::from_custom_kubeconfig(kc, &options)
+            let explicit_proxy = kubeconfig_proxy(&kc, cloud.context.as_deref());
+            let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|e| {
                     format!(
@@ -248,8 +295,25 @@ impl KubeDriver {
                             .map(|c| format!(" (context `{c}`)"))
                             .unwrap_or_default()
                     )
-                })?
+                })?;
+            // kube's own choice from the environment matches NO_PROXY against the proxy, not
+            // the cluster (see net.rs): ferry decides, unless the kubeconfig names a proxy.
+            if explicit_proxy.is_none() {
+                config.proxy_url = net::proxy_for(&config.cluster_url, |k| std::env::var(k).ok())
+                    .map(|p| p.parse())
+                    .transpose()
+                    .map_err(|e| {
+                        format!("the proxy in HTTPS_PROXY/HTTP_PROXY is not a URL: {e}")
+                    })?;
+            }
+            config
         };
+        if cloud.in_cluster {
+            config.proxy_url = net::proxy_for(&config.cluster_url, |k| std::env::var(k).ok())
+                .map(|p| p.parse())
+                .transpose()
+                .map_err(|e| format!("the proxy in HTTPS_PROXY/HTTP_PROXY is not a URL: {e}"))?;
+        }
         let t = Duration::from_secs(cloud.timeout_seconds);
         config.connect_timeout = Some(t);
         config.read_timeout = Some(t);
@@ -263,13 +327,17 @@ impl KubeDriver {
         &self,
         spec: &TargetSpec,
         cloud: &KubernetesCloud,
-    ) -> Result<(kube::Client, String), String> {
+    ) -> Result<Conn, String> {
         // kube's rustls client panics without one process-wide provider (see lib.rs).
         crate::install_crypto_provider();
         let config = self.config(spec, cloud).await?;
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| describe(&e))?;
-        Ok((client, server))
+        let proxy = config.proxy_url.as_ref().map(net::redact_userinfo);
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| describe(&e))?
+            .with_layer(&tower::util::AndThenLayer::new(net::carry_retry_after))
+            .build();
+        Ok((client, server, proxy))
     }
 
     /// One API call, retried with backoff on 429, 5xx and transport errors.
@@ -283,13 +351,20 @@ impl KubeDriver {
         loop {
             match f().await {
                 Err(e) if retryable(&e) && attempt < attempts => {
-                    let delay = crate::drivers::backoff_delay(self.backoff, attempt);
+                    let asked = retry_after(&e);
+                    let delay = asked
+                        .unwrap_or_else(|| crate::drivers::backoff_delay(self.backoff, attempt));
                     (self.say)(format!(
-                        "  retry   {what} on {}: {}; attempt {}/{attempts} in {} ms",
+                        "  retry   {what} on {}: {}; attempt {}/{attempts} in {} ms{}",
                         cx.place(),
                         describe(&e),
                         attempt + 1,
-                        delay.as_millis()
+                        delay.as_millis(),
+                        if asked.is_some() {
+                            " (the server's Retry-After)"
+                        } else {
+                            ""
+                        }
                     ));
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -303,9 +378,13 @@ impl KubeDriver {
     fn error(&self, cx: &Cx<'_>, action: &'static str, what: &str, e: &kube::Error) -> DriverError {
         let message = match e {
             kube::Error::HyperError(_) | kube::Error::Service(_) => format!(
-                "cannot reach the Kubernetes API of cloud `{}` at {} ({what}): {} (gave up after {} attempt(s))",
+                "cannot reach the Kubernetes API of cloud `{}` at {}{} ({what}): {} (gave up after {} attempt(s))",
                 cx.spec.target.host,
                 cx.server,
+                cx.proxy
+                    .as_deref()
+                    .map(|p| format!(" through proxy {p} (HTTPS_PROXY, HTTP_PROXY or the kubeconfig's proxy-url; a cluster reached directly belongs in NO_PROXY)"))
+                    .unwrap_or_default(),
                 describe(e),
                 cx.cloud.max_attempts
             ),
@@ -457,7 +536,73 @@ impl KubeDriver {
             namespace: None,
             name: cx.ns.clone(),
         };
-        Ok(self.get(cx, &id).await?.is_some())
+        let Some(ns) = self.get(cx, &id).await? else {
+            return Ok(false);
+        };
+        // A namespace being deleted still answers GET, but refuses every new object (403).
+        if ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+            || ns.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return Err(cx.fail(
+                "namespace",
+                format!(
+                    "namespace `{}` is being deleted (Terminating since {}): nothing can be created in it until it is gone; wait for its finalizers, or place the app in another namespace",
+                    cx.ns,
+                    ns.pointer("/metadata/deletionTimestamp")
+                        .and_then(Value::as_str)
+                        .unwrap_or("an unknown time")
+                ),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// A cluster-scoped object that another site of the app already owns is refused before
+    /// anything is written: applying it would take it over, and one site's prune or uninstall
+    /// would delete what the other uses.
+    fn check_claim(
+        &self,
+        cx: &Cx<'_>,
+        action: &'static str,
+        id: &ObjectId,
+        live: &Value,
+    ) -> Result<(), DriverError> {
+        match k8s::claimed_by_other_site(live, &cx.spec.app.id, &cx.spec.target.site) {
+            Some(other) => Err(cx.fail(
+                action,
+                format!(
+                    "{id} is cluster-scoped and already applied for site `{other}` of app {}: every site of the app on this cluster would share it; put the site in its name (`{{{{ site }}}}` in the template)",
+                    cx.spec.app.id
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn check_claims(&self, cx: &Cx<'_>, objects: &[Value]) -> Result<(), DriverError> {
+        for id in objects
+            .iter()
+            .filter_map(ObjectId::of)
+            .filter(|id| id.namespace.is_none())
+        {
+            if let Some(live) = self.get(cx, &id).await? {
+                self.check_claim(cx, "apply", &id, &live)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Workloads whose rollout cannot be waited for are refused before anything is written.
+    fn check_waitable<'o>(
+        &self,
+        cx: &Cx<'_>,
+        action: &'static str,
+        mut objects: impl Iterator<Item = &'o Value>,
+    ) -> Result<(), DriverError> {
+        match objects.find_map(rollout::unwaitable) {
+            Some(why) => Err(cx.fail(action, why)),
+            None => Ok(()),
+        }
     }
 
     /// Applies `objects` as revision `revision` (a record first, pending), prunes what earlier
@@ -470,6 +615,8 @@ impl KubeDriver {
         plan_id: &str,
         rollback_of: Option<u32>,
     ) -> Result<Record, DriverError> {
+        self.check_waitable(cx, "apply", objects.iter())?;
+        self.check_claims(cx, &objects).await?;
         let history = self.history(cx).await?;
         // A run resumed after a crash continues its own pending revision.
         let resumed = history.latest().filter(|r| {
@@ -556,11 +703,12 @@ impl KubeDriver {
         let Some(live) = self.get(cx, id).await? else {
             return Ok(());
         };
-        if !k8s::is_ours(&live, &cx.spec.app.id) {
+        if !k8s::is_ours(&live, &cx.spec.app.id, &cx.spec.target.site) {
             (self.say)(format!(
-                "  keep    {}: {id} is not labelled as ferry's for {}; not deleted",
+                "  keep    {}: {id} is not labelled as ferry's for {} on site {}; not deleted",
                 cx.place(),
-                cx.spec.app.id
+                cx.spec.app.id,
+                cx.spec.target.site
             ));
             return Ok(());
         }
@@ -577,6 +725,8 @@ impl KubeDriver {
     }
 
     /// Waits until every workload of `record` has rolled out, or fails with the reason.
+    /// Inside the wait an API error worth retrying (429, 5xx, a dropped connection) means
+    /// "still progressing": only the deadline ends a wait on a flaky API server.
     async fn wait(&self, cx: &Cx<'_>, record: &Record) -> Result<(), String> {
         let deadline = Duration::from_secs(cx.app.rollout_timeout_seconds);
         let started = Instant::now();
@@ -586,31 +736,30 @@ impl KubeDriver {
             .filter(|id| id.kind_info().is_some_and(|i| i.workload))
             .collect();
         let mut last: BTreeMap<String, String> = BTreeMap::new();
+        let mut watch = rollout::StuckWatch::new(Duration::from_secs(cx.app.stuck_seconds));
         loop {
             let mut pending = Vec::new();
+            let mut stuck = Vec::new();
             for id in &workloads {
-                let live = match self.get(cx, id).await {
-                    Ok(Some(v)) => v,
-                    Ok(None) => return Err(format!("{id} is gone")),
-                    Err(e) => return Err(e.to_string()),
-                };
-                match rollout::state(&id.kind, &live)? {
-                    Rollout::Done => {}
-                    Rollout::Failed(why) => return Err(format!("{id}: {why}")),
-                    Rollout::Progressing(msg) => {
-                        if let Some(stuck) = self.stuck(cx, &live).await {
-                            return Err(format!("{id}: {stuck}"));
-                        }
-                        if last.get(&id.to_string()) != Some(&msg) {
-                            (self.say)(format!("  wait    {}: {id}: {msg}", cx.place()));
-                            last.insert(id.to_string(), msg.clone());
-                        }
-                        pending.push(format!("{id}: {msg}"));
+                let msg = match self.look(cx, id).await? {
+                    Look::Done => continue,
+                    Look::Unanswered(why) => format!("the API server did not answer ({why})"),
+                    Look::Progressing(msg, live) => {
+                        stuck.extend(self.stuck(cx, id, &live).await);
+                        msg
                     }
+                };
+                if last.get(&id.to_string()) != Some(&msg) {
+                    (self.say)(format!("  wait    {}: {id}: {msg}", cx.place()));
+                    last.insert(id.to_string(), msg.clone());
                 }
+                pending.push(format!("{id}: {msg}"));
             }
             if pending.is_empty() {
                 return Ok(());
+            }
+            if let Some(why) = watch.see(started.elapsed(), &stuck) {
+                return Err(why);
             }
             if started.elapsed() >= deadline {
                 return Err(format!(
@@ -623,31 +772,94 @@ impl KubeDriver {
         }
     }
 
-    /// A pod of the workload stuck in a state waiting will not cure.
-    async fn stuck(&self, cx: &Cx<'_>, workload: &Value) -> Option<String> {
-        let labels = workload
-            .pointer("/spec/selector/matchLabels")?
-            .as_object()?;
+    /// One look at a workload's rollout.
+    async fn look(&self, cx: &Cx<'_>, id: &ObjectId) -> Result<Look, String> {
+        let api = self.dynamic(cx, id).map_err(|e| e.to_string())?;
+        let live = match api.get_opt(&id.name).await {
+            Ok(Some(o)) => serde_json::to_value(o).expect("objects serialize"),
+            Ok(None) => return Err(format!("{id} is gone")),
+            Err(e) if retryable(&e) => return Ok(Look::Unanswered(describe(&e))),
+            Err(e) => {
+                return Err(self
+                    .error(cx, "rollout", &format!("reading {id}"), &e)
+                    .to_string());
+            }
+        };
+        match rollout::state(&id.kind, &live)? {
+            Rollout::Done => Ok(Look::Done),
+            Rollout::Failed(why) => Err(format!("{id}: {why}")),
+            Rollout::Progressing(msg) => Ok(Look::Progressing(msg, live)),
+        }
+    }
+
+    /// The containers of the workload's new pods (told apart from the old ones by the
+    /// controller's revision labels) stuck in a state waiting may not cure.
+    async fn stuck(&self, cx: &Cx<'_>, id: &ObjectId, workload: &Value) -> Vec<rollout::Stuck> {
+        match self.new_pods(cx, id, workload).await {
+            Ok(Some((pods, (k, v)))) => rollout::stuck_containers(&pods, (&k, &v))
+                .into_iter()
+                .map(|s| rollout::Stuck {
+                    workload: id.to_string(),
+                    ..s
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                // The wait goes on; its deadline still holds.
+                (self.say)(format!(
+                    "  warn    {}: cannot list the pods of {id}: {}",
+                    cx.place(),
+                    describe(&e)
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The pods of the template being rolled out, with the label that tells them, once the
+    /// controller has made it.
+    async fn new_pods(
+        &self,
+        cx: &Cx<'_>,
+        id: &ObjectId,
+        workload: &Value,
+    ) -> Result<Option<(Vec<Pod>, (String, String))>, kube::Error> {
+        let Some(labels) = workload
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+        else {
+            return Ok(None);
+        };
         let selector = labels
             .iter()
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
             .collect::<Vec<_>>()
             .join(",");
-        let api: Api<Pod> = Api::namespaced(cx.client.clone(), &cx.ns);
         let lp = ListParams::default().labels(&selector);
-        let pods = match self.call(cx, "listing pods", || api.list(&lp)).await {
-            Ok(p) => p,
-            Err(e) => {
-                // The wait goes on; its deadline still holds.
-                (self.say)(format!(
-                    "  warn    {}: cannot list the pods of a workload: {}",
-                    cx.place(),
-                    describe(&e)
-                ));
-                return None;
+        let owned = match rollout::revisions_of(&id.kind) {
+            Some((kind, plural)) => {
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk("apps", "v1", kind),
+                    plural,
+                );
+                let api: Api<DynamicObject> = Api::namespaced_with(cx.client.clone(), &cx.ns, &ar);
+                let what = format!("listing the {plural} of {id}");
+                self.call(cx, &what, || api.list(&lp))
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|o| serde_json::to_value(o).expect("objects serialize"))
+                    .collect()
             }
+            None => Vec::new(),
         };
-        rollout::stuck_pod(&pods.items, &rollout::template_images(workload))
+        let Some((k, v)) = rollout::new_pods_label(&id.kind, workload, &owned) else {
+            return Ok(None);
+        };
+        let api: Api<Pod> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let lp = ListParams::default().labels(&format!("{selector},{k}={v}"));
+        let pods = self.call(cx, "listing pods", || api.list(&lp)).await?;
+        Ok(Some((pods.items, (k, v))))
     }
 
     /// Waits for `record`'s rollout and records the outcome: deployed (the previous deployed
@@ -751,6 +963,9 @@ impl Driver for KubeDriver {
         };
         o.facts.insert("namespace".into(), cx.ns.clone());
         o.facts.insert("server".into(), cx.server.clone());
+        if let Some(p) = &cx.proxy {
+            o.facts.insert("proxy".into(), p.clone());
+        }
         if let Some(d) = history.deployed() {
             o.facts.insert("revision".into(), d.revision.to_string());
             for id in d.ids() {
@@ -797,6 +1012,7 @@ impl Driver for KubeDriver {
     ) -> Result<Option<Vec<ObjectChange>>, DriverError> {
         let cx = self.cx(spec).await?;
         let objects = self.objects(&cx, bundle)?;
+        self.check_waitable(&cx, "plan", objects.iter().map(|m| &m.object))?;
         let history = self.history(&cx).await?;
         let ns_created = objects
             .iter()
@@ -815,6 +1031,9 @@ impl Driver for KubeDriver {
         for m in &objects {
             let id = m.id();
             let live = self.get(&cx, &id).await?;
+            if let Some(l) = &live {
+                self.check_claim(&cx, "plan", &id, l)?;
+            }
             // Objects in a namespace that is still to be made cannot be dry-run yet.
             let dry = if id.namespace.is_some() && !ns_exists {
                 None
@@ -867,7 +1086,7 @@ impl Driver for KubeDriver {
         let ids: Vec<ObjectId> = objects.iter().map(Manifest::id).collect();
         for id in k8s::prune(&history.all_ids(), &ids) {
             if let Some(live) = self.get(&cx, &id).await?
-                && k8s::is_ours(&live, &spec.app.id)
+                && k8s::is_ours(&live, &spec.app.id, &spec.target.site)
             {
                 out.push(ObjectChange {
                     object: id,

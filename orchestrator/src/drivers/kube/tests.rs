@@ -70,6 +70,8 @@ fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
             manifests: vec!["web.yaml".into()],
             values: BTreeMap::new(),
             rollout_timeout_seconds: 5,
+            // The stand-in's stuck pods never recover: fail at first sight.
+            stuck_seconds: 0,
         }),
         lines: vec![],
         line: None,
@@ -271,7 +273,8 @@ async fn crash_loops_and_timeouts_are_named() {
         .unwrap();
     let e = d.verify(&slow, "1.0.1").await.unwrap_err().to_string();
     assert!(e.contains("rollout timed out after 1s"), "{e}");
-    assert!(e.contains("0 of 2 updated replicas available"), "{e}");
+    // The crash-looping pods of 1.0.0 stay beside the new ones that never become ready.
+    assert!(e.contains("2 old replica(s) pending termination"), "{e}");
 }
 
 #[tokio::test]
@@ -460,4 +463,338 @@ async fn an_unreachable_cluster_says_where_it_was_looked_for() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("missing-kubeconfig"), "{e}");
+}
+
+/// A release whose Deployment runs `image` with `env` (the stand-in crash-loops a container
+/// whose STANDIN_BEHAVIOUR is `crash`: a crash only the configuration causes).
+fn bundle_env(version: &str, image: &str, env: &str) -> ReleaseBundle {
+    let mut b = bundle(version, image, "");
+    b.files[0].contents = b.files[0].contents.replace(
+        &format!("image: \"{image}\"}}"),
+        &format!("image: \"{image}\", env: [{{name: STANDIN_BEHAVIOUR, value: \"{env}\"}}]}}"),
+    );
+    assert!(b.files[0].contents.contains("STANDIN_BEHAVIOUR"));
+    b
+}
+
+async fn pods(w: &World, d: &KubeDriver) -> Vec<Value> {
+    let spec = w.spec();
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<Pod> = Api::namespaced(cx.client.clone(), "ehr-east");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_config_crash_loop_backs_out_and_fixes_forward_with_the_same_image() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle_env("1.0.0", "ehr:1", "ok"))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    // 1.0.1 changes only the configuration, and crash-loops.
+    d.apply(&spec, &bundle_env("1.0.1", "ehr:1", "crash"))
+        .await
+        .unwrap();
+    let e = d.verify(&spec, "1.0.1").await.unwrap_err().to_string();
+    assert!(e.contains("crash loop"), "{e}");
+    // As on a real cluster, the old ReplicaSet's pods stay beside the crashing new ones.
+    let hashes: std::collections::BTreeSet<String> = pods(&w, &d)
+        .await
+        .iter()
+        .filter_map(|p| {
+            p.pointer("/metadata/labels/pod-template-hash")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(hashes.len(), 2, "old and new pods side by side: {hashes:?}");
+    // Back-out: the same image as the crashing pods, which are still there while the old
+    // template comes back; they are not the new template's pods.
+    d.undo(
+        &spec,
+        &Undo::SwitchTo {
+            version: "1.0.0".into(),
+            revision: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    // A fix-forward with the same image after another crash loop.
+    d.apply(&spec, &bundle_env("1.0.2", "ehr:1", "crash"))
+        .await
+        .unwrap();
+    assert!(d.verify(&spec, "1.0.2").await.is_err());
+    d.apply(&spec, &bundle_env("1.0.3", "ehr:1", "fixed"))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.3")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    let web = live(&w, &d, "Deployment", "web").await.unwrap();
+    assert_eq!(
+        web.pointer("/metadata/annotations/deployment.kubernetes.io~1revision"),
+        Some(&json!("5")),
+        "{web}"
+    );
+}
+
+#[tokio::test]
+async fn an_injected_sidecar_and_digests_do_not_hide_a_bad_image() {
+    let w = world().await;
+    w.server.inject_sidecar("mesh/proxy:1.22");
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    d.apply(&spec, &bundle("2.0.0", "ehr:2-bad", ""))
+        .await
+        .unwrap();
+    let e = d.verify(&spec, "2.0.0").await.unwrap_err().to_string();
+    // Failed for the reason, long before the 5 s deadline.
+    assert!(
+        e.contains("image pull error") && e.contains("ehr@sha256:"),
+        "{e}"
+    );
+    let p = pods(&w, &d).await;
+    assert!(
+        p.iter()
+            .all(|p| p.pointer("/spec/containers/1/name") == Some(&json!("standin-proxy"))),
+        "every pod has the injected sidecar"
+    );
+}
+
+fn statefulset(strategy: &str, partition: i64, image: &str) -> String {
+    format!(
+        "---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  updateStrategy: {{type: {strategy}{}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec: {{containers: [{{name: db, image: \"{image}\"}}]}}\n",
+        if strategy == "RollingUpdate" {
+            format!(", rollingUpdate: {{partition: {partition}}}")
+        } else {
+            String::new()
+        }
+    )
+}
+
+#[tokio::test]
+async fn a_partitioned_statefulset_is_done_when_the_pods_above_the_partition_are() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(
+        &spec,
+        &bundle("1.0.0", "ehr:1", &statefulset("RollingUpdate", 1, "db:1")),
+    )
+    .await
+    .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    d.apply(
+        &spec,
+        &bundle("2.0.0", "ehr:2", &statefulset("RollingUpdate", 1, "db:2")),
+    )
+    .await
+    .unwrap();
+    d.verify(&spec, "2.0.0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    let db = live(&w, &d, "StatefulSet", "db").await.unwrap();
+    let (cur, upd) = (
+        &db["status"]["currentRevision"],
+        &db["status"]["updateRevision"],
+    );
+    assert_ne!(cur, upd, "ordinal 0 stays on the old revision: {db}");
+    let revs: BTreeMap<String, String> = pods(&w, &d)
+        .await
+        .iter()
+        .filter(|p| p["metadata"]["name"].as_str().unwrap().starts_with("db-"))
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(revs["db-1"], upd.as_str().unwrap());
+    assert_eq!(revs["db-2"], upd.as_str().unwrap());
+    assert_ne!(revs["db-0"], upd.as_str().unwrap());
+    // OnDelete never rolls by itself: refused at plan time and before anything is written.
+    let on_delete = bundle("3.0.0", "ehr:3", &statefulset("OnDelete", 0, "db:3"));
+    let e = d.preview(&spec, &on_delete).await.unwrap_err().to_string();
+    assert!(
+        e.contains("StatefulSet db has updateStrategy OnDelete"),
+        "{e}"
+    );
+    let e = d.apply(&spec, &on_delete).await.unwrap_err().to_string();
+    assert!(e.contains("OnDelete"), "{e}");
+    assert_eq!(d.releases(&spec).await.unwrap().records.len(), 2);
+}
+
+const AGENT: &str = "---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: \"IMAGE\"}]}\n";
+
+#[tokio::test]
+async fn a_daemonset_over_several_nodes_fails_on_its_new_pods_only() {
+    let w = world().await;
+    w.server.set_nodes(3);
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(
+        &spec,
+        &bundle("1.0.0", "ehr:1", &AGENT.replace("IMAGE", "agent:1")),
+    )
+    .await
+    .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    d.apply(
+        &spec,
+        &bundle("2.0.0", "ehr:1", &AGENT.replace("IMAGE", "agent:2-bad")),
+    )
+    .await
+    .unwrap();
+    let e = d.verify(&spec, "2.0.0").await.unwrap_err().to_string();
+    assert!(
+        e.contains("DaemonSet ehr-east/agent") && e.contains("ImagePullBackOff"),
+        "{e}"
+    );
+    let agents: Vec<Value> = pods(&w, &d)
+        .await
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "agent")
+        .collect();
+    assert_eq!(agents.len(), 3, "one pod per node");
+    let bad = agents
+        .iter()
+        .filter(|p| p.pointer("/spec/containers/0/image") == Some(&json!("agent:2-bad")))
+        .count();
+    assert_eq!(
+        bad, 1,
+        "the update stops at the first node whose pod does not come up"
+    );
+    // The back-out brings the old revision back on every node.
+    d.undo(
+        &spec,
+        &Undo::SwitchTo {
+            version: "1.0.0".into(),
+            revision: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_is_named_instead_of_a_forbidden_write() {
+    let w = world().await;
+    w.server.hold_namespace_deletion(true);
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cx.client.clone());
+    api.delete("ehr-east", &DeleteParams::default())
+        .await
+        .unwrap();
+    for e in [
+        d.preview(&spec, &bundle("2.0.0", "ehr:2", ""))
+            .await
+            .unwrap_err(),
+        d.apply(&spec, &bundle("2.0.0", "ehr:2", ""))
+            .await
+            .unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains("namespace `ehr-east` is being deleted (Terminating since"),
+            "{e}"
+        );
+    }
+    w.server.hold_namespace_deletion(false);
+    d.apply(&spec, &bundle("2.0.0", "ehr:2", "")).await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_a_flaky_api_does_not_fail_a_rollout() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    w.server.throttle_next(1, 1);
+    d.observe(&spec).await.unwrap();
+    assert!(
+        w.said().contains("in 1000 ms (the server's Retry-After)"),
+        "{}",
+        w.said()
+    );
+    // Inside the wait, more failed answers than a call's attempts: still progressing.
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    let cx = d.cx(&spec).await.unwrap();
+    let record = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    w.server.fail_next(6, 503);
+    d.wait(&cx, &record)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    assert!(
+        w.said().contains("the API server did not answer"),
+        "{}",
+        w.said()
+    );
+}
+
+const ROLE: &str = "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: NAME}\nrules: []\n";
+
+#[tokio::test]
+async fn cluster_scoped_objects_belong_to_one_site() {
+    let w = world().await;
+    let d = w.driver();
+    let east = w.spec();
+    let mut west = w.spec();
+    west.target = TargetRef::new("west", "k1", "ehr", TargetKind::Kubernetes);
+    let for_site = |site: &str, role: &str| {
+        let mut b = bundle("1.0.0", "ehr:1", &ROLE.replace("NAME", role));
+        b.files[0].contents = b.files[0]
+            .contents
+            .replace("ehr-east", &format!("ehr-{site}"));
+        b
+    };
+    d.apply(&east, &for_site("east", "ehr-reader-east"))
+        .await
+        .unwrap();
+    d.verify(&east, "1.0.0").await.unwrap();
+    d.apply(&west, &for_site("west", "ehr-reader-west"))
+        .await
+        .unwrap();
+    d.verify(&west, "1.0.0").await.unwrap();
+    // The same name for both sites: the second is refused, at plan time and at apply.
+    let shared = for_site("west", "ehr-reader-east");
+    for e in [
+        d.preview(&west, &shared).await.unwrap_err(),
+        d.apply(&west, &shared).await.unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains(
+                "ClusterRole ehr-reader-east is cluster-scoped and already applied for site `east`"
+            ),
+            "{e}"
+        );
+    }
+    // West's uninstall takes its own role and leaves east's.
+    d.undo(&west, &Undo::Uninstall).await.unwrap();
+    assert!(
+        live(&w, &d, "ClusterRole", "ehr-reader-west")
+            .await
+            .is_none()
+    );
+    let role = live(&w, &d, "ClusterRole", "ehr-reader-east")
+        .await
+        .unwrap();
+    assert_eq!(role["metadata"]["labels"][k8s::SITE_LABEL], "east");
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# An HTTP proxy for the tests that reach a Kubernetes API server through HTTPS_PROXY/HTTP_PROXY:
+# Debian's tinyproxy, started by the test itself on a loopback port with its own configuration
+# (ci/proxy.sh start PORT DIR). Debian starts a system tinyproxy on install; it is stopped here
+# so that only the tests' own instances run.
+set -euo pipefail
+
+case "${1:-}" in
+install)
+  if ! command -v tinyproxy >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
+  fi
+  service tinyproxy stop >/dev/null 2>&1 || true
+  pkill -x tinyproxy 2>/dev/null || true
+  echo "tinyproxy: $(tinyproxy -v 2>&1 | head -1)"
+  ;;
+start)
+  port="${2:?port}"
+  dir="${3:?directory for the configuration and log}"
+  mkdir -p "$dir"
+  # CONNECT to any port (no ConnectPort line), from loopback only; every request logged.
+  cat >"$dir/tinyproxy.conf" <<CONF
+Port $port
+Listen 127.0.0.1
+Timeout 30
+LogFile "$dir/tinyproxy.log"
+LogLevel Connect
+PidFile "$dir/tinyproxy.pid"
+MaxClients 50
+Allow 127.0.0.1
+CONF
+  tinyproxy -c "$dir/tinyproxy.conf"
+  for _ in $(seq 50); do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "tinyproxy listening on 127.0.0.1:$port"
+      exit 0
+    fi
+    sleep 0.1
+  done
+  echo "tinyproxy did not start on 127.0.0.1:$port; its log:" >&2
+  cat "$dir/tinyproxy.log" >&2 || true
+  exit 1
+  ;;
+stop)
+  dir="${2:?directory}"
+  if [ -f "$dir/tinyproxy.pid" ]; then kill "$(cat "$dir/tinyproxy.pid")" 2>/dev/null || true; fi
+  ;;
+*)
+  echo "usage: ci/proxy.sh install | start PORT DIR | stop DIR" >&2
+  exit 2
+  ;;
+esac
