@@ -628,6 +628,9 @@ fn serve(
                 );
             }
             fix_identity(&mut obj, &r);
+            if let Some(e) = too_big(&obj, &k) {
+                return e;
+            }
             if dry {
                 return (201, preview_create(st, obj));
             }
@@ -938,6 +941,9 @@ fn update(
             obj["metadata"]["generation"] = json!(g);
         }
     }
+    if let Some(e) = immutable(&old, &obj, &k).or_else(|| too_big(&obj, &k)) {
+        return e;
+    }
     let changed: BTreeSet<String> = leaves(&obj)
         .into_iter()
         .filter(|p| get_path(&obj, p) != get_path(&old, p))
@@ -990,6 +996,9 @@ fn apply(
             );
         }
         // Server-side apply of a missing object creates it.
+        if let Some(e) = too_big(&config, &k) {
+            return e;
+        }
         if dry {
             return (201, preview_create(st, config));
         }
@@ -1069,6 +1078,9 @@ fn apply(
     owners.insert(manager.to_owned(), ("Apply".into(), mine));
     owners.retain(|_, (_, s)| !s.is_empty());
     let old = live;
+    if let Some(e) = immutable(&old, &obj, &k).or_else(|| too_big(&obj, &k)) {
+        return e;
+    }
     let o = obj.as_object_mut().unwrap();
     o.insert("apiVersion".into(), json!(r.api_version));
     if spec_of(&obj) != spec_of(&old) && !status_only {
@@ -1084,6 +1096,90 @@ fn apply(
         st.objects.insert(k, s);
     }
     (200, out)
+}
+
+/// The API server's size limit on a Secret's or ConfigMap's data: 1 MiB (422).
+fn too_big(obj: &Value, k: &Key) -> Option<(u16, Value)> {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let sum = |field: &str, base64: bool| -> usize {
+        obj.get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| {
+                let n = v.as_str().map_or(0, str::len);
+                if base64 { n / 4 * 3 } else { n }
+            })
+            .sum()
+    };
+    let (size, field) = match kind {
+        "Secret" => (sum("data", true) + sum("stringData", false), "data"),
+        "ConfigMap" => (sum("data", false) + sum("binaryData", true), "[]"),
+        _ => return None,
+    };
+    (size > 1_048_576).then(|| {
+        status(
+            422,
+            "Invalid",
+            &format!(
+                "{kind} \"{}\" is invalid: {field}: Too long: must have at most 1048576 bytes",
+                k.2
+            ),
+            Some(
+                json!({"name": k.2, "kind": kind, "causes": [{"reason": "FieldValueTooLong",
+                "message": "Too long: must have at most 1048576 bytes", "field": field}]}),
+            ),
+        )
+    })
+}
+
+/// Fields the API server refuses to change: a Job's pod template and selector, a workload's
+/// selector (422, as `kubectl apply` shows it).
+fn immutable(old: &Value, new: &Value, k: &Key) -> Option<(u16, Value)> {
+    let fields: &[&str] = match old["kind"].as_str() {
+        Some("Job") => &["/spec/template", "/spec/selector"],
+        Some("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => &["/spec/selector"],
+        _ => &[],
+    };
+    let kind = old["kind"].as_str().unwrap_or_default();
+    let group = old["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
+        .map(|(g, _)| format!(".{g}"))
+        .unwrap_or_default();
+    let bad: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| old.pointer(f).is_some() && old.pointer(f) != new.pointer(f))
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    let causes: Vec<Value> = bad
+        .iter()
+        .map(|f| {
+            json!({"reason": "FieldValueInvalid", "message": "Invalid value: field is immutable",
+                        "field": f.trim_start_matches('/').replace('/', ".")})
+        })
+        .collect();
+    Some(status(
+        422,
+        "Invalid",
+        &format!(
+            "{kind}{group} \"{}\" is invalid: {}",
+            k.2,
+            bad.iter()
+                .map(|f| format!(
+                    "{}: Invalid value: field is immutable",
+                    f.trim_start_matches('/').replace('/', ".")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(
+            json!({"name": k.2, "group": group.trim_start_matches('.'), "kind": kind, "causes": causes}),
+        ),
+    ))
 }
 
 fn apply_merge(target: &mut Value, config: &Value) {

@@ -15,6 +15,9 @@ use super::ObjectId;
 pub enum ChangeKind {
     Add,
     Change,
+    /// Deleted and created again: a field that cannot change in place changes (a Job's pod
+    /// template).
+    Replace,
     Remove,
     Unchanged,
 }
@@ -98,6 +101,27 @@ pub fn subset(id: &ObjectId, live: &Value, desired: &Value) -> Vec<FieldChange> 
         &mut out,
     );
     redact(id, out)
+}
+
+/// Applying `desired` over `live` needs a delete and a create: a Job's pod template and
+/// selector are immutable (the API server answers 422 to an apply that changes them). Only
+/// the fields the manifest sets are compared (the server adds its own labels to both).
+pub fn needs_replace(id: &ObjectId, live: &Value, desired: &Value) -> Vec<FieldChange> {
+    if id.kind != "Job" {
+        return Vec::new();
+    }
+    subset(id, live, desired)
+        .into_iter()
+        .filter(|f| f.path.starts_with("spec.template") || f.path.starts_with("spec.selector"))
+        .collect()
+}
+
+/// A Job that a deployed revision ran, unchanged since, and removed by its
+/// `ttlSecondsAfterFinished`: gone by design, neither drift nor something to run again.
+pub fn expired_job(desired: &Value, deployed: &[Value]) -> bool {
+    desired["kind"] == "Job"
+        && desired.pointer("/spec/ttlSecondsAfterFinished").is_some()
+        && deployed.contains(desired)
 }
 
 fn redact(id: &ObjectId, mut fields: Vec<FieldChange>) -> Vec<FieldChange> {
@@ -194,6 +218,7 @@ pub fn render(changes: &[ObjectChange]) -> String {
         let mark = match c.change {
             ChangeKind::Add => "+",
             ChangeKind::Change => "~",
+            ChangeKind::Replace => "-/+",
             ChangeKind::Remove => "-",
             ChangeKind::Unchanged => "=",
         };
@@ -314,5 +339,40 @@ mod tests {
         assert!(c["metadata"].get("managedFields").is_none());
         assert!(c["metadata"].get("resourceVersion").is_none());
         assert_eq!(c["metadata"]["labels"]["a"], "1");
+    }
+
+    #[test]
+    fn a_changed_job_template_is_a_replace_and_an_expired_job_is_not_run_again() {
+        let id = ObjectId::of(&json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": "ehr"}}))
+        .unwrap();
+        let job = |image: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "ehr"},
+                   "spec": {"ttlSecondsAfterFinished": 600, "backoffLimit": 2,
+                            "template": {"spec": {"restartPolicy": "Never",
+                                                   "containers": [{"name": "m", "image": image}]}}}})
+        };
+        // The server adds its own labels to the live template: not a change.
+        let mut live = job("ehr:1");
+        live["spec"]["template"]["metadata"] =
+            json!({"labels": {"batch.kubernetes.io/job-name": "migrate"}});
+        assert!(needs_replace(&id, &live, &job("ehr:1")).is_empty());
+        let f = needs_replace(&id, &live, &job("ehr:2"));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].path.contains("image"), "{f:?}");
+        let mut more = job("ehr:1");
+        more["spec"]["backoffLimit"] = json!(5);
+        assert!(
+            needs_replace(&id, &live, &more).is_empty(),
+            "mutable fields apply in place"
+        );
+        assert!(expired_job(&job("ehr:1"), &[job("ehr:1")]));
+        assert!(!expired_job(&job("ehr:2"), &[job("ehr:1")]));
+        let mut kept = job("ehr:1");
+        kept["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ttlSecondsAfterFinished");
+        assert!(!expired_job(&kept, std::slice::from_ref(&kept)));
     }
 }

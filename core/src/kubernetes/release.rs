@@ -66,6 +66,11 @@ pub struct Record {
     pub updated_at: String,
     /// The objects as applied, in apply order.
     pub objects: Vec<Value>,
+    /// The record Secret's `resourceVersion` when it was read or last written (not stored):
+    /// an update names it, so a second writer of the same revision gets a 409 instead of
+    /// overwriting the first.
+    #[serde(skip)]
+    pub resource_version: Option<String>,
 }
 
 impl Record {
@@ -136,6 +141,43 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         ));
     }
     Ok(r)
+}
+
+/// Most bytes of encoded record one Secret holds. The API server refuses a Secret whose data
+/// exceeds 1 MiB; the rest is room for metadata and the JSON around it.
+pub const PART_BYTES: usize = 768 * 1024;
+/// Annotation of a record's Secret when the record is split: how many Secrets hold it, and
+/// the SHA-256 of the whole encoded record.
+pub const PARTS_ANNOTATION: &str = "ferry.io/parts";
+pub const SHA256_ANNOTATION: &str = "ferry.io/record-sha256";
+/// Label of the extra Secrets of a split record (not `owner=ferry`: listing the history
+/// finds the first part only).
+pub const PART_OWNER: &str = "ferry-part";
+
+/// The encoded record cut into Secret-sized parts (one part when it fits).
+pub fn split(encoded: &[u8]) -> Vec<&[u8]> {
+    if encoded.is_empty() {
+        return vec![encoded];
+    }
+    encoded.chunks(PART_BYTES).collect()
+}
+
+/// The Secret name of part `n` (2, 3, ...) of a record.
+pub fn part_name(record_secret: &str, n: usize) -> String {
+    format!("{record_secret}.p{n}")
+}
+
+/// The parts put back together, checked against the SHA-256 the first part's Secret carries.
+pub fn join(parts: &[Vec<u8>], sha256: &str) -> Result<Vec<u8>, String> {
+    let all = parts.concat();
+    let got = crate::load::sha256_hex(&all);
+    if got != sha256 {
+        return Err(format!(
+            "its {} parts do not add up (SHA-256 {got}, the record says {sha256}): a part was changed or lost",
+            parts.len()
+        ));
+    }
+    Ok(all)
 }
 
 /// What the records say about an app on one namespace, newest last.
@@ -247,6 +289,7 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
             objects,
+            resource_version: None,
         }
     }
 
@@ -308,5 +351,26 @@ mod tests {
             rec(3, "3", Status::Failed),
         ]);
         assert_eq!(h.expired(2), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_large_record_is_split_and_joined_with_its_checksum() {
+        let big: Vec<u8> = (0..(PART_BYTES * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let parts = split(&big);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
+        let owned: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let sha = crate::load::sha256_hex(&big);
+        assert_eq!(join(&owned, &sha).unwrap(), big);
+        let mut lost = owned.clone();
+        lost.pop();
+        assert!(join(&lost, &sha).unwrap_err().contains("do not add up"));
+        assert_eq!(split(b"small").len(), 1);
+        assert_eq!(
+            part_name("ferry.release.v1.ehr.v3", 2),
+            "ferry.release.v1.ehr.v3.p2"
+        );
     }
 }

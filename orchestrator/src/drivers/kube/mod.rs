@@ -323,11 +323,7 @@ impl KubeDriver {
         Ok(config)
     }
 
-    async fn connect(
-        &self,
-        spec: &TargetSpec,
-        cloud: &KubernetesCloud,
-    ) -> Result<Conn, String> {
+    async fn connect(&self, spec: &TargetSpec, cloud: &KubernetesCloud) -> Result<Conn, String> {
         // kube's rustls client panics without one process-wide provider (see lib.rs).
         crate::install_crypto_provider();
         let config = self.config(spec, cloud).await?;
@@ -454,54 +450,195 @@ impl KubeDriver {
         let mut records = Vec::new();
         for s in list.items {
             let name = s.metadata.name.clone().unwrap_or_default();
-            let bytes = s
-                .data
-                .as_ref()
-                .and_then(|d| d.get(release::DATA_KEY))
-                .map(|b| b.0.clone())
-                .unwrap_or_default();
-            let r = release::decode(&bytes).map_err(|m| {
-                cx.fail(
-                    "observe",
-                    format!("release record {}/{name} cannot be read: {m}", cx.ns),
-                )
-            })?;
+            let bytes = self.record_bytes(cx, &api, &s).await.and_then(|b| {
+                release::decode(&b).map_err(|m| {
+                    cx.fail(
+                        "observe",
+                        format!("release record {}/{name} cannot be read: {m}", cx.ns),
+                    )
+                })
+            });
+            let mut r = bytes?;
+            r.resource_version = s.metadata.resource_version.clone();
             records.push(r);
         }
         Ok(History::new(records))
     }
 
-    async fn write_record(&self, cx: &Cx<'_>, r: &Record) -> Result<(), DriverError> {
-        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
-        let secret = Secret {
+    /// The encoded record a record Secret holds, its other parts read and checked when the
+    /// record was split.
+    async fn record_bytes(
+        &self,
+        cx: &Cx<'_>,
+        api: &Api<Secret>,
+        s: &Secret,
+    ) -> Result<Vec<u8>, DriverError> {
+        let data = |s: &Secret| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(release::DATA_KEY))
+                .map(|b| b.0.clone())
+                .unwrap_or_default()
+        };
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let ann = s.metadata.annotations.clone().unwrap_or_default();
+        let parts: usize = ann
+            .get(release::PARTS_ANNOTATION)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        if parts <= 1 {
+            return Ok(data(s));
+        }
+        let mut all = vec![data(s)];
+        for n in 2..=parts {
+            let part = release::part_name(&name, n);
+            let what = format!("reading part {n} of release record {}/{name}", cx.ns);
+            let got = self
+                .call(cx, &what, || api.get_opt(&part))
+                .await
+                .map_err(|e| self.error(cx, "observe", &what, &e))?
+                .ok_or_else(|| {
+                    cx.fail(
+                        "observe",
+                        format!(
+                            "release record {}/{name}: its part {part} is missing",
+                            cx.ns
+                        ),
+                    )
+                })?;
+            all.push(data(&got));
+        }
+        let sha = ann
+            .get(release::SHA256_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        release::join(&all, &sha)
+            .map_err(|m| cx.fail("observe", format!("release record {}/{name}: {m}", cx.ns)))
+    }
+
+    fn record_secret(
+        &self,
+        cx: &Cx<'_>,
+        name: String,
+        labels: BTreeMap<String, String>,
+        annotations: Option<BTreeMap<String, String>>,
+        bytes: &[u8],
+    ) -> Secret {
+        Secret {
             metadata: kube::api::ObjectMeta {
-                name: Some(r.secret_name()),
+                name: Some(name),
                 namespace: Some(cx.ns.clone()),
-                labels: Some(release::labels(r)),
+                labels: Some(labels),
+                annotations,
                 ..Default::default()
             },
             type_: Some(release::SECRET_TYPE.into()),
-            data: Some([(release::DATA_KEY.to_owned(), ByteString(release::encode(r)))].into()),
+            data: Some([(release::DATA_KEY.to_owned(), ByteString(bytes.to_vec()))].into()),
             ..Default::default()
-        };
-        let value = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": serde_json::to_value(&secret.metadata).expect("serializes"),
-            "type": secret.type_, "data": serde_json::to_value(&secret.data).expect("serializes"),
-        });
-        let pp = PatchParams::apply(k8s::FIELD_MANAGER).force();
+        }
+    }
+
+    /// Writes a record: a new revision's Secret is created (a second writer of the same
+    /// revision gets 409 and stops), a known one replaced under the resourceVersion it was
+    /// read at (a writer that changed it meanwhile makes this one stop). A record larger than
+    /// a Secret holds goes into several (`release::split`), the extra parts first.
+    async fn write_record(&self, cx: &Cx<'_>, r: &mut Record) -> Result<(), DriverError> {
+        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let name = r.secret_name();
+        let encoded = release::encode(r);
+        let parts = release::split(&encoded);
         let what = format!(
-            "writing release record {}/{} ({})",
+            "writing release record {}/{name} ({})",
             cx.ns,
-            r.secret_name(),
             r.status.as_str()
         );
-        let name = r.secret_name();
-        let patch = Patch::Apply(&value);
-        self.call(cx, &what, || api.patch(&name, &pp, &patch))
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            let mut labels = release::labels(r);
+            labels.insert(release::OWNER_LABEL.into(), release::PART_OWNER.into());
+            let secret =
+                self.record_secret(cx, release::part_name(&name, i + 1), labels, None, part);
+            let value = serde_json::to_value(&secret).expect("serializes");
+            let pp = PatchParams::apply(k8s::FIELD_MANAGER).force();
+            let pname = release::part_name(&name, i + 1);
+            let patch = Patch::Apply(&value);
+            self.call(cx, &what, || api.patch(&pname, &pp, &patch))
+                .await
+                .map_err(|e| self.error(cx, "record", &what, &e))?;
+        }
+        let annotations = (parts.len() > 1).then(|| {
+            BTreeMap::from([
+                (
+                    release::PARTS_ANNOTATION.to_owned(),
+                    parts.len().to_string(),
+                ),
+                (
+                    release::SHA256_ANNOTATION.to_owned(),
+                    crate::load::sha256_hex(&encoded),
+                ),
+            ])
+        });
+        let mut secret =
+            self.record_secret(cx, name.clone(), release::labels(r), annotations, parts[0]);
+        let pp = kube::api::PostParams {
+            field_manager: Some(k8s::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let written = match r.resource_version.clone() {
+            None => match self.call(cx, &what, || api.create(&pp, &secret)).await {
+                // A create whose answer was lost and was retried finds its own record.
+                Err(e) if code(&e) == Some(409) => self
+                    .own_record(cx, &api, &name, parts[0])
+                    .await?
+                    .ok_or_else(|| {
+                        cx.fail(
+                            "record",
+                            format!(
+                                "{what}: release record {name} already exists and is not this run's: another ferry run is deploying {} to this cluster now (ferry's lock covers one state directory; use one state for both)",
+                                cx.spec.app.id
+                            ),
+                        )
+                    })?,
+                r => r.map_err(|e| self.error(cx, "record", &what, &e))?,
+            },
+            Some(rv) => {
+                secret.metadata.resource_version = Some(rv.clone());
+                match self.call(cx, &what, || api.replace(&name, &pp, &secret)).await {
+                    Err(e) if code(&e) == Some(409) => {
+                        return Err(cx.fail(
+                            "record",
+                            format!(
+                                "{what}: release record {name} was changed by another writer since it was read (resourceVersion {rv}): another ferry run is working on {} here; nothing was overwritten",
+                                cx.spec.app.id
+                            ),
+                        ));
+                    }
+                    r => r.map_err(|e| self.error(cx, "record", &what, &e))?,
+                }
+            }
+        };
+        r.resource_version = written.metadata.resource_version;
+        Ok(())
+    }
+
+    /// The record Secret `name` if it holds exactly `first_part` (this run's own write).
+    async fn own_record(
+        &self,
+        cx: &Cx<'_>,
+        api: &Api<Secret>,
+        name: &str,
+        first_part: &[u8],
+    ) -> Result<Option<Secret>, DriverError> {
+        let what = format!("reading release record {}/{name}", cx.ns);
+        let got = self
+            .call(cx, &what, || api.get_opt(name))
             .await
             .map_err(|e| self.error(cx, "record", &what, &e))?;
-        Ok(())
+        Ok(got.filter(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(release::DATA_KEY))
+                .is_some_and(|b| b.0 == first_part)
+        }))
     }
 
     async fn set_status(
@@ -666,11 +803,13 @@ impl KubeDriver {
             created_at: resumed.map_or(t.clone(), |r| r.created_at.clone()),
             updated_at: t,
             objects: objects.clone(),
+            resource_version: resumed.and_then(|r| r.resource_version.clone()),
         };
         let mut record = match same {
             Some(d) => d.clone(),
             None => {
-                self.write_record(cx, &fresh).await?;
+                let mut fresh = fresh;
+                self.write_record(cx, &mut fresh).await?;
                 fresh
             }
         };
@@ -680,11 +819,15 @@ impl KubeDriver {
             objects.len(),
             k8s::FIELD_MANAGER
         ));
+        let deployed: Vec<Value> = history
+            .deployed()
+            .map(|r| r.objects.clone())
+            .unwrap_or_default();
         for o in objects.iter().filter(|o| o["kind"] != "Namespace") {
             // Fenced object by object: a run that lost its lock stops between two objects
             // (its revision stays pending, and the next plan sees it).
             cx.spec.check_fence()?;
-            if let Err((_, e)) = self.ssa(cx, o, false).await {
+            if let Err(e) = self.apply_one(cx, o, &deployed).await {
                 let reason = e.to_string();
                 self.set_status(cx, &mut record, Status::Failed, Some(reason))
                     .await?;
@@ -696,6 +839,78 @@ impl KubeDriver {
             self.delete_ours(cx, &id, "prune").await?;
         }
         Ok(record)
+    }
+
+    /// Applies one object. A Job whose pod template changes is deleted and created again (the
+    /// template is immutable); a Job the deployed revision ran unchanged and its
+    /// `ttlSecondsAfterFinished` removed is not run again.
+    async fn apply_one(
+        &self,
+        cx: &Cx<'_>,
+        o: &Value,
+        deployed: &[Value],
+    ) -> Result<(), DriverError> {
+        let id = ObjectId::of(o).expect("prepared objects have ids");
+        if id.kind == "Job" {
+            match self.get(cx, &id).await? {
+                None if diff::expired_job(o, deployed) => {
+                    (self.say)(format!(
+                        "  skip    {}: {id} ran for the deployed revision and its ttlSecondsAfterFinished removed it; not run again",
+                        cx.place()
+                    ));
+                    return Ok(());
+                }
+                Some(live) if !diff::needs_replace(&id, &live, o).is_empty() => {
+                    self.replace_job(cx, &id, &live).await?;
+                }
+                _ => {}
+            }
+        }
+        self.ssa(cx, o, false).await.map(|_| ()).map_err(|(_, e)| e)
+    }
+
+    /// Deletes a Job (its pods with it) and waits until it is gone, so that it can be created
+    /// with its new template.
+    async fn replace_job(
+        &self,
+        cx: &Cx<'_>,
+        id: &ObjectId,
+        live: &Value,
+    ) -> Result<(), DriverError> {
+        if !k8s::is_ours(live, &cx.spec.app.id, &cx.spec.target.site) {
+            return Err(cx.fail(
+                "apply",
+                format!(
+                    "{id} has a different pod template, which a Job cannot change in place, and it is not ferry's to delete; delete it, or give the new Job another name"
+                ),
+            ));
+        }
+        let api = self.dynamic(cx, id)?;
+        let what = format!("deleting {id} to create it with its new template");
+        let dp = DeleteParams::background();
+        match self.call(cx, &what, || api.delete(&id.name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => return Err(self.error(cx, "apply", &what, &e)),
+        }
+        let deadline = Instant::now() + Duration::from_secs(cx.app.rollout_timeout_seconds);
+        while self.get(cx, id).await?.is_some() {
+            if Instant::now() >= deadline {
+                return Err(cx.fail(
+                    "apply",
+                    format!(
+                        "{id} was deleted but is still there after {}s (a finalizer?)",
+                        cx.app.rollout_timeout_seconds
+                    ),
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+        (self.say)(format!(
+            "  replace {}: {id}: its pod template cannot change in place; deleted, created again",
+            cx.place()
+        ));
+        Ok(())
     }
 
     /// Deletes `id` if it is there and carries ferry's labels for this app.
@@ -905,6 +1120,17 @@ impl KubeDriver {
                 Err(e) if code(&e) == Some(404) => {}
                 Err(e) => return Err(self.error(cx, "record", &what, &e)),
             }
+            let parts = ListParams::default().labels(&format!(
+                "{}={},{}={},{}={n}",
+                release::OWNER_LABEL,
+                release::PART_OWNER,
+                k8s::APP_LABEL,
+                crate::model::resource_name(&cx.spec.app.id),
+                release::REVISION_LABEL
+            ));
+            self.call(cx, &what, || api.delete_collection(&dp, &parts))
+                .await
+                .map_err(|e| self.error(cx, "record", &what, &e))?;
         }
         Ok(())
     }
@@ -968,7 +1194,13 @@ impl Driver for KubeDriver {
         }
         if let Some(d) = history.deployed() {
             o.facts.insert("revision".into(), d.revision.to_string());
-            for id in d.ids() {
+            for obj in &d.objects {
+                let Some(id) = ObjectId::of(obj) else {
+                    continue;
+                };
+                if diff::expired_job(obj, &d.objects) {
+                    continue;
+                }
                 if self.get(&cx, &id).await?.is_none() {
                     o.drift.push(format!(
                         "{id} of revision {} is missing (deleted outside ferry)",
@@ -1014,6 +1246,10 @@ impl Driver for KubeDriver {
         let objects = self.objects(&cx, bundle)?;
         self.check_waitable(&cx, "plan", objects.iter().map(|m| &m.object))?;
         let history = self.history(&cx).await?;
+        let deployed: Vec<Value> = history
+            .deployed()
+            .map(|r| r.objects.clone())
+            .unwrap_or_default();
         let ns_created = objects
             .iter()
             .any(|m| m.object["kind"] == "Namespace" && m.object["metadata"]["name"] == cx.ns);
@@ -1033,6 +1269,30 @@ impl Driver for KubeDriver {
             let live = self.get(&cx, &id).await?;
             if let Some(l) = &live {
                 self.check_claim(&cx, "plan", &id, l)?;
+                let fields = diff::needs_replace(&id, l, &m.object);
+                if !fields.is_empty() {
+                    out.push(ObjectChange {
+                        object: id,
+                        change: ChangeKind::Replace,
+                        fields,
+                        basis: Some(
+                            "manifest (a Job's template is immutable: deleted, created again)"
+                                .into(),
+                        ),
+                    });
+                    continue;
+                }
+            } else if diff::expired_job(&m.object, &deployed) {
+                out.push(ObjectChange {
+                    object: id,
+                    change: ChangeKind::Unchanged,
+                    fields: vec![],
+                    basis: Some(
+                        "ran for the deployed revision; removed by its ttlSecondsAfterFinished"
+                            .into(),
+                    ),
+                });
+                continue;
             }
             // Objects in a namespace that is still to be made cannot be dry-run yet.
             let dry = if id.namespace.is_some() && !ns_exists {

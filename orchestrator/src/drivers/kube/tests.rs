@@ -798,3 +798,153 @@ async fn cluster_scoped_objects_belong_to_one_site() {
         .unwrap();
     assert_eq!(role["metadata"]["labels"][k8s::SITE_LABEL], "east");
 }
+
+const JOB: &str = "---\napiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n  ttlSecondsAfterFinished: 600\n  template:\n    spec: {restartPolicy: Never, containers: [{name: m, image: \"IMAGE\"}]}\n";
+
+#[tokio::test]
+async fn a_job_with_a_new_template_is_replaced_and_an_expired_one_is_not_run_again() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    let with_job = |v: &str, image: &str| bundle(v, "ehr:1", &JOB.replace("IMAGE", image));
+    d.apply(&spec, &with_job("1.0.0", "migrate:1"))
+        .await
+        .unwrap();
+    d.verify(&spec, "1.0.0").await.unwrap();
+    // The stand-in refuses a changed Job template as the API server does (422).
+    let p = d
+        .preview(&spec, &with_job("2.0.0", "migrate:2"))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = diff::render(&p);
+    assert!(text.contains("-/+ Job ehr-east/migrate"), "{text}");
+    d.apply(&spec, &with_job("2.0.0", "migrate:2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    d.verify(&spec, "2.0.0").await.unwrap();
+    assert!(
+        w.said()
+            .contains("replace east/k1/ehr: Job ehr-east/migrate"),
+        "{}",
+        w.said()
+    );
+    let job = live(&w, &d, "Job", "migrate").await.unwrap();
+    assert_eq!(
+        job.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("migrate:2"))
+    );
+    // Its ttlSecondsAfterFinished removes it once it has run: not drift, not run again.
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(cx.client.clone(), "ehr-east");
+    api.delete("migrate", &DeleteParams::default())
+        .await
+        .unwrap();
+    let o = d.observe(&spec).await.unwrap();
+    assert!(o.drift.is_empty(), "{:?}", o.drift);
+    d.apply(&spec, &with_job("2.0.1", "migrate:2"))
+        .await
+        .unwrap();
+    d.verify(&spec, "2.0.1").await.unwrap();
+    assert!(live(&w, &d, "Job", "migrate").await.is_none());
+    assert!(
+        w.said()
+            .contains("skip    east/k1/ehr: Job ehr-east/migrate ran for the deployed revision")
+    );
+}
+
+/// `n` bytes nothing compresses (SHA-256 of a counter), as base64.
+fn incompressible_base64(n: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut bytes = Vec::with_capacity(n + 32);
+    let mut i: u64 = 0;
+    while bytes.len() < n {
+        bytes.extend_from_slice(&Sha256::digest(i.to_le_bytes()));
+        i += 1;
+    }
+    bytes.truncate(n);
+    let secret: k8s_openapi::ByteString = k8s_openapi::ByteString(bytes);
+    serde_json::to_value(secret)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    // Two ConfigMaps of 700 KB each: each under the API's 1 MiB, together more than one
+    // record Secret can hold.
+    let blob = incompressible_base64(700_000);
+    let extra = format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: blob-a}}\nbinaryData: {{b: \"{blob}\"}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: blob-b}}\nbinaryData: {{b: \"{blob}\"}}\n"
+    );
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", &extra))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    d.verify(&spec, "1.0.0").await.unwrap();
+    let h = d.releases(&spec).await.unwrap();
+    assert_eq!(h.deployed().unwrap().objects.len(), 6);
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), "ehr-east");
+    let first = api.get("ferry.release.v1.ehr.v1").await.unwrap();
+    assert_eq!(
+        first.metadata.annotations.unwrap()[release::PARTS_ANNOTATION],
+        "2"
+    );
+    // A part changed behind ferry's back is found, never half-read.
+    let mut part = api.get("ferry.release.v1.ehr.v1.p2").await.unwrap();
+    part.data
+        .as_mut()
+        .unwrap()
+        .get_mut(release::DATA_KEY)
+        .unwrap()
+        .0[10] ^= 1;
+    part.metadata.managed_fields = None;
+    api.replace("ferry.release.v1.ehr.v1.p2", &Default::default(), &part)
+        .await
+        .unwrap();
+    let e = d.observe(&spec).await.unwrap_err().to_string();
+    assert!(e.contains("do not add up"), "{e}");
+}
+
+#[tokio::test]
+async fn two_writers_of_one_revision_do_not_overwrite_each_other() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
+    let cx = d.cx(&spec).await.unwrap();
+    let mut mine = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    let mut stale = mine.clone();
+    d.set_status(&cx, &mut mine, Status::Failed, Some("first".into()))
+        .await
+        .unwrap();
+    let e = d
+        .set_status(&cx, &mut stale, Status::Deployed, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("was changed by another writer since it was read"),
+        "{e}"
+    );
+    // Another run creating the same revision: refused, the first run's record kept.
+    let mut other = mine.clone();
+    other.resource_version = None;
+    other.plan_id = "another-plan".into();
+    let e = d
+        .write_record(&cx, &mut other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already exists and is not this run's"), "{e}");
+    let kept = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    assert_eq!(
+        (kept.status, kept.plan_id.as_str()),
+        (Status::Failed, "plan-1.0.0")
+    );
+}
