@@ -143,6 +143,8 @@ struct State {
     sidecar: Option<String>,
     /// Namespaces being deleted stay `Terminating` (finalizers pending) until released.
     hold_namespaces: bool,
+    /// What was deleted, at the resourceVersion of its deletion (watches send DELETED).
+    deleted: Vec<(Key, Value)>,
 }
 
 /// A running stand-in API server. Dropping it stops it.
@@ -384,6 +386,74 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn rv_of(obj: &Value) -> u64 {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A watch: the changes (ADDED/MODIFIED/DELETED) to the listed objects after the requested
+/// resourceVersion, as newline-separated JSON events, sent once there are any (or after a
+/// second without) and then the stream ends; clients watch again from the last version they
+/// saw, as they do when a real server closes a watch.
+async fn watch(
+    st: &Arc<Mutex<State>>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let since: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    let fsel = q.get("fieldSelector").cloned().unwrap_or_default();
+    let Some(r) = route(path) else {
+        let (code, v) = status(404, "NotFound", "no such resource to watch", None);
+        let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+        *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+        return resp;
+    };
+    let ns = r.namespace.clone().unwrap_or_default();
+    let matches = |(p, n, _): &Key, o: &Value| {
+        *p == r.plural
+            && (r.namespace.is_none() || *n == ns)
+            && selects(&sel, o)
+            && fields_select(&fsel, o)
+    };
+    st.lock()
+        .unwrap()
+        .requests
+        .push(format!("GET {path}?watch=true"));
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        {
+            let s = st.lock().unwrap();
+            for (k, o) in &s.objects {
+                if matches(k, &o.obj) && rv_of(&o.obj) > since {
+                    let kind = if since == 0 { "ADDED" } else { "MODIFIED" };
+                    events.push((rv_of(&o.obj), json!({"type": kind, "object": o.obj})));
+                }
+            }
+            for (k, o) in &s.deleted {
+                if matches(k, o) && rv_of(o) > since && since > 0 {
+                    events.push((rv_of(o), json!({"type": "DELETED", "object": o})));
+                }
+            }
+        }
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    events.sort_by_key(|(rv, _)| *rv);
+    let body: String = events.iter().map(|(_, e)| format!("{e}\n")).collect();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -400,6 +470,9 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return watch(&st, &path, &q).await;
+    }
     let mut retry_after = None;
     let (code, value) = {
         let mut s = st.lock().unwrap();
@@ -517,6 +590,9 @@ fn serve(
             json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-ferry-standin", "platform": "linux/amd64"}),
         );
     }
+    if let Some(d) = discovery(path) {
+        return (200, d);
+    }
     let Some(r) = route(path) else {
         return status(
             404,
@@ -578,6 +654,18 @@ fn serve(
             ),
         );
     }
+    if ctype.starts_with("application/vnd.kubernetes.protobuf") {
+        // kubectl's typed commands (`create namespace`...) send protobuf; the stand-in speaks
+        // JSON only, and says so as a server does for a media type it does not take.
+        return status(
+            415,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml (kube-standin: {ctype} is not supported)"
+            ),
+            None,
+        );
+    }
     let parsed: Option<Value> = if body.is_empty() {
         None
     } else {
@@ -589,11 +677,15 @@ fn serve(
     match (method.clone(), r.name.clone()) {
         (Method::GET, None) => {
             let sel = q.get("labelSelector").cloned().unwrap_or_default();
+            let fsel = q.get("fieldSelector").cloned().unwrap_or_default();
             let items: Vec<Value> = st
                 .objects
                 .iter()
                 .filter(|((p, n, _), o)| {
-                    *p == r.plural && (r.namespace.is_none() || *n == ns) && selects(&sel, &o.obj)
+                    *p == r.plural
+                        && (r.namespace.is_none() || *n == ns)
+                        && selects(&sel, &o.obj)
+                        && fields_select(&fsel, &o.obj)
                 })
                 .map(|(_, o)| o.obj.clone())
                 .collect();
@@ -734,6 +826,96 @@ fn serve(
             None,
         ),
     }
+}
+
+/// Short names kubectl knows the resources by (what a real server lists).
+const SHORT_NAMES: &[(&str, &str)] = &[
+    ("namespaces", "ns"),
+    ("configmaps", "cm"),
+    ("services", "svc"),
+    ("serviceaccounts", "sa"),
+    ("pods", "po"),
+    ("persistentvolumeclaims", "pvc"),
+    ("limitranges", "limits"),
+    ("resourcequotas", "quota"),
+    ("deployments", "deploy"),
+    ("statefulsets", "sts"),
+    ("daemonsets", "ds"),
+    ("replicasets", "rs"),
+    ("cronjobs", "cj"),
+    ("ingresses", "ing"),
+    ("networkpolicies", "netpol"),
+    ("poddisruptionbudgets", "pdb"),
+    ("horizontalpodautoscalers", "hpa"),
+];
+
+/// Legacy discovery (`/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`), which clients such as
+/// kubectl read to map kinds to resources; built from the resources the stand-in serves.
+fn discovery(path: &str) -> Option<Value> {
+    let resources = |gv: &str| {
+        let mut out = Vec::new();
+        for (_, kind, plural, namespaced) in RESOURCES.iter().filter(|(g, ..)| *g == gv) {
+            let mut r = json!({"name": plural, "singularName": kind.to_lowercase(),
+                "namespaced": namespaced, "kind": kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]});
+            if let Some((_, short)) = SHORT_NAMES.iter().find(|(p, _)| p == plural) {
+                r["shortNames"] = json!([short]);
+            }
+            out.push(r);
+            if WORKLOADS.contains(kind) || *kind == "Job" || *kind == "Namespace" {
+                out.push(
+                    json!({"name": format!("{plural}/status"), "singularName": "",
+                    "namespaced": namespaced, "kind": kind, "verbs": ["get", "patch", "update"]}),
+                );
+            }
+        }
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
+    };
+    let groups = || {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for (gv, ..) in RESOURCES {
+            if let Some((g, v)) = gv.split_once('/')
+                && !seen.contains(&(g, v))
+            {
+                seen.push((g, v));
+            }
+        }
+        seen
+    };
+    match path.trim_end_matches('/') {
+        "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+        "/apis" => Some(json!({"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": groups().iter().map(|(g, v)| {
+                let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+            }).collect::<Vec<_>>()})),
+        "/api/v1" => Some(resources("v1")),
+        p => {
+            let gv = p.strip_prefix("/apis/")?;
+            (gv.split('/').count() == 2 && RESOURCES.iter().any(|(g, ..)| *g == gv))
+                .then(|| resources(gv))
+        }
+    }
+}
+
+/// A field selector (`metadata.name=web`, `metadata.namespace=ehr`, `!=`), ANDed.
+fn fields_select(selector: &str, obj: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .all(|t| {
+            let (k, v, neg) = match t.split_once("!=") {
+                Some((k, v)) => (k, v, true),
+                None => match t.split_once("==").or_else(|| t.split_once('=')) {
+                    Some((k, v)) => (k, v, false),
+                    None => return true,
+                },
+            };
+            let path = format!("/{}", k.trim().replace('.', "/"));
+            let have = obj.pointer(&path).and_then(Value::as_str).unwrap_or("");
+            (have == v.trim()) != neg
+        })
 }
 
 fn fix_identity(obj: &mut Value, r: &Route) {
@@ -949,7 +1131,10 @@ fn update(
         .filter(|p| get_path(&obj, p) != get_path(&old, p))
         .collect();
     let rv = st.version + 1;
-    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    // A dry run stores nothing, so its answer keeps the stored resourceVersion.
+    if !dry {
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    }
     let mut owners = st.objects[&k].owners.clone();
     if !status_only {
         for (_, (_, set)) in owners.iter_mut() {
@@ -1087,7 +1272,9 @@ fn apply(
         let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         obj["metadata"]["generation"] = json!(g);
     }
-    obj["metadata"]["resourceVersion"] = json!((st.version + 1).to_string());
+    if !dry {
+        obj["metadata"]["resourceVersion"] = json!((st.version + 1).to_string());
+    }
     let mut s = Stored { obj, owners };
     render_managed(&mut s);
     let out = s.obj.clone();
@@ -1211,6 +1398,9 @@ fn delete(st: &mut State, k: &Key) {
         return;
     };
     st.version += 1;
+    let mut gone = o.obj.clone();
+    gone["metadata"]["resourceVersion"] = json!(st.version.to_string());
+    st.deleted.push((k.clone(), gone));
     let uid = o.obj.pointer("/metadata/uid").cloned();
     if k.0 == "namespaces" {
         st.objects.retain(|(_, ns, _), _| *ns != k.2);
@@ -1505,10 +1695,12 @@ fn make_pod(
 }
 
 fn set_status(st: &mut State, k: &Key, status: Value) {
+    st.version += 1;
+    let rv = st.version.to_string();
     if let Some(w) = st.objects.get_mut(k) {
         w.obj["status"] = status;
+        w.obj["metadata"]["resourceVersion"] = json!(rv);
     }
-    st.version += 1;
 }
 
 /// The rollout controller's first step for a workload's new generation; true if a second

@@ -16,6 +16,8 @@ mod examples;
 mod gates;
 mod guarantees;
 #[cfg(feature = "kubernetes")]
+mod kubectl;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod ledger;
 mod lines;
