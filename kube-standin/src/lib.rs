@@ -145,11 +145,31 @@ struct State {
     hold_namespaces: bool,
     /// What was deleted, at the resourceVersion of its deletion (watches send DELETED).
     deleted: Vec<(Key, Value)>,
+    /// The bearer token every request must carry (401 otherwise).
+    token: Option<String>,
+}
+
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("the stand-in's certificate is PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("the stand-in's key is PEM");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the stand-in's certificate and key match");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }
 
 /// A running stand-in API server. Dropping it stops it.
 pub struct StandIn {
     addr: SocketAddr,
+    secure: bool,
     state: Arc<Mutex<State>>,
     _runtime: Option<tokio::runtime::Runtime>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -177,8 +197,31 @@ impl StandIn {
         s
     }
 
+    /// Starts on `bind` over TLS (`cert_pem` and `key_pem`; clients trust the CA that signed
+    /// the certificate) and, with `token`, answers 401 to a request without
+    /// `Authorization: Bearer TOKEN`, as a real API server does. For tests that are not async.
+    pub fn start_tls(bind: &str, cert_pem: &str, key_pem: &str, token: Option<&str>) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the stand-in");
+        let tls = tls_acceptor(cert_pem, key_pem);
+        let mut s = rt.block_on(Self::serve(bind, Some(tls), token.map(str::to_owned)));
+        s._runtime = Some(rt);
+        s
+    }
+
     /// Starts on `bind` on the current runtime.
     pub async fn start_async(bind: &str) -> Self {
+        Self::serve(bind, None, None).await
+    }
+
+    async fn serve(
+        bind: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        token: Option<String>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .unwrap_or_else(|e| panic!("kube stand-in cannot listen on {bind}: {e}"));
@@ -202,34 +245,53 @@ impl StandIn {
                 );
             }
         }
+        state.lock().unwrap().token = token;
         let st = state.clone();
+        let secure = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(st, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            // A client that does not trust the certificate fails the handshake.
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        None => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
         Self {
             addr,
             state,
+            secure,
             _runtime: None,
             task: Some(task),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A kubeconfig for this server with one context, `standin`, namespace `default`.
@@ -458,6 +520,11 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let q = query(req.uri().query().unwrap_or(""));
+    let req_auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let ctype = req
         .headers()
         .get("content-type")
@@ -470,6 +537,16 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let want = st.lock().unwrap().token.clone();
+    if let Some(token) = want {
+        let given = req_auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            let (code, v) = status(401, "Unauthorized", "Unauthorized", None);
+            let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+            *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+            return resp;
+        }
+    }
     if method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(&st, &path, &q).await;
     }

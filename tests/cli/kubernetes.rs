@@ -667,3 +667,126 @@ fn a_cluster_is_reached_through_the_proxy_unless_no_proxy_names_it() {
     .expect_code(2);
     drop(cluster);
 }
+
+/// A CA and a server certificate it signed for 127.0.0.1 (Debian's openssl): writes
+/// `ca.pem`, returns the server's `(cert.pem, key.pem)`.
+fn certificate(dir: &std::path::Path) -> (String, String) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-subj", "/CN=standin-ca", "-days", "1"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=kube-standin"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read("cert.pem"), read("key.pem"))
+}
+
+/// A kubeconfig for a TLS stand-in whose user gets a token from an exec plugin.
+fn exec_kubeconfig(
+    server: &str,
+    ca: &std::path::Path,
+    plugin: &std::path::Path,
+    mode: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: standin\nclusters:\n- name: standin\n  cluster:\n    server: {server}\n    certificate-authority: {}\ncontexts:\n- name: standin\n  context: {{cluster: standin, user: sso}}\nusers:\n- name: sso\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: {mode}\n",
+        ca.display(),
+        plugin.display()
+    )
+}
+
+#[test]
+fn an_exec_credential_plugin_over_tls_is_told_there_is_no_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let standin = StandIn::start_tls("127.0.0.1:0", &cert, &key, Some("t0ken-from-sso"));
+    standin.set_rollout_delay(Duration::from_millis(150));
+    // The plugin keeps what kube-rs told it, reads stdin (a prompting plugin would wait there)
+    // and answers with a token.
+    let plugin = dir.path().join("sso-plugin");
+    let info = dir.path().join("exec-info.json");
+    let write_plugin = |token: &str| {
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\nprintf '%s' \"$KUBERNETES_EXEC_INFO\" > {}\ncat >/dev/null\nprintf '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\"}}}}'\n",
+                info.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_plugin("t0ken-from-sso");
+    let ca = dir.path().join("ca.pem");
+    let k = Kube::on(
+        "exec",
+        Cluster {
+            _standin: None,
+            kubeconfig: exec_kubeconfig(&standin.url(), &ca, &plugin, "IfAvailable"),
+        },
+    );
+    k.plan("v1").expect_code(2);
+    k.apply("v1").expect_code(0);
+    let told = std::fs::read_to_string(&info).unwrap();
+    assert!(told.contains("\"interactive\":false"), "{told}");
+    // A plugin that can only work at a terminal: refused by name, at once.
+    k.ws.write(
+        "kubeconfig",
+        &exec_kubeconfig(&standin.url(), &ca, &plugin, "Always"),
+    );
+    k.plan("v2")
+        .expect_code(1)
+        .stderr_has("gets its credentials from")
+        .stderr_has("needs a terminal");
+    // A token the API server does not take.
+    write_plugin("expired");
+    k.ws.write(
+        "kubeconfig",
+        &exec_kubeconfig(&standin.url(), &ca, &plugin, "Never"),
+    );
+    k.plan("v2").expect_code(1).stderr_has("401");
+}

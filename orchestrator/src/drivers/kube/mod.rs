@@ -157,6 +157,39 @@ fn retry_after(e: &kube::Error) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(u64::from(secs).min(60)))
 }
 
+/// A run without a terminal (CI): exec credential plugins (EKS, GKE, kubelogin) are told so
+/// (`interactiveMode: Never`: stdin closed, `KUBERNETES_EXEC_INFO` says not interactive), so a
+/// plugin that would prompt fails at once instead of hanging the job; one that can only work
+/// with a terminal (`Always`) is refused by name, as client-go does.
+fn no_prompting(kc: &mut Kubeconfig, context: Option<&str>) -> Result<(), String> {
+    use kube::config::ExecInteractiveMode;
+    let context = context.or(kc.current_context.as_deref()).map(str::to_owned);
+    let user_of = kc
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == context.as_ref())
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    for user in kc
+        .auth_infos
+        .iter_mut()
+        .filter(|u| user_of.as_ref().is_none_or(|n| *n == u.name))
+    {
+        let Some(exec) = user.auth_info.as_mut().and_then(|a| a.exec.as_mut()) else {
+            continue;
+        };
+        if matches!(exec.interactive_mode, Some(ExecInteractiveMode::Always)) {
+            return Err(format!(
+                "user `{}` gets its credentials from `{}`, which needs a terminal (interactiveMode: Always), and this run has none; log in first or use a non-interactive credential",
+                user.name,
+                exec.command.as_deref().unwrap_or("?")
+            ));
+        }
+        exec.interactive_mode = Some(ExecInteractiveMode::Never);
+    }
+    Ok(())
+}
+
 /// The proxy a kubeconfig's cluster names for `context` (the current one if None).
 fn kubeconfig_proxy(kc: &Kubeconfig, context: Option<&str>) -> Option<String> {
     let context = context.or(kc.current_context.as_deref())?;
@@ -276,8 +309,13 @@ impl KubeDriver {
             let path = spec
                 .base_dir
                 .join(cloud.kubeconfig.as_deref().unwrap_or_default());
-            let kc = Kubeconfig::read_from(&path)
+            let mut kc = Kubeconfig::read_from(&path)
                 .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            use std::io::IsTerminal;
+            if !std::io::stdin().is_terminal() {
+                no_prompting(&mut kc, cloud.context.as_deref())
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            }
             let options = KubeConfigOptions {
                 context: cloud.context.clone(),
                 ..Default::default()
@@ -329,8 +367,23 @@ impl KubeDriver {
         let config = self.config(spec, cloud).await?;
         let server = config.cluster_url.to_string();
         let proxy = config.proxy_url.as_ref().map(net::redact_userinfo);
-        let client = kube::client::ClientBuilder::try_from(config)
-            .map_err(|e| describe(&e))?
+        // Building the client runs the kubeconfig's exec credential plugin (blocking, with no
+        // deadline of its own): off the runtime's threads, bounded by the cloud's timeout.
+        let t = Duration::from_secs(cloud.timeout_seconds);
+        let built =
+            tokio::time::timeout(t, tokio::task::spawn_blocking(move || {
+                kube::client::ClientBuilder::try_from(config)
+            }))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the kubeconfig's credentials did not come within {}s (an exec plugin waiting for a login?)",
+                    t.as_secs()
+                )
+            })?
+            .map_err(|e| format!("building the client: {e}"))?
+            .map_err(|e| describe(&e))?;
+        let client = built
             .with_layer(&tower::util::AndThenLayer::new(net::carry_retry_after))
             .build();
         Ok((client, server, proxy))
