@@ -145,8 +145,10 @@ struct State {
     hold_namespaces: bool,
     /// What was deleted, at the resourceVersion of its deletion (watches send DELETED).
     deleted: Vec<(Key, Value)>,
-    /// The bearer token every request must carry (401 otherwise).
+    /// The bearer token every request must carry (401 otherwise): the administrator's.
     token: Option<String>,
+    /// Other tokens and the users they authenticate, whose requests RBAC decides.
+    users: BTreeMap<String, String>,
 }
 
 fn tls_acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
@@ -329,6 +331,23 @@ impl StandIn {
         }
     }
 
+    /// From now on every request must carry `Authorization: Bearer TOKEN`: `admin` may do
+    /// anything (401 without a known token).
+    pub fn require_token(&self, admin: &str) {
+        self.state.lock().unwrap().token = Some(admin.to_owned());
+    }
+
+    /// A token that authenticates `user`, whose requests are decided by the RBAC objects
+    /// (Roles, ClusterRoles and their bindings naming the user) stored in the stand-in, as
+    /// the API server's RBAC authorizer does (403 naming the verb, resource and scope).
+    pub fn add_user(&self, token: &str, user: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .users
+            .insert(token.to_owned(), user.to_owned());
+    }
+
     /// How many nodes DaemonSets run on (1 unless set).
     pub fn set_nodes(&self, n: usize) {
         self.state.lock().unwrap().nodes = n;
@@ -448,6 +467,116 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// RBAC: the 403 a request of `user` gets, or None if a Role or ClusterRole bound to the
+/// user allows it. Discovery and `/version` are open to every authenticated user.
+fn forbidden(
+    st: &State,
+    user: &str,
+    method: &Method,
+    path: &str,
+    watching: bool,
+) -> Option<(u16, Value)> {
+    let r = route(path)?;
+    let verb = match (method.as_str(), r.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if watching => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    let group = r.api_version.split_once('/').map_or("", |(g, _)| g);
+    let resource = match &r.sub {
+        Some(sub) => format!("{}/{sub}", r.plural),
+        None => r.plural.clone(),
+    };
+    let ns = r.namespace.as_deref();
+    let name = r.name.as_deref();
+    // An apply that creates the object needs `create` as well as `patch` (counted the
+    // strict way: a cluster may or may not ask).
+    let creating = verb == "patch"
+        && r.sub.is_none()
+        && !st
+            .objects
+            .contains_key(&key(&r.plural, ns.unwrap_or(""), name.unwrap_or("")));
+    let verb = if creating && allowed(st, user, "patch", group, &resource, ns, name) {
+        "create"
+    } else {
+        verb
+    };
+    if allowed(st, user, verb, group, &resource, ns, name) {
+        return None;
+    }
+    let what = match name {
+        Some(n) => format!("{} \"{n}\"", r.plural),
+        None => r.plural.clone(),
+    };
+    let scope = match ns {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".into(),
+    };
+    Some(status(
+        403,
+        "Forbidden",
+        &format!(
+            "{what} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
+        ),
+        Some(json!({"name": name.unwrap_or(""), "group": group, "kind": r.plural})),
+    ))
+}
+
+fn allowed(
+    st: &State,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let has = |list: &Value, want: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+    };
+    let bindings = st.objects.iter().filter(|((p, n, _), _)| {
+        p == "clusterrolebindings" || (p == "rolebindings" && Some(n.as_str()) == ns)
+    });
+    for ((_, bns, _), b) in bindings {
+        let names_user = b.obj["subjects"].as_array().is_some_and(|subs| {
+            subs.iter()
+                .any(|s| s["kind"] == "User" && s["name"] == user)
+        });
+        if !names_user {
+            continue;
+        }
+        let role_name = b.obj["roleRef"]["name"].as_str().unwrap_or_default();
+        let role = match b.obj["roleRef"]["kind"].as_str() {
+            Some("Role") => st.objects.get(&key("roles", bns, role_name)),
+            _ => st.objects.get(&key("clusterroles", "", role_name)),
+        };
+        let Some(role) = role else { continue };
+        let ok = role.obj["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                has(&rule["apiGroups"], group)
+                    && has(&rule["resources"], resource)
+                    && has(&rule["verbs"], verb)
+                    && rule["resourceNames"].as_array().is_none_or(|n| {
+                        n.is_empty() || name.is_some_and(|x| n.iter().any(|v| v == x))
+                    })
+            });
+        if ok {
+            return true;
+        }
+    }
+    false
+}
+
 fn rv_of(obj: &Value) -> u64 {
     obj.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
@@ -537,15 +666,26 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let want = st.lock().unwrap().token.clone();
-    if let Some(token) = want {
+    let refusal = {
+        let s = st.lock().unwrap();
         let given = req_auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            let (code, v) = status(401, "Unauthorized", "Unauthorized", None);
-            let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
-            *resp.status_mut() = StatusCode::from_u16(code).unwrap();
-            return resp;
+        match (&s.token, given) {
+            (None, _) => None,
+            (Some(admin), Some(g)) if g == admin => None,
+            (Some(_), Some(g)) if s.users.contains_key(g) => {
+                let user = s.users[g].clone();
+                let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+                forbidden(&s, &user, &method, &path, watching)
+            }
+            (Some(_), _) => Some(status(401, "Unauthorized", "Unauthorized", None)),
         }
+    };
+    if let Some((code, v)) = refusal {
+        let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+        *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+        resp.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return resp;
     }
     if method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(&st, &path, &q).await;

@@ -772,45 +772,7 @@ pub fn bundles(
                 (artifact, sha)
             }
         };
-        let tier = serde_json::to_value(site.tier)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let namespace = app.kubernetes.as_ref().map(|k| k.namespace_for(&site.id));
-        let ctx = RenderContext {
-            app: &app.id,
-            version: &step.to,
-            site: &site.id,
-            tier: &tier,
-            location: site.location.as_deref(),
-            target: &step.target.id,
-            env: &app.env,
-            namespace: namespace.as_deref(),
-            values: app.kubernetes.as_ref().map(|k| &k.values),
-        };
-        // Configuration files, a docker app's environment file (kept apart by its dest), a
-        // kubernetes app's manifests (named by their template).
-        let env_template = app.docker.as_ref().and_then(|d| d.env_template.as_deref());
-        let manifests = app.kubernetes.iter().flat_map(|k| &k.manifests);
-        let templates = app
-            .config
-            .iter()
-            .map(|c| (c.template.as_str(), c.dest.as_str()))
-            .chain(env_template.map(|t| (t, crate::container::ENV_FILE_DEST)))
-            .chain(manifests.map(|m| (m.as_str(), m.as_str())));
-        let mut files = Vec::new();
-        for (template, dest) in templates {
-            let path = base.join(template);
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            files.push(RenderedFile {
-                dest: dest.to_owned(),
-                contents: render::render(template, &text, &ctx)?,
-            });
-        }
+        let files = render_files(app, site, &step.to, &step.target.id, base)?;
         out.insert(
             step.id.clone(),
             ReleaseBundle {
@@ -823,6 +785,86 @@ pub fn bundles(
         );
     }
     Ok(out)
+}
+
+/// An app's templates rendered for one site and version: configuration files, a docker app's
+/// environment file (kept apart by its dest), a kubernetes app's manifests (named by their
+/// template).
+fn render_files(
+    app: &crate::model::App,
+    site: &crate::model::Site,
+    version: &str,
+    target: &str,
+    base: &Path,
+) -> Result<Vec<RenderedFile>, WorkspaceError> {
+    let tier = serde_json::to_value(site.tier)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let namespace = app.kubernetes.as_ref().map(|k| k.namespace_for(&site.id));
+    let ctx = RenderContext {
+        app: &app.id,
+        version,
+        site: &site.id,
+        tier: &tier,
+        location: site.location.as_deref(),
+        target,
+        env: &app.env,
+        namespace: namespace.as_deref(),
+        values: app.kubernetes.as_ref().map(|k| &k.values),
+    };
+    // Configuration files, a docker app's environment file (kept apart by its dest), a
+    // kubernetes app's manifests (named by their template).
+    let env_template = app.docker.as_ref().and_then(|d| d.env_template.as_deref());
+    let manifests = app.kubernetes.iter().flat_map(|k| &k.manifests);
+    let templates = app
+        .config
+        .iter()
+        .map(|c| (c.template.as_str(), c.dest.as_str()))
+        .chain(env_template.map(|t| (t, crate::container::ENV_FILE_DEST)))
+        .chain(manifests.map(|m| (m.as_str(), m.as_str())));
+    let mut files = Vec::new();
+    for (template, dest) in templates {
+        let path = base.join(template);
+        let text = std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Template {
+            path: path.display().to_string(),
+            source,
+        })?;
+        files.push(RenderedFile {
+            dest: dest.to_owned(),
+            contents: render::render(template, &text, &ctx)?,
+        });
+    }
+    Ok(files)
+}
+
+/// A kubernetes app's objects on a site at its inventory version, as ferry would apply them
+/// (rendered, parsed, placed): what `ferry kube rbac` derives the permissions from.
+pub fn kube_objects(
+    inv: &Inventory,
+    base: &Path,
+    app: &crate::model::App,
+    site: &crate::model::Site,
+) -> Result<(String, Vec<serde_json::Value>), String> {
+    let k = app.kubernetes.as_ref().ok_or("not a kubernetes app")?;
+    let ns = k.namespace_for(&site.id);
+    let target = crate::target::resolve(inv, app, &site.id)
+        .into_iter()
+        .next()
+        .map_or_else(|| format!("{}/{}", site.id, app.id), |t| t.id);
+    let files = render_files(app, site, &app.version, &target, base).map_err(|e| e.to_string())?;
+    let at = crate::kubernetes::Placement {
+        app: &app.id,
+        site: &site.id,
+        namespace: &ns,
+    };
+    let mut objects = Vec::new();
+    for f in &files {
+        let parsed =
+            crate::kubernetes::parse(&f.dest, &f.contents, &at).map_err(|e| e.to_string())?;
+        objects.extend(parsed.into_iter().map(|m| m.object));
+    }
+    Ok((ns, objects))
 }
 
 /// A saved plan with a fresh id, stamped now: ids and times are what the planner's

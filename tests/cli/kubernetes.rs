@@ -790,3 +790,80 @@ fn an_exec_credential_plugin_over_tls_is_told_there_is_no_terminal() {
     );
     k.plan("v2").expect_code(1).stderr_has("401");
 }
+
+#[test]
+fn ferry_works_under_the_least_rbac_it_prints() {
+    // RBAC needs the stand-in (it authenticates tokens and decides as the RBAC authorizer);
+    // tokens go over TLS only (neither kubectl nor ferry sends them to an http:// server).
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let standin = StandIn::start_tls("127.0.0.1:0", &cert, &key, Some("admin-t0ken"));
+    standin.set_rollout_delay(Duration::from_millis(150));
+    standin.add_user("ferry-t0ken", "ferry");
+    let ca = dir.path().join("ca.pem");
+    let as_user = |token: &str| {
+        standin
+            .kubeconfig()
+            .replace(
+                "    server: ",
+                &format!("    certificate-authority: {}\n    server: ", ca.display()),
+            )
+            .replace("  user: {}\n", &format!("  user: {{token: {token}}}\n"))
+    };
+    let k = Kube::on(
+        "rbac",
+        Cluster {
+            _standin: None,
+            kubeconfig: as_user("ferry-t0ken"),
+        },
+    );
+    // Before an admin grants anything: the 403 names what is missing.
+    k.plan("v1").expect_code(1).stderr_has(
+        "User \"ferry\" cannot list resource \"secrets\" in API group \"\" in the namespace",
+    );
+    // ferry prints the least rules; an admin applies them with kubectl.
+    let rbac = k.run(&["kube", "rbac", "-i", "inventory.yaml", "--user", "ferry"]);
+    rbac.expect_code(0);
+    let admin = k.ws.path().join("admin-kubeconfig");
+    std::fs::write(&admin, as_user("admin-t0ken")).unwrap();
+    let mut kubectl = std::process::Command::new("kubectl")
+        .args(["apply", "--server-side", "--validate=false", "-f", "-"])
+        .env("KUBECONFIG", &admin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    use std::io::Write;
+    kubectl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rbac.stdout().as_bytes())
+        .unwrap();
+    let out = kubectl.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Under exactly those rules: plan, apply, upgrade (prune), back out, uninstall.
+    k.plan("v1").expect_code(2);
+    k.apply("v1").expect_code(0);
+    k.plan("v2").expect_code(2);
+    k.apply("v2").expect_code(0);
+    k.backout(&k.b).expect_code(0);
+    k.rollback(&k.a, &["--uninstall"]).expect_code(0);
+    // The rules are least: nothing else in the namespace is readable.
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "serviceaccounts", "-n", &k.a])
+        .env("KUBECONFIG", k.ws.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"serviceaccounts\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

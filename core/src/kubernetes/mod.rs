@@ -4,6 +4,7 @@
 //! (`drivers::kube`) observes and acts, this module decides.
 
 pub mod diff;
+pub mod rbac;
 pub mod release;
 pub mod rollout;
 

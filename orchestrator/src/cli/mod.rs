@@ -10,6 +10,7 @@ mod demo;
 mod dibr_cmd;
 #[cfg(feature = "ssh")]
 mod hosts;
+mod kube_cmd;
 mod ledger_cmd;
 mod migrate_cmd;
 mod output;
@@ -146,6 +147,11 @@ pub enum Command {
         /// Show the plan without applying it.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Kubernetes tools.
+    Kube {
+        #[command(subcommand)]
+        command: KubeCommand,
     },
     /// Kubernetes: the release history an app has in its cluster, one line per revision.
     History {
@@ -382,6 +388,25 @@ pub enum SchemaWhich {
 
 pub use crate::engine::Error as CliError;
 
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// Print the least RBAC (Namespaces, a ClusterRole, a Role per namespace, their bindings)
+    /// that ferry needs for the inventory's Kubernetes apps, for a cluster admin to apply.
+    Rbac {
+        #[arg(short, long)]
+        inventory: std::path::PathBuf,
+        /// The user the bindings name (default: `ferry`).
+        #[arg(long, conflicts_with = "service_account")]
+        user: Option<String>,
+        /// A service account instead: NAMESPACE/NAME.
+        #[arg(long)]
+        service_account: Option<String>,
+        /// Name of the roles and bindings.
+        #[arg(long, default_value = "ferry-deployer")]
+        name: String,
+    },
+}
+
 /// Shared settings of one invocation, and the printer its results go to.
 pub struct Ctx {
     pub output: OutputFormat,
@@ -524,6 +549,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
             ))
         }),
+        Command::Kube {
+            command:
+                KubeCommand::Rbac {
+                    inventory,
+                    user,
+                    service_account,
+                    name,
+                },
+        } => kube_cmd::subject(user.as_deref(), service_account.as_deref())
+            .and_then(|s| kube_cmd::rbac(&ctx, &inventory, &name, &s)),
         Command::History {
             app,
             inventory,

@@ -157,6 +157,24 @@ fn retry_after(e: &kube::Error) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(u64::from(secs).min(60)))
 }
 
+/// The credentials a configuration would send to a plain `http://` server (kube-rs sends a
+/// bearer token over http; client-go, and so kubectl, does not).
+fn cleartext_credentials(config: &kube::Config) -> Option<&'static str> {
+    if config.cluster_url.scheme_str() != Some("http") {
+        return None;
+    }
+    let a = &config.auth_info;
+    if a.token.is_some() || a.token_file.is_some() {
+        Some("a bearer token")
+    } else if a.exec.is_some() || a.auth_provider.is_some() {
+        Some("a credential plugin's token")
+    } else if a.password.is_some() {
+        Some("a password")
+    } else {
+        None
+    }
+}
+
 /// A run without a terminal (CI): exec credential plugins (EKS, GKE, kubelogin) are told so
 /// (`interactiveMode: Never`: stdin closed, `KUBERNETES_EXEC_INFO` says not interactive), so a
 /// plugin that would prompt fails at once instead of hanging the job; one that can only work
@@ -351,6 +369,12 @@ impl KubeDriver {
                 .map(|p| p.parse())
                 .transpose()
                 .map_err(|e| format!("the proxy in HTTPS_PROXY/HTTP_PROXY is not a URL: {e}"))?;
+        }
+        if let Some(what) = cleartext_credentials(&config) {
+            return Err(format!(
+                "the kubeconfig gives {what} for {}, a plain http:// server: they would cross the network in cleartext (kubectl does not send them either); use https://",
+                config.cluster_url
+            ));
         }
         let t = Duration::from_secs(cloud.timeout_seconds);
         config.connect_timeout = Some(t);

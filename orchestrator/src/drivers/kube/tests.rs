@@ -948,3 +948,28 @@ async fn two_writers_of_one_revision_do_not_overwrite_each_other() {
         (Status::Failed, "plan-1.0.0")
     );
 }
+
+#[tokio::test]
+async fn credentials_are_never_sent_to_a_plain_http_server() {
+    let w = world().await;
+    let cfg = w
+        .server
+        .kubeconfig()
+        .replace("  user: {}\n", "  user: {token: s3cret}\n");
+    std::fs::write(w.dir.path().join("kc-token"), cfg).unwrap();
+    let e = w
+        .driver()
+        .observe(&spec_at(w.dir.path(), "kc-token"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a bearer token") && e.contains("cleartext"),
+        "{e}"
+    );
+    assert!(
+        w.server.requests().is_empty(),
+        "nothing reached the server: {:?}",
+        w.server.requests()
+    );
+}
