@@ -162,6 +162,40 @@ pub fn split(encoded: &[u8]) -> Vec<&[u8]> {
     encoded.chunks(PART_BYTES).collect()
 }
 
+/// The most Secrets one record may take (12 MiB of compressed objects): every read of the
+/// history carries them.
+pub const MAX_PARTS: usize = 16;
+
+/// How many Secrets the record of a revision with `objects` takes, or why it cannot be
+/// recorded (too large even split): checked at plan time.
+pub fn parts_needed(objects: &[Value]) -> Result<usize, String> {
+    let probe = Record {
+        format: FORMAT.into(),
+        app: String::new(),
+        site: String::new(),
+        namespace: String::new(),
+        revision: 0,
+        version: String::new(),
+        status: Status::Pending,
+        reason: None,
+        plan_id: String::new(),
+        rollback_of: None,
+        objects_sha256: objects_sha256(objects),
+        created_at: String::new(),
+        updated_at: String::new(),
+        objects: objects.to_vec(),
+        resource_version: None,
+    };
+    let n = split(&encode(&probe)).len();
+    if n > MAX_PARTS {
+        return Err(format!(
+            "the release's objects take {n} release-record Secrets of {} KiB compressed (at most {MAX_PARTS}): split the app, or keep large data out of its manifests",
+            PART_BYTES / 1024
+        ));
+    }
+    Ok(n)
+}
+
 /// The Secret name of part `n` (2, 3, ...) of a record.
 pub fn part_name(record_secret: &str, n: usize) -> String {
     format!("{record_secret}.p{n}")
@@ -368,6 +402,7 @@ mod tests {
         lost.pop();
         assert!(join(&lost, &sha).unwrap_err().contains("do not add up"));
         assert_eq!(split(b"small").len(), 1);
+        assert_eq!(parts_needed(&rec(1, "1", Status::Pending).objects), Ok(1));
         assert_eq!(
             part_name("ferry.release.v1.ehr.v3", 2),
             "ferry.release.v1.ehr.v3.p2"

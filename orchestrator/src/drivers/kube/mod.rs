@@ -1322,6 +1322,15 @@ impl Driver for KubeDriver {
         let cx = self.cx(spec).await?;
         let objects = self.objects(&cx, bundle)?;
         self.check_waitable(&cx, "plan", objects.iter().map(|m| &m.object))?;
+        let values: Vec<Value> = objects.iter().map(|m| m.object.clone()).collect();
+        match release::parts_needed(&values) {
+            Err(why) => return Err(cx.fail("plan", why)),
+            Ok(n) if n > 1 => (self.say)(format!(
+                "  note    {}: the release record takes {n} Secrets (more than one Secret's 1 MiB)",
+                cx.place()
+            )),
+            Ok(_) => {}
+        }
         let history = self.history(&cx).await?;
         let deployed: Vec<Value> = history
             .deployed()

@@ -882,6 +882,14 @@ async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
     let extra = format!(
         "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: blob-a}}\nbinaryData: {{b: \"{blob}\"}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: blob-b}}\nbinaryData: {{b: \"{blob}\"}}\n"
     );
+    d.preview(&spec, &bundle("1.0.0", "ehr:1", &extra))
+        .await
+        .unwrap();
+    assert!(
+        w.said().contains("the release record takes 2 Secrets"),
+        "the plan says so: {}",
+        w.said()
+    );
     d.apply(&spec, &bundle("1.0.0", "ehr:1", &extra))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
