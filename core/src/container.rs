@@ -103,7 +103,23 @@ pub fn parse_volume(s: &str) -> Result<Mount, String> {
     }
 }
 
-/// The image reference of `version`.
+/// The image reference of `version`. A tag cannot hold `+` (Docker answers `invalid
+/// reference format`), so semver build metadata is written with `_`, as Helm and OCI
+/// registries do (`1.4.0+build.7` is tag `1.4.0_build.7`); every other character a ferry
+/// version may hold is valid in a tag.
 pub fn image_ref(app: &DockerApp, version: &str) -> String {
-    app.image.replace("{version}", version)
+    app.image.replace("{version}", &version.replace('+', "_"))
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn build_metadata_becomes_a_valid_tag() {
+        let app: DockerApp =
+            serde_json::from_value(serde_json::json!({"image": "ehr/web:{version}"})).unwrap();
+        assert_eq!(image_ref(&app, "1.4.0+build.7"), "ehr/web:1.4.0_build.7");
+        assert_eq!(image_ref(&app, "1.4.0"), "ehr/web:1.4.0");
+    }
 }

@@ -921,3 +921,113 @@ fn two_majors_side_by_side_in_containers() {
     }
     .run();
 }
+
+/// The Engine's view of one container: `docker inspect -f FORMAT NAME`.
+fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, name])
+}
+
+/// `restart: always` on a release ferry stopped would bring it back whenever the daemon
+/// restarts (every kept release fighting over ports): a stopped release is parked at `no` and
+/// gets its own policy back when a back-out starts it. And a stop may take its whole stop
+/// timeout even past the cloud's per-call timeout (the test image ignores SIGTERM, so the
+/// Engine waits `stop_timeout_seconds` and kills it).
+#[test]
+fn stopped_releases_stay_stopped_when_the_daemon_restarts_and_a_stop_outlasts_the_call_timeout() {
+    images();
+    let site = "dk-restart";
+    remove_site(site);
+    let mut spec = driver_spec(site);
+    {
+        let d = std::sync::Arc::make_mut(&mut spec.app)
+            .docker
+            .as_mut()
+            .unwrap();
+        d.restart = RestartPolicy::Always;
+        d.stop_timeout_seconds = 3;
+    }
+    spec.docker.as_mut().unwrap().timeout = Duration::from_secs(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = DockerDriver::new();
+    rt.block_on(d.apply(&spec, &bundle("1.0.0", "rs"))).unwrap();
+    rt.block_on(d.apply(&spec, &bundle("2.0.0", "rs")))
+        .unwrap_or_else(|e| panic!("a 3 s stop under a 2 s call timeout: {e}"));
+    let policy = |v: &str| {
+        inspect(
+            &format!("ferry-{site}-web-{v}"),
+            "{{.HostConfig.RestartPolicy.Name}} {{.State.Running}}",
+        )
+    };
+    assert_eq!(policy("1.0.0"), "no false");
+    assert_eq!(policy("2.0.0"), "always true");
+    let o = rt.block_on(d.observe(&spec)).unwrap();
+    assert!(
+        o.drift.is_empty(),
+        "a parked release is not drift: {:?}",
+        o.drift
+    );
+    rt.block_on(d.undo(
+        &spec,
+        &ferry::plan::Undo::SwitchTo {
+            version: "1.0.0".into(),
+            revision: None,
+        },
+    ))
+    .unwrap();
+    assert_eq!(policy("1.0.0"), "always true");
+    assert_eq!(policy("2.0.0"), "no false");
+    remove_site(site);
+}
+
+/// Redeploying the version that serves (a changed setting) under start-first: the running
+/// container is never killed first. It keeps serving, renamed, until its replacement is
+/// healthy; when the replacement fails it takes its name back, still running.
+#[test]
+fn a_same_version_redeploy_keeps_the_old_container_serving_until_the_new_one_is_healthy() {
+    images();
+    let site = "dk-same";
+    remove_site(site);
+    let spec = driver_spec(site);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = DockerDriver::new();
+    rt.block_on(d.apply(&spec, &bundle("1.0.0", "same")))
+        .unwrap();
+    let name = format!("ferry-{site}-web-1.0.0");
+    let first = inspect(&name, "{{.Id}} {{.State.Running}} {{.State.StartedAt}}");
+    // A replacement that cannot come up (its command exits at once).
+    let mut broken = spec.clone();
+    std::sync::Arc::make_mut(&mut broken.app)
+        .docker
+        .as_mut()
+        .unwrap()
+        .command = Some(vec!["false".into()]);
+    assert!(
+        rt.block_on(d.apply(&broken, &bundle("1.0.0", "same")))
+            .is_err()
+    );
+    assert_eq!(
+        inspect(&name, "{{.Id}} {{.State.Running}} {{.State.StartedAt}}"),
+        first,
+        "the same container, never stopped or restarted"
+    );
+    let all = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
+    assert_eq!(all.lines().count(), 1, "the failed replacement is gone");
+    // A replacement that works (a memory limit changed): it takes over, the old one goes.
+    let mut limited = spec.clone();
+    std::sync::Arc::make_mut(&mut limited.app)
+        .docker
+        .as_mut()
+        .unwrap()
+        .memory_mb = Some(96);
+    rt.block_on(d.apply(&limited, &bundle("1.0.0", "same")))
+        .unwrap();
+    let now = inspect(&name, "{{.Id}} {{.State.Running}} {{.HostConfig.Memory}}");
+    assert!(
+        now.ends_with(&format!("true {}", 96 * 1024 * 1024)),
+        "{now}"
+    );
+    assert!(!now.starts_with(first.split(' ').next().unwrap()));
+    let all = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
+    assert_eq!(all.lines().count(), 1, "{all}");
+    remove_site(site);
+}

@@ -190,7 +190,13 @@ impl DockerDriver {
             let restart =
                 spec::restart_reported(hc.restart_policy.as_ref().and_then(|r| r.name.as_ref()));
             let want = |k: &str| labels.get(k).cloned().unwrap_or_default();
-            if !want(spec::LABEL_RESTART).is_empty() && restart != want(spec::LABEL_RESTART) {
+            // A stopped release is parked at `no` by ferry; only a running one must have the
+            // policy it was made with.
+            let parked = !running && restart == "no";
+            if !want(spec::LABEL_RESTART).is_empty()
+                && restart != want(spec::LABEL_RESTART)
+                && !parked
+            {
                 drift.push(format!(
                     "container {name}: restart policy is `{restart}`, ferry made it `{}`",
                     want(spec::LABEL_RESTART)
@@ -330,6 +336,24 @@ impl DockerDriver {
 
     async fn start(&self, docker: &Docker, spec: &TargetSpec, id: &str) -> Result<(), DriverError> {
         spec.check_fence()?;
+        // A release ferry stopped was parked at `restart: no`; it gets its own policy back.
+        let info = docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| api(spec, "inspect container", e))?;
+        let label = info
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(spec::LABEL_RESTART).cloned());
+        let now = spec::restart_reported(
+            info.host_config
+                .and_then(|h| h.restart_policy)
+                .and_then(|r| r.name)
+                .as_ref(),
+        );
+        if let Some(want) = label.filter(|w| w.as_str() != now) {
+            set_restart(docker, spec, id, spec::restart_named(&want)).await?;
+        }
         match docker.start_container(id, None).await {
             Ok(()) => Ok(()),
             // 304: already running.
@@ -350,11 +374,27 @@ impl DockerDriver {
             t: Some(app.stop_timeout_seconds as i32),
             ..Default::default()
         };
-        match docker.stop_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(status(&e), Some(304 | 404)) => Ok(()),
-            Err(e) => Err(api(spec, "stop container", e)),
+        // The Engine answers a stop once the container has stopped: up to `t` seconds and a
+        // kill later. The call gets that long, whatever the cloud's per-call timeout.
+        let per_call = spec
+            .docker
+            .as_ref()
+            .map_or(Duration::from_secs(60), |t| t.timeout);
+        let deadline = per_call + Duration::from_secs(u64::from(app.stop_timeout_seconds) + 10);
+        match docker
+            .clone()
+            .with_timeout(deadline)
+            .stop_container(id, Some(opts))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if matches!(status(&e), Some(304)) => {}
+            Err(e) if matches!(status(&e), Some(404)) => return Ok(()),
+            Err(e) => return Err(api(spec, "stop container", e)),
         }
+        // A stopped release must stay stopped when the daemon restarts (`always` would bring
+        // every kept release back, fighting over ports): parked at `no` until started again.
+        set_restart(docker, spec, id, bollard::models::RestartPolicyNameEnum::NO).await
     }
 
     /// Waits until the container runs, Docker calls it healthy (when it has a health check)
@@ -573,10 +613,20 @@ impl Driver for DockerDriver {
         })?;
         let all = self.managed(&docker, spec).await?;
         let existing = all.iter().rev().find(|m| m.version == release.version);
+        // The same version redeployed (changed settings, drift repaired) while it serves:
+        // under start-first it keeps serving under another name until its replacement is
+        // healthy; otherwise it is stopped gracefully first. Never killed before that.
+        let mut replaced: Option<&Managed> = None;
         let id = match existing {
             // Made by an earlier (perhaps interrupted) run of the same release: reuse it.
             Some(m) if m.digest == want.digest && m.drift.is_empty() && !m.paused => m.id.clone(),
+            Some(m) if m.running && !m.paused && app.strategy == UpdateOrder::StartFirst => {
+                rename(&docker, spec, &m.id, &format!("{}-replaced", want.name)).await?;
+                replaced = Some(m);
+                self.create(&docker, spec, &want).await?
+            }
             Some(m) => {
+                self.stop(&docker, spec, app, &m.id).await?;
                 remove(&docker, spec, &m.id).await?;
                 self.create(&docker, spec, &want).await?
             }
@@ -587,13 +637,25 @@ impl Driver for DockerDriver {
                 self.stop(&docker, spec, app, &m.id).await?;
             }
         }
-        self.start(&docker, spec, &id).await?;
-        if let Err(e) = self.wait_healthy(&docker, spec, &id).await {
+        let up = match self.start(&docker, spec, &id).await {
+            Ok(()) => self.wait_healthy(&docker, spec, &id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = up {
             if app.strategy == UpdateOrder::StartFirst {
                 // The old container never stopped: stop the failed one so it serves alone.
                 self.stop(&docker, spec, app, &id).await?;
+                if let Some(old) = replaced {
+                    // The same version's old container takes its name back.
+                    remove(&docker, spec, &id).await?;
+                    rename(&docker, spec, &old.id, &want.name).await?;
+                }
             }
             return Err(e);
+        }
+        if let Some(old) = replaced {
+            self.stop(&docker, spec, app, &old.id).await?;
+            remove(&docker, spec, &old.id).await?;
         }
         self.retire_others(&docker, spec, app, &id).await
     }
@@ -668,6 +730,41 @@ impl Driver for DockerDriver {
             // Operation steps (snapshots) are never handed to a release driver.
             Undo::Keep => Ok(()),
         }
+    }
+}
+
+async fn rename(
+    docker: &Docker,
+    spec: &TargetSpec,
+    id: &str,
+    name: &str,
+) -> Result<(), DriverError> {
+    let opts = bollard::query_parameters::RenameContainerOptions {
+        name: name.to_owned(),
+    };
+    docker
+        .rename_container(id, opts)
+        .await
+        .map_err(|e| api(spec, "rename container", e))
+}
+
+async fn set_restart(
+    docker: &Docker,
+    spec: &TargetSpec,
+    id: &str,
+    name: bollard::models::RestartPolicyNameEnum,
+) -> Result<(), DriverError> {
+    let body = bollard::models::ContainerUpdateBody {
+        restart_policy: Some(bollard::models::RestartPolicy {
+            name: Some(name),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+    match docker.update_container(id, body).await {
+        Ok(()) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(api(spec, "set the restart policy", e)),
     }
 }
 

@@ -268,6 +268,16 @@ fn restart_name(r: Restart) -> RestartPolicyNameEnum {
     }
 }
 
+/// The restart policy a label value (as `restart_reported` writes it) names.
+pub fn restart_named(s: &str) -> RestartPolicyNameEnum {
+    match s {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::NO,
+    }
+}
+
 /// The restart policy name as the Engine API reports it (`""` and `no` are the same).
 pub fn restart_reported(r: Option<&RestartPolicyNameEnum>) -> &'static str {
     match r {
