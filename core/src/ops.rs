@@ -36,6 +36,10 @@ pub enum Op {
         new_identifier: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instance_class: Option<String>,
+        /// What the new instance carries over from the database's current instance, read at
+        /// plan time (shown for review; checked by `rds.verify`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<InstanceSettings>,
     },
     /// Wait until an instance is `available`, polling until the deadline.
     RdsWait {
@@ -54,6 +58,10 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         probe: Vec<String>,
         timeout_seconds: u64,
+        /// The settings the instance must have (the database's current instance's, read at
+        /// plan time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<InstanceSettings>,
     },
     /// Rename an instance (the cut-over: the restored instance takes the database's
     /// identifier, so its endpoint name is the one the apps already use).
@@ -237,9 +245,14 @@ impl Op {
                 snapshot_id,
                 chosen,
                 new_identifier,
+                settings,
                 ..
             } => format!(
-                "restore snapshot {snapshot_id} ({chosen}) to new instance {new_identifier}"
+                "restore snapshot {snapshot_id} ({chosen}) to new instance {new_identifier}{}",
+                settings
+                    .as_ref()
+                    .map(|s| format!(", carrying over the current instance's {}", s.describe()))
+                    .unwrap_or_default()
             ),
             Op::RdsWait {
                 identifier,
@@ -350,6 +363,138 @@ fn sanitize(s: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// What a restored instance must carry over from the one it stands in for. Without them
+/// AWS uses the default VPC security group, the engine's default parameter group, Single-AZ,
+/// no deletion protection and no subnet or option group, and (ferry passing its own tags)
+/// none of the source's tags: the instance would fall out of tag-based backup plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_group: Option<String>,
+    #[serde(default)]
+    pub multi_az: bool,
+    #[serde(default)]
+    pub deletion_protection: bool,
+    #[serde(default)]
+    pub copy_tags_to_snapshot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl InstanceSettings {
+    /// One line for the plan.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(g) = &self.subnet_group {
+            parts.push(format!("subnet group {g}"));
+        }
+        if !self.security_groups.is_empty() {
+            parts.push(format!(
+                "security groups {}",
+                self.security_groups.join(", ")
+            ));
+        }
+        if let Some(g) = &self.parameter_group {
+            parts.push(format!("parameter group {g}"));
+        }
+        if let Some(g) = &self.option_group {
+            parts.push(format!("option group {g}"));
+        }
+        parts.push(
+            if self.multi_az {
+                "Multi-AZ"
+            } else {
+                "Single-AZ"
+            }
+            .into(),
+        );
+        if self.deletion_protection {
+            parts.push("deletion protection".into());
+        }
+        if self.copy_tags_to_snapshot {
+            parts.push("tags copied to snapshots".into());
+        }
+        if let Some(t) = &self.storage_type {
+            parts.push(format!("storage {t}"));
+        }
+        if !self.tags.is_empty() {
+            let keys: Vec<&str> = self.tags.keys().map(String::as_str).collect();
+            parts.push(format!("tags {}", keys.join(", ")));
+        }
+        parts.join(", ")
+    }
+
+    /// What `actual` has differently from these settings (its tags may be more).
+    pub fn differences(&self, actual: &InstanceSettings) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: &str, want: String, have: String| {
+            if want != have {
+                out.push(format!("{what} is {have}, the source has {want}"));
+            }
+        };
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
+        check(
+            "subnet group",
+            opt(&self.subnet_group),
+            opt(&actual.subnet_group),
+        );
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.join(", ")
+        };
+        check(
+            "security groups",
+            sorted(&self.security_groups),
+            sorted(&actual.security_groups),
+        );
+        check(
+            "parameter group",
+            opt(&self.parameter_group),
+            opt(&actual.parameter_group),
+        );
+        check(
+            "option group",
+            opt(&self.option_group),
+            opt(&actual.option_group),
+        );
+        check(
+            "Multi-AZ",
+            self.multi_az.to_string(),
+            actual.multi_az.to_string(),
+        );
+        check(
+            "deletion protection",
+            self.deletion_protection.to_string(),
+            actual.deletion_protection.to_string(),
+        );
+        check(
+            "CopyTagsToSnapshot",
+            self.copy_tags_to_snapshot.to_string(),
+            actual.copy_tags_to_snapshot.to_string(),
+        );
+        check(
+            "storage type",
+            opt(&self.storage_type),
+            opt(&actual.storage_type),
+        );
+        for (k, v) in &self.tags {
+            if actual.tags.get(k) != Some(v) {
+                out.push(format!("tag {k} is missing or changed"));
+            }
+        }
+        out
+    }
 }
 
 /// A snapshot as listed by the cloud.
@@ -503,9 +648,57 @@ mod tests {
             chosen: "given".into(),
             new_identifier: "n".into(),
             instance_class: None,
+            settings: Some(InstanceSettings {
+                parameter_group: Some("ehr-pg15".into()),
+                multi_az: true,
+                ..Default::default()
+            }),
         };
         let j = serde_json::to_value(&op).unwrap();
         assert_eq!(j["op"], "rds_restore");
         assert_eq!(serde_json::from_value::<Op>(j).unwrap(), op);
+    }
+
+    #[test]
+    fn a_restored_instance_is_checked_against_the_source_settings() {
+        let source = InstanceSettings {
+            subnet_group: Some("ehr-private".into()),
+            security_groups: vec!["sg-2".into(), "sg-1".into()],
+            parameter_group: Some("ehr-pg15".into()),
+            multi_az: true,
+            deletion_protection: true,
+            tags: [("backup-plan".to_owned(), "daily".to_owned())].into(),
+            ..Default::default()
+        };
+        let mut restored = source.clone();
+        restored.security_groups.reverse();
+        restored.tags.insert("ferry:plan".into(), "p".into());
+        assert!(
+            source.differences(&restored).is_empty(),
+            "order and extra tags do not count"
+        );
+        let defaults = InstanceSettings::default();
+        let d = source.differences(&defaults);
+        assert!(
+            d.iter()
+                .any(|x| x == "subnet group is none, the source has ehr-private"),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|x| x.starts_with("Multi-AZ is false")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|x| x == "tag backup-plan is missing or changed"),
+            "{d:?}"
+        );
+        let line = source.describe();
+        assert!(
+            line.contains("subnet group ehr-private")
+                && line.contains("Multi-AZ")
+                && line.contains("tags backup-plan"),
+            "{line}"
+        );
     }
 }

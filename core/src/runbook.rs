@@ -367,6 +367,7 @@ fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Cho
                 chosen: String::new(),
                 new_identifier: arg.required("new_identifier"),
                 instance_class: arg.optional("instance_class"),
+                settings: None,
             }
         }
         "rds.wait" => Op::RdsWait {
@@ -384,6 +385,7 @@ fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Cho
                 .map(|p| p.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
             timeout_seconds: timeout,
+            settings: None,
         },
         "rds.rename" => Op::RdsRename {
             database: database_id,

@@ -619,18 +619,20 @@ fn a_cluster_is_reached_through_the_proxy_unless_no_proxy_names_it() {
         },
     );
     let proxy = Proxy::start();
-    k.run_env(
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/v1.yaml",
-            "-o",
-            "v1.json",
-        ],
-        &[("HTTP_PROXY", &proxy.url)],
-    )
-    .expect_code(2);
+    let plan = |env: &[(&str, &str)]| {
+        k.run_env(
+            &[
+                "plan",
+                "-i",
+                "inventory.yaml",
+                "plans/v1.yaml",
+                "-o",
+                "v1.json",
+            ],
+            env,
+        )
+    };
+    plan(&[("HTTP_PROXY", &proxy.url)]).expect_code(2);
     assert!(
         proxy.log().contains(&format!("CONNECT {authority}")),
         "the API calls went through the proxy: {}",
@@ -638,33 +640,12 @@ fn a_cluster_is_reached_through_the_proxy_unless_no_proxy_names_it() {
     );
     // A proxy that is not there: the error names it and where to put a direct cluster.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    k.run_env(
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/v1.yaml",
-            "-o",
-            "v1.json",
-        ],
-        &[("HTTP_PROXY", &dead)],
-    )
-    .expect_code(1)
-    .stderr_has(&format!("at {server}/ through proxy {dead}/"))
-    .stderr_has("belongs in NO_PROXY");
+    plan(&[("HTTP_PROXY", &dead)])
+        .expect_code(1)
+        .stderr_has(&format!("at {server}/ through proxy {dead}/"))
+        .stderr_has("belongs in NO_PROXY");
     // NO_PROXY naming the cluster: straight there, the dead proxy never asked.
-    k.run_env(
-        &[
-            "plan",
-            "-i",
-            "inventory.yaml",
-            "plans/v1.yaml",
-            "-o",
-            "v1.json",
-        ],
-        &[("HTTP_PROXY", &dead), ("NO_PROXY", "localhost,127.0.0.1")],
-    )
-    .expect_code(2);
+    plan(&[("HTTP_PROXY", &dead), ("NO_PROXY", "localhost,127.0.0.1")]).expect_code(2);
     drop(cluster);
 }
 

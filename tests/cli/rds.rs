@@ -339,6 +339,10 @@ fn runbook(ws: &Workspace, extra: &[&str]) -> Run {
 fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_until_decommission() {
     let (east, _west, ws) = clouds(3);
     east.snapshot("ehr-prod", "nightly");
+    // Production's settings and tags, which the restored instance must carry over.
+    east.py(
+        "rds.modify_db_instance(DBInstanceIdentifier='ehr-prod', CopyTagsToSnapshot=True, ApplyImmediately=True); rds.add_tags_to_resource(ResourceName=rds.describe_db_instances(DBInstanceIdentifier='ehr-prod')['DBInstances'][0]['DBInstanceArn'], Tags=[{'Key': 'backup-plan', 'Value': 'daily'}])",
+    );
 
     with_creds(
         &ws,
@@ -367,6 +371,9 @@ fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_un
         .expect_code(2)
         .stdout_has("restore snapshot nightly (given;")
         .stdout_has("to new instance ehr-prod-restored")
+        .stdout_has("carrying over the current instance's")
+        .stdout_has("tags copied to snapshots")
+        .stdout_has("tags backup-plan")
         .stdout_has("(apply stops here until run with --confirm s001)");
     assert!(ws.path().join("restore.json").exists());
 
@@ -409,6 +416,10 @@ fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_un
     assert!(
         restored.2.contains(&format!("ferry:plan={plan_id}")),
         "the database's name now points at the restored instance: {inst:?}"
+    );
+    assert!(
+        restored.2.contains(&"backup-plan=daily".to_owned()),
+        "production's tags carried over: {inst:?}"
     );
     assert!(
         inst[1].2.iter().all(|t| !t.starts_with("ferry:plan")),

@@ -182,8 +182,14 @@ impl Cloud<'_> {
                 snapshot_id,
                 chosen,
                 new_identifier,
+                settings,
                 ..
             } => {
+                // The new instance stands in for the current one: its network, groups,
+                // availability, protection and tags, read now and shown in the plan.
+                if settings.is_none() {
+                    *settings = Some(self.current(database).await?.carried());
+                }
                 let say = |l: String| self.progress.line(&l);
                 let list = self.rds.snapshots(database, &say).await.map_err(refused)?;
                 let (named, before) =
@@ -208,10 +214,37 @@ impl Cloud<'_> {
             Op::RdsVerify {
                 database,
                 engine_version,
+                settings,
                 ..
-            } if engine_version.is_none() => {
-                let now = self.current(database).await?;
-                *engine_version = Some(now.engine_version.clone());
+            } => {
+                let now = self.current(database).await?.clone();
+                if engine_version.is_none() {
+                    *engine_version = Some(now.engine_version.clone());
+                }
+                if settings.is_none() {
+                    *settings = Some(now.carried());
+                }
+            }
+            Op::RdsDelete {
+                database,
+                identifier,
+                ..
+            } => {
+                let say = |l: String| self.progress.line(&l);
+                let target = self.rds.instance(database, identifier, &say).await;
+                // Not there yet: the database's current instance, renamed by an earlier step.
+                let (protected, which) = match target.map_err(refused)? {
+                    Some(i) => (i.settings.deletion_protection, i.identifier),
+                    None => {
+                        let now = self.current(database).await?;
+                        (now.settings.deletion_protection, now.identifier.clone())
+                    }
+                };
+                if protected {
+                    self.problems.push(format!(
+                        "step `{step}`: instance {which} (deleted as {identifier}) has deletion protection, so the delete would fail after the steps before it ran; turn it off first (aws rds modify-db-instance --db-instance-identifier {which} --no-deletion-protection --apply-immediately)"
+                    ));
+                }
             }
             Op::RdsSnapshot { database, .. } => {
                 self.current(database).await?;

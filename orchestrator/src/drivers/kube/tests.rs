@@ -477,6 +477,19 @@ fn bundle_env(version: &str, image: &str, env: &str) -> ReleaseBundle {
     b
 }
 
+/// A back-out to `version` that must succeed (the driver's lines shown if it does not).
+async fn back_to(w: &World, d: &KubeDriver, spec: &TargetSpec, version: &str) {
+    d.undo(
+        spec,
+        &Undo::SwitchTo {
+            version: version.into(),
+            revision: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+}
+
 async fn pods(w: &World, d: &KubeDriver) -> Vec<Value> {
     let spec = w.spec();
     let cx = d.cx(&spec).await.unwrap();
@@ -518,15 +531,7 @@ async fn a_config_crash_loop_backs_out_and_fixes_forward_with_the_same_image() {
     assert_eq!(hashes.len(), 2, "old and new pods side by side: {hashes:?}");
     // Back-out: the same image as the crashing pods, which are still there while the old
     // template comes back; they are not the new template's pods.
-    d.undo(
-        &spec,
-        &Undo::SwitchTo {
-            version: "1.0.0".into(),
-            revision: None,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    back_to(&w, &d, &spec, "1.0.0").await;
     // A fix-forward with the same image after another crash loop.
     d.apply(&spec, &bundle_env("1.0.2", "ehr:1", "crash"))
         .await
@@ -679,15 +684,7 @@ async fn a_daemonset_over_several_nodes_fails_on_its_new_pods_only() {
         "the update stops at the first node whose pod does not come up"
     );
     // The back-out brings the old revision back on every node.
-    d.undo(
-        &spec,
-        &Undo::SwitchTo {
-            version: "1.0.0".into(),
-            revision: None,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
+    back_to(&w, &d, &spec, "1.0.0").await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-pub use crate::ops::SnapshotInfo;
+pub use crate::ops::{InstanceSettings, SnapshotInfo};
 
 /// An RDS DB instance as described.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,58 @@ pub struct InstanceInfo {
     /// `host:port`, once RDS has assigned it.
     pub endpoint: Option<(String, u16)>,
     pub tags: BTreeMap<String, String>,
+    /// A rename not yet applied (`PendingModifiedValues.DBInstanceIdentifier`).
+    pub pending_identifier: Option<String>,
+    /// Network, groups, availability and protection (tags are in `tags`).
+    pub settings: InstanceSettings,
 }
+
+impl InstanceInfo {
+    /// Its settings with its tags: what a restore standing in for it carries over.
+    pub fn carried(&self) -> InstanceSettings {
+        InstanceSettings {
+            tags: self.tags.clone(),
+            ..self.settings.clone()
+        }
+    }
+}
+
+impl InstanceInfo {
+    /// Whether a rename to `to` has taken effect, or what it still waits for. AWS reboots a
+    /// renamed instance, and "the new DNS name becomes effective in about 10 minutes; the
+    /// renamed DB instance is not available until the new name becomes effective"
+    /// (ModifyDBInstance, NewDBInstanceIdentifier): done when the instance is `available`
+    /// under its new id with no identifier change pending and an endpoint carrying the new
+    /// name (an instance still `available` before its reboot has the old one).
+    pub fn renamed_to(&self, to: &str) -> Result<(), String> {
+        if let Some(p) = &self.pending_identifier {
+            return Err(format!("rename to {p} pending (status {})", self.status));
+        }
+        if self.status != "available" {
+            return Err(format!("status {}", self.status));
+        }
+        match &self.endpoint {
+            Some((host, _)) if host.starts_with(&format!("{to}.")) => Ok(()),
+            Some((host, _)) => Err(format!(
+                "endpoint still {host} (the new DNS name is not effective yet)"
+            )),
+            None => Err("no endpoint yet".into()),
+        }
+    }
+}
+
+/// Error codes of a call refused for its rate (nothing was done).
+const THROTTLED: [&str; 9] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
 
 /// What kind of failure an AWS call had: decides retrying and the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,19 +111,19 @@ impl AwsError {
         )
     }
 
+    /// The call may have been carried out although no good answer came: no answer at all, or
+    /// AWS failing inside (a 5xx) — unlike throttling, which refuses before doing anything.
+    pub fn maybe_done(&self) -> bool {
+        match self.kind {
+            AwsErrorKind::Unreachable => true,
+            AwsErrorKind::Throttled => !THROTTLED.contains(&self.code.as_str()),
+            _ => false,
+        }
+    }
+
     /// The kind an AWS error code and HTTP status mean.
     pub fn classify(code: &str, status: Option<u16>) -> AwsErrorKind {
-        let throttled = [
-            "Throttling",
-            "ThrottlingException",
-            "ThrottledException",
-            "RequestLimitExceeded",
-            "TooManyRequestsException",
-            "RequestThrottled",
-            "RequestThrottledException",
-            "SlowDown",
-            "PriorRequestNotComplete",
-        ];
+        let throttled = THROTTLED;
         let credentials = [
             "InvalidClientTokenId",
             "UnrecognizedClientException",
@@ -125,12 +176,13 @@ pub trait RdsApi: Send + Sync {
         id: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<SnapshotInfo, AwsError>;
+    /// `settings` (their tags included, ferry's already merged in) as the new instance's.
     async fn restore(
         &self,
         snapshot: &str,
         new_id: &str,
         instance_class: Option<&str>,
-        tags: &BTreeMap<String, String>,
+        settings: &InstanceSettings,
     ) -> Result<InstanceInfo, AwsError>;
     async fn rename(&self, from: &str, to: &str) -> Result<(), AwsError>;
     async fn delete(&self, id: &str, final_snapshot: &str) -> Result<(), AwsError>;
@@ -163,5 +215,44 @@ mod tests {
         }
         assert!(AwsError::new(Throttled, "Throttling", "x").retryable());
         assert!(!AwsError::new(NotFound, "DBInstanceNotFound", "x").retryable());
+    }
+
+    #[test]
+    fn a_rename_is_done_when_the_new_name_answers() {
+        let i = |status: &str, host: &str, pending: Option<&str>| InstanceInfo {
+            identifier: "ehr".into(),
+            status: status.into(),
+            engine: "postgres".into(),
+            engine_version: "15".into(),
+            endpoint: Some((host.into(), 5432)),
+            tags: BTreeMap::new(),
+            pending_identifier: pending.map(str::to_owned),
+            settings: InstanceSettings::default(),
+        };
+        assert!(
+            i("available", "ehr-old.x.rds.amazonaws.com", None)
+                .renamed_to("ehr")
+                .is_err()
+        );
+        assert!(
+            i("rebooting", "ehr.x.rds.amazonaws.com", None)
+                .renamed_to("ehr")
+                .is_err()
+        );
+        assert!(
+            i("available", "ehr.x.rds.amazonaws.com", Some("ehr"))
+                .renamed_to("ehr")
+                .is_err()
+        );
+        // `ehr` must be the whole first label, not a prefix of another name.
+        assert!(
+            i("available", "ehr2.x.rds.amazonaws.com", None)
+                .renamed_to("ehr")
+                .is_err()
+        );
+        assert_eq!(
+            i("available", "ehr.x.rds.amazonaws.com", None).renamed_to("ehr"),
+            Ok(())
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
+use super::api::{AwsError, AwsErrorKind, InstanceInfo, InstanceSettings, RdsApi, SnapshotInfo};
 
 /// A snapshot, its tags, and the states it goes through next.
 type FakeSnapshot = (SnapshotInfo, BTreeMap<String, String>, VecDeque<String>);
@@ -15,8 +15,13 @@ type FakeSnapshot = (SnapshotInfo, BTreeMap<String, String>, VecDeque<String>);
 #[derive(Default)]
 struct State {
     instances: BTreeMap<String, (InstanceInfo, VecDeque<String>)>,
+    /// What describing a renamed instance's new id answers, one per describe, before the
+    /// instance itself (see `rename`).
+    renaming: BTreeMap<String, VecDeque<Option<InstanceInfo>>>,
     snapshots: BTreeMap<String, FakeSnapshot>,
     throttle_next: u32,
+    /// Mutating calls whose answer is lost after they took effect.
+    lose_next: u32,
     calls: Vec<String>,
 }
 
@@ -43,6 +48,28 @@ impl FakeRds {
         }
     }
 
+    /// The settings of an instance (network, groups, protection) as AWS would describe them.
+    pub fn set_settings(&self, id: &str, settings: InstanceSettings) {
+        if let Some((i, _)) = self.state.lock().unwrap().instances.get_mut(id) {
+            i.tags = settings.tags.clone();
+            i.settings = InstanceSettings {
+                tags: BTreeMap::new(),
+                ..settings
+            };
+        }
+    }
+
+    /// The tags an instance has now.
+    pub fn instance_tags(&self, id: &str) -> BTreeMap<String, String> {
+        self.state
+            .lock()
+            .unwrap()
+            .instances
+            .get(id)
+            .map(|(i, _)| i.tags.clone())
+            .unwrap_or_default()
+    }
+
     pub fn add_instance(&self, id: &str, status: &str) {
         self.state.lock().unwrap().instances.insert(
             id.into(),
@@ -54,6 +81,8 @@ impl FakeRds {
                     engine_version: "15.4".into(),
                     endpoint: Some((format!("{id}.example"), 5432)),
                     tags: BTreeMap::new(),
+                    pending_identifier: None,
+                    settings: InstanceSettings::default(),
                 },
                 VecDeque::new(),
             ),
@@ -75,6 +104,11 @@ impl FakeRds {
                 VecDeque::new(),
             ),
         );
+    }
+
+    /// The next `n` mutating calls take effect but their answer is lost (a timeout).
+    pub fn lose_answers(&self, n: u32) {
+        self.state.lock().unwrap().lose_next = n;
     }
 
     /// The next `n` calls answer `Throttling`.
@@ -129,6 +163,19 @@ impl FakeRds {
     }
 }
 
+/// A mutating call that took effect answers a timeout when an answer is to be lost.
+fn lost(s: &mut State) -> Result<(), AwsError> {
+    if s.lose_next > 0 {
+        s.lose_next -= 1;
+        return Err(AwsError::new(
+            AwsErrorKind::Unreachable,
+            "",
+            "timed out waiting for the answer",
+        ));
+    }
+    Ok(())
+}
+
 fn advance(status: &mut String, q: &mut VecDeque<String>) {
     if let Some(next) = q.pop_front() {
         *status = next;
@@ -139,6 +186,9 @@ fn advance(status: &mut String, q: &mut VecDeque<String>) {
 impl RdsApi for FakeRds {
     async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>, AwsError> {
         let mut s = self.enter(format!("describe-instance {id}"))?;
+        if let Some(step) = s.renaming.get_mut(id).and_then(VecDeque::pop_front) {
+            return Ok(step);
+        }
         Ok(s.instances.get_mut(id).map(|(i, q)| {
             let now = i.clone();
             advance(&mut i.status, q);
@@ -211,6 +261,7 @@ impl RdsApi for FakeRds {
         };
         s.snapshots
             .insert(id.into(), (info.clone(), tags.clone(), pending));
+        lost(&mut s)?;
         Ok(info)
     }
     async fn restore(
@@ -218,7 +269,7 @@ impl RdsApi for FakeRds {
         snapshot: &str,
         new_id: &str,
         _class: Option<&str>,
-        tags: &BTreeMap<String, String>,
+        settings: &InstanceSettings,
     ) -> Result<InstanceInfo, AwsError> {
         let pending = self.pending();
         let mut s = self.enter(format!("restore {snapshot} {new_id}"))?;
@@ -242,9 +293,16 @@ impl RdsApi for FakeRds {
             engine: "postgres".into(),
             engine_version: "15.4".into(),
             endpoint: None,
-            tags: tags.clone(),
+            tags: settings.tags.clone(),
+            pending_identifier: None,
+            // What the call names; AWS defaults the rest (see InstanceSettings).
+            settings: InstanceSettings {
+                tags: BTreeMap::new(),
+                ..settings.clone()
+            },
         };
         s.instances.insert(new_id.into(), (info.clone(), pending));
+        lost(&mut s)?;
         Ok(info)
     }
     async fn rename(&self, from: &str, to: &str) -> Result<(), AwsError> {
@@ -259,8 +317,24 @@ impl RdsApi for FakeRds {
         let (mut i, q) = s.instances.remove(from).ok_or_else(|| {
             AwsError::new(AwsErrorKind::NotFound, "DBInstanceNotFound", "not found")
         })?;
+        // As AWS documents it (ModifyDBInstance, NewDBInstanceIdentifier: the instance is
+        // rebooted, "the new DNS name becomes effective in about 10 minutes; the renamed DB
+        // instance is not available until the new name becomes effective"): under the new id
+        // it is first not found, then `available` with the old endpoint before its reboot,
+        // then `rebooting`, then `available` with the new endpoint.
+        let old = i.clone();
+        let mut before_reboot = old.clone();
+        before_reboot.identifier = to.into();
+        let mut rebooting = before_reboot.clone();
+        rebooting.status = "rebooting".into();
+        s.renaming.insert(
+            to.into(),
+            VecDeque::from([None, Some(before_reboot), Some(rebooting)]),
+        );
         i.identifier = to.into();
+        i.endpoint = i.endpoint.map(|(_, port)| (format!("{to}.example"), port));
         s.instances.insert(to.into(), (i, q));
+        lost(&mut s)?;
         Ok(())
     }
     async fn delete(&self, id: &str, final_snapshot: &str) -> Result<(), AwsError> {
@@ -279,6 +353,7 @@ impl RdsApi for FakeRds {
             final_snapshot.into(),
             (info, BTreeMap::new(), VecDeque::new()),
         );
+        lost(&mut s)?;
         Ok(())
     }
 }

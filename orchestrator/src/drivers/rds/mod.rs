@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use self::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
+use self::api::{AwsError, AwsErrorKind, InstanceInfo, InstanceSettings, RdsApi, SnapshotInfo};
 use super::{DriverError, OpContext, OpRunner};
 use crate::model::{AwsCloud, Database, Inventory};
 use crate::ops::{self, Op};
@@ -122,17 +122,70 @@ impl RdsOps {
     }
 
     /// One API call, retried with backoff while AWS throttles or cannot be reached.
-    async fn call<T, F, Fut>(&self, cx: &Call<'_>, what: &str, mut f: F) -> Result<T, DriverError>
+    async fn call<T, F, Fut>(&self, cx: &Call<'_>, what: &str, f: F) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        self.attempts(cx, what, f)
+            .await
+            .map_err(|(e, _, attempt)| cx.fail(what, &e, attempt))
+    }
+
+    /// A call that changes something (create, restore, rename, delete). When an attempt got no
+    /// answer (a timeout, a 5xx: it may have been carried out) and the retry is refused as
+    /// already done (AlreadyExists, NotFound, an invalid state), None: the caller looks at what
+    /// is there and decides, by ferry's tags, whether it was this run's call.
+    async fn mutate<T, F, Fut>(
+        &self,
+        cx: &Call<'_>,
+        what: &str,
+        f: F,
+    ) -> Result<Option<T>, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        match self.attempts(cx, what, f).await {
+            Ok(v) => Ok(Some(v)),
+            Err((e, true, _))
+                if matches!(
+                    e.kind,
+                    AwsErrorKind::AlreadyExists
+                        | AwsErrorKind::NotFound
+                        | AwsErrorKind::InvalidState
+                ) =>
+            {
+                (cx.say)(format!(
+                    "  check   {what} on {}: an earlier attempt got no answer and the retry says {e}; looking at what is there",
+                    cx.place
+                ));
+                Ok(None)
+            }
+            Err((e, _, attempt)) => Err(cx.fail(what, &e, attempt)),
+        }
+    }
+
+    /// Attempts of one call: the error, whether an earlier attempt went unanswered, and how
+    /// many attempts were made.
+    async fn attempts<T, F, Fut>(
+        &self,
+        cx: &Call<'_>,
+        what: &str,
+        mut f: F,
+    ) -> Result<T, (AwsError, bool, u32)>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, AwsError>>,
     {
         let attempts = cx.aws.max_attempts.max(1);
         let mut attempt = 1;
+        let mut unanswered = false;
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() && attempt < attempts => {
+                    unanswered |= e.maybe_done();
                     let delay = crate::drivers::backoff_delay(self.backoff, attempt);
                     (cx.say)(format!(
                         "  retry   {what} on {}: {e}; attempt {}/{attempts} in {} ms",
@@ -144,7 +197,7 @@ impl RdsOps {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(cx.fail(what, &e, attempt)),
+                Err(e) => return Err((e, unanswered, attempt)),
             }
         }
     }
@@ -328,10 +381,26 @@ impl RdsOps {
                 self.wait_snapshottable(cx, api, identifier, timeout)
                     .await?;
                 let tags = tags(run, cx.database);
-                self.call(cx, "CreateDBSnapshot", || {
-                    api.create_snapshot(identifier, id, &tags)
-                })
-                .await?;
+                let made = self
+                    .mutate(cx, "CreateDBSnapshot", || {
+                        api.create_snapshot(identifier, id, &tags)
+                    })
+                    .await?;
+                if made.is_none() {
+                    // A lost answer: the snapshot there must be this plan's.
+                    let theirs = self
+                        .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id))
+                        .await?;
+                    if !ours(&theirs, run) {
+                        return Err(cx.error(
+                            "snapshot",
+                            format!(
+                                "snapshot id {id} is taken by a snapshot this plan did not make"
+                            ),
+                        ));
+                    }
+                    adopted = true;
+                }
             }
         }
         let s = self.wait_snapshot(cx, api, id, timeout).await?;
@@ -461,6 +530,7 @@ impl OpRunner for RdsOps {
                 new_identifier,
                 instance_class,
                 chosen,
+                settings,
                 ..
             } => {
                 let adopted = self
@@ -470,6 +540,7 @@ impl OpRunner for RdsOps {
                         snapshot_id,
                         new_identifier,
                         instance_class.as_deref(),
+                        settings.as_ref(),
                     )
                     .await?;
                 json!({ "instance": new_identifier, "snapshot": snapshot_id, "chosen": chosen, "adopted": adopted })
@@ -491,17 +562,16 @@ impl OpRunner for RdsOps {
                 engine_version,
                 probe,
                 timeout_seconds,
+                settings,
                 ..
             } => {
+                let expect = Expect {
+                    engine,
+                    engine_version: engine_version.as_deref(),
+                    settings: settings.as_ref(),
+                };
                 let checks = self
-                    .verify_op(
-                        &o,
-                        identifier,
-                        engine,
-                        engine_version.as_deref(),
-                        probe,
-                        *timeout_seconds,
-                    )
+                    .verify_op(&o, identifier, &expect, probe, *timeout_seconds)
                     .await?;
                 json!({ "instance": identifier, "checks": checks })
             }
@@ -593,6 +663,13 @@ impl RdsOps {
     }
 }
 
+/// What `rds.verify` expects of an instance.
+struct Expect<'a> {
+    engine: &'a str,
+    engine_version: Option<&'a str>,
+    settings: Option<&'a InstanceSettings>,
+}
+
 /// What every operation of one step calls with: the reporting call context, the database's
 /// client, and the step it runs for.
 struct OpCx<'c> {
@@ -611,6 +688,7 @@ impl RdsOps {
         snapshot_id: &str,
         new_identifier: &str,
         instance_class: Option<&str>,
+        settings: Option<&InstanceSettings>,
     ) -> Result<bool, DriverError> {
         let (cx, api) = (o.cx, o.api);
         let existing = self
@@ -641,12 +719,28 @@ impl RdsOps {
                 format!("snapshot {snapshot_id} does not exist in {}", cx.place),
             ));
         }
-        let tags = tags(o.run, database);
-        self.call(cx, "RestoreDBInstanceFromDBSnapshot", || {
-            api.restore(snapshot_id, new_identifier, instance_class, &tags)
-        })
-        .await?;
-        Ok(false)
+        // The current instance's settings and tags, ferry's tags merged in (ferry's win).
+        let mut carried = settings.cloned().unwrap_or_default();
+        carried.tags.extend(tags(o.run, database));
+        let made = self
+            .mutate(cx, "RestoreDBInstanceFromDBSnapshot", || {
+                api.restore(snapshot_id, new_identifier, instance_class, &carried)
+            })
+            .await?;
+        if made.is_some() {
+            return Ok(false);
+        }
+        // A lost answer: the instance there must be this plan's restore.
+        match self
+            .call(cx, "DescribeDBInstances", || api.instance(new_identifier))
+            .await?
+        {
+            Some(i) if ours(&i.tags, o.run) => Ok(true),
+            _ => Err(cx.error(
+                "rds.restore",
+                format!("the restore of {new_identifier} got no answer and no instance of this plan has that id"),
+            )),
+        }
     }
 
     /// Checks the instance is available with the inventory's engine (and version), then runs
@@ -655,11 +749,11 @@ impl RdsOps {
         &self,
         o: &OpCx<'_>,
         identifier: &str,
-        engine: &str,
-        engine_version: Option<&str>,
+        expect: &Expect<'_>,
         probe: &[String],
         timeout: u64,
     ) -> Result<Vec<String>, DriverError> {
+        let (engine, engine_version) = (expect.engine, expect.engine_version);
         let (cx, api) = (o.cx, o.api);
         let i = self
             .call(cx, "DescribeDBInstances", || api.instance(identifier))
@@ -688,6 +782,9 @@ impl RdsOps {
                 i.engine_version
             ));
         }
+        if let Some(want) = expect.settings {
+            wrong.extend(want.differences(&i.carried()));
+        }
         if !wrong.is_empty() {
             return Err(cx.error(
                 "rds.verify",
@@ -698,6 +795,9 @@ impl RdsOps {
             "status available".to_owned(),
             format!("engine {} {}", i.engine, i.engine_version),
         ];
+        if let Some(want) = expect.settings {
+            checks.push(format!("settings as the source's: {}", want.describe()));
+        }
         if !probe.is_empty() {
             checks.push(run_probe(cx, probe, &i, timeout).await?);
         }
@@ -735,13 +835,59 @@ impl RdsOps {
                 ));
             }
             (Some(_), None) => {
-                self.call(cx, "ModifyDBInstance", || api.rename(from, to))
-                    .await?;
-                false
+                // A lost answer whose retry is refused: the wait below finds `to` or says why.
+                self.mutate(cx, "ModifyDBInstance", || api.rename(from, to))
+                    .await?
+                    .is_none()
             }
         };
-        let i = self.wait_instance(cx, api, to, timeout).await?;
+        let i = self.wait_renamed(cx, api, to, timeout).await?;
         Ok((i, already))
+    }
+
+    /// Waits, within `timeout`, until a rename to `to` has taken effect
+    /// (`InstanceInfo::renamed_to`); meanwhile the new id not being found yet is "still
+    /// renaming", not a failure.
+    async fn wait_renamed(
+        &self,
+        cx: &Call<'_>,
+        api: &Arc<dyn RdsApi>,
+        to: &str,
+        timeout: u64,
+    ) -> Result<InstanceInfo, DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        let mut last = String::new();
+        loop {
+            let now = self
+                .call(cx, "DescribeDBInstances", || api.instance(to))
+                .await?;
+            let waiting = match &now {
+                Some(i) if INSTANCE_FAILED.contains(&i.status.as_str()) => {
+                    return Err(cx.error(
+                        "rds.rename",
+                        format!("instance {to} is {} after the rename", i.status),
+                    ));
+                }
+                Some(i) => match i.renamed_to(to) {
+                    Ok(()) => return Ok(i.clone()),
+                    Err(why) => why,
+                },
+                None => format!("{to} not visible yet (renaming)"),
+            };
+            if waiting != last {
+                (cx.say)(format!("  wait    {}: {waiting}", cx.place));
+                last = waiting;
+            }
+            if Instant::now() >= deadline {
+                return Err(cx.error(
+                    "rds.rename",
+                    format!(
+                        "the rename to {to} did not take effect within {timeout}s: {last} (AWS says a new DNS name takes about 10 minutes)"
+                    ),
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// Deletes the instance with this plan's final snapshot and waits until it is gone; an
@@ -770,7 +916,9 @@ impl RdsOps {
             }
             return Ok(true);
         }
-        self.call(cx, "DeleteDBInstance", || api.delete(identifier, final_id))
+        // A lost answer whose retry is refused (already deleting, or gone): the wait below
+        // decides.
+        self.mutate(cx, "DeleteDBInstance", || api.delete(identifier, final_id))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(timeout);
         while self

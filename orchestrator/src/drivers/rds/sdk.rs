@@ -13,7 +13,7 @@ use aws_sdk_rds::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::{DbInstance, DbSnapshot, Tag};
 
-use super::api::{AwsError, AwsErrorKind, InstanceInfo, RdsApi, SnapshotInfo};
+use super::api::{AwsError, AwsErrorKind, InstanceInfo, InstanceSettings, RdsApi, SnapshotInfo};
 use crate::model::AwsCloud;
 use crate::secret::SecretRef;
 
@@ -158,6 +158,36 @@ fn instance(d: &DbInstance) -> InstanceInfo {
             ))
         }),
         tags: tag_map(d.tag_list()),
+        pending_identifier: d
+            .pending_modified_values()
+            .and_then(|p| p.db_instance_identifier())
+            .map(str::to_owned),
+        settings: InstanceSettings {
+            subnet_group: d
+                .db_subnet_group()
+                .and_then(|g| g.db_subnet_group_name())
+                .map(str::to_owned),
+            security_groups: d
+                .vpc_security_groups()
+                .iter()
+                .filter_map(|g| g.vpc_security_group_id().map(str::to_owned))
+                .collect(),
+            parameter_group: d
+                .db_parameter_groups()
+                .first()
+                .and_then(|g| g.db_parameter_group_name())
+                .map(str::to_owned),
+            option_group: d
+                .option_group_memberships()
+                .first()
+                .and_then(|g| g.option_group_name())
+                .map(str::to_owned),
+            multi_az: d.multi_az().unwrap_or(false),
+            deletion_protection: d.deletion_protection().unwrap_or(false),
+            copy_tags_to_snapshot: d.copy_tags_to_snapshot().unwrap_or(false),
+            storage_type: d.storage_type().map(str::to_owned),
+            tags: BTreeMap::new(),
+        },
     }
 }
 
@@ -279,15 +309,24 @@ impl RdsApi for SdkRds {
         snapshot_id: &str,
         new_id: &str,
         instance_class: Option<&str>,
-        t: &BTreeMap<String, String>,
+        s: &InstanceSettings,
     ) -> Result<InstanceInfo, AwsError> {
+        let groups = (!s.security_groups.is_empty()).then(|| s.security_groups.clone());
         let out = self
             .client
             .restore_db_instance_from_db_snapshot()
             .db_snapshot_identifier(snapshot_id)
             .db_instance_identifier(new_id)
             .set_db_instance_class(instance_class.map(str::to_owned))
-            .set_tags(Some(tags(t)))
+            .set_db_subnet_group_name(s.subnet_group.clone())
+            .set_vpc_security_group_ids(groups)
+            .set_db_parameter_group_name(s.parameter_group.clone())
+            .set_option_group_name(s.option_group.clone())
+            .multi_az(s.multi_az)
+            .deletion_protection(s.deletion_protection)
+            .copy_tags_to_snapshot(s.copy_tags_to_snapshot)
+            .set_storage_type(s.storage_type.clone())
+            .set_tags(Some(tags(&s.tags)))
             .send()
             .await
             .map_err(error)?;

@@ -174,6 +174,7 @@ fn restore_op(snapshot: &str) -> Op {
         chosen: "given".into(),
         new_identifier: "ehr-prod-restored".into(),
         instance_class: None,
+        settings: None,
     }
 }
 
@@ -285,6 +286,7 @@ async fn verify_checks_status_engine_version_and_the_probe() {
         engine_version: Some(version.into()),
         probe: probe.iter().map(|s| (*s).to_owned()).collect(),
         timeout_seconds: 10,
+        settings: None,
     };
     let ok = run(
         &ops,
@@ -364,4 +366,160 @@ async fn a_snapshot_waits_for_an_instance_aws_can_snapshot() {
         .await
         .unwrap();
     assert_eq!(out["status"], "available");
+}
+
+#[tokio::test]
+async fn a_rename_waits_until_the_new_name_answers_after_the_reboot() {
+    // The fake renames as AWS documents: the new id is first not found, then `available`
+    // with the old endpoint (before the reboot), then `rebooting`, then `available` with the
+    // new endpoint. A cut-over that trusted the first sight would hand apps a dead name.
+    let fake = Arc::new(FakeRds::with_instance("ehr-new"));
+    let ops = ops(fake.clone());
+    let rename = Op::RdsRename {
+        database: "ehr".into(),
+        from: "ehr-new".into(),
+        to: "ehr-prod".into(),
+        timeout_seconds: 60,
+    };
+    let said = Said::new();
+    let out = run(&ops, &said, "s008", &rename).await.unwrap();
+    assert_eq!(out["already_renamed"], false);
+    let describes = fake
+        .calls()
+        .iter()
+        .filter(|c| c.as_str() == "describe-instance ehr-prod")
+        .count();
+    assert!(
+        describes >= 5,
+        "not found, early available, rebooting, available: {describes}"
+    );
+    let lines = said.lines().join("\n");
+    assert!(
+        lines.contains("ehr-prod not visible yet (renaming)"),
+        "{lines}"
+    );
+    assert!(lines.contains("endpoint still ehr-new.example"), "{lines}");
+    assert!(lines.contains("status rebooting"), "{lines}");
+}
+
+#[tokio::test]
+async fn a_restore_carries_the_source_settings_and_tags_and_verify_checks_them() {
+    use crate::ops::InstanceSettings;
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.add_snapshot("snap-1", "ehr-prod", "2026-12-01T00:00:00Z");
+    let source = InstanceSettings {
+        subnet_group: Some("ehr-private".into()),
+        security_groups: vec!["sg-0ehr".into()],
+        parameter_group: Some("ehr-pg15".into()),
+        multi_az: true,
+        deletion_protection: true,
+        tags: [("backup-plan".to_owned(), "daily".to_owned())].into(),
+        ..Default::default()
+    };
+    fake.set_settings("ehr-prod", source.clone());
+    let ops = ops(fake.clone());
+    let said = Said::new();
+    let mut restore = restore_op("snap-1");
+    if let Op::RdsRestore { settings, .. } = &mut restore {
+        *settings = Some(source.clone());
+    }
+    run(&ops, &said, "s002", &restore).await.unwrap();
+    let verify = |identifier: &str| Op::RdsVerify {
+        database: "ehr".into(),
+        identifier: identifier.into(),
+        engine: "postgres".into(),
+        engine_version: None,
+        probe: vec![],
+        timeout_seconds: 10,
+        settings: Some(source.clone()),
+    };
+    // The fake's restored instance comes up after its transitions; wait by verifying again.
+    let mut out = run(&ops, &said, "s003", &verify("ehr-prod-restored")).await;
+    for _ in 0..5 {
+        if out.is_ok() {
+            break;
+        }
+        out = run(&ops, &said, "s003", &verify("ehr-prod-restored")).await;
+    }
+    let out = out.unwrap();
+    assert!(
+        out["checks"][2]
+            .as_str()
+            .unwrap()
+            .starts_with("settings as the source's: subnet group ehr-private"),
+        "{out}"
+    );
+    // The source's tags and ferry's, both on the new instance.
+    let mut tags = fake.instance_tags("ehr-prod-restored");
+    assert_eq!(tags.remove("backup-plan").as_deref(), Some("daily"));
+    assert!(tags.keys().any(|k| k.starts_with("ferry")), "{tags:?}");
+    // A restore that dropped them (what AWS does when the call names none) fails verify.
+    fake.add_snapshot("snap-2", "ehr-prod", "2026-12-01T01:00:00Z");
+    let mut bare = restore_op("snap-2");
+    if let Op::RdsRestore { new_identifier, .. } = &mut bare {
+        *new_identifier = "ehr-prod-bare".into();
+    }
+    run(&ops, &said, "s004", &bare).await.unwrap();
+    let e = run(&ops, &said, "s005", &verify("ehr-prod-bare"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("subnet group is none, the source has ehr-private"),
+        "{e}"
+    );
+    assert!(e.contains("tag backup-plan is missing"), "{e}");
+}
+
+#[tokio::test]
+async fn a_change_whose_answer_was_lost_is_recognised_on_retry_not_failed() {
+    // Each mutating call takes effect but its answer is lost; the retry is refused as already
+    // done (AlreadyExists, NotFound) and ferry looks at what is there instead of failing.
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    fake.add_snapshot("snap-1", "ehr-prod", "2026-12-01T00:00:00Z");
+    let ops = ops(fake.clone());
+    let said = Said::new();
+    let snapshot = Op::RdsSnapshot {
+        database: "ehr".into(),
+        identifier: "ehr-prod".into(),
+        snapshot_id: Some("ferry-safety".into()),
+        timeout_seconds: 30,
+    };
+    fake.lose_answers(1);
+    let out = run(&ops, &said, "s001", &snapshot).await.unwrap();
+    assert_eq!(out["adopted"], true, "{out}");
+    fake.lose_answers(1);
+    let out = run(&ops, &said, "s002", &restore_op("snap-1"))
+        .await
+        .unwrap();
+    assert_eq!(out["adopted"], true, "{out}");
+    let rename = Op::RdsRename {
+        database: "ehr".into(),
+        from: "ehr-prod".into(),
+        to: "ehr-prod-retired".into(),
+        timeout_seconds: 30,
+    };
+    fake.lose_answers(1);
+    run(&ops, &said, "s003", &rename).await.unwrap();
+    let delete = Op::RdsDelete {
+        database: "ehr".into(),
+        identifier: "ehr-prod-retired".into(),
+        timeout_seconds: 30,
+    };
+    fake.lose_answers(1);
+    run(&ops, &said, "s004", &delete).await.unwrap();
+    assert!(!fake.instance_ids().contains(&"ehr-prod-retired".to_owned()));
+    let lines = said.lines().join("\n");
+    assert_eq!(
+        lines.matches("an earlier attempt got no answer").count(),
+        4,
+        "{lines}"
+    );
+    // Each call was made twice (the lost one and its retry), never a third time.
+    let creates = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create-snapshot"))
+        .count();
+    assert_eq!(creates, 2);
 }
