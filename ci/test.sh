@@ -20,6 +20,8 @@ ci/sshd.sh install
 ci/docker-images.sh
 # stunnel, which puts the engine behind mutual TLS on loopback for the tcp:// + TLS test.
 ci/docker-tls.sh install
+# Debian's docker-registry with htpasswd logins: the private-registry pull test starts one.
+ci/registry.sh install
 # PostgreSQL from Debian's packages: the condition-gate tests make their own clusters (initdb as
 # the postgres user, ci/postgres.sh start) on loopback ports.
 ci/postgres.sh install

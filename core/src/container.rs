@@ -103,6 +103,15 @@ pub fn parse_volume(s: &str) -> Result<Mount, String> {
     }
 }
 
+/// The registry an image reference names (`harbor.lab:5000/ehr/web:1` → `harbor.lab:5000`):
+/// its first part when that has a `.` or a `:` or is `localhost`; Docker Hub otherwise.
+pub fn registry_of(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
 /// The image reference of `version`. A tag cannot hold `+` (Docker answers `invalid
 /// reference format`), so semver build metadata is written with `_`, as Helm and OCI
 /// registries do (`1.4.0+build.7` is tag `1.4.0_build.7`); every other character a ferry
@@ -121,5 +130,17 @@ mod image_tests {
             serde_json::from_value(serde_json::json!({"image": "ehr/web:{version}"})).unwrap();
         assert_eq!(image_ref(&app, "1.4.0+build.7"), "ehr/web:1.4.0_build.7");
         assert_eq!(image_ref(&app, "1.4.0"), "ehr/web:1.4.0");
+    }
+
+    #[test]
+    fn the_registry_of_an_image() {
+        assert_eq!(registry_of("ehr/web:1"), "docker.io");
+        assert_eq!(registry_of("busybox"), "docker.io");
+        assert_eq!(registry_of("ghcr.io/org/web:1"), "ghcr.io");
+        assert_eq!(
+            registry_of("127.0.0.1:5443/ferry-test/web:1"),
+            "127.0.0.1:5443"
+        );
+        assert_eq!(registry_of("localhost/web"), "localhost");
     }
 }

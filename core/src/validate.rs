@@ -1012,6 +1012,35 @@ fn check_docker_cloud(
             "must be at least 1".into(),
         );
     }
+    let mut servers = std::collections::BTreeSet::new();
+    for (n, r) in d.registries.iter().enumerate() {
+        let here = format!("{at}.docker.registries[{n}]");
+        if r.server.is_empty() || r.server.contains("://") || r.server.contains('/') {
+            err(
+                format!("{here}.server"),
+                format!(
+                    "`{}` is not a registry host as images name it (`ghcr.io`, `harbor.lab:5000`; no scheme or path)",
+                    r.server
+                ),
+            );
+        } else if !servers.insert(r.server.as_str()) {
+            err(
+                format!("{here}.server"),
+                format!("`{}` is listed twice", r.server),
+            );
+        }
+        if let Err(e) = SecretRef::parse(&r.password) {
+            err(
+                format!("{here}.password"),
+                format!(
+                    "{e} (a registry password is an `env:` or `file:` reference, never written here)"
+                ),
+            );
+        }
+        if r.username.trim().is_empty() {
+            err(format!("{here}.username"), "is empty".into());
+        }
+    }
 }
 
 /// A Kubernetes app's section: present exactly for `target: kubernetes`, with manifests and a
@@ -1439,5 +1468,37 @@ snapshots:
             "a pasted key is never echoed:\n{text}"
         );
         assert!(!text.contains("snapshots[0]"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use crate::load::{self, SourceFile};
+
+    #[test]
+    fn registry_logins_are_checked_and_a_password_is_never_echoed() {
+        let inv = r#"version: 1
+sites: [{ id: a, tier: prod, clouds: [engine] }]
+clouds:
+  - id: engine
+    kind: docker
+    docker:
+      registries:
+        - { server: "https://ghcr.io", username: bot, password: "env:GHCR_TOKEN" }
+        - { server: "harbor.lab:5000", username: "", password: "pl41n-t3xt" }
+        - { server: "harbor.lab:5000", username: robot, password: "file:harbor.pw" }
+apps: []
+"#;
+        let loaded = load::parse_inventory(SourceFile::new("i.yaml", inv)).unwrap();
+        let all = super::inventory(&loaded).to_string();
+        assert!(all.contains("registries[0].server"), "{all}");
+        assert!(all.contains("no scheme or path"), "{all}");
+        assert!(all.contains("registries[1].password"), "{all}");
+        assert!(all.contains("registries[1].username"), "{all}");
+        assert!(
+            all.contains("registries[2].server") && all.contains("listed twice"),
+            "{all}"
+        );
+        assert!(!all.contains("pl41n-t3xt"), "{all}");
     }
 }

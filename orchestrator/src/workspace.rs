@@ -327,7 +327,9 @@ fn spec_with_app(
         _ => None,
     };
     let docker = match (&target.kind, cloud.as_ref().and_then(|c| c.docker.as_ref())) {
-        (crate::model::TargetKind::Docker, Some(d)) => Some(docker_target(&target.host, d, base)?),
+        (crate::model::TargetKind::Docker, Some(d)) => {
+            Some(docker_target(&target.host, d, base, with_secrets)?)
+        }
         _ => None,
     };
     Ok(TargetSpec {
@@ -348,7 +350,25 @@ fn docker_target(
     cloud: &str,
     d: &crate::model::DockerCloud,
     base: &Path,
+    with_secrets: bool,
 ) -> Result<crate::drivers::endpoints::DockerTarget, WorkspaceError> {
+    let mut registries = Vec::new();
+    if with_secrets {
+        for (n, r) in d.registries.iter().enumerate() {
+            let at = |f: &str| format!("clouds.{cloud}.docker.registries[{n}].{f}");
+            // A user name may be written as it is (ECR's is `AWS`) or be a reference.
+            let user = if r.username.starts_with("env:") || r.username.starts_with("file:") {
+                SecretRef::parse(&r.username)?
+                    .resolve(&at("username"), base)?
+                    .expose()
+                    .to_owned()
+            } else {
+                r.username.clone()
+            };
+            let password = SecretRef::parse(&r.password)?.resolve(&at("password"), base)?;
+            registries.push((r.server.clone(), user, password));
+        }
+    }
     let file = |r: &str| -> Result<PathBuf, WorkspaceError> {
         match SecretRef::parse(r)? {
             SecretRef::File(p) => Ok(base.join(p)),
@@ -369,6 +389,7 @@ fn docker_target(
         host: d.host.clone(),
         tls,
         timeout: Duration::from_secs(d.timeout_seconds),
+        registries,
     })
 }
 

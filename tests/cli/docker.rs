@@ -731,6 +731,7 @@ fn driver_spec(site: &str) -> TargetSpec {
             host: "unix:///var/run/docker.sock".into(),
             tls: None,
             timeout: Duration::from_secs(30),
+            registries: vec![],
         }),
         fence: None,
     }
@@ -1029,5 +1030,157 @@ fn a_same_version_redeploy_keeps_the_old_container_serving_until_the_new_one_is_
     assert!(!now.starts_with(first.split(' ').next().unwrap()));
     let all = docker(&["ps", "-aq", "--filter", &format!("label=ferry.site={site}")]);
     assert_eq!(all.lines().count(), 1, "{all}");
+    remove_site(site);
+}
+
+/// Debian's docker-registry with a login, on a loopback port of its own (ci/registry.sh),
+/// holding `ferry-test/web:1.0.0` pushed with the docker CLI.
+struct Registry {
+    dir: tempfile::TempDir,
+    server: String,
+}
+
+impl Registry {
+    fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/registry.sh");
+        let out = Command::new(script)
+            .args(["start", &port.to_string()])
+            .arg(dir.path())
+            .args([user, password])
+            .output()
+            .expect("ci/registry.sh runs");
+        assert!(
+            out.status.success(),
+            "the registry did not start (ci/registry.sh install installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = format!("127.0.0.1:{port}");
+        // Pushed with the CLI's own login (kept in this registry's directory), then untagged
+        // here and logged out: the engine must pull it, and only ferry's login can.
+        let cli = |args: &[&str], stdin: Option<&str>| {
+            use std::io::Write;
+            let mut c = Command::new("docker")
+                .args(args)
+                .env("DOCKER_CONFIG", dir.path().join("cli"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.unwrap_or("").as_bytes())
+                .unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let tag = format!("{server}/ferry-test/web:1.0.0");
+        cli(
+            &["login", &server, "-u", user, "--password-stdin"],
+            Some(password),
+        );
+        cli(&["tag", "ferry-test/web:1.0.0", &tag], None);
+        cli(&["push", &tag], None);
+        cli(&["rmi", &tag], None);
+        cli(&["logout", &server], None);
+        Self { dir, server }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/registry.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+        let _ = Command::new("docker")
+            .args(["rmi", &format!("{}/ferry-test/web:1.0.0", self.server)])
+            .output();
+    }
+}
+
+#[test]
+fn a_private_registry_login_goes_with_the_pull() {
+    images();
+    let site = "dk-registry";
+    remove_site(site);
+    let registry = Registry::start("deployer", "r3gistry-s3cret");
+    let ws = Workspace::new();
+    ws.write("registry-password", "r3gistry-s3cret\n");
+    let inventory = |login: &str| {
+        format!(
+            r#"version: 1
+sites: [{{ id: {site}, tier: prod, clouds: [engine] }}]
+clouds:
+  - id: engine
+    kind: docker
+    docker:
+      host: "unix:///var/run/docker.sock"
+{login}
+apps:
+  - id: web
+    version: 1.0.0
+    target: docker
+    sites: [{site}]
+    health_check: {HTTP_HEALTH}
+    docker:
+      image: "{server}/ferry-test/web:{{version}}"
+      pull: always
+      stop_timeout_seconds: 2
+"#,
+            server = registry.server
+        )
+    };
+    ws.write(
+        "plans/p.yaml",
+        &format!(
+            "version: 1\nkind: release\nname: web\nreleases: [{{ app: web, version: \"1.0.0\" }}]\nwaves: [{{ name: only, sites: [{site}] }}]\non_failure: halt\n"
+        ),
+    );
+    // Without a login the engine is refused, and the error says so.
+    ws.write("inventory.yaml", &inventory(""));
+    ws.plan_file("p").expect_code(2);
+    ws.run(&["apply", "p.json"])
+        .expect_code(5)
+        .stderr_has("no basic auth credentials");
+    // With the login (a file: reference), the pull carries it.
+    ws.write(
+        "inventory.yaml",
+        &inventory(&format!(
+            "      registries: [{{ server: \"{}\", username: deployer, password: \"file:registry-password\" }}]",
+            registry.server
+        )),
+    );
+    ws.plan_file("p").expect_code(2);
+    ws.run(&["apply", "p.json"]).expect_code(0);
+    let running = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("ferry-{site}-web-1.0.0"),
+    ]);
+    assert_eq!(running, "true");
+    // The engine holds the pulled tag now (ferry runs the image by the id it pinned).
+    docker(&[
+        "image",
+        "inspect",
+        &format!("{}/ferry-test/web:1.0.0", registry.server),
+    ]);
+    let ledger = std::fs::read_to_string(ws.ledger_path()).unwrap();
+    assert!(
+        !ledger.contains("r3gistry-s3cret"),
+        "the password never reaches the ledger"
+    );
     remove_site(site);
 }

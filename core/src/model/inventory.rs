@@ -424,6 +424,21 @@ pub struct DockerCloud {
     /// Deadline of each Engine API call (pulls and health waits have their own).
     #[serde(default = "default_docker_timeout")]
     pub timeout_seconds: u64,
+    /// Credentials for private registries (ECR, GHCR, Harbor...): the engine does not read
+    /// the client's Docker config, so a pull carries them (`X-Registry-Auth`).
+    #[serde(default)]
+    pub registries: Vec<RegistryLogin>,
+}
+
+/// A registry login: the registry host as images name it (`ghcr.io`,
+/// `123456789012.dkr.ecr.eu-west-1.amazonaws.com`, `harbor.lab:5000`), and the user and
+/// password as secret references (`env:`/`file:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    pub server: String,
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -39,6 +39,8 @@ pub struct DockerTarget {
     pub host: String,
     pub tls: Option<TlsFiles>,
     pub timeout: Duration,
+    /// Registry logins with their secrets resolved (apply time only): server, user, password.
+    pub registries: Vec<(String, String, crate::secret::Secret)>,
 }
 
 #[derive(Debug, Clone)]

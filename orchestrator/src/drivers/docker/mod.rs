@@ -799,7 +799,26 @@ async fn pull(docker: &Docker, spec: &TargetSpec, reference: &str) -> Result<(),
         from_image: Some(reference.to_owned()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(opts), None, None);
+    // The engine does not read the client's Docker config: a private registry's login goes
+    // with the pull (X-Registry-Auth).
+    let registry = ferry_core::container::registry_of(reference);
+    let login = spec
+        .docker
+        .as_ref()
+        .and_then(|t| {
+            t.registries
+                .iter()
+                .find(|(server, _, _)| server == registry)
+        })
+        .map(
+            |(server, user, password)| bollard::auth::DockerCredentials {
+                username: Some(user.clone()),
+                password: Some(password.expose().to_owned()),
+                serveraddress: Some(server.clone()),
+                ..Default::default()
+            },
+        );
+    let mut stream = docker.create_image(Some(opts), None, login);
     let run = async {
         while let Some(item) = stream.next().await {
             item.map_err(|e| DriverError::Failed {
