@@ -508,6 +508,10 @@ pub struct SnapshotInfo {
     pub created: String,
     /// `manual` or `automated`.
     pub kind: String,
+    /// The engine version the snapshot was taken at: a restore comes up at it (a snapshot
+    /// from before a minor upgrade is older than the instance now).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine_version: String,
 }
 
 /// The snapshot a restore uses: the one named, or else the latest `available` one created
@@ -570,6 +574,7 @@ mod tests {
             status: status.into(),
             created: created.into(),
             kind: "manual".into(),
+            engine_version: String::new(),
         }
     }
 

@@ -1184,3 +1184,37 @@ apps:
     );
     remove_site(site);
 }
+
+/// An image HEALTHCHECK whose first probe comes one interval after the start (30 s by
+/// default; 60 s here) does not hold a deploy whose own health check passes: while Docker
+/// says `starting`, ferry's check decides.
+#[test]
+fn docker_health_still_starting_does_not_fail_a_deploy_ferry_checks_itself() {
+    images();
+    let site = "dk-starting";
+    remove_site(site);
+    let mut spec = driver_spec(site);
+    std::sync::Arc::make_mut(&mut spec.app)
+        .docker
+        .as_mut()
+        .unwrap()
+        .healthcheck = Some(ferry::model::DockerHealthcheck {
+        test: vec!["true".into()],
+        interval_ms: 60_000,
+        timeout_ms: 1_000,
+        retries: 3,
+        start_period_ms: 120_000,
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(DockerDriver::new().apply(&spec, &bundle("1.0.0", "starting")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name = format!("ferry-{site}-web-1.0.0");
+    assert_eq!(
+        inspect(
+            &name,
+            "{{.State.Health.Status}} {{.Config.Healthcheck.StartPeriod}}"
+        ),
+        "starting 2m0s"
+    );
+    remove_site(site);
+}

@@ -340,6 +340,11 @@ fn the_restore_runbook_restores_verifies_cuts_over_and_keeps_the_old_instance_un
     let (east, _west, ws) = clouds(3);
     east.snapshot("ehr-prod", "nightly");
     // Production's settings and tags, which the restored instance must carry over.
+    // A minor upgrade since the snapshot: the restored instance comes up at the snapshot's
+    // version (15.4), which is what verify must expect, not the current one.
+    east.py(
+        "rds.modify_db_instance(DBInstanceIdentifier='ehr-prod', EngineVersion='15.5', ApplyImmediately=True)",
+    );
     east.py(
         "rds.modify_db_instance(DBInstanceIdentifier='ehr-prod', CopyTagsToSnapshot=True, ApplyImmediately=True); rds.add_tags_to_resource(ResourceName=rds.describe_db_instances(DBInstanceIdentifier='ehr-prod')['DBInstances'][0]['DBInstanceArn'], Tags=[{'Key': 'backup-plan', 'Value': 'daily'}])",
     );

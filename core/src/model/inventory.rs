@@ -556,6 +556,10 @@ pub struct DockerHealthcheck {
     pub timeout_ms: u64,
     #[serde(default = "default_docker_hc_retries")]
     pub retries: u32,
+    /// Time the container gets to start before failed probes count (Docker's
+    /// `start_period`); 0: none.
+    #[serde(default)]
+    pub start_period_ms: u64,
 }
 
 fn default_docker_hc_interval() -> u64 {

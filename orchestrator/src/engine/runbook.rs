@@ -94,6 +94,7 @@ pub async fn plan(
         rds: &rds,
         progress,
         described: BTreeMap::new(),
+        restored_at: BTreeMap::new(),
         problems: Vec::new(),
     };
     let default_db = compiled
@@ -165,6 +166,9 @@ struct Cloud<'a> {
     rds: &'a RdsOps,
     progress: &'a dyn Progress,
     described: BTreeMap<String, InstanceInfo>,
+    /// Per database, the engine version of the snapshot an earlier step restores: what the
+    /// restored instance comes up at (older than the current one after a minor upgrade).
+    restored_at: BTreeMap<String, String>,
     problems: Vec<String>,
 }
 
@@ -198,6 +202,10 @@ impl Cloud<'_> {
                     Ok((s, why)) => {
                         *snapshot_id = s.id.clone();
                         *chosen = format!("{why}; created {}", s.created);
+                        if !s.engine_version.is_empty() {
+                            self.restored_at
+                                .insert(database.clone(), s.engine_version.clone());
+                        }
                     }
                     Err(e) => self
                         .problems
@@ -219,7 +227,12 @@ impl Cloud<'_> {
             } => {
                 let now = self.current(database).await?.clone();
                 if engine_version.is_none() {
-                    *engine_version = Some(now.engine_version.clone());
+                    *engine_version = Some(
+                        self.restored_at
+                            .get(database.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| now.engine_version.clone()),
+                    );
                 }
                 if settings.is_none() {
                     *settings = Some(now.carried());

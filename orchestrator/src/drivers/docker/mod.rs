@@ -446,6 +446,14 @@ impl DockerDriver {
                         | Some(HealthStatusEnum::NONE)
                         | Some(HealthStatusEnum::EMPTY)
                         | None => {}
+                        // Docker's first probe comes one interval after the start (30 s by
+                        // default): until then ferry's own check decides, when there is one.
+                        Some(HealthStatusEnum::STARTING) if !argv.is_empty() => {}
+                        Some(HealthStatusEnum::STARTING) => {
+                            return Attempt::Unhealthy(
+                                "Docker has not run the container's HEALTHCHECK yet (its first probe comes one interval after the start): give health_check.timeout_seconds more than that interval, or a health_check command of ferry's own".into(),
+                            );
+                        }
                         Some(s) => {
                             let last = h
                                 .log
@@ -472,10 +480,23 @@ impl DockerDriver {
                     }
                     Ok(Err(e)) => Attempt::Fatal(api(spec, "run the health check", e)),
                     Ok(Ok((0, _))) => Attempt::Healthy,
-                    Ok(Ok((code, out))) => Attempt::Unhealthy(redact(
-                        &format!("health check exited with {code}: {}", out.trim()),
-                        secrets.iter().map(String::as_str),
-                    )),
+                    Ok(Ok((code, out))) => {
+                        // A container that died under the check is reported by its own exit
+                        // code, not by the check's failure to run in it.
+                        if let Ok(again) = docker.inspect_container(id, None).await
+                            && let Some(st) = again.state
+                            && st.running != Some(true)
+                        {
+                            return Attempt::Unhealthy(format!(
+                                "container exited with code {}",
+                                st.exit_code.unwrap_or_default()
+                            ));
+                        }
+                        Attempt::Unhealthy(redact(
+                            &format!("health check exited with {code}: {}", out.trim()),
+                            secrets.iter().map(String::as_str),
+                        ))
+                    }
                 }
             }
         })

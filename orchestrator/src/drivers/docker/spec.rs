@@ -97,7 +97,14 @@ struct DigestInput<'a> {
     memory: i64,
     nano_cpus: i64,
     healthcheck: Option<(&'a [String], u64, u64, u32)>,
+    /// Left out when 0, so containers made before it existed keep their digest.
+    #[serde(skip_serializing_if = "is_zero")]
+    healthcheck_start_period_ms: u64,
     files: Vec<(&'a str, String)>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub struct Inputs<'a> {
@@ -146,6 +153,7 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
                 .healthcheck
                 .as_ref()
                 .map(|h| (h.test.as_slice(), h.interval_ms, h.timeout_ms, h.retries)),
+            healthcheck_start_period_ms: d.healthcheck.as_ref().map_or(0, |h| h.start_period_ms),
             files: files
                 .iter()
                 .map(|f| {
@@ -219,6 +227,7 @@ pub fn desired(i: &Inputs<'_>) -> Result<Desired, String> {
             interval: Some((h.interval_ms * 1_000_000) as i64),
             timeout: Some((h.timeout_ms * 1_000_000) as i64),
             retries: Some(i64::from(h.retries)),
+            start_period: (h.start_period_ms > 0).then(|| (h.start_period_ms * 1_000_000) as i64),
             ..Default::default()
         }),
         host_config: Some(HostConfig {

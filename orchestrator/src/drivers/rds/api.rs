@@ -57,6 +57,14 @@ impl InstanceInfo {
     }
 }
 
+/// The permission an AccessDenied message names (`... is not authorized to perform:
+/// rds:RestoreDBInstanceFromDBSnapshot on resource: ...`).
+pub fn denied_permission(message: &str) -> Option<&str> {
+    let rest = message.split("to perform: ").nth(1)?;
+    let p = rest.split([' ', ',', '\n']).next()?;
+    p.contains(':').then_some(p)
+}
+
 /// Error codes of a call refused for its rate (nothing was done).
 const THROTTLED: [&str; 9] = [
     "Throttling",
@@ -214,6 +222,16 @@ mod tests {
             assert_eq!(AwsError::classify(code, status), kind, "{code}");
         }
         assert!(AwsError::new(Throttled, "Throttling", "x").retryable());
+        assert_eq!(
+            denied_permission(
+                "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: rds:RestoreDBInstanceFromDBSnapshot on resource: arn:aws:rds:us-east-1:123456789012:snapshot:nightly because no identity-based policy allows the rds:RestoreDBInstanceFromDBSnapshot action"
+            ),
+            Some("rds:RestoreDBInstanceFromDBSnapshot")
+        );
+        assert_eq!(denied_permission("Access Denied"), None);
+        assert!(!AwsError::new(Throttled, "Throttling", "x").maybe_done());
+        assert!(AwsError::new(Throttled, "InternalError", "x").maybe_done());
+        assert!(AwsError::new(Unreachable, "", "x").maybe_done());
         assert!(!AwsError::new(NotFound, "DBInstanceNotFound", "x").retryable());
     }
 

@@ -89,6 +89,13 @@ impl FakeRds {
         );
     }
 
+    /// The engine version a snapshot was taken at (15.4 unless set).
+    pub fn set_snapshot_version(&self, id: &str, version: &str) {
+        if let Some((i, _, _)) = self.state.lock().unwrap().snapshots.get_mut(id) {
+            i.engine_version = version.into();
+        }
+    }
+
     pub fn add_snapshot(&self, id: &str, instance: &str, created: &str) {
         self.state.lock().unwrap().snapshots.insert(
             id.into(),
@@ -99,6 +106,7 @@ impl FakeRds {
                     status: "available".into(),
                     created: created.into(),
                     kind: "manual".into(),
+                    engine_version: "15.4".into(),
                 },
                 BTreeMap::new(),
                 VecDeque::new(),
@@ -258,6 +266,7 @@ impl RdsApi for FakeRds {
             status: "creating".into(),
             created: String::new(),
             kind: "manual".into(),
+            engine_version: "15.4".into(),
         };
         s.snapshots
             .insert(id.into(), (info.clone(), tags.clone(), pending));
@@ -287,11 +296,13 @@ impl RdsApi for FakeRds {
                 "DB instance already exists",
             ));
         }
+        // A restore comes up at the snapshot's engine version.
+        let version = s.snapshots[snapshot].0.engine_version.clone();
         let info = InstanceInfo {
             identifier: new_id.into(),
             status: "creating".into(),
             engine: "postgres".into(),
-            engine_version: "15.4".into(),
+            engine_version: version,
             endpoint: None,
             tags: settings.tags.clone(),
             pending_identifier: None,
@@ -348,6 +359,7 @@ impl RdsApi for FakeRds {
             status: "available".into(),
             created: String::new(),
             kind: "manual".into(),
+            engine_version: "15.4".into(),
         };
         s.snapshots.insert(
             final_snapshot.into(),

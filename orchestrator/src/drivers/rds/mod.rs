@@ -470,6 +470,14 @@ impl<'a> Call<'a> {
 
     fn fail(&self, what: &str, e: &AwsError, attempts: u32) -> DriverError {
         let message = match e.kind {
+            AwsErrorKind::Credentials if e.code.starts_with("AccessDenied") => format!(
+                "{what}: the credentials of cloud `{}` are valid but not allowed to {}: {e}",
+                self.cloud,
+                api::denied_permission(&e.message).map_or_else(
+                    || "do this".to_owned(),
+                    |p| format!("`{p}` (grant it to them)")
+                )
+            ),
             AwsErrorKind::Credentials => format!(
                 "{what}: AWS refused the credentials of cloud `{}`: {e}",
                 self.cloud
@@ -722,6 +730,13 @@ impl RdsOps {
         // The current instance's settings and tags, ferry's tags merged in (ferry's win).
         let mut carried = settings.cloned().unwrap_or_default();
         carried.tags.extend(tags(o.run, database));
+        // The engine's default groups (`default.postgres15`, `default:postgres-15`) are what
+        // the restore gets when none is named, and naming them can be refused (moto does not
+        // register its default option groups): only custom groups are passed.
+        carried.parameter_group = carried
+            .parameter_group
+            .filter(|g| !g.starts_with("default."));
+        carried.option_group = carried.option_group.filter(|g| !g.starts_with("default:"));
         let made = self
             .mutate(cx, "RestoreDBInstanceFromDBSnapshot", || {
                 api.restore(snapshot_id, new_identifier, instance_class, &carried)

@@ -204,6 +204,7 @@ fn snapshot(s: &DbSnapshot) -> SnapshotInfo {
             })
             .unwrap_or_default(),
         kind: s.snapshot_type().unwrap_or_default().to_owned(),
+        engine_version: s.engine_version().unwrap_or_default().to_owned(),
     }
 }
 
