@@ -475,22 +475,17 @@ impl DockerDriver {
                     Err(_) => Attempt::TimedOut,
                     // 409/404: the container stopped or restarted under the check (its exec
                     // instances go with it); the next attempt inspects it again.
-                    Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => {
-                        Attempt::Unhealthy(format!("cannot run the check: {}", message(&e)))
-                    }
+                    Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => Attempt::Unhealthy(
+                        match died(docker, id).await {
+                            Some(why) => why,
+                            None => format!("cannot run the check: {}", message(&e)),
+                        },
+                    ),
                     Ok(Err(e)) => Attempt::Fatal(api(spec, "run the health check", e)),
                     Ok(Ok((0, _))) => Attempt::Healthy,
                     Ok(Ok((code, out))) => {
-                        // A container that died under the check is reported by its own exit
-                        // code, not by the check's failure to run in it.
-                        if let Ok(again) = docker.inspect_container(id, None).await
-                            && let Some(st) = again.state
-                            && st.running != Some(true)
-                        {
-                            return Attempt::Unhealthy(format!(
-                                "container exited with code {}",
-                                st.exit_code.unwrap_or_default()
-                            ));
+                        if let Some(why) = died(docker, id).await {
+                            return Attempt::Unhealthy(why);
                         }
                         Attempt::Unhealthy(redact(
                             &format!("health check exited with {code}: {}", out.trim()),
@@ -752,6 +747,19 @@ impl Driver for DockerDriver {
             Undo::Keep => Ok(()),
         }
     }
+}
+
+/// Why a container cannot pass a check any more, looked at again after the check failed to
+/// run or failed: a container that died (or is being restarted) under the check is reported by
+/// its own exit code, not by the check's failure to run in it.
+async fn died(docker: &Docker, id: &str) -> Option<String> {
+    let st = docker.inspect_container(id, None).await.ok()?.state?;
+    (st.restarting == Some(true) || st.running != Some(true)).then(|| {
+        format!(
+            "container exited with code {}",
+            st.exit_code.unwrap_or_default()
+        )
+    })
 }
 
 async fn rename(
