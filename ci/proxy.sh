@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# An HTTP proxy for the tests that reach a Kubernetes API server through HTTPS_PROXY/HTTP_PROXY:
-# Debian's tinyproxy, started by the test itself on a loopback port with its own configuration
-# (ci/proxy.sh start PORT DIR). Debian starts a system tinyproxy on install; it is stopped here
+# Proxies for the tests that reach a Kubernetes API server through HTTPS_PROXY/HTTP_PROXY:
+# Debian's tinyproxy (HTTP CONNECT; ci/proxy.sh start PORT DIR) and microsocks (SOCKS5;
+# ci/proxy.sh socks PORT DIR), each started by the test itself on a loopback port. Debian starts a system tinyproxy on install; it is stopped here
 # so that only the tests' own instances run.
 set -euo pipefail
 
 case "${1:-}" in
 install)
-  if ! command -v tinyproxy >/dev/null; then
+  if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy microsocks >/dev/null
   fi
   service tinyproxy stop >/dev/null 2>&1 || true
   pkill -x tinyproxy 2>/dev/null || true
@@ -42,12 +42,31 @@ CONF
   cat "$dir/tinyproxy.log" >&2 || true
   exit 1
   ;;
+socks)
+  # A SOCKS5 proxy (Debian's microsocks) for `socks5://` proxy URLs.
+  port="${2:?port}"
+  dir="${3:?directory for the pid file}"
+  mkdir -p "$dir"
+  nohup microsocks -i 127.0.0.1 -p "$port" >"$dir/microsocks.log" 2>&1 &
+  echo $! >"$dir/microsocks.pid"
+  for _ in $(seq 50); do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "microsocks listening on 127.0.0.1:$port"
+      exit 0
+    fi
+    sleep 0.1
+  done
+  echo "microsocks did not start on 127.0.0.1:$port" >&2
+  exit 1
+  ;;
 stop)
   dir="${2:?directory}"
-  if [ -f "$dir/tinyproxy.pid" ]; then kill "$(cat "$dir/tinyproxy.pid")" 2>/dev/null || true; fi
+  for pid in "$dir/tinyproxy.pid" "$dir/microsocks.pid"; do
+    if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; fi
+  done
   ;;
 *)
-  echo "usage: ci/proxy.sh install | start PORT DIR | stop DIR" >&2
+  echo "usage: ci/proxy.sh install | start PORT DIR | socks PORT DIR | stop DIR" >&2
   exit 2
   ;;
 esac

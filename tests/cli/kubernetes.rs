@@ -586,6 +586,29 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Debian's microsocks: a SOCKS5 proxy (`socks5://` URL).
+    fn socks() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new(repo.join("ci/proxy.sh"))
+            .args(["socks", &port.to_string()])
+            .arg(dir.path())
+            .output()
+            .expect("ci/proxy.sh runs");
+        assert!(
+            out.status.success(),
+            "microsocks did not start (ci/proxy.sh install installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            url: format!("socks5://127.0.0.1:{port}"),
+        }
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -646,6 +669,13 @@ fn a_cluster_is_reached_through_the_proxy_unless_no_proxy_names_it() {
         .stderr_has("belongs in NO_PROXY");
     // NO_PROXY naming the cluster: straight there, the dead proxy never asked.
     plan(&[("HTTP_PROXY", &dead), ("NO_PROXY", "localhost,127.0.0.1")]).expect_code(2);
+    // A SOCKS5 proxy: through a live one the plan works, through a dead one it fails naming it.
+    let socks = Proxy::socks();
+    plan(&[("HTTP_PROXY", &socks.url)]).expect_code(2);
+    let dead_socks = format!("socks5://127.0.0.1:{}", free_port());
+    plan(&[("HTTP_PROXY", &dead_socks)])
+        .expect_code(1)
+        .stderr_has(&format!("through proxy {dead_socks}/"));
     drop(cluster);
 }
 
