@@ -5,6 +5,19 @@
 # so that only the tests' own instances run.
 set -euo pipefail
 
+# Waits until something listens on 127.0.0.1:$1 (a name for messages in $2).
+listening() {
+  for _ in $(seq 50); do
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      echo "$2 listening on 127.0.0.1:$1"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$2 did not start on 127.0.0.1:$1" >&2
+  return 1
+}
+
 case "${1:-}" in
 install)
   if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null; then
@@ -31,16 +44,7 @@ MaxClients 50
 Allow 127.0.0.1
 CONF
   tinyproxy -c "$dir/tinyproxy.conf"
-  for _ in $(seq 50); do
-    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "tinyproxy listening on 127.0.0.1:$port"
-      exit 0
-    fi
-    sleep 0.1
-  done
-  echo "tinyproxy did not start on 127.0.0.1:$port; its log:" >&2
-  cat "$dir/tinyproxy.log" >&2 || true
-  exit 1
+  listening "$port" tinyproxy || { cat "$dir/tinyproxy.log" >&2 || true; exit 1; }
   ;;
 socks)
   # A SOCKS5 proxy (Debian's microsocks) for `socks5://` proxy URLs.
@@ -49,15 +53,7 @@ socks)
   mkdir -p "$dir"
   nohup microsocks -i 127.0.0.1 -p "$port" >"$dir/microsocks.log" 2>&1 &
   echo $! >"$dir/microsocks.pid"
-  for _ in $(seq 50); do
-    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "microsocks listening on 127.0.0.1:$port"
-      exit 0
-    fi
-    sleep 0.1
-  done
-  echo "microsocks did not start on 127.0.0.1:$port" >&2
-  exit 1
+  listening "$port" microsocks
   ;;
 stop)
   dir="${2:?directory}"

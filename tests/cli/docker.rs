@@ -1043,11 +1043,7 @@ struct Registry {
 impl Registry {
     fn start(user: &str, password: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/registry.sh");
         let out = Command::new(script)
             .args(["start", &port.to_string()])
@@ -1064,21 +1060,12 @@ impl Registry {
         // Pushed with the CLI's own login (kept in this registry's directory), then untagged
         // here and logged out: the engine must pull it, and only ferry's login can.
         let cli = |args: &[&str], stdin: Option<&str>| {
-            use std::io::Write;
-            let mut c = Command::new("docker")
-                .args(args)
-                .env("DOCKER_CONFIG", dir.path().join("cli"))
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.unwrap_or("").as_bytes())
-                .unwrap();
-            let out = c.wait_with_output().unwrap();
+            let out = crate::support::output_with_stdin(
+                Command::new("docker")
+                    .args(args)
+                    .env("DOCKER_CONFIG", dir.path().join("cli")),
+                stdin.unwrap_or(""),
+            );
             assert!(
                 out.status.success(),
                 "docker {args:?}: {}",

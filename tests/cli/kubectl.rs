@@ -27,24 +27,13 @@ impl Kubectl {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut c = Command::new("kubectl");
-        c.args(args)
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env("HOME", self.dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c
-            .spawn()
-            .expect("kubectl runs (Debian/Kubernetes packages put it on every test machine)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.unwrap_or("").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        crate::support::output_with_stdin(
+            Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+                .env("HOME", self.dir.path()),
+            stdin.unwrap_or(""),
+        )
     }
 
     /// kubectl ARGS, which must succeed; its stdout.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kube_standin::StandIn;
 
-use crate::support::{Run, Workspace};
+use crate::support::{Run, Workspace, free_port, output_with_stdin};
 
 const GOOD1: &str = "3.9";
 const GOOD2: &str = "3.10";
@@ -560,52 +560,40 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// Debian's tinyproxy: an HTTP CONNECT proxy (`http://` URL) that logs each request.
     fn start() -> Self {
+        Self::launch("start", "http")
+    }
+
+    /// Debian's microsocks: a SOCKS5 proxy (`socks5://` URL).
+    fn socks() -> Self {
+        Self::launch("socks", "socks5")
+    }
+
+    /// `ci/proxy.sh VERB PORT DIR` on a free port.
+    fn launch(verb: &str, scheme: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let out = std::process::Command::new(repo.join("ci/proxy.sh"))
-            .args(["start", &port.to_string()])
+            .args([verb, &port.to_string()])
             .arg(dir.path())
             .output()
             .expect("ci/proxy.sh runs");
         assert!(
             out.status.success(),
-            "tinyproxy did not start (ci/proxy.sh install installs it): {}{}",
+            "the proxy did not start (ci/proxy.sh install installs it): {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         Self {
             dir,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
-    }
-}
-
-impl Proxy {
-    /// Debian's microsocks: a SOCKS5 proxy (`socks5://` URL).
-    fn socks() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::process::Command::new(repo.join("ci/proxy.sh"))
-            .args(["socks", &port.to_string()])
-            .arg(dir.path())
-            .output()
-            .expect("ci/proxy.sh runs");
-        assert!(
-            out.status.success(),
-            "microsocks did not start (ci/proxy.sh install installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir,
-            url: format!("socks5://127.0.0.1:{port}"),
-        }
     }
 }
 
@@ -617,14 +605,6 @@ impl Drop for Proxy {
             .arg(self.dir.path())
             .status();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -837,22 +817,12 @@ fn ferry_works_under_the_least_rbac_it_prints() {
     rbac.expect_code(0);
     let admin = k.ws.path().join("admin-kubeconfig");
     std::fs::write(&admin, as_user("admin-t0ken")).unwrap();
-    let mut kubectl = std::process::Command::new("kubectl")
-        .args(["apply", "--server-side", "--validate=false", "-f", "-"])
-        .env("KUBECONFIG", &admin)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    use std::io::Write;
-    kubectl
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rbac.stdout().as_bytes())
-        .unwrap();
-    let out = kubectl.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        std::process::Command::new("kubectl")
+            .args(["apply", "--server-side", "--validate=false", "-f", "-"])
+            .env("KUBECONFIG", &admin),
+        &rbac.stdout(),
+    );
     assert!(
         out.status.success(),
         "{}{}",

@@ -320,9 +320,10 @@ impl KubeDriver {
         spec: &TargetSpec,
         cloud: &KubernetesCloud,
     ) -> Result<kube::Config, String> {
-        let mut config = if cloud.in_cluster {
-            kube::Config::incluster()
-                .map_err(|e| format!("in-cluster configuration is not available: {e}"))?
+        let (mut config, explicit_proxy) = if cloud.in_cluster {
+            let c = kube::Config::incluster()
+                .map_err(|e| format!("in-cluster configuration is not available: {e}"))?;
+            (c, None)
         } else {
             let path = spec
                 .base_dir
@@ -339,7 +340,7 @@ impl KubeDriver {
                 ..Default::default()
             };
             let explicit_proxy = kubeconfig_proxy(&kc, cloud.context.as_deref());
-            let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+            let config = kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|e| {
                     format!(
@@ -352,19 +353,11 @@ impl KubeDriver {
                             .unwrap_or_default()
                     )
                 })?;
-            // kube's own choice from the environment matches NO_PROXY against the proxy, not
-            // the cluster (see net.rs): ferry decides, unless the kubeconfig names a proxy.
-            if explicit_proxy.is_none() {
-                config.proxy_url = net::proxy_for(&config.cluster_url, |k| std::env::var(k).ok())
-                    .map(|p| p.parse())
-                    .transpose()
-                    .map_err(|e| {
-                        format!("the proxy in HTTPS_PROXY/HTTP_PROXY is not a URL: {e}")
-                    })?;
-            }
-            config
+            (config, explicit_proxy)
         };
-        if cloud.in_cluster {
+        // kube's own choice from the environment matches NO_PROXY against the proxy, not the
+        // cluster (see net.rs): ferry decides, unless the kubeconfig names a proxy.
+        if explicit_proxy.is_none() {
             config.proxy_url = net::proxy_for(&config.cluster_url, |k| std::env::var(k).ok())
                 .map(|p| p.parse())
                 .transpose()
