@@ -333,13 +333,27 @@ async fn resume_skips_completed_steps() {
 
 #[tokio::test]
 async fn cancel_stops_at_a_safe_point() {
-    let f = fixture("halt", 1, 0, 20);
+    let f = fixture("halt", 1, 0, 300);
     let (tx, rx) = watch::channel(false);
     let exec = f.executor(rx);
     let prior = PriorRun::default();
     let handle = tokio::spawn(async move { exec.run(&prior).await });
-    // Let the canary start, then cancel: it finishes, nothing new starts.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Once the canary has started (seen in the ledger, not guessed by a sleep: a loaded CI
+    // machine started it late), cancel: it finishes, nothing new starts.
+    let started = std::time::Instant::now();
+    while !f
+        .ledger
+        .read_all()
+        .unwrap()
+        .iter()
+        .any(|e| e.event == Event::StepStarted && e.step.as_deref() == Some("s001"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "s001 never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     tx.send(true).unwrap();
     let (outcome, status) = handle.await.unwrap().unwrap();
     let ApplyOutcome::Interrupted { pending } = outcome else {
