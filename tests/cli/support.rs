@@ -187,9 +187,12 @@ apps:
         }
     }
 
+    /// The ledger's complete entries. A test that polls while an apply writes may read a line
+    /// whose end is not written yet: only lines ended by a newline are entries.
     pub fn ledger(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.ledger_path())
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.ledger_path()).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
