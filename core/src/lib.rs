@@ -26,4 +26,5 @@ pub mod runbook;
 pub mod secret;
 pub mod target;
 pub mod validate;
+pub mod versions;
 pub mod window;

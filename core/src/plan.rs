@@ -16,6 +16,7 @@ use crate::target::{Observed, TargetRef, resolve};
 
 mod migration;
 mod waves;
+pub use waves::RETIRED;
 
 pub use migration::{bucket_specs, migration_spec, plan_migration};
 
@@ -151,6 +152,25 @@ pub struct PlanBody {
     /// driver; filled in at the edge, not by the planner).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub objects: BTreeMap<String, Vec<crate::kubernetes::diff::ObjectChange>>,
+    /// Versions of catalogued apps (`lifecycle`) the plan deploys, with their state and
+    /// revision at plan time (checked at the edge against the ledger's catalog).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<CatalogedVersion>,
+}
+
+/// A deployed version of a catalogued app, as the catalog held it when the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogedVersion {
+    pub app: String,
+    /// The catalog it is kept in (`lifecycle.catalog`, or the app's id).
+    pub catalog: String,
+    pub id: String,
+    pub state: String,
+    /// The revision the artifact is (none for images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// An approval gate: wave `wave` does not start until `role` has approved the plan.
@@ -313,6 +333,7 @@ pub fn plan_release(
         steps: p.steps,
         unchanged: p.unchanged,
         objects: BTreeMap::new(),
+        versions: vec![],
         gates: gates_of(rp),
     })
 }
@@ -629,6 +650,7 @@ pub fn plan_backout(name: &str, changes: Vec<(TargetRef, Observed, String)>) -> 
         readiness: vec![],
         gates: vec![],
         objects: BTreeMap::new(),
+        versions: vec![],
     }
 }
 
@@ -658,6 +680,7 @@ pub fn plan_runbook(name: &str, steps: Vec<(String, TargetRef, StepOp)>) -> Plan
         readiness: vec![],
         gates: vec![],
         objects: BTreeMap::new(),
+        versions: vec![],
     }
 }
 
@@ -875,7 +898,12 @@ pub fn body_differences(saved: &PlanBody, derived: &PlanBody) -> Vec<String> {
     };
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let null = serde_json::Value::Null;
-    for key in keys.into_iter().filter(|k| *k != "objects") {
+    // Filled in at the edge, not by the planner: object previews, and the catalog's versions
+    // (which apply checks against the ledger again).
+    for key in keys
+        .into_iter()
+        .filter(|k| *k != "objects" && *k != "versions")
+    {
         let (x, y) = (a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null));
         if x == y {
             continue;

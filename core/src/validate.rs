@@ -66,6 +66,7 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
         check_app_health(&at, app, i, &mut err);
         check_app_limits(&at, app, i, &mut err);
         check_app_files(&at, app, &mut err);
+        check_app_lifecycle(&at, app, i, &mut err);
     }
     if let Some(cycle) = dependency_cycle(i) {
         let n = i.apps.iter().position(|a| a.id == cycle[0]).unwrap_or(0);
@@ -466,6 +467,49 @@ fn check_app_kind(at: &str, app: &App, err: &mut impl FnMut(String, String)) {
     }
 }
 
+/// A catalogued app: its version of record is an id of its scheme, at least one major may be
+/// active, and the purge role is one some approver holds.
+fn check_app_lifecycle(at: &str, app: &App, i: &Inventory, err: &mut impl FnMut(String, String)) {
+    let Some(l) = &app.lifecycle else { return };
+    if let Err(m) = crate::versions::id::parse(l.scheme, &app.version) {
+        err(format!("{at}.version"), m);
+    }
+    if l.max_active_majors == 0 {
+        err(
+            format!("{at}.lifecycle.max_active_majors"),
+            "is 0: nothing could ever be deployed; at least 1 (2 keeps the previous and the latest)".into(),
+        );
+    }
+    let name = app.catalog().unwrap_or_default();
+    if let Some(other) = i
+        .apps
+        .iter()
+        .filter(|o| o.id != app.id && o.catalog() == Some(name))
+        .find(|o| {
+            o.lifecycle.as_ref().is_some_and(|ol| {
+                (ol.scheme, ol.max_active_majors, &ol.purge_role)
+                    != (l.scheme, l.max_active_majors, &l.purge_role)
+            })
+        })
+    {
+        err(
+            format!("{at}.lifecycle"),
+            format!(
+                "shares catalog `{name}` with app `{}` but not its rules (scheme, max_active_majors, purge_role): one catalog has one set of rules",
+                other.id
+            ),
+        );
+    }
+    if let Some(role) = &l.purge_role
+        && !i.approvers.iter().any(|a| a.roles.contains(role))
+    {
+        err(
+            format!("{at}.lifecycle.purge_role"),
+            format!("no approver of the inventory holds role `{role}`: no purge could be approved"),
+        );
+    }
+}
+
 /// An app's sites exist and each offers the one cloud (or the endpoints) its target needs.
 fn check_app_sites(at: &str, app: &App, i: &Inventory, err: &mut impl FnMut(String, String)) {
     if app.sites.is_empty() {
@@ -747,6 +791,10 @@ fn check_releases(p: &ReleasePlan, inv: &Inventory, err: &mut impl FnMut(String,
             err,
         );
         if let Err(m) = check_version(&r.version) {
+            err(format!("releases[{n}].version"), m);
+        } else if let Some(l) = inv.app(&r.app).and_then(|a| a.lifecycle.as_ref())
+            && let Err(m) = crate::versions::id::parse(l.scheme, &r.version)
+        {
             err(format!("releases[{n}].version"), m);
         }
     }
@@ -1500,5 +1548,67 @@ apps: []
             "{all}"
         );
         assert!(!all.contains("pl41n-t3xt"), "{all}");
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use crate::load::{self, SourceFile};
+
+    /// Malformed ids, unknown languages, a bad limit and a role nobody holds, in the inventory
+    /// and its release plan: every problem located, at once.
+    #[test]
+    fn lifecycle_problems_are_located_all_at_once() {
+        let inv = r#"version: 1
+sites: [{ id: a, tier: prod, clouds: [here] }]
+clouds: [{ id: here, kind: local, local: { root: /tmp/x } }]
+approvers:
+  - { name: Dana, roles: [records-officer], public_key: "ed25519:AAAA" }
+apps:
+  - id: opts
+    version: Consultation.xx.v0
+    artifact: opts/{version}
+    target: local
+    sites: [a]
+    health_check: { command: ["true"] }
+    lifecycle: { scheme: template, max_active_majors: 0, purge_role: librarian }
+  - id: api
+    version: v3.1
+    artifact: api/{version}
+    target: local
+    sites: [a]
+    health_check: { command: ["true"] }
+    lifecycle: { purge_role: records-officer }
+"#;
+        let plan = r#"version: 1
+kind: release
+name: r
+releases:
+  - { app: opts, version: lab_results.zz.v2 }
+  - { app: api, version: "4.0" }
+waves: [{ name: all, sites: [a] }]
+on_failure: halt
+"#;
+        let loaded = load::parse_inventory(SourceFile::new("i.yaml", inv)).unwrap();
+        let mut d = super::inventory(&loaded);
+        let p = load::parse_release_plan(SourceFile::new("p.yaml", plan)).unwrap();
+        d.extend(super::release_plan(&p, &loaded.value));
+        let all = d.to_string();
+        for want in [
+            "i.yaml:8:14: apps[0].version: `Consultation.xx.v0`: the concept `Consultation` is not snake_case",
+            "; `xx` is not an ISO 639-1 language code",
+            "; the version part `v0` is not `v` and a major number from 1",
+            "apps[0].lifecycle.max_active_majors",
+            "apps[0].lifecycle.purge_role",
+            "no approver of the inventory holds role `librarian`",
+            "apps[1].version",
+            "`v3.1` is not a semantic version",
+            "p.yaml:5:27: releases[0].version",
+            "`zz` is not an ISO 639-1",
+            "releases[1].version",
+            "`4.0` is not a semantic version",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 pub use ferry_core::{
     approval, container, dibr, gate, hooks, kubernetes, load, migrate, model, ops, plan, readiness,
-    render, runbook, secret, target, validate, window,
+    render, runbook, secret, target, validate, versions, window,
 };
 
 pub mod artifact;

@@ -716,6 +716,7 @@ fn driver_spec(site: &str) -> TargetSpec {
         }),
         kubernetes: None,
         lines: vec![],
+        lifecycle: None,
         line: None,
     };
     TargetSpec {

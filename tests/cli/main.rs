@@ -28,4 +28,6 @@ mod rds;
 mod security;
 #[cfg(feature = "ssh")]
 mod ssh;
+#[cfg(feature = "ssh")]
+mod versions;
 mod windows;

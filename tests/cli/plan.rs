@@ -192,6 +192,14 @@ fn the_example_inventories_and_plans_in_the_repository_validate() {
                 "plans/ecrnow-db-to-cloud.yaml",
             ],
         ),
+        (
+            "inventories/templates.yaml",
+            vec![
+                "plans/opts-consultation-v1.yaml",
+                "plans/opts-consultation-v2.yaml",
+                "plans/opts-consultation-v3.yaml",
+            ],
+        ),
     ] {
         let out = std::process::Command::new(crate::support::BIN)
             .current_dir(&root)

@@ -531,6 +531,7 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
         docker: None,
         kubernetes: None,
         lines: vec![],
+        lifecycle: None,
         line: None,
     };
     let spec = TargetSpec {

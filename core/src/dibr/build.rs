@@ -191,6 +191,7 @@ pub fn build(i: Inputs<'_>) -> Doc {
         rollback: rollback(&c, &databases),
         risks: risks(&c, &releases, &checklist),
         releases,
+        catalog: body.versions.clone(),
         databases,
         checklist,
         backouts,

@@ -46,6 +46,8 @@ pub struct Doc {
     pub applied: bool,
     pub revisions: Vec<Revision>,
     pub releases: Vec<ReleaseRow>,
+    /// Versions of catalogued apps the plan deploys: state and revision at plan time.
+    pub catalog: Vec<crate::plan::CatalogedVersion>,
     pub dependencies: Vec<DependencyRow>,
     pub databases: Vec<DatabaseRow>,
     pub constraints: Vec<String>,

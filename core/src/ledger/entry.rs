@@ -79,6 +79,9 @@ pub enum Event {
     ManifestWritten,
     /// A bucket copy's verification ended: every missing, extra or different key.
     BucketVerified,
+    /// A version catalog change (`ferry versions`): `app`, `to` (the id) and a
+    /// `versions::Change` in `detail` with the reason; the catalog is replayed from these.
+    VersionChanged,
 }
 
 impl Event {
@@ -119,6 +122,7 @@ impl Event {
             Event::ObjectsDeleted => "objects_deleted",
             Event::ManifestWritten => "manifest_written",
             Event::BucketVerified => "bucket_verified",
+            Event::VersionChanged => "version_changed",
         }
     }
 }

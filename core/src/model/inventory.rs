@@ -668,6 +668,10 @@ pub struct App {
     /// history and back-out). Empty: one line.
     #[serde(default)]
     pub lines: Vec<Line>,
+    /// A version catalog with a lifecycle (`ferry versions`): release plans deploy only
+    /// active versions whose artifact is one of their revisions. Absent: any version.
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
     /// Set on the app of one line (`ecrnow@3`) made from an app with `lines`.
     #[serde(skip)]
     #[schemars(skip)]
@@ -695,6 +699,48 @@ pub fn major_of(version: &str) -> Option<u64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// An app's version lifecycle rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// How version ids are written: `semver` (`3.1.0`) or `template` (`concept.lang.vN`).
+    #[serde(default)]
+    pub scheme: crate::versions::Scheme,
+    /// Majors of one lineage active at once (the previous and the latest, by default).
+    #[serde(default = "default_max_active_majors")]
+    pub max_active_majors: u32,
+    /// The role (held by approvers of the inventory) whose signed approval a purge needs.
+    /// Without it, nothing of this app can be purged.
+    #[serde(default)]
+    pub purge_role: Option<String>,
+    /// The catalog's name when several apps (the same artifacts on local and ssh targets,
+    /// say) share one; default: the app's id.
+    #[serde(default)]
+    pub catalog: Option<String>,
+}
+
+impl App {
+    /// The version catalog the app's versions are kept in, if it has a lifecycle.
+    pub fn catalog(&self) -> Option<&str> {
+        self.lifecycle
+            .as_ref()
+            .map(|l| l.catalog.as_deref().unwrap_or(self.base_id()))
+    }
+}
+
+impl Lifecycle {
+    pub fn policy(&self) -> crate::versions::Policy {
+        crate::versions::Policy {
+            scheme: self.scheme,
+            max_active_majors: self.max_active_majors,
+        }
+    }
+}
+
+fn default_max_active_majors() -> u32 {
+    2
 }
 
 /// One major version line of an app.

@@ -13,9 +13,9 @@ pub use hook::{Hook, HookAction, HttpCall, HttpProbe, OnTimeout, ProbeSpec, SqlP
 pub use inventory::{
     App, Approver, AwsCloud, Bucket, Cloud, CloudKind, ConfigTemplate, Connection, Database,
     DockerApp, DockerCloud, DockerHealthcheck, DockerTls, Endpoint, Hardware, HealthCheck,
-    Inventory, KubernetesApp, KubernetesCloud, Line, LocalCloud, Maintenance, MaintenanceWindow,
-    Notice, PgTls, PostgresConnection, PullPolicy, RestartPolicy, RoleAssignment, Site, TargetKind,
-    Tier, UpdateOrder, Weekday, major_of, resource_name,
+    Inventory, KubernetesApp, KubernetesCloud, Lifecycle, Line, LocalCloud, Maintenance,
+    MaintenanceWindow, Notice, PgTls, PostgresConnection, PullPolicy, RestartPolicy,
+    RoleAssignment, Site, TargetKind, Tier, UpdateOrder, Weekday, major_of, resource_name,
 };
 pub use migration::{
     BucketCopy, DiffRule, Exclusion, MigrationKind, MigrationMode, MigrationPlan, qualified_table,

@@ -17,6 +17,7 @@ mod output;
 mod plan_cmd;
 #[cfg(feature = "aws")]
 mod rds_cmd;
+mod versions_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,6 +189,11 @@ pub enum Command {
     Keygen {
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+    },
+    /// Version catalogs: revisions, active majors, trash and purge (apps with `lifecycle`).
+    Versions {
+        #[command(subcommand)]
+        command: versions_cmd::VersionsCommand,
     },
     /// Inspect and verify the audit ledger.
     Ledger {
@@ -572,6 +578,7 @@ pub fn run(cli: Cli) -> ExitCode {
             comment,
         } => approve::approve(&ctx, &plan, &gate, &person, comment.as_deref()),
         Command::Keygen { out } => approve::keygen(&ctx, &out),
+        Command::Versions { command } => versions_cmd::run(&ctx, command),
         Command::Dibr {
             inventory,
             plan,

@@ -360,6 +360,7 @@ mod tests {
             docker: None,
             kubernetes: None,
             lines: vec![],
+            lifecycle: None,
             line: None,
         };
         let cloud = Cloud {

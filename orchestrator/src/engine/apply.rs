@@ -120,6 +120,10 @@ pub async fn apply(
     if !changed.is_empty() {
         return Err(Error::Stale(changed));
     }
+    let moved = super::versions::changed_since_plan(&entries, &plan)?;
+    if !moved.is_empty() {
+        return Err(Error::Stale(moved));
+    }
     // The body is acted on, so it must be what the inputs produce (not only the inputs
     // unchanged): an edited plan cannot drop a gate or change a step.
     let edited = workspace::body_problems(&plan)?;

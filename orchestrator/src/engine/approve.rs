@@ -33,8 +33,15 @@ pub fn approve(
     let inv = workspace::plan_inventory(&plan)?;
     let inventory = inv.source.path.display().to_string();
     let g = gate_of(&plan, gate)?;
-    let who = approver(&inv.value.approvers, person, g, gate, &inventory)?;
-    let key = signing_key(who, &workspace::base_dir(Path::new(&inventory)))?;
+    let base = workspace::base_dir(Path::new(&inventory));
+    let key = role_key(
+        &inv.value.approvers,
+        person,
+        &g.role,
+        &format!("gate `{gate}`"),
+        &inventory,
+        &base,
+    )?;
     let signed = approval::sign(
         ApprovalPayload {
             format: APPROVAL_FORMAT.into(),
@@ -82,12 +89,25 @@ fn gate_of<'p>(plan: &'p SavedPlan, gate: &str) -> Result<&'p Gate, Error> {
         })
 }
 
-/// The inventory's approver `person`, who must hold the gate's role.
+/// The signing key of the inventory's approver `person`, who must hold `role` (which `what`,
+/// a gate or a purge, needs).
+pub(super) fn role_key(
+    approvers: &[Approver],
+    person: &str,
+    role: &str,
+    what: &str,
+    inventory: &str,
+    base: &Path,
+) -> Result<SigningKey, Error> {
+    signing_key(approver(approvers, person, role, what, inventory)?, base)
+}
+
+/// The inventory's approver `person`, who must hold `role`.
 fn approver<'a>(
     approvers: &'a [Approver],
     person: &str,
-    g: &Gate,
-    gate: &str,
+    role: &str,
+    what: &str,
     inventory: &str,
 ) -> Result<&'a Approver, Error> {
     let Some(who) = approvers.iter().find(|a| a.name == person) else {
@@ -95,15 +115,14 @@ fn approver<'a>(
             "`{person}` is not an approver in {inventory}; approvals are refused from anyone the inventory does not name"
         )));
     };
-    if !who.roles.contains(&g.role) {
+    if !who.roles.iter().any(|r| r == role) {
         let holders: Vec<&str> = approvers
             .iter()
-            .filter(|a| a.roles.contains(&g.role))
+            .filter(|a| a.roles.iter().any(|r| r == role))
             .map(|a| a.name.as_str())
             .collect();
         return Err(Error::Refused(format!(
-            "{person} does not hold role `{}`, which gate `{gate}` needs (held by: {})",
-            g.role,
+            "{person} does not hold role `{role}`, which {what} needs (held by: {})",
             holders.join(", ")
         )));
     }

@@ -17,6 +17,7 @@ pub mod runbook;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod versions;
 
 use std::path::PathBuf;
 

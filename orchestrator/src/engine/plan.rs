@@ -35,9 +35,35 @@ pub async fn make(
     }
     let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
     inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
+    let versions = catalogued(state, &inv.value, &base, &body, &inputs)?;
     let mut saved = workspace::new_saved_plan(&state.actor, inputs, body);
+    saved.body.versions = versions;
     workspace::preview_objects(&drivers, &specs, &mut saved, &inv.value, &base).await?;
     Ok(saved)
+}
+
+/// Every version the plan deploys of an app with a `lifecycle` is in the ledger's catalog,
+/// active, and one of its revisions: all refusals at once.
+fn catalogued(
+    state: &State,
+    inv: &Inventory,
+    base: &Path,
+    body: &plan::PlanBody,
+    inputs: &[plan::InputFile],
+) -> Result<Vec<plan::CatalogedVersion>, Error> {
+    if !super::versions::any_catalogued(inv, &body.steps) {
+        return Ok(vec![]);
+    }
+    let known = super::versions::catalog(state)?;
+    let (out, problems) = super::versions::check_steps(&known, inv, base, &body.steps, inputs);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Refused(format!(
+            "plan not written:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
 }
 
 /// A pre-change snapshot needs its database reachable with working credentials: say so now,

@@ -74,6 +74,7 @@ fn spec_at(base: &Path, kubeconfig: &str) -> TargetSpec {
             stuck_seconds: 0,
         }),
         lines: vec![],
+        lifecycle: None,
         line: None,
     };
     let cloud = Cloud {
