@@ -31,6 +31,11 @@ pub enum Op {
     RdsRestore {
         database: String,
         snapshot_id: String,
+        /// The snapshot's `SnapshotType` when it is not a manual one (`automated`,
+        /// `awsbackup`), recorded when it was chosen: AWS finds such a snapshot by id only
+        /// with its type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot_type: Option<String>,
         /// How the snapshot was chosen (given, or the latest before a time), for reviewers.
         chosen: String,
         new_identifier: String,
@@ -243,12 +248,17 @@ impl Op {
             ),
             Op::RdsRestore {
                 snapshot_id,
+                snapshot_type,
                 chosen,
                 new_identifier,
                 settings,
                 ..
             } => format!(
-                "restore snapshot {snapshot_id} ({chosen}) to new instance {new_identifier}{}",
+                "restore {}snapshot {snapshot_id} ({chosen}) to new instance {new_identifier}{}",
+                snapshot_type
+                    .as_deref()
+                    .map(|t| format!("{t} "))
+                    .unwrap_or_default(),
                 settings
                     .as_ref()
                     .map(|s| format!(", carrying over the current instance's {}", s.describe()))
@@ -650,6 +660,7 @@ mod tests {
         let op = Op::RdsRestore {
             database: "ehr".into(),
             snapshot_id: "s".into(),
+            snapshot_type: Some("automated".into()),
             chosen: "given".into(),
             new_identifier: "n".into(),
             instance_class: None,

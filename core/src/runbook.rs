@@ -364,6 +364,7 @@ fn step_op(action: &str, arg: &mut Args<'_>, inv: &Inventory) -> (Op, Option<Cho
             Op::RdsRestore {
                 database: database_id,
                 snapshot_id: String::new(),
+                snapshot_type: None,
                 chosen: String::new(),
                 new_identifier: arg.required("new_identifier"),
                 instance_class: arg.optional("instance_class"),

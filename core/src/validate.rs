@@ -79,6 +79,17 @@ pub fn inventory(inv: &Loaded<Inventory>) -> Diagnostics {
     lines::check_lines(i, &mut err);
     lines::check_databases(i, &mut err);
     for (n, d) in i.databases.iter().enumerate() {
+        match d.snapshot_retention {
+            Some(0) => err(
+                format!("databases[{n}].snapshot_retention"),
+                "is 0: a prune would delete every snapshot ferry took; keep at least 1".into(),
+            ),
+            Some(_) if !d.is_rds() => err(
+                format!("databases[{n}].snapshot_retention"),
+                "only an RDS instance (`cloud` and `identifier`) has snapshots to keep".into(),
+            ),
+            _ => {}
+        }
         if d.engine.starts_with("aurora") {
             err(
                 format!("databases[{n}].engine"),

@@ -166,6 +166,63 @@ fn snapshots_are_listed_and_taken_per_cloud_and_recorded() {
     .expect_code(1)
     .stderr_has("snapshot id someone-elses is already taken by a snapshot this plan did not make");
     assert_eq!(ws.events("operation_finished")[1]["outcome"], "failed");
+
+    // Retention: ferry's own snapshots beyond the newest one go; someone else's stays.
+    for id in ["weekly-1", "weekly-2"] {
+        let args = [
+            "snapshot",
+            "create",
+            "ehr",
+            "-i",
+            "inventory.yaml",
+            "--id",
+            id,
+        ];
+        with_creds(&ws, &args).expect_code(0);
+    }
+    let prune = |extra: &[&str]| {
+        let mut args = vec!["snapshot", "prune", "ehr", "-i", "inventory.yaml"];
+        args.extend(extra);
+        with_creds(&ws, &args)
+    };
+    prune(&[])
+        .expect_code(1)
+        .stderr_has("say --keep N, or set `snapshot_retention`");
+    prune(&["--keep", "1", "--dry-run"])
+        .expect_code(0)
+        .stdout_has("would delete 2, kept 1 of ferry's, left 2 of others alone")
+        .stdout_has("would delete before-upgrade");
+    // moto, like AWS, took an automated snapshot when the instance was created.
+    let before = east.snapshot_ids();
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert!(before.iter().any(|i| i.starts_with("rds:")), "{before:?}");
+    prune(&["--keep", "1"])
+        .expect_code(0)
+        .stdout_has("deleted weekly-1");
+    let after = east.snapshot_ids();
+    let kept: Vec<&String> = after.iter().filter(|i| !i.starts_with("rds:")).collect();
+    assert_eq!(kept, ["someone-elses", "weekly-2"], "{after:?}");
+    assert_eq!(after.len(), 3, "the automated snapshot stays: {after:?}");
+    let pruned = ws.events("operation_finished").pop().unwrap();
+    assert_eq!(pruned["to"], "rds.prune");
+    assert_eq!(
+        pruned["detail"]["deleted"],
+        serde_json::json!(["before-upgrade", "weekly-1"])
+    );
+    // AWS Backup's recovery points are asked for with SnapshotType `awsbackup` (none here).
+    with_creds(
+        &ws,
+        &[
+            "snapshot",
+            "list",
+            "ehr",
+            "-i",
+            "inventory.yaml",
+            "--aws-backup",
+        ],
+    )
+    .expect_code(0)
+    .stdout_has("weekly-2");
     ws.run(&["ledger", "verify"]).expect_code(0);
 }
 

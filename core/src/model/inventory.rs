@@ -837,6 +837,10 @@ pub struct Database {
     /// `identifier`), reachable by SQL (`postgres`), or both.
     #[serde(default)]
     pub postgres: Option<PostgresConnection>,
+    /// How many of ferry's own snapshots of the instance `ferry snapshot prune` keeps (the
+    /// newest); manual snapshots count toward the region's quota.
+    #[serde(default)]
+    pub snapshot_retention: Option<u32>,
 }
 
 impl Database {

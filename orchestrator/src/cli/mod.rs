@@ -338,6 +338,22 @@ pub enum SnapshotCommand {
         database: String,
         #[arg(short, long)]
         inventory: PathBuf,
+        /// AWS Backup's recovery points of the instance too (SnapshotType `awsbackup`).
+        #[arg(long)]
+        aws_backup: bool,
+    },
+    /// Delete ferry's own snapshots of the instance beyond the newest N (recorded); others'
+    /// snapshots, automated ones and AWS Backup's are never touched.
+    Prune {
+        database: String,
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// How many to keep (default: the database's `snapshot_retention`).
+        #[arg(long)]
+        keep: Option<u32>,
+        /// Say what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Take a snapshot now and wait until it is available (recorded in the ledger).
     Create {
@@ -608,7 +624,14 @@ pub fn run(cli: Cli) -> ExitCode {
                     SnapshotCommand::List {
                         database,
                         inventory,
-                    } => rds_cmd::snapshot_list(&ctx, &inventory, &database).await,
+                        aws_backup,
+                    } => rds_cmd::snapshot_list(&ctx, &inventory, &database, aws_backup).await,
+                    SnapshotCommand::Prune {
+                        database,
+                        inventory,
+                        keep,
+                        dry_run,
+                    } => rds_cmd::snapshot_prune(&ctx, &inventory, &database, keep, dry_run).await,
                     SnapshotCommand::Create {
                         database,
                         inventory,

@@ -1,4 +1,4 @@
-//! `ferry snapshot list|create` and `ferry runbook list|show|run`: the engine plans and acts
+//! `ferry snapshot list|create|prune` and `ferry runbook list|show|run`: the engine plans and acts
 //! (`engine::snapshot`, `engine::runbook`); this prints.
 
 use std::path::Path;
@@ -8,10 +8,28 @@ use super::{CliError, Ctx};
 use crate::engine::{runbook, snapshot};
 use crate::exit;
 
-pub async fn snapshot_list(ctx: &Ctx, inventory: &Path, database: &str) -> Result<u8, CliError> {
+pub async fn snapshot_list(
+    ctx: &Ctx,
+    inventory: &Path,
+    database: &str,
+    aws_backup: bool,
+) -> Result<u8, CliError> {
     let (inv, db) = snapshot::database(inventory, database)?;
-    let list = snapshot::list(&inv, database, &Lines).await?;
+    let list = snapshot::list(&inv, database, aws_backup, &Lines).await?;
     ctx.out().snapshots(&db, &list);
+    Ok(exit::OK)
+}
+
+pub async fn snapshot_prune(
+    ctx: &Ctx,
+    inventory: &Path,
+    database: &str,
+    keep: Option<u32>,
+    dry_run: bool,
+) -> Result<u8, CliError> {
+    let (inv, db) = snapshot::database(inventory, database)?;
+    let pruned = snapshot::prune(&ctx.state(), &inv, &db, keep, dry_run, &Lines).await?;
+    ctx.out().snapshots_pruned(database, &pruned);
     Ok(exit::OK)
 }
 

@@ -184,6 +184,7 @@ impl Cloud<'_> {
             Op::RdsRestore {
                 database,
                 snapshot_id,
+                snapshot_type,
                 chosen,
                 new_identifier,
                 settings,
@@ -195,12 +196,17 @@ impl Cloud<'_> {
                     *settings = Some(self.current(database).await?.carried());
                 }
                 let say = |l: String| self.progress.line(&l);
-                let list = self.rds.snapshots(database, &say).await.map_err(refused)?;
+                let list = self
+                    .rds
+                    .snapshots(database, None, &say)
+                    .await
+                    .map_err(refused)?;
                 let (named, before) =
                     choose.map_or((None, None), |c| (c.named.as_deref(), c.before.as_deref()));
                 match ops::choose_snapshot(&list, named, before) {
                     Ok((s, why)) => {
                         *snapshot_id = s.id.clone();
+                        *snapshot_type = (s.kind != "manual").then(|| s.kind.clone());
                         *chosen = format!("{why}; created {}", s.created);
                         if !s.engine_version.is_empty() {
                             self.restored_at

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{Error, State};
 use crate::drivers::OpContext;
 use crate::drivers::OpRunner;
-use crate::drivers::rds::RdsOps;
+use crate::drivers::rds::{Pruned, RdsOps};
 use crate::executor::Progress;
 use crate::ledger::{Event, NewEntry, Outcome};
 use crate::load::Loaded;
@@ -36,16 +36,91 @@ pub(crate) fn refused(e: crate::drivers::DriverError) -> Error {
     Error::Refused(e.to_string())
 }
 
-/// Every snapshot of the database's instance, oldest first.
+/// Every snapshot of the database's instance, oldest first; with `aws_backup`, AWS Backup's
+/// recovery points of it too.
 pub async fn list(
     inv: &Loaded<Inventory>,
     database: &str,
+    aws_backup: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<SnapshotInfo>, Error> {
     let rds = RdsOps::new(&inv.value, &workspace::base_dir(&inv.source.path));
-    rds.snapshots(database, &|l| progress.line(&l))
-        .await
-        .map_err(refused)
+    let say = |l: String| progress.line(&l);
+    let mut list = rds.snapshots(database, None, &say).await.map_err(refused)?;
+    if aws_backup {
+        list.extend(
+            rds.snapshots(database, Some("awsbackup"), &say)
+                .await
+                .map_err(refused)?,
+        );
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    }
+    Ok(list)
+}
+
+/// Deletes ferry's own snapshots of the database beyond the newest `keep` (or the database's
+/// `snapshot_retention`), recorded as an operation with what was deleted and kept.
+pub async fn prune(
+    state: &State,
+    inv: &Loaded<Inventory>,
+    db: &Database,
+    keep: Option<u32>,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<Pruned, Error> {
+    let Some(keep) = keep.or(db.snapshot_retention) else {
+        return Err(Error::Refused(format!(
+            "how many of ferry's snapshots of `{}` to keep: say --keep N, or set `snapshot_retention` on the database in {}",
+            db.id,
+            inv.source.path.display()
+        )));
+    };
+    if keep == 0 {
+        return Err(Error::Refused(
+            "--keep 0 would delete every snapshot ferry took: keep at least 1".into(),
+        ));
+    }
+    let rds = RdsOps::new(&inv.value, &workspace::base_dir(&inv.source.path));
+    let say = |l: String| progress.line(&l);
+    if dry_run {
+        return rds
+            .prune(&db.id, keep as usize, true, &say)
+            .await
+            .map_err(refused);
+    }
+    let target = plan::database_target(&inv.value, &db.id)?;
+    let operation = format!("prune-{}", uuid::Uuid::new_v4());
+    let entry = |event| {
+        let mut e = NewEntry::new(&state.actor, event);
+        e.target = Some(target.id.clone());
+        e.site = Some(target.site.clone());
+        e.app = Some(db.id.clone());
+        e.step = Some(operation.clone());
+        e.to = Some("rds.prune".to_owned());
+        e
+    };
+    state
+        .ledger
+        .append(entry(Event::OperationStarted).message(format!(
+            "delete ferry's snapshots of {} beyond the newest {keep}",
+            db.identifier
+        )))?;
+    let result = rds.prune(&db.id, keep as usize, false, &say).await;
+    let done = match &result {
+        Ok(p) => entry(Event::OperationFinished)
+            .outcome(Outcome::Ok)
+            .message(format!(
+                "deleted {} snapshot(s), kept {}",
+                p.deleted.len(),
+                p.kept.len()
+            ))
+            .detail(serde_json::to_value(p).expect("prunes serialize")),
+        Err(e) => entry(Event::OperationFinished)
+            .outcome(Outcome::Failed)
+            .message(e.to_string()),
+    };
+    state.ledger.append(done)?;
+    result.map_err(refused)
 }
 
 /// Takes snapshot `id` (default `ferry-INSTANCE-YYYYMMDD-HHMMSS`) of the database now and

@@ -360,6 +360,21 @@ impl Printer for Human {
         self.say(&text);
     }
 
+    #[cfg(feature = "aws")]
+    fn snapshots_pruned(&mut self, database: &str, p: &crate::drivers::rds::Pruned) {
+        let verb = if p.dry_run { "would delete" } else { "deleted" };
+        let mut text = format!(
+            "Snapshots of `{database}`: {verb} {}, kept {} of ferry's, left {} of others alone.",
+            p.deleted.len(),
+            p.kept.len(),
+            p.others
+        );
+        for id in &p.deleted {
+            text.push_str(&format!("\n  {verb} {id}"));
+        }
+        self.say(&text);
+    }
+
     fn runbooks(&mut self, list: &[Loaded<Runbook>]) {
         for rb in list {
             let r = &rb.value;

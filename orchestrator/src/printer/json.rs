@@ -231,6 +231,11 @@ impl Printer for Json {
         );
     }
 
+    #[cfg(feature = "aws")]
+    fn snapshots_pruned(&mut self, database: &str, p: &crate::drivers::rds::Pruned) {
+        self.doc(&json!({ "format": "ferry.snapshot_prune", "version": JSON_VERSION, "database": database, "prune": p }));
+    }
+
     fn runbooks(&mut self, list: &[Loaded<Runbook>]) {
         let rows: Vec<_> = list
             .iter()

@@ -71,6 +71,9 @@ pub trait Printer {
     fn history(&mut self, app: &str, site: &str, targets: &[(String, History)]);
     fn snapshots(&mut self, db: &Database, list: &[SnapshotInfo]);
     fn snapshot_created(&mut self, database: &str, detail: &serde_json::Value);
+    /// `ferry snapshot prune`: what was deleted (or would be) and kept.
+    #[cfg(feature = "aws")]
+    fn snapshots_pruned(&mut self, database: &str, p: &crate::drivers::rds::Pruned);
     fn runbooks(&mut self, list: &[Loaded<Runbook>]);
     fn runbook(&mut self, rb: &Loaded<Runbook>);
     /// The parameters a runbook was planned with (text only).

@@ -173,11 +173,28 @@ impl AwsError {
 pub trait RdsApi: Send + Sync {
     /// `None` when there is no such instance.
     async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>, AwsError>;
-    /// `None` when there is no such snapshot.
-    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>, AwsError>;
-    /// Every snapshot of an instance (all pages), manual and automated.
-    async fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>, AwsError>;
-    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>, AwsError>;
+    /// `None` when there is no such snapshot. `kind` is its `SnapshotType` when it is not a
+    /// manual one: "If this identifier is for an automated snapshot, the SnapshotType parameter
+    /// must also be specified" (RDS API reference, DescribeDBSnapshots).
+    async fn snapshot(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<Option<SnapshotInfo>, AwsError>;
+    /// Every snapshot of an instance (all pages): manual and automated (`kind` `None`, what
+    /// AWS returns without a SnapshotType), or of one `SnapshotType` (`awsbackup`).
+    async fn snapshots(
+        &self,
+        instance: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, AwsError>;
+    async fn snapshot_tags(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, AwsError>;
+    /// Deletes a manual snapshot (DeleteDBSnapshot).
+    async fn delete_snapshot(&self, id: &str) -> Result<(), AwsError>;
     async fn create_snapshot(
         &self,
         instance: &str,

@@ -97,6 +97,11 @@ impl FakeRds {
     }
 
     pub fn add_snapshot(&self, id: &str, instance: &str, created: &str) {
+        self.add_snapshot_of_kind(id, instance, created, "manual");
+    }
+
+    /// A snapshot of a `SnapshotType`: `automated` (named `rds:...` by AWS), `awsbackup`.
+    pub fn add_snapshot_of_kind(&self, id: &str, instance: &str, created: &str, kind: &str) {
         self.state.lock().unwrap().snapshots.insert(
             id.into(),
             (
@@ -105,7 +110,7 @@ impl FakeRds {
                     instance: instance.into(),
                     status: "available".into(),
                     created: created.into(),
-                    kind: "manual".into(),
+                    kind: kind.into(),
                     engine_version: "15.4".into(),
                 },
                 BTreeMap::new(),
@@ -184,6 +189,13 @@ fn lost(s: &mut State) -> Result<(), AwsError> {
     Ok(())
 }
 
+/// Whether describing a snapshot by id finds it: "If this identifier is for an automated
+/// snapshot, the SnapshotType parameter must also be specified" (RDS API reference,
+/// DescribeDBSnapshots); without it AWS answers that there is no such snapshot.
+fn described(i: &SnapshotInfo, kind: Option<&str>) -> bool {
+    i.kind == "manual" || kind == Some(i.kind.as_str())
+}
+
 fn advance(status: &mut String, q: &mut VecDeque<String>) {
     if let Some(next) = q.pop_front() {
         *status = next;
@@ -203,26 +215,69 @@ impl RdsApi for FakeRds {
             now
         }))
     }
-    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>, AwsError> {
+    async fn snapshot(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<Option<SnapshotInfo>, AwsError> {
         let mut s = self.enter(format!("describe-snapshot {id}"))?;
-        Ok(s.snapshots.get_mut(id).map(|(i, _, q)| {
-            let now = i.clone();
-            advance(&mut i.status, q);
-            now
-        }))
+        Ok(s.snapshots
+            .get_mut(id)
+            .filter(|(i, _, _)| described(i, kind))
+            .map(|(i, _, q)| {
+                let now = i.clone();
+                advance(&mut i.status, q);
+                now
+            }))
     }
-    async fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>, AwsError> {
+    async fn snapshots(
+        &self,
+        instance: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, AwsError> {
         let s = self.enter(format!("list-snapshots {instance}"))?;
+        // Without a SnapshotType "both automated and manual snapshots are returned" (RDS API
+        // reference, DescribeDBSnapshots); AWS Backup's only when asked for (`awsbackup`).
         Ok(s.snapshots
             .values()
             .filter(|(i, _, _)| i.instance == instance)
+            .filter(|(i, _, _)| match kind {
+                None => i.kind == "manual" || i.kind == "automated",
+                Some(k) => i.kind == k,
+            })
             .map(|(i, _, _)| i.clone())
             .collect())
     }
-    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn delete_snapshot(&self, id: &str) -> Result<(), AwsError> {
+        let mut s = self.enter(format!("delete-snapshot {id}"))?;
+        match s.snapshots.get(id).map(|(i, _, _)| i.kind.clone()) {
+            None => Err(AwsError::new(
+                AwsErrorKind::NotFound,
+                "DBSnapshotNotFound",
+                format!("DBSnapshot {id} not found."),
+            )),
+            // "The DB snapshot must be in the available state to be deleted" and only manual
+            // snapshots can be deleted this way (automated ones go with their retention).
+            Some(k) if k != "manual" => Err(AwsError::new(
+                AwsErrorKind::InvalidState,
+                "InvalidDBSnapshotState",
+                format!("Only manual snapshots may be deleted; {id} is {k}."),
+            )),
+            Some(_) => {
+                s.snapshots.remove(id);
+                lost(&mut s)
+            }
+        }
+    }
+    async fn snapshot_tags(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, AwsError> {
         let s = self.enter(format!("snapshot-tags {id}"))?;
         Ok(s.snapshots
             .get(id)
+            .filter(|(i, _, _)| described(i, kind))
             .map(|(_, t, _)| t.clone())
             .unwrap_or_default())
     }

@@ -287,7 +287,7 @@ impl RdsOps {
             SNAPSHOT_FAILED,
             timeout,
             |s: &SnapshotInfo| &s.status,
-            || self.call(cx, "DescribeDBSnapshots", || api.snapshot(id)),
+            || self.call(cx, "DescribeDBSnapshots", || api.snapshot(id, None)),
         )
         .await
     }
@@ -330,20 +330,71 @@ impl RdsOps {
             .await
     }
 
-    /// Every snapshot of the database's instance, oldest first.
+    /// Every snapshot of the database's instance, oldest first: manual and automated, or of
+    /// one `SnapshotType` (`awsbackup`: AWS Backup's recovery points).
     pub async fn snapshots(
         &self,
         database: &str,
+        kind: Option<&str>,
         say: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Vec<SnapshotInfo>, DriverError> {
         let (db, aws, place) = self.database(database)?;
         let api = self.api(db, aws)?;
         let cx = Call::new(db, aws, place, "list snapshots", say);
         let mut list = self
-            .call(&cx, "DescribeDBSnapshots", || api.snapshots(&db.identifier))
+            .call(&cx, "DescribeDBSnapshots", || {
+                api.snapshots(&db.identifier, kind)
+            })
             .await?;
         list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(list)
+    }
+
+    /// Deletes ferry's own manual snapshots of the database's instance (those carrying
+    /// `ferry:plan`) beyond the newest `keep` available ones; snapshots of anyone else,
+    /// automated ones and AWS Backup's are never touched. With `dry_run` nothing is deleted.
+    pub async fn prune(
+        &self,
+        database: &str,
+        keep: usize,
+        dry_run: bool,
+        say: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Pruned, DriverError> {
+        let (db, aws, place) = self.database(database)?;
+        let api = self.api(db, aws)?;
+        let cx = Call::new(db, aws, place, "prune snapshots", say);
+        let mut ours = Vec::new();
+        let mut others = 0;
+        for s in self.snapshots(database, None, say).await? {
+            if s.kind != "manual" || s.status != "available" {
+                others += 1;
+                continue;
+            }
+            let tags = self
+                .call(&cx, "DescribeDBSnapshots", || {
+                    api.snapshot_tags(&s.id, None)
+                })
+                .await?;
+            if tags.contains_key(TAG_PLAN) {
+                ours.push(s.id);
+            } else {
+                others += 1;
+            }
+        }
+        // Oldest first: the newest `keep` are the last ones.
+        let cut = ours.len().saturating_sub(keep);
+        let (old, kept) = ours.split_at(cut);
+        for id in old.iter().filter(|_| !dry_run) {
+            (cx.say)(format!("  delete  snapshot {id}"));
+            self.mutate(&cx, "DeleteDBSnapshot", || api.delete_snapshot(id))
+                .await?;
+        }
+        Ok(Pruned {
+            deleted: old.to_vec(),
+            kept: kept.to_vec(),
+            others,
+            dry_run,
+        })
     }
 
     async fn snapshot_op(
@@ -357,12 +408,12 @@ impl RdsOps {
     ) -> Result<Value, DriverError> {
         let mut adopted = false;
         match self
-            .call(cx, "DescribeDBSnapshots", || api.snapshot(id))
+            .call(cx, "DescribeDBSnapshots", || api.snapshot(id, None))
             .await?
         {
             Some(_) => {
                 let tags = self
-                    .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id))
+                    .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id, None))
                     .await?;
                 if !ours(&tags, run) {
                     return Err(cx.error(
@@ -389,7 +440,7 @@ impl RdsOps {
                 if made.is_none() {
                     // A lost answer: the snapshot there must be this plan's.
                     let theirs = self
-                        .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id))
+                        .call(cx, "DescribeDBSnapshots", || api.snapshot_tags(id, None))
                         .await?;
                     if !ours(&theirs, run) {
                         return Err(cx.error(
@@ -412,6 +463,16 @@ impl RdsOps {
             "adopted": adopted,
         }))
     }
+}
+
+/// What a prune deleted (or would have, with `dry_run`) and kept.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    pub kept: Vec<String>,
+    /// Snapshots left alone: not ferry's, automated, or not available.
+    pub others: usize,
+    pub dry_run: bool,
 }
 
 /// Tags on what a plan's step creates.
@@ -535,6 +596,7 @@ impl OpRunner for RdsOps {
             }
             Op::RdsRestore {
                 snapshot_id,
+                snapshot_type,
                 new_identifier,
                 instance_class,
                 chosen,
@@ -545,7 +607,7 @@ impl OpRunner for RdsOps {
                     .restore_op(
                         &o,
                         database,
-                        snapshot_id,
+                        (snapshot_id, snapshot_type.as_deref()),
                         new_identifier,
                         instance_class.as_deref(),
                         settings.as_ref(),
@@ -693,7 +755,7 @@ impl RdsOps {
         &self,
         o: &OpCx<'_>,
         database: &str,
-        snapshot_id: &str,
+        (snapshot_id, snapshot_type): (&str, Option<&str>),
         new_identifier: &str,
         instance_class: Option<&str>,
         settings: Option<&InstanceSettings>,
@@ -718,7 +780,9 @@ impl RdsOps {
             None => {}
         }
         if self
-            .call(cx, "DescribeDBSnapshots", || api.snapshot(snapshot_id))
+            .call(cx, "DescribeDBSnapshots", || {
+                api.snapshot(snapshot_id, snapshot_type)
+            })
             .await?
             .is_none()
         {
@@ -920,7 +984,7 @@ impl RdsOps {
             .await?;
         if exists.is_none() {
             if self
-                .call(cx, "DescribeDBSnapshots", || api.snapshot(final_id))
+                .call(cx, "DescribeDBSnapshots", || api.snapshot(final_id, None))
                 .await?
                 .is_none()
             {

@@ -229,11 +229,16 @@ impl RdsApi for SdkRds {
         }
     }
 
-    async fn snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>, AwsError> {
+    async fn snapshot(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<Option<SnapshotInfo>, AwsError> {
         match self
             .client
             .describe_db_snapshots()
             .db_snapshot_identifier(id)
+            .set_snapshot_type(typed(kind))
             .send()
             .await
             .map_err(error)
@@ -244,7 +249,11 @@ impl RdsApi for SdkRds {
         }
     }
 
-    async fn snapshots(&self, instance_id: &str) -> Result<Vec<SnapshotInfo>, AwsError> {
+    async fn snapshots(
+        &self,
+        instance_id: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, AwsError> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -252,6 +261,7 @@ impl RdsApi for SdkRds {
                 .client
                 .describe_db_snapshots()
                 .db_instance_identifier(instance_id)
+                .set_snapshot_type(kind.map(str::to_owned))
                 .set_marker(marker.clone())
                 .send()
                 .await
@@ -266,11 +276,16 @@ impl RdsApi for SdkRds {
         }
     }
 
-    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn snapshot_tags(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, AwsError> {
         let out = self
             .client
             .describe_db_snapshots()
             .db_snapshot_identifier(id)
+            .set_snapshot_type(typed(kind))
             .send()
             .await
             .map_err(error)?;
@@ -279,6 +294,16 @@ impl RdsApi for SdkRds {
             .first()
             .map(|s| tag_map(s.tag_list()))
             .unwrap_or_default())
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<(), AwsError> {
+        self.client
+            .delete_db_snapshot()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(error)
     }
 
     async fn create_snapshot(
@@ -366,4 +391,10 @@ impl RdsApi for SdkRds {
             .map_err(error)?;
         Ok(())
     }
+}
+
+/// The SnapshotType to describe one snapshot by: none for a manual one (AWS's default lists
+/// manual and automated, but an automated one named by id needs its type).
+fn typed(kind: Option<&str>) -> Option<String> {
+    kind.filter(|k| *k != "manual").map(str::to_owned)
 }

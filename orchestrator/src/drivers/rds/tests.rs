@@ -171,6 +171,7 @@ fn restore_op(snapshot: &str) -> Op {
     Op::RdsRestore {
         database: "ehr".into(),
         snapshot_id: snapshot.into(),
+        snapshot_type: None,
         chosen: "given".into(),
         new_identifier: "ehr-prod-restored".into(),
         instance_class: None,
@@ -522,4 +523,89 @@ async fn a_change_whose_answer_was_lost_is_recognised_on_retry_not_failed() {
         .filter(|c| c.starts_with("create-snapshot"))
         .count();
     assert_eq!(creates, 2);
+}
+
+/// An automated snapshot is found by id only with its SnapshotType (the fake answers as AWS
+/// documents): the type recorded when the snapshot was chosen is what makes the restore work.
+#[tokio::test]
+async fn an_automated_snapshot_is_restored_by_the_type_recorded_when_it_was_chosen() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let id = "rds:ehr-prod-2026-11-20-03-10";
+    fake.add_snapshot_of_kind(id, "ehr-prod", "2026-11-20T03:10:00Z", "automated");
+    let ops = ops(fake.clone());
+    let list = ops.snapshots("ehr", None, &|_| {}).await.unwrap();
+    assert_eq!(list[0].kind, "automated", "a listing without a type has it");
+    let e = run(&ops, &Said::new(), "s003", &restore_op(id))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("snapshot {id} does not exist")), "{e}");
+    let mut typed = restore_op(id);
+    if let Op::RdsRestore { snapshot_type, .. } = &mut typed {
+        *snapshot_type = Some("automated".into());
+    }
+    let out = run(&ops, &Said::new(), "s003", &typed).await.unwrap();
+    assert_eq!(out["snapshot"], id);
+    assert_eq!(fake.instance_ids(), ["ehr-prod", "ehr-prod-restored"]);
+    // AWS Backup's recovery points are listed only when asked for.
+    fake.add_snapshot_of_kind(
+        "awsbackup:job-1",
+        "ehr-prod",
+        "2026-11-21T00:00:00Z",
+        "awsbackup",
+    );
+    assert_eq!(ops.snapshots("ehr", None, &|_| {}).await.unwrap().len(), 1);
+    let backups = ops
+        .snapshots("ehr", Some("awsbackup"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(backups[0].id, "awsbackup:job-1");
+}
+
+/// A prune deletes ferry's own oldest snapshots beyond the retention, never anyone else's,
+/// an automated one or AWS Backup's; a dry run deletes nothing; a lost answer is not a failure.
+#[tokio::test]
+async fn a_prune_deletes_only_ferrys_oldest_snapshots() {
+    let fake = Arc::new(FakeRds::with_instance("ehr-prod"));
+    let ops = ops(fake.clone());
+    for k in 1..=4 {
+        run(&ops, &Said::new(), &format!("s00{k}"), &snapshot_op(60))
+            .await
+            .unwrap();
+    }
+    fake.add_snapshot("someone-elses", "ehr-prod", "2000-01-01T00:00:00Z");
+    fake.add_snapshot_of_kind(
+        "rds:ehr-prod-old",
+        "ehr-prod",
+        "2000-01-01T00:00:00Z",
+        "automated",
+    );
+    let dry = ops.prune("ehr", 2, true, &|_| {}).await.unwrap();
+    assert_eq!(dry.deleted.len(), 2);
+    assert_eq!(ops.snapshots("ehr", None, &|_| {}).await.unwrap().len(), 6);
+    fake.lose_answers(1);
+    let done = ops.prune("ehr", 2, false, &|_| {}).await.unwrap();
+    assert_eq!(done.deleted, dry.deleted);
+    assert_eq!(done.others, 2);
+    let left: Vec<String> = ops
+        .snapshots("ehr", None, &|_| {})
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(
+        left.contains(&"someone-elses".to_owned()) && left.contains(&"rds:ehr-prod-old".to_owned())
+    );
+    for gone in &done.deleted {
+        assert!(!left.contains(gone));
+    }
+    assert_eq!(
+        done.kept,
+        left.iter()
+            .filter(|i| i.starts_with("ferry-"))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
 }
