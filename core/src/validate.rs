@@ -283,9 +283,28 @@ fn check_clouds(i: &Inventory, err: &mut impl FnMut(String, String)) {
                     format!("`{u}` is not an http(s) URL"),
                 );
             }
+            if a.access_key_id.is_some() != a.secret_access_key.is_some() {
+                err(
+                    format!("{at}.aws"),
+                    "access_key_id and secret_access_key go together (or leave both out for the default credential chain)".into(),
+                );
+            }
+            if a.session_token.is_some() && a.access_key_id.is_none() {
+                err(
+                    format!("{at}.aws.session_token"),
+                    "a session token belongs to static keys (access_key_id, secret_access_key)"
+                        .into(),
+                );
+            }
+            if a.profile.is_some() && a.access_key_id.is_some() {
+                err(
+                    format!("{at}.aws.profile"),
+                    "a profile is for the default credential chain; static keys are set: use one or the other".into(),
+                );
+            }
             for (field, value) in [
-                ("access_key_id", Some(&a.access_key_id)),
-                ("secret_access_key", Some(&a.secret_access_key)),
+                ("access_key_id", a.access_key_id.as_ref()),
+                ("secret_access_key", a.secret_access_key.as_ref()),
                 ("session_token", a.session_token.as_ref()),
             ] {
                 if let Some(v) = value
@@ -1478,6 +1497,9 @@ clouds:
   - id: aws1
     kind: aws
     aws: { account: "12345", region: "", endpoint_url: "localhost:5000", access_key_id: "AKIAEXAMPLE", max_attempts: 0 }
+  - id: aws2
+    kind: aws
+    aws: { account: "123456789012", region: us-east-1, session_token: "env:T", profile: ops }
 apps:
   - { id: web, version: "1", artifact: x, target: local, sites: [a, b], health_check: { command: [t] } }
   - { id: db, version: "1", artifact: x, target: rds, sites: [a], health_check: { command: [t] } }
@@ -1513,6 +1535,8 @@ snapshots:
             "clouds[1].aws.endpoint_url: `localhost:5000` is not an http(s) URL",
             "clouds[1].aws.access_key_id: is not a secret reference",
             "clouds[1].aws: max_attempts and timeout_seconds must be at least 1",
+            "clouds[1].aws: access_key_id and secret_access_key go together (or leave both out for the default credential chain)",
+            "clouds[2].aws.session_token: a session token belongs to static keys",
             "apps[1].target: `rds` is where `databases` live, not an app target",
             "plan.yaml:9:17: snapshots[1].database: database `nosite` belongs to no site of this plan's waves",
             "snapshots[2].database: database `ghost` is not in the inventory's `databases`",

@@ -252,7 +252,7 @@ fn missing_credentials_and_an_unreachable_cloud_are_clear_at_plan_time() {
         .output()
         .unwrap());
     r.expect_code(1).stderr_has(
-        "AWS credentials for cloud `aws-east` are missing: secret `clouds.aws-east.aws.access_key_id`: environment variable `AWS_ACCESS_KEY_ID` is not set",
+        "no AWS credentials for cloud `aws-east`: the default chain (environment, shared config, web identity, container or instance role) found none",
     );
     assert!(!ws.path().join("snap.json").exists(), "no plan is written");
 
@@ -664,4 +664,69 @@ fn an_interrupted_restore_resumes_without_a_second_instance() {
         1,
         "the dead run's lock was taken over"
     );
+}
+
+/// A cloud that names no keys gets AWS's default chain: a profile of the shared credentials
+/// file, or a web identity (CI OIDC, EKS IRSA) exchanged with STS (moto's, through
+/// `AWS_ENDPOINT_URL_STS`); a cloud's own keys override the chain (the west cloud's files).
+#[test]
+fn the_default_credential_chain_reads_a_profile_and_a_web_identity() {
+    let (east, _west, ws) = clouds(6);
+    let list = ["snapshot", "list", "ehr", "-i", "inventory.yaml"];
+    let inventory = std::fs::read_to_string(ws.path().join("inventory.yaml")).unwrap();
+    let at = format!("endpoint_url: \"{}\"", east.url());
+    ws.write(
+        "inventory.yaml",
+        &inventory.replace(&at, &format!("{at}, profile: ci")),
+    );
+    ws.write(
+        "aws/credentials",
+        "[ci]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    );
+    let creds = ws.path().join("aws/credentials");
+    Run(ws
+        .cmd(&list)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .output()
+        .unwrap())
+    .expect_code(0)
+    .stdout_has("rds:ehr-prod");
+    // The profile named is the one read: another is not found, and the error says which.
+    ws.write(
+        "aws/credentials",
+        "[other]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    );
+    Run(ws
+        .cmd(&list)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .output()
+        .unwrap())
+    .expect_code(1)
+    .stderr_has("no AWS credentials for cloud `aws-east`")
+    .stderr_has("profile `ci`");
+
+    // A web identity: the token file and role a CI job's OIDC (or EKS) provides.
+    ws.write("inventory.yaml", &inventory);
+    ws.write("oidc-token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln\n");
+    let made = Run(ws
+        .cmd(&[
+            "snapshot",
+            "create",
+            "ehr",
+            "-i",
+            "inventory.yaml",
+            "--id",
+            "from-ci",
+        ])
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", ws.path().join("oidc-token"))
+        // moto keeps resources per account: the role is in the account the instance is in.
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ferry-ci")
+        .env("AWS_ROLE_SESSION_NAME", "ferry-ci")
+        .env("AWS_ENDPOINT_URL_STS", east.url())
+        .env("FERRY_RDS_POLL_MS", "50")
+        .output()
+        .unwrap());
+    made.expect_code(0)
+        .stdout_has("Snapshot from-ci of database `ehr` is available");
+    assert!(east.snapshot_ids().contains(&"from-ci".to_owned()));
 }

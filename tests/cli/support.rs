@@ -110,6 +110,14 @@ apps:
             .env("FERRY_ACTOR", "tester")
             .env("FERRY_IT_HANG_DIR", self.path())
             .env_remove("FERRY_LEDGER")
+            // AWS's default credential chain reads only what a test gives it, and never asks
+            // an instance metadata service (no traffic beyond loopback).
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_ROLE_ARN")
             .stdin(Stdio::null());
         c
     }

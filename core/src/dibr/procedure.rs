@@ -199,10 +199,12 @@ fn cloud_access(cl: &crate::model::Cloud, skill: &mut impl FnMut(&str)) -> Strin
     }
     if let Some(a) = &cl.aws {
         skill("AWS RDS");
-        return format!(
-            "AWS account {} in {}, key id from {}",
-            a.account, a.region, a.access_key_id
-        );
+        let creds = match (&a.access_key_id, &a.profile) {
+            (Some(key), _) => format!("key id from {key}"),
+            (None, Some(p)) => format!("credentials from the default chain, profile `{p}`"),
+            (None, None) => "credentials from the default chain".into(),
+        };
+        return format!("AWS account {} in {}, {creds}", a.account, a.region);
     }
     "no connection settings".into()
 }

@@ -310,12 +310,20 @@ pub struct AwsCloud {
     pub region: String,
     #[serde(default)]
     pub endpoint_url: Option<String>,
-    #[serde(default = "default_aws_key_id")]
-    pub access_key_id: String,
-    #[serde(default = "default_aws_secret")]
-    pub secret_access_key: String,
+    /// Static keys, as secret references (`env:`/`file:`), overriding the default chain.
+    /// Without them ferry uses AWS's default credential chain: environment variables, the
+    /// shared config and credentials files (`profile`, SSO), web identity (CI OIDC, EKS IRSA),
+    /// container and instance roles; what it provides is refreshed before it expires.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
     #[serde(default)]
     pub session_token: Option<String>,
+    /// The profile of the shared config files the default chain reads (default: `default`,
+    /// or `AWS_PROFILE`).
+    #[serde(default)]
+    pub profile: Option<String>,
     /// Attempts of one call when AWS throttles or a 5xx/connection error occurs (backoff
     /// between them).
     #[serde(default = "default_aws_attempts")]
@@ -323,14 +331,6 @@ pub struct AwsCloud {
     /// Deadline of one API call.
     #[serde(default = "default_aws_timeout")]
     pub timeout_seconds: u64,
-}
-
-fn default_aws_key_id() -> String {
-    "env:AWS_ACCESS_KEY_ID".into()
-}
-
-fn default_aws_secret() -> String {
-    "env:AWS_SECRET_ACCESS_KEY".into()
 }
 
 fn default_aws_attempts() -> u32 {

@@ -6,6 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::{
+    self, ProvideCredentials, SharedCredentialsProvider, error::CredentialsError,
+};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::config::retry::RetryConfig;
 use aws_sdk_rds::config::timeout::TimeoutConfig;
@@ -41,9 +45,22 @@ impl SdkRds {
     }
 }
 
-/// The inventory's credentials of an AWS cloud, resolved now; a missing one is an error naming
-/// the cloud and the reference, never the value.
-pub fn credentials(cloud_id: &str, aws: &AwsCloud, base: &Path) -> Result<Credentials, AwsError> {
+/// The credentials of an AWS cloud: its own keys (secret references, resolved now; a missing
+/// one is an error naming the cloud and the reference, never the value), or else AWS's default
+/// chain, built on first use and refreshed by the SDK before what it provides expires.
+pub fn credentials(
+    cloud_id: &str,
+    aws: &AwsCloud,
+    base: &Path,
+) -> Result<SharedCredentialsProvider, AwsError> {
+    let (Some(key_ref), Some(secret_ref)) = (&aws.access_key_id, &aws.secret_access_key) else {
+        return Ok(SharedCredentialsProvider::new(DefaultChain {
+            cloud: cloud_id.to_owned(),
+            region: aws.region.clone(),
+            profile: aws.profile.clone(),
+            chain: tokio::sync::OnceCell::new(),
+        }));
+    };
     let secret = |label: &str, reference: &str| {
         SecretRef::parse(reference)
             .and_then(|r| r.resolve(&format!("clouds.{cloud_id}.aws.{label}"), base))
@@ -55,19 +72,66 @@ pub fn credentials(cloud_id: &str, aws: &AwsCloud, base: &Path) -> Result<Creden
                 )
             })
     };
-    let key = secret("access_key_id", &aws.access_key_id)?;
-    let secret_key = secret("secret_access_key", &aws.secret_access_key)?;
+    let key = secret("access_key_id", key_ref)?;
+    let secret_key = secret("secret_access_key", secret_ref)?;
     let token = match &aws.session_token {
         Some(t) => Some(secret("session_token", t)?),
         None => None,
     };
-    Ok(Credentials::new(
+    Ok(SharedCredentialsProvider::new(Credentials::new(
         key.expose(),
         secret_key.expose(),
         token.map(|t| t.expose().to_owned()),
         None,
         "ferry-inventory",
-    ))
+    )))
+}
+
+/// Where the default chain's failure is said: the SDK carries it inside its own error.
+const NO_CREDENTIALS: &str = "no AWS credentials for cloud";
+
+/// AWS's default credential chain for one cloud (environment, shared config and credentials
+/// files with SSO, web identity, container and instance roles), built on first use: building
+/// it reads the shared config files, asynchronously.
+#[derive(Debug)]
+struct DefaultChain {
+    cloud: String,
+    region: String,
+    profile: Option<String>,
+    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
+}
+
+impl ProvideCredentials for DefaultChain {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| async {
+                    let mut b =
+                        DefaultCredentialsChain::builder().region(Region::new(self.region.clone()));
+                    if let Some(p) = &self.profile {
+                        b = b.profile_name(p);
+                    }
+                    b.build().await
+                })
+                .await;
+            chain.provide_credentials().await.map_err(|e| {
+                let profile = self
+                    .profile
+                    .as_deref()
+                    .map(|p| format!(", profile `{p}`"))
+                    .unwrap_or_default();
+                CredentialsError::not_loaded(format!(
+                    "{NO_CREDENTIALS} `{}`: the default chain (environment, shared config{profile}, web identity, container or instance role) found none ({}); or name keys in the inventory (`access_key_id`, `secret_access_key`)",
+                    self.cloud,
+                    aws_sdk_rds::error::DisplayErrorContext(&e)
+                ))
+            })
+        })
+    }
 }
 
 /// One call's deadlines from the cloud's `timeout_seconds` (connecting: at most 10 s).
@@ -87,6 +151,12 @@ where
     R: std::fmt::Debug + HttpStatus,
 {
     let status = e.raw_response().map(HttpStatus::status);
+    let context = aws_sdk_rds::error::DisplayErrorContext(&e).to_string();
+    if let Some(at) = context.find(NO_CREDENTIALS) {
+        let said = &context[at..];
+        let said = said.split(": CredentialsNotLoaded").next().unwrap_or(said);
+        return AwsError::new(AwsErrorKind::Credentials, "", said.trim_end());
+    }
     match &e {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
             let code = e.code().unwrap_or_default().to_owned();
