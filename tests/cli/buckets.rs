@@ -556,7 +556,7 @@ fn missing_credentials_and_an_unreachable_endpoint_are_named_at_plan_time() {
     let inv = Workspace::inventory("").replace(
         "clouds:\n",
         &format!(
-            "clouds:\n  - {{ id: onprem-s3, kind: aws, aws: {{ account: \"111111111111\", region: us-east-1, endpoint_url: \"{}\", max_attempts: 1, timeout_seconds: 5 }} }}\n  - {{ id: gone, kind: aws, aws: {{ account: \"222222222222\", region: us-east-1, endpoint_url: \"http://127.62.2.9:9\", max_attempts: 2, timeout_seconds: 3 }} }}\n  - {{ id: nokey, kind: aws, aws: {{ account: \"333333333333\", region: us-east-1, endpoint_url: \"{}\", access_key_id: \"env:FERRY_TEST_NO_SUCH_KEY\" }} }}\n",
+            "clouds:\n  - {{ id: onprem-s3, kind: aws, aws: {{ account: \"111111111111\", region: us-east-1, endpoint_url: \"{}\", max_attempts: 1, timeout_seconds: 5 }} }}\n  - {{ id: gone, kind: aws, aws: {{ account: \"222222222222\", region: us-east-1, endpoint_url: \"http://127.62.2.9:9\", max_attempts: 2, timeout_seconds: 3 }} }}\n  - {{ id: nokey, kind: aws, aws: {{ account: \"333333333333\", region: us-east-1, endpoint_url: \"{}\", access_key_id: \"env:FERRY_TEST_NO_SUCH_KEY\", secret_access_key: \"env:FERRY_TEST_NO_SUCH_KEY\" }} }}\n",
             a.url(),
             a.url()
         ),
