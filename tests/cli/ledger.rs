@@ -201,3 +201,88 @@ fn export_of_a_tampered_ledger_says_so_and_exits_7() {
     assert_eq!(doc["verification"]["tamper"]["kind"], "sequence_gap");
     assert_eq!(doc["verification"]["entries"], 2);
 }
+
+/// Whoever can write the state directory can rewrite the whole history and recompute every
+/// hash: the chain alone then verifies. Signed checkpoints kept elsewhere (made after each
+/// apply with FERRY_CHECKPOINT_KEY, or by `ledger checkpoint`) find it, and a truncation, and
+/// a checkpoint signed by another key.
+#[test]
+fn a_rewritten_history_is_found_by_checkpoints_kept_elsewhere() {
+    let ws = Workspace::new();
+    let public = ws
+        .run(&["--output", "json", "keygen", "-o", "ck.key"])
+        .json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let outside = ws.path().join("elsewhere/checkpoints.jsonl");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    ws.plan_file("v1").expect_code(2);
+    crate::support::Run(
+        ws.cmd(&["apply", "v1.json"])
+            .env("FERRY_CHECKPOINT_KEY", "file:ck.key")
+            .env("FERRY_CHECKPOINT_FILE", &outside)
+            .output()
+            .unwrap(),
+    )
+    .expect_code(0)
+    .stderr_has("checkpoint of ledger entry");
+    ws.deploy("v2");
+    let file = outside.display().to_string();
+    ws.run(&["ledger", "checkpoint", "--key", "file:ck.key", "-o", &file])
+        .expect_code(0)
+        .stdout_has("checkpoint of entry");
+    assert_eq!(ws.events("checkpoint").len(), 2);
+    let check = |extra: &[&str]| {
+        let mut args = vec!["ledger", "verify", "--checkpoints", &file];
+        args.extend(extra);
+        ws.run(&args)
+    };
+    check(&["--checkpoint-key", &public])
+        .expect_code(0)
+        .stdout_has("checkpoints: 2 matched");
+
+    // The rewrite: one early entry changed, every hash after it recomputed.
+    let original = lines(&ws);
+    let mut entries: Vec<ferry::ledger::Entry> = original
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    entries[2].actor = "mallory".into();
+    let mut prev = entries[1].hash.clone();
+    for e in entries.iter_mut().skip(2) {
+        e.prev = prev;
+        e.hash = e.compute_hash();
+        prev = e.hash.clone();
+    }
+    let rewritten: Vec<String> = entries
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    write_lines(&ws, &rewritten);
+    ws.run(&["ledger", "verify"]).expect_code(0);
+    check(&[])
+        .expect_code(7)
+        .stdout_has("the history up to it was rewritten");
+
+    // Entries removed from the end, past the last checkpoint.
+    let cut = original.len() - 8;
+    write_lines(&ws, &original[..cut]);
+    ws.run(&["ledger", "verify"]).expect_code(0);
+    check(&[])
+        .expect_code(7)
+        .stdout_has("entries were removed from the end");
+
+    // Checkpoints signed by another key are not the trusted ones.
+    write_lines(&ws, &original);
+    ws.run(&["keygen", "-o", "other.key"]).expect_code(0);
+    let stranger = ws
+        .run(&["--output", "json", "keygen", "-o", "third.key"])
+        .json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    check(&["--checkpoint-key", &stranger])
+        .expect_code(7)
+        .stdout_has("not the trusted key");
+}

@@ -82,6 +82,9 @@ pub enum Event {
     /// A version catalog change (`ferry versions`): `app`, `to` (the id) and a
     /// `versions::Change` in `detail` with the reason; the catalog is replayed from these.
     VersionChanged,
+    /// A signed checkpoint of the chain's head (`ledger::checkpoint::SignedCheckpoint` in
+    /// `detail`), also written where the ledger's keeper cannot rewrite it.
+    Checkpoint,
 }
 
 impl Event {
@@ -123,6 +126,7 @@ impl Event {
             Event::ManifestWritten => "manifest_written",
             Event::BucketVerified => "bucket_verified",
             Event::VersionChanged => "version_changed",
+            Event::Checkpoint => "checkpoint",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The audit ledger's format: one entry, its canonical form and hash, and the verification
 //! of a chain of them. Writing the file (locking, fsync, fencing) is the `ferry` crate's.
 
+pub mod checkpoint;
 mod entry;
 mod verify;
 

@@ -16,7 +16,26 @@ pub use crate::engine::apply::{ApplyResult, Options, outcome_code};
 pub async fn apply_cmd(ctx: &Ctx, plan_path: &Path, opts: Options<'_>) -> Result<u8, CliError> {
     let r = apply_plan(ctx, plan_path, opts).await?;
     print_apply(ctx, &r, plan_path);
+    if r.plan.has_changes() {
+        checkpoint_after_apply(ctx);
+    }
     Ok(r.code)
+}
+
+/// With `FERRY_CHECKPOINT_KEY` (a secret reference to a `ferry keygen` key), every apply ends
+/// with a signed checkpoint of the ledger's head, also appended to `FERRY_CHECKPOINT_FILE`
+/// when set. A checkpoint that cannot be made is said on stderr; the apply's outcome stands.
+fn checkpoint_after_apply(ctx: &Ctx) {
+    let Ok(reference) = std::env::var("FERRY_CHECKPOINT_KEY") else {
+        return;
+    };
+    let out = std::env::var_os("FERRY_CHECKPOINT_FILE").map(std::path::PathBuf::from);
+    let made = super::ledger_cmd::checkpoint_key(&reference)
+        .and_then(|key| crate::engine::audit::checkpoint(&ctx.state(), &key, out.as_deref()));
+    match made {
+        Ok(c) => eprintln!("checkpoint of ledger entry {} signed", c.payload.seq),
+        Err(e) => eprintln!("warning: no checkpoint after this apply: {e}"),
+    }
 }
 
 /// The engine's apply with this command line's progress (a bar on a terminal, lines

@@ -26,7 +26,35 @@ pub fn run(ctx: &Ctx, command: LedgerCommand) -> Result<u8, CliError> {
         LedgerCommand::Verify {
             expect_head,
             inventory,
-        } => verify(ctx, expect_head.as_deref(), inventory.as_deref()),
+            checkpoints,
+            checkpoint_key,
+        } => {
+            let cps = match checkpoints {
+                Some(p) => audit::Checkpoints::read(&p, checkpoint_key)?,
+                None => audit::Checkpoints::default(),
+            };
+            verify(ctx, expect_head.as_deref(), inventory.as_deref(), &cps)
+        }
+        LedgerCommand::Checkpoint { key, out } => {
+            let signing = checkpoint_key(&key)?;
+            let c = audit::checkpoint(&ctx.state(), &signing, out.as_deref())?;
+            let text = format!(
+                "checkpoint of entry {} ({}) signed by {}{}",
+                c.payload.seq,
+                c.payload.hash,
+                c.public_key,
+                out.map(|p| format!(", appended to {}", p.display()))
+                    .unwrap_or_default()
+            );
+            match ctx.output {
+                super::OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"format": "ferry.checkpoint", "version": JSON_VERSION, "checkpoint": c})
+                ),
+                super::OutputFormat::Human => println!("{text}"),
+            }
+            Ok(exit::OK)
+        }
         LedgerCommand::Show { filter } => show(ctx, &filter.into()),
         LedgerCommand::Export {
             format,
@@ -100,7 +128,12 @@ fn export(
     Ok(exit::OK)
 }
 
-fn verify(ctx: &Ctx, expect_head: Option<&str>, inventory: Option<&Path>) -> Result<u8, CliError> {
+fn verify(
+    ctx: &Ctx,
+    expect_head: Option<&str>,
+    inventory: Option<&Path>,
+    checkpoints: &audit::Checkpoints,
+) -> Result<u8, CliError> {
     let approvers = match inventory {
         Some(p) => Some(
             crate::workspace::load(p, &[])
@@ -111,7 +144,17 @@ fn verify(ctx: &Ctx, expect_head: Option<&str>, inventory: Option<&Path>) -> Res
         ),
         None => None,
     };
-    let v = audit::verify(&ctx.ledger, expect_head, approvers.as_deref())?;
+    let v = audit::verify(&ctx.ledger, expect_head, approvers.as_deref(), checkpoints)?;
     ctx.out().verified(&ctx.ledger.location(), &v);
     Ok(if v.ok() { exit::OK } else { exit::TAMPERED })
+}
+
+/// The signing key a checkpoint is made with: a secret reference (`env:`/`file:`) to the
+/// base64 seed `ferry keygen` writes.
+pub fn checkpoint_key(reference: &str) -> Result<crate::approval::SigningKey, CliError> {
+    let secret = crate::secret::SecretRef::parse(reference)
+        .and_then(|r| r.resolve("--key", Path::new(".")))
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    crate::approval::parse_signing_key(secret.expose())
+        .map_err(|m| CliError::Refused(format!("checkpoint key: {m}")))
 }

@@ -266,6 +266,22 @@ pub enum LedgerCommand {
         /// signatures.
         #[arg(short, long)]
         inventory: Option<PathBuf>,
+        /// Also check the chain against signed checkpoints kept outside the ledger (the file
+        /// `ledger checkpoint --out` appends to): finds a rewrite of the whole history.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// The public key (`ed25519:...`) the checkpoints must be signed with.
+        #[arg(long, value_name = "KEY", requires = "checkpoints")]
+        checkpoint_key: Option<String>,
+    },
+    /// Sign the head of the ledger (which must verify), record the checkpoint, and append it
+    /// to a file kept where the ledger's keeper cannot rewrite it.
+    Checkpoint {
+        /// The signing key: `file:PATH` or `env:NAME` of a `ferry keygen` key.
+        #[arg(long)]
+        key: String,
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
     },
     /// List entries, filtered.
     Show {

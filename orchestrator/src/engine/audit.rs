@@ -1,10 +1,13 @@
 //! What an auditor asks of the ledger, as library calls: the entries a filter selects (read as
 //! a stream), the whole chain's verification with every approval checked, and exports.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::Error;
-use crate::approval::{self, SignedApproval};
+use crate::approval::{self, SignedApproval, SigningKey};
+use crate::ledger::checkpoint::{self, SignedCheckpoint};
 use crate::ledger::{Entry, Event, Ledger, Outcome, VerifyReport};
 use crate::model::Approver;
 
@@ -70,6 +73,8 @@ pub struct Verification {
     /// Approvals were checked against an inventory's approvers (keys and roles), not only
     /// their signatures.
     pub approvers_checked: bool,
+    /// Checkpoints kept outside the ledger that it was checked against.
+    pub checkpoints: usize,
 }
 
 impl Verification {
@@ -93,9 +98,18 @@ pub fn verify(
     ledger: &Ledger,
     expect_head: Option<&str>,
     approvers: Option<&[Approver]>,
+    checkpoints: &Checkpoints,
 ) -> Result<Verification, Error> {
     let mut approvals = Vec::new();
+    let wanted: std::collections::BTreeSet<u64> =
+        checkpoints.list.iter().map(|c| c.payload.seq).collect();
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut last = 0;
     let report = ledger.verify_each(&mut |e| {
+        last = e.seq;
+        if wanted.contains(&e.seq) {
+            hashes.insert(e.seq, e.hash.clone());
+        }
         if e.event == Event::Approval {
             approvals.push(e);
         }
@@ -106,13 +120,132 @@ pub fn verify(
             "the chain ends at {} but {want} was expected: entries were removed from the end or the ledger was replaced",
             got.unwrap_or("(empty)")
         )),
-        _ => check_approvals(&approvals, approvers),
+        _ => check_approvals(&approvals, approvers).or_else(|| checkpoints.problem(&hashes, last)),
     };
     Ok(Verification {
         report,
         problem,
         approvers_checked: approvers.is_some(),
+        checkpoints: checkpoints.list.len(),
     })
+}
+
+/// Checkpoints kept outside the ledger (`ferry ledger checkpoint --out`), and the key they
+/// must be signed with, if one is trusted.
+#[derive(Debug, Default)]
+pub struct Checkpoints {
+    pub list: Vec<SignedCheckpoint>,
+    pub trusted_key: Option<String>,
+    /// Where they were read from, for messages.
+    pub source: String,
+}
+
+impl Checkpoints {
+    /// A checkpoints file: one signed checkpoint per line; every line must parse.
+    pub fn read(path: &Path, trusted_key: Option<String>) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Refused(format!("cannot read {}: {e}", path.display())))?;
+        let mut list = Vec::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            list.push(serde_json::from_str(line).map_err(|e| {
+                Error::Refused(format!(
+                    "{}:{}: not a signed checkpoint: {e}",
+                    path.display(),
+                    n + 1
+                ))
+            })?);
+        }
+        Ok(Self {
+            list,
+            trusted_key,
+            source: path.display().to_string(),
+        })
+    }
+
+    /// The first checkpoint that is not signed as it should be or that the ledger does not
+    /// match, named.
+    fn problem(
+        &self,
+        hashes: &std::collections::BTreeMap<u64, String>,
+        last: u64,
+    ) -> Option<String> {
+        self.list.iter().enumerate().find_map(|(n, c)| {
+            checkpoint::check_signature(c, self.trusted_key.as_deref())
+                .and_then(|()| {
+                    checkpoint::check_against(
+                        c,
+                        hashes.get(&c.payload.seq).map(String::as_str),
+                        last,
+                    )
+                })
+                .err()
+                .map(|m| format!("checkpoint {} of {}: {m}", n + 1, self.source))
+        })
+    }
+}
+
+/// Signs the head of a ledger that verifies, records the checkpoint in it, and appends it to
+/// `out` (a file kept where the ledger's keeper cannot rewrite it) when given.
+pub fn checkpoint(
+    state: &super::State,
+    key: &SigningKey,
+    out: Option<&Path>,
+) -> Result<SignedCheckpoint, Error> {
+    let report = state.ledger.verify()?;
+    if let Some(t) = report.tamper {
+        return Err(Error::Ledger(crate::ledger::LedgerError::Broken {
+            path: state.ledger.location().into(),
+            tamper: t,
+        }));
+    }
+    // Entries count from 0: the head is entry `entries - 1`.
+    let (Some(hash), Some(seq)) = (report.head, report.entries.checked_sub(1)) else {
+        return Err(Error::Refused(
+            "the ledger is empty: nothing to checkpoint".into(),
+        ));
+    };
+    let signed = checkpoint::sign(
+        checkpoint::CheckpointPayload {
+            format: checkpoint::CHECKPOINT_FORMAT.into(),
+            seq,
+            hash,
+            time: crate::ledger::now(),
+        },
+        key,
+    );
+    if let Some(path) = out {
+        append_line(
+            path,
+            &serde_json::to_string(&signed).expect("checkpoints serialize"),
+        )?;
+    }
+    state.ledger.append(
+        crate::ledger::NewEntry::new(&state.actor, Event::Checkpoint)
+            .message(format!("checkpoint of entry {seq}"))
+            .detail(serde_json::to_value(&signed).expect("checkpoints serialize")),
+    )?;
+    Ok(signed)
+}
+
+/// One line appended to a file, durably (created 0644 if missing, never through a link).
+fn append_line(path: &Path, line: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io =
+        |e: std::io::Error| Error::Refused(format!("cannot append to {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 /// Every approval's signature, and with the inventory, the signer's key and role: the first

@@ -17,8 +17,8 @@ use crate::state::{Backend, Fence, HeldLock, TakeLockError};
 use serde::Serialize;
 
 pub use ferry_core::ledger::{
-    Entry, Event, GENESIS, LEDGER_FORMAT_VERSION, NewEntry, Outcome, Tamper, VerifyReport, now,
-    verify_from, verify_lines,
+    Entry, Event, GENESIS, LEDGER_FORMAT_VERSION, NewEntry, Outcome, Tamper, VerifyReport,
+    checkpoint, now, verify_from, verify_lines,
 };
 
 #[derive(Debug, thiserror::Error)]

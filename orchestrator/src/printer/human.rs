@@ -418,8 +418,16 @@ impl Printer for Human {
             } else {
                 "approvals: signatures checked; give -i INVENTORY to check the signers' keys and roles"
             };
+            let checkpoints = if v.checkpoints > 0 {
+                format!(
+                    "\ncheckpoints: {} matched, signatures checked",
+                    v.checkpoints
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "ledger {ledger} verified: {} entries, head {}\n{approvals}",
+                "ledger {ledger} verified: {} entries, head {}\n{approvals}{checkpoints}",
                 r.entries,
                 r.head.as_deref().unwrap_or("-")
             )

@@ -48,7 +48,7 @@ async fn print_a_run(p: &mut dyn Printer) -> (tempfile::TempDir, crate::engine::
         })
         .unwrap();
     p.entries_end(n);
-    let v = crate::engine::audit::verify(&state.ledger, None, None).unwrap();
+    let v = crate::engine::audit::verify(&state.ledger, None, None, &Default::default()).unwrap();
     p.verified(&state.ledger.location(), &v);
     p.error(&crate::engine::Error::Refused("no".into()), 1);
     (dir, state)
