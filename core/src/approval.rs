@@ -63,6 +63,18 @@ pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an Ed25519 public key: {e}"))
 }
 
+/// Whether `signature` (base64) is `public_key`'s (`ed25519:BASE64`) over `bytes`; an error
+/// when either does not parse.
+pub fn signature_holds(public_key: &str, signature: &str, bytes: &[u8]) -> Result<bool, String> {
+    let key = parse_public_key(public_key)?;
+    let sig: [u8; 64] = B64
+        .decode(signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the signature is not 64 bytes of base64")?;
+    Ok(key.verify(bytes, &Signature::from_bytes(&sig)).is_ok())
+}
+
 /// A signing key file holds the base64 of a 32-byte Ed25519 seed (what `ferry keygen` writes).
 pub fn parse_signing_key(text: &str) -> Result<SigningKey, String> {
     let seed: [u8; 32] = B64
@@ -90,14 +102,9 @@ pub fn sign(payload: ApprovalPayload, key: &SigningKey) -> SignedApproval {
 /// The signature is the embedded key's over the payload; with `approvers`, the key is also the
 /// approver's own key in the inventory and the approver holds the role.
 pub fn verify(a: &SignedApproval, approvers: Option<&[Approver]>) -> Result<(), String> {
-    let key = parse_public_key(&a.public_key)?;
-    let sig: [u8; 64] = B64
-        .decode(&a.signature)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("the signature is not 64 bytes of base64")?;
-    key.verify(&payload_bytes(&a.payload), &Signature::from_bytes(&sig))
-        .map_err(|_| "the signature does not match the approval's content".to_owned())?;
+    if !signature_holds(&a.public_key, &a.signature, &payload_bytes(&a.payload))? {
+        return Err("the signature does not match the approval's content".to_owned());
+    }
     if let Some(list) = approvers {
         let p = &a.payload;
         let who = list

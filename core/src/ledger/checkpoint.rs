@@ -5,10 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::approval::{parse_public_key, public_key_text};
+use crate::approval::{public_key_text, signature_holds};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signer, SigningKey};
 
 pub const CHECKPOINT_FORMAT: &str = "ferry.checkpoint.v1";
 
@@ -53,15 +53,12 @@ pub fn check_signature(c: &SignedCheckpoint, trusted: Option<&str>) -> Result<()
             c.public_key
         ));
     }
-    let key = parse_public_key(&c.public_key)?;
-    let sig: [u8; 64] = B64
-        .decode(&c.signature)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("the signature is not 64 bytes of base64")?;
     let bytes = serde_json::to_vec(&c.payload).expect("payloads serialize");
-    key.verify(&bytes, &Signature::from_bytes(&sig))
-        .map_err(|_| "the signature does not match the checkpoint".to_owned())
+    if signature_holds(&c.public_key, &c.signature, &bytes)? {
+        Ok(())
+    } else {
+        Err("the signature does not match the checkpoint".to_owned())
+    }
 }
 
 /// A checkpoint against the ledger: `hash_at` gives the hash of the entry at a sequence

@@ -90,15 +90,7 @@ pub async fn prune(
     }
     let target = plan::database_target(&inv.value, &db.id)?;
     let operation = format!("prune-{}", uuid::Uuid::new_v4());
-    let entry = |event| {
-        let mut e = NewEntry::new(&state.actor, event);
-        e.target = Some(target.id.clone());
-        e.site = Some(target.site.clone());
-        e.app = Some(db.id.clone());
-        e.step = Some(operation.clone());
-        e.to = Some("rds.prune".to_owned());
-        e
-    };
+    let entry = |event| operation_entry(state, &target, db, &operation, "rds.prune", event);
     state
         .ledger
         .append(entry(Event::OperationStarted).message(format!(
@@ -152,15 +144,7 @@ pub async fn create(
         timeout_seconds,
     };
     let operation = format!("snapshot-{}", uuid::Uuid::new_v4());
-    let entry = |event| {
-        let mut e = NewEntry::new(&state.actor, event);
-        e.target = Some(target.id.clone());
-        e.site = Some(target.site.clone());
-        e.app = Some(db.id.clone());
-        e.step = Some(operation.clone());
-        e.to = Some(op.name().to_owned());
-        e
-    };
+    let entry = |event| operation_entry(state, &target, db, &operation, op.name(), event);
     state
         .ledger
         .append(entry(Event::OperationStarted).message(op.describe()))?;
@@ -184,4 +168,22 @@ pub async fn create(
     }
     state.ledger.append(done)?;
     result.map_err(refused)
+}
+
+/// An entry of an operation outside any plan on a database (started, finished).
+fn operation_entry(
+    state: &State,
+    target: &crate::target::TargetRef,
+    db: &Database,
+    operation: &str,
+    name: &str,
+    event: Event,
+) -> NewEntry {
+    let mut e = NewEntry::new(&state.actor, event);
+    e.target = Some(target.id.clone());
+    e.site = Some(target.site.clone());
+    e.app = Some(db.id.clone());
+    e.step = Some(operation.to_owned());
+    e.to = Some(name.to_owned());
+    e
 }
