@@ -187,6 +187,50 @@ fn the_seeds_template_flow_on_a_local_and_an_ssh_target() {
     add(&ws, &v(3), &["--revision-of", &v(3)])
         .expect_code(0)
         .stdout_has("revised revision 2");
+    // Each revision's exact content comes back out of the store, checked on the way.
+    let opt_in = |dir: &str| {
+        std::fs::read_to_string(ws.path().join(dir).join(format!("{}.opt", v(3)))).unwrap()
+    };
+    let export = |revision: &str, out: &str| {
+        let id = v(3);
+        let mut args = vec!["export", CATALOG, &id, "-o", out];
+        if !revision.is_empty() {
+            args.extend(["--revision", revision]);
+        }
+        versions(&ws, &args)
+    };
+    export("1", "r1")
+        .expect_code(0)
+        .stdout_has("revision 1 of consultation_note.en.v3");
+    assert!(opt_in("r1").contains("major version 3.</purpose>"));
+    export("", "r2").expect_code(0);
+    assert!(opt_in("r2").contains("with a reason field"));
+    // A store changed behind ferry's back gives nothing out.
+    let shown = ws
+        .run(&[
+            "--output",
+            "json",
+            "versions",
+            "show",
+            "-i",
+            INV,
+            CATALOG,
+            &v(3),
+        ])
+        .json();
+    let first = shown["version"]["revisions"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = ws
+        .path()
+        .join(".ferry/store/sha256")
+        .join(first)
+        .join("check-opt.sh");
+    std::fs::write(&kept, "exit 0\n").unwrap();
+    export("1", "r1-again")
+        .expect_code(1)
+        .stderr_has("is not what the ledger recorded");
     add(&ws, &v(3), &[]).expect_code(0).stdout_has("unchanged: `consultation_note.en.v3` of consultation_note.en already holds this content as revision 2");
     release(&ws, 3);
     assert_eq!(serving(&ws, &fleet), (Some(v(3)), Some(v(3))));

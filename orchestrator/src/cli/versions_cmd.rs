@@ -26,6 +26,18 @@ pub enum VersionsCommand {
         app: String,
         id: String,
     },
+    /// Copy a revision (default: the newest) out of the store into a new directory or file,
+    /// checked against the digest the ledger recorded.
+    Export {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        app: String,
+        id: String,
+        #[arg(long)]
+        revision: Option<u32>,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
     /// Add content under an id: a new version (active unless --inactive), or with
     /// --revision-of the next revision of it, or with --new-major the lineage's next major.
     /// The same content again changes nothing.
@@ -123,6 +135,24 @@ pub fn run(ctx: &Ctx, cmd: VersionsCommand) -> Result<u8, CliError> {
     let (inventory, app, req, reason) = match cmd {
         C::List { inventory, app } => return list(ctx, &inventory, app.as_deref()),
         C::Show { inventory, app, id } => return show(ctx, &inventory, &app, &id),
+        C::Export {
+            inventory,
+            app,
+            id,
+            revision,
+            out,
+        } => {
+            let inv = load(&inventory)?;
+            let r = versions::export(&ctx.state(), &inv, &app, &id, revision, &out)?;
+            let text = format!(
+                "revision {} of {id} ({}) written to {}",
+                r.number,
+                r.sha256,
+                out.display()
+            );
+            emit(ctx, &serde_json::json!({"revision": r, "out": out}), &text);
+            return Ok(exit::OK);
+        }
         C::ApprovePurge {
             inventory,
             app,

@@ -631,3 +631,66 @@ pub fn changed_since_plan(entries: &[Entry], plan: &SavedPlan) -> Result<Vec<Str
         .map(|p| format!("the version catalog changed since the plan: {p}"))
         .collect())
 }
+
+/// Copies revision `revision` (default: the newest) of `id` out of the store into `out`
+/// (which must not exist), checked against its digest as it is copied. Returns the revision.
+pub fn export(
+    state: &State,
+    inv: &Loaded<Inventory>,
+    catalog_name: &str,
+    id: &str,
+    revision: Option<u32>,
+    out: &Path,
+) -> Result<versions::catalog::Revision, Error> {
+    let c = catalogued(inv, catalog_name)?;
+    let cat = catalog(state)?;
+    let v = cat
+        .version(c.name, id)
+        .ok_or_else(|| Error::Refused(format!("`{id}` of {} is not in the catalog", c.name)))?;
+    let r = match revision {
+        Some(n) => v.revisions.iter().find(|r| r.number == n),
+        None => v.revisions.last(),
+    }
+    .ok_or_else(|| {
+        Error::Refused(format!(
+            "`{id}` of {} has no revision {}",
+            c.name,
+            revision.unwrap_or(0)
+        ))
+    })?;
+    if r.purged {
+        return Err(Error::Refused(format!(
+            "revision {} of `{id}` was purged: its content is gone (adding the same content again brings it back)",
+            r.number
+        )));
+    }
+    let stored = stored_at(&state.state_dir, &r.sha256);
+    let got = if stored.is_dir() {
+        artifact::copy_tree(&stored, out).map(|(d, _)| d)
+    } else {
+        std::fs::copy(&stored, out)
+            .and_then(|_| std::fs::read(out))
+            .map(|b| crate::load::sha256_hex(&b))
+            .map_err(|e| artifact::ArtifactError::Io {
+                path: stored.display().to_string(),
+                source: e,
+            })
+    }
+    .map_err(|e| {
+        Error::Refused(format!(
+            "revision {} of `{id}` from {}: {e}",
+            r.number,
+            stored.display()
+        ))
+    })?;
+    if got != r.sha256 {
+        return Err(Error::Refused(format!(
+            "the store's copy of revision {} of `{id}` ({}) is not what the ledger recorded (sha256 {} there, {got} in the store): it was changed; {} is not to be used",
+            r.number,
+            stored.display(),
+            r.sha256,
+            out.display()
+        )));
+    }
+    Ok(r.clone())
+}
