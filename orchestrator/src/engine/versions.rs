@@ -520,10 +520,11 @@ impl Store {
                 .map(|(d, _)| d)
                 .map_err(|e| Error::Refused(e.to_string()))?
         } else {
-            std::fs::copy(&c.path, &tmp).map_err(io)?;
-            crate::load::sha256_hex(&std::fs::read(&tmp).map_err(io)?)
+            copy_file_new(&c.path, &tmp).map_err(io)?
         };
         if got != c.sha256 {
+            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = std::fs::remove_file(&tmp);
             return Err(Error::Refused(format!(
                 "{} changed while it was stored (sha256 {} then {got}); nothing recorded",
                 c.path.display(),
@@ -668,13 +669,10 @@ pub fn export(
     let got = if stored.is_dir() {
         artifact::copy_tree(&stored, out).map(|(d, _)| d)
     } else {
-        std::fs::copy(&stored, out)
-            .and_then(|_| std::fs::read(out))
-            .map(|b| crate::load::sha256_hex(&b))
-            .map_err(|e| artifact::ArtifactError::Io {
-                path: stored.display().to_string(),
-                source: e,
-            })
+        copy_file_new(&stored, out).map_err(|e| artifact::ArtifactError::Io {
+            path: stored.display().to_string(),
+            source: e,
+        })
     }
     .map_err(|e| {
         Error::Refused(format!(
@@ -693,4 +691,63 @@ pub fn export(
         )));
     }
     Ok(r.clone())
+}
+
+/// Copies a file to `out`, which must not exist (never through a link), hashing what is
+/// written; returns its SHA-256.
+fn copy_file_new(from: &Path, out: &Path) -> std::io::Result<String> {
+    use std::io::Write as _;
+    let mut reader = artifact::HashingReader::new(std::fs::File::open(from)?);
+    let mut file = artifact::create_new(out, 0o644)?;
+    std::io::copy(&mut reader, &mut file)?;
+    file.flush()?;
+    Ok(hex::encode(reader.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A release tarball is stored as its bytes, checked against their digest, and copied out
+    /// only to a new path: never over a file, never through a link.
+    #[test]
+    fn a_tarball_revision_is_stored_and_copied_out_only_to_a_new_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = dir.path().join("app-1.0.0.tar.gz");
+        std::fs::write(&tarball, b"not really gzip, but bytes are bytes").unwrap();
+        let sha256 = crate::load::sha256_hex(&std::fs::read(&tarball).unwrap());
+        let store = Store::new(&dir.path().join("state"));
+        let content = Content {
+            path: tarball.clone(),
+            sha256: sha256.clone(),
+            size: 36,
+        };
+        store.put(&content).unwrap();
+        let kept = stored_at(&dir.path().join("state"), &sha256);
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            std::fs::read(&tarball).unwrap()
+        );
+        // The same content again is already there; other bytes under its name are refused.
+        store.put(&content).unwrap();
+        let lie = Content {
+            sha256: "00".repeat(32),
+            ..content
+        };
+        let e = store.put(&lie).unwrap_err().to_string();
+        assert!(e.contains("changed while it was stored"), "{e}");
+        let left = std::fs::read_dir(kept.parent().unwrap()).unwrap().count();
+        assert_eq!(left, 1, "nothing of a refused copy is left in the store");
+
+        let out = dir.path().join("out.tar.gz");
+        assert_eq!(copy_file_new(&kept, &out).unwrap(), sha256);
+        assert!(
+            copy_file_new(&kept, &out).is_err(),
+            "never over an existing file"
+        );
+        let link = dir.path().join("link.tar.gz");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        assert!(copy_file_new(&kept, &link).is_err(), "never through a link");
+        assert!(!dir.path().join("elsewhere").exists());
+    }
 }
