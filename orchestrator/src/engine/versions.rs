@@ -60,8 +60,34 @@ pub enum Changed {
 
 /// The catalog, from a ledger that verifies (a catalog is never read from a broken one).
 pub fn catalog(state: &State) -> Result<Catalog, Error> {
-    let entries = state.ledger.read_verified()?;
+    let entries = relevant_entries(state, &[])?;
     Catalog::replay(&entries).map_err(Error::Refused)
+}
+
+/// The entries a catalog decision reads, from a ledger that verifies, read as a stream (memory
+/// grows with the catalog and the apps' step records, not with the ledger): the lifecycle
+/// entries, approvals (of purges), plan creations, and the step records of `apps`.
+fn relevant_entries(state: &State, apps: &[&str]) -> Result<Vec<Entry>, Error> {
+    let mut kept = Vec::new();
+    let report = state.ledger.verify_each(&mut |e| {
+        let wanted = match e.event {
+            Event::VersionChanged | Event::PlanCreated | Event::Approval => true,
+            Event::StepSucceeded | Event::StepBackedOut | Event::StepFailed | Event::UndoFailed => {
+                e.app.as_deref().is_some_and(|a| apps.contains(&a))
+            }
+            _ => false,
+        };
+        if wanted {
+            kept.push(e);
+        }
+    })?;
+    match report.tamper {
+        Some(tamper) => Err(Error::Ledger(crate::ledger::LedgerError::Broken {
+            path: state.ledger.location().into(),
+            tamper,
+        })),
+        None => Ok(kept),
+    }
 }
 
 /// A catalog of the inventory: its name, the apps that keep their versions in it (one per
@@ -181,7 +207,8 @@ fn decide_and_record(
     reason: &str,
     content: Option<&Content>,
 ) -> Result<Changed, Error> {
-    let entries = run.ledger.read_verified()?;
+    let members: Vec<&str> = c.members().map(|a| a.id.as_str()).collect();
+    let entries = relevant_entries(run, &members)?;
     let cat = Catalog::replay(&entries).map_err(Error::Refused)?;
     let (app, l) = (c.name, c.lifecycle);
     let decision = match req {
