@@ -110,6 +110,14 @@ fn states(ws: &Workspace) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One version as `ferry versions show --output json` gives it.
+fn shown(ws: &Workspace, id: &str) -> serde_json::Value {
+    let args = [
+        "--output", "json", "versions", "show", "-i", INV, CATALOG, id,
+    ];
+    ws.run(&args).expect_code(0).json()["version"].clone()
+}
+
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -206,19 +214,7 @@ fn the_seeds_template_flow_on_a_local_and_an_ssh_target() {
     export("", "r2").expect_code(0);
     assert!(opt_in("r2").contains("with a reason field"));
     // A store changed behind ferry's back gives nothing out.
-    let shown = ws
-        .run(&[
-            "--output",
-            "json",
-            "versions",
-            "show",
-            "-i",
-            INV,
-            CATALOG,
-            &v(3),
-        ])
-        .json();
-    let first = shown["version"]["revisions"][0]["sha256"]
+    let first = shown(&ws, &v(3))["revisions"][0]["sha256"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -245,20 +241,7 @@ fn the_seeds_template_flow_on_a_local_and_an_ssh_target() {
 
     // Trash, then a purge: refused without the approval and with the id mistyped.
     versions(&ws, &["trash", CATALOG, &v(2), "--reason", "superseded"]).expect_code(0);
-    let shown = ws
-        .run(&[
-            "--output",
-            "json",
-            "versions",
-            "show",
-            "-i",
-            INV,
-            CATALOG,
-            &v(2),
-        ])
-        .expect_code(0)
-        .json();
-    let sha = shown["version"]["revisions"][0]["sha256"]
+    let sha = shown(&ws, &v(2))["revisions"][0]["sha256"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -368,13 +351,7 @@ fn processes_changing_one_catalog_at_once_leave_one_history() {
     }
     let second = race(&["--revision-of", id]);
     assert!(second.iter().all(|o| o.status.success()), "{second:?}");
-    let shown = ws
-        .run(&[
-            "--output", "json", "versions", "show", "-i", INV, CATALOG, id,
-        ])
-        .expect_code(0)
-        .json();
-    let mut numbers: Vec<u64> = shown["version"]["revisions"]
+    let mut numbers: Vec<u64> = shown(&ws, id)["revisions"]
         .as_array()
         .unwrap()
         .iter()
