@@ -14,6 +14,9 @@
 #   ci/postgres.sh stop DIR                 stop it (immediate)
 #   ci/postgres.sh restart DIR PORT         start a stopped cluster again
 #
+# Tests run with fsync off (their clusters are thrown away); PG_FSYNC=on for a benchmark that
+# must pay for durability like production does.
+#
 # Local (socket) connections are trusted, TCP ones need a password (scram-sha-256): ferry's
 # probes connect over TCP with the password from a secret reference, as they would in a site.
 set -euo pipefail
@@ -84,7 +87,7 @@ start() {
     -U postgres >"$dir/pg/initdb.log" 2>&1 || { cat "$dir/pg/initdb.log" >&2; exit 1; }
   if [ "$tls" = tls ]; then tls_setup "$dir/pg"; fi
   as_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
-    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off}" start >/dev/null ||
     { cat "$dir/pg/server.log" >&2; exit 1; }
   as_pg "$bin/psql" -q -h "$dir/pg" -p "$port" -d postgres -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE probe LOGIN PASSWORD 'probe-secret'" -c "CREATE DATABASE app" >/dev/null

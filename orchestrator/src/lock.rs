@@ -31,7 +31,7 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10);
 
 const LOCK_FILE: &str = "apply.lock";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub actor: String,
     pub host: String,
@@ -50,6 +50,14 @@ pub struct LockHolder {
     pub renewed_boottime_ms: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lease_ms: u64,
+    /// The lock's epoch in a shared state store: one more at every acquisition or break;
+    /// every ledger row an apply writes carries it (0 for the local lock file).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// When the holder process started (`/proc/PID/stat`, clock ticks since boot): with the
+    /// boot id, tells a dead holder from a new process that reused its pid.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid_start: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -82,8 +90,10 @@ pub enum LockError {
     },
     #[error("the lock was taken over by {0} while this apply held it")]
     Lost(Box<LockHolder>),
-    #[error("the lock file was removed while this apply held it")]
+    #[error("the lock was broken or released by someone else while this apply held it")]
     Vanished,
+    #[error("apply lock in {location}: {reason}")]
+    Store { location: String, reason: String },
 }
 
 impl LockError {
@@ -97,6 +107,10 @@ impl LockError {
             },
             LockError::Lost(h) => LockError::Lost(h.clone()),
             LockError::Vanished => LockError::Vanished,
+            LockError::Store { location, reason } => LockError::Store {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
         }
     }
 }
@@ -174,6 +188,7 @@ impl ApplyLock {
             boot_id: boot_id(),
             renewed_boottime_ms: boottime_ms(),
             lease_ms: lease.as_millis() as u64,
+            ..LockHolder::default()
         };
         let how = match read_holder(&path).map_err(io)? {
             None => Acquired::Fresh,
@@ -322,6 +337,35 @@ fn remove_dead_live_files(state_dir: &Path, mine: &str) {
     }
 }
 
+/// The holder of the lock in `state_dir`, and whether it could be taken over now (gone from
+/// this host, or its lease run out).
+pub fn status(state_dir: &Path) -> std::io::Result<Option<(LockHolder, bool)>> {
+    let Some(h) = read_holder(&state_dir.join(LOCK_FILE))? else {
+        return Ok(None);
+    };
+    let me = LockHolder {
+        acquired_at_ms: now_ms(),
+        boot_id: boot_id(),
+        renewed_boottime_ms: boottime_ms(),
+        ..LockHolder::default()
+    };
+    let free = takeover_reason(state_dir, &h, &me).is_some();
+    Ok(Some((h, free)))
+}
+
+/// Removes the lock whoever holds it (`ferry lock break`); the holder it named, if any. Its
+/// run is fenced from then on (its token is gone).
+pub fn break_file(state_dir: &Path) -> std::io::Result<Option<LockHolder>> {
+    let _guard = guard(state_dir)?;
+    let path = state_dir.join(LOCK_FILE);
+    let Some(h) = read_holder(&path)? else {
+        return Ok(None);
+    };
+    std::fs::remove_file(&path)?;
+    crate::durable::sync_dir(state_dir)?;
+    Ok(Some(h))
+}
+
 /// The current holder of the lock in `state_dir`, if any.
 pub fn current_holder(state_dir: &Path) -> std::io::Result<Option<LockHolder>> {
     read_holder(&state_dir.join(LOCK_FILE))
@@ -350,8 +394,7 @@ fn read_holder(path: &Path) -> std::io::Result<Option<LockHolder>> {
                 lease_until_ms: 0,
                 token: String::new(),
                 boot_id: String::new(),
-                renewed_boottime_ms: 0,
-                lease_ms: 0,
+                ..LockHolder::default()
             })
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -364,6 +407,29 @@ fn write_holder(path: &Path, holder: &LockHolder) -> std::io::Result<()> {
         path,
         &serde_json::to_vec_pretty(holder).expect("holder serializes"),
     )
+}
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`), if it is running and not a
+/// zombie.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether a holder recorded on this host and boot is gone: its pid runs no more, or runs a
+/// process started at another time. `None` when this host cannot tell (another host or boot,
+/// or a holder that did not record its start).
+pub fn holder_gone(h: &LockHolder) -> Option<bool> {
+    if h.boot_id.is_empty() || h.boot_id != boot_id() || h.host != hostname() || h.pid_start == 0 {
+        return None;
+    }
+    Some(process_start(h.pid) != Some(h.pid_start))
 }
 
 pub fn hostname() -> String {
@@ -397,7 +463,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn fmt_ms(ms: u64) -> String {
+pub(crate) fn fmt_ms(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
         || ms.to_string(),
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -416,10 +482,7 @@ mod tests {
             plan_id: "p0".into(),
             acquired_at_ms: 1,
             lease_until_ms,
-            token: String::new(),
-            boot_id: String::new(),
-            renewed_boottime_ms: 0,
-            lease_ms: 0,
+            ..LockHolder::default()
         }
     }
 

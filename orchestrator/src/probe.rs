@@ -39,8 +39,6 @@ pub struct Probes {
     inv: Arc<Inventory>,
     base: PathBuf,
     http: reqwest::Client,
-    /// The system's trusted roots, read once per run (a gate may poll every few seconds).
-    system_roots: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl Probes {
@@ -54,7 +52,6 @@ impl Probes {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("an HTTP client with the default settings"),
-            system_roots: std::sync::OnceLock::new(),
         }
     }
 
@@ -344,33 +341,40 @@ impl Probes {
         pg: &PostgresConnection,
         place: &str,
     ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProbeError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        let system = self
-            .system_roots
-            .get_or_init(|| rustls_native_certs::load_native_certs().certs);
-        for cert in system {
-            let _ = roots.add(cert.clone());
-        }
-        if let Some(ca) = &pg.ca_file {
-            let path = self.base.join(ca);
-            let bad = |e: String| fail(format!("{place}: ca_file {}: {e}", path.display()));
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(e.to_string()))?;
-            for c in certs {
-                roots.add(c).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| fail(format!("{place}: TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        let ca = pg.ca_file.as_ref().map(|c| self.base.join(c));
+        verifying_tls(ca.as_deref()).map_err(|e| fail(format!("{place}: {e}")))
     }
+}
+
+/// TLS for a PostgreSQL connection that verifies the server: the system's roots and, if
+/// given, the PEM CA file `ca` (a site's own CA, the RDS bundle).
+pub fn verifying_tls(
+    ca: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    // The system's trusted roots, read once per process (a gate may poll every few seconds).
+    static SYSTEM: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in SYSTEM.get_or_init(|| rustls_native_certs::load_native_certs().certs) {
+        let _ = roots.add(cert.clone());
+    }
+    if let Some(path) = ca {
+        let bad = |e: String| format!("ca_file {}: {e}", path.display());
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        for c in certs {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A database ferry connects to by SQL: its settings and how errors name it.

@@ -28,6 +28,7 @@ mod rds;
 mod security;
 #[cfg(feature = "ssh")]
 mod ssh;
+mod state;
 #[cfg(feature = "ssh")]
 mod versions;
 mod windows;

@@ -21,13 +21,15 @@ test "$(cat VERSION)" = "$FERRY_VERSION"
 
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// `--state` of every command (a PostgreSQL store), if not the state directory.
+    pub state: Option<String>,
 }
 
 impl Workspace {
     /// Three sites, one local cloud, app `demo` with releases 1.0.0, 2.0.0 and a bad 3.0.0.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ws = Self { dir };
+        let ws = Self { dir, state: None };
         for v in ["1.0.0", "2.0.0", "3.0.0"] {
             let d = ws.path().join("artifacts").join(v);
             std::fs::create_dir_all(d.join("bin")).unwrap();
@@ -110,6 +112,7 @@ apps:
             .env("FERRY_ACTOR", "tester")
             .env("FERRY_IT_HANG_DIR", self.path())
             .env_remove("FERRY_LEDGER")
+            .env_remove("FERRY_STATE")
             // AWS's default credential chain reads only what a test gives it, and never asks
             // an instance metadata service (no traffic beyond loopback).
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -119,6 +122,9 @@ apps:
             .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
             .env_remove("AWS_ROLE_ARN")
             .stdin(Stdio::null());
+        if let Some(url) = &self.state {
+            c.env("FERRY_STATE", url);
+        }
         c
     }
 
@@ -198,6 +204,16 @@ apps:
     /// The ledger's complete entries. A test that polls while an apply writes may read a line
     /// whose end is not written yet: only lines ended by a newline are entries.
     pub fn ledger(&self) -> Vec<serde_json::Value> {
+        if self.state.is_some() {
+            let out = self
+                .run(&["--output", "json", "ledger", "show"])
+                .expect_code(0)
+                .stdout();
+            return out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        }
         let text = std::fs::read_to_string(self.ledger_path()).unwrap_or_default();
         let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
         complete
@@ -753,4 +769,54 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Team state for a test: a PostgreSQL cluster whose schema `ferry` was set up by `ferry
+/// state init` as an owner role, used by a role that may only SELECT and INSERT the ledger.
+pub struct TeamState {
+    pub pg: Postgres,
+}
+
+impl TeamState {
+    pub fn start(port: u16) -> Self {
+        let pg = Postgres::start(port);
+        pg.sql(
+            "CREATE ROLE ferry_owner LOGIN PASSWORD 'owner-secret'; \
+             GRANT CREATE ON DATABASE app TO ferry_owner; \
+             CREATE ROLE ferry_app LOGIN PASSWORD 'app-secret'",
+        );
+        let team = Self { pg };
+        std::fs::write(team.pg.dir.path().join("owner-pw"), "owner-secret").unwrap();
+        std::fs::write(team.pg.dir.path().join("app-pw"), "app-secret").unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "--state",
+                &team.url_as("ferry_owner", "owner-pw"),
+                "state",
+                "init",
+                "--grant",
+                "ferry_app",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferry state init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        team
+    }
+
+    fn url_as(&self, role: &str, pw: &str) -> String {
+        format!(
+            "postgres://{role}@127.0.0.1:{}/app?sslmode=disable&password=file:{}",
+            self.pg.port,
+            self.pg.dir.path().join(pw).display()
+        )
+    }
+
+    /// The store as ferry's runners reach it.
+    pub fn url(&self) -> String {
+        self.url_as("ferry_app", "app-pw")
+    }
 }

@@ -88,6 +88,47 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind of entry, in declaration order (tests and tools that must see them all).
+    pub const ALL: [Event; 37] = [
+        Event::PlanCreated,
+        Event::ApplyStarted,
+        Event::StepStarted,
+        Event::StepSucceeded,
+        Event::StepFailed,
+        Event::UndoStarted,
+        Event::StepBackedOut,
+        Event::UndoFailed,
+        Event::LockTaken,
+        Event::LockBroken,
+        Event::LockReleased,
+        Event::ApplyInterrupted,
+        Event::ApplyFinished,
+        Event::Approval,
+        Event::GateWaiting,
+        Event::HostTrusted,
+        Event::OperationStarted,
+        Event::OperationFinished,
+        Event::LockLost,
+        Event::LedgerRepaired,
+        Event::PlanTrusted,
+        Event::WindowClosed,
+        Event::WindowOverridden,
+        Event::DibrWritten,
+        Event::ConditionEvaluated,
+        Event::ConditionWaiting,
+        Event::ChunksPlanned,
+        Event::ChunkCopied,
+        Event::MigrationVerified,
+        Event::UploadStarted,
+        Event::PartCopied,
+        Event::ObjectCopied,
+        Event::ObjectsDeleted,
+        Event::ManifestWritten,
+        Event::BucketVerified,
+        Event::VersionChanged,
+        Event::Checkpoint,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Event::PlanCreated => "plan_created",
@@ -281,4 +322,21 @@ impl NewEntry {
 
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` names each kind once, and each kind's name is its serialized form (a kind added
+    /// to the enum but not to `ALL` shows as a count that no longer matches `as_str`'s arms).
+    #[test]
+    fn every_kind_once_under_its_own_name() {
+        let names: std::collections::BTreeSet<&str> =
+            Event::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names.len(), Event::ALL.len());
+        for e in Event::ALL {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
+    }
 }

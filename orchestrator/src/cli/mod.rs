@@ -17,6 +17,7 @@ mod output;
 mod plan_cmd;
 #[cfg(feature = "aws")]
 mod rds_cmd;
+mod state_cmd;
 mod versions_cmd;
 
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ pub struct Cli {
     /// Ledger file (default: STATE_DIR/ledger.jsonl).
     #[arg(long, global = true, env = "FERRY_LEDGER")]
     pub ledger: Option<PathBuf>,
+    /// Team state: the ledger and the apply lock in PostgreSQL, shared by every operator and
+    /// CI runner (`postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=CA.pem&password=env:NAME&schema=ferry`;
+    /// set it up with `ferry state init`). Default: the state directory.
+    #[arg(long, global = true, env = "FERRY_STATE")]
+    pub state: Option<String>,
     /// Who is acting, as recorded in the ledger (default: the OS user).
     #[arg(long, global = true, env = "FERRY_ACTOR")]
     pub actor: Option<String>,
@@ -194,6 +200,16 @@ pub enum Command {
     Versions {
         #[command(subcommand)]
         command: versions_cmd::VersionsCommand,
+    },
+    /// The state store: set up a PostgreSQL one, move a state directory's ledger into it.
+    State {
+        #[command(subcommand)]
+        command: state_cmd::StateCommand,
+    },
+    /// The apply lock: who holds it; break it (recorded).
+    Lock {
+        #[command(subcommand)]
+        command: state_cmd::LockCommand,
     },
     /// Inspect and verify the audit ledger.
     Ledger {
@@ -449,6 +465,8 @@ pub enum KubeCommand {
 pub struct Ctx {
     pub output: OutputFormat,
     pub state_dir: PathBuf,
+    /// `--state`, as given (a PostgreSQL store's URL).
+    pub state_url: Option<String>,
     pub ledger: crate::ledger::Ledger,
     pub actor: String,
     printer: std::cell::RefCell<Box<dyn Printer>>,
@@ -468,6 +486,7 @@ impl Ctx {
         Self {
             output,
             state_dir,
+            state_url: None,
             ledger,
             actor,
             printer: std::cell::RefCell::new(crate::printer::for_output(json, markdown, stdout)),
@@ -492,21 +511,26 @@ impl Ctx {
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let markdown = cli.output == OutputArg::Markdown;
-    let ctx = Ctx::new(
+    let ledger = match open_ledger(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            let json = cli.output == OutputArg::Json;
+            crate::printer::for_output(json, false, Box::new(std::io::stdout()))
+                .error(&e, e.exit_code());
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let mut ctx = Ctx::new(
         match cli.output {
             OutputArg::Json => OutputFormat::Json,
             OutputArg::Human | OutputArg::Markdown => OutputFormat::Human,
         },
         markdown,
         cli.state_dir.clone(),
-        crate::ledger::Ledger::local(
-            cli.ledger
-                .clone()
-                .unwrap_or_else(|| cli.state_dir.join("ledger.jsonl")),
-            &cli.state_dir,
-        ),
+        ledger,
         cli.actor.clone().unwrap_or_else(os_user),
     );
+    ctx.state_url = cli.state.clone();
     if markdown && !matches!(cli.command, Command::Plan { .. }) {
         let e =
             CliError::Refused("--output markdown is for `ferry plan`; use human or json".into());
@@ -603,6 +627,8 @@ pub fn run(cli: Cli) -> ExitCode {
             site,
         } => runtime().and_then(|rt| rt.block_on(backout::history(&ctx, &inventory, &app, &site))),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
+        Command::State { command } => state_cmd::run_state(&ctx, command),
+        Command::Lock { command } => state_cmd::run_lock(&ctx, command),
         Command::Approve {
             plan,
             gate,
@@ -728,6 +754,33 @@ fn man_pages(ctx: &Ctx, out: &std::path::Path) -> Result<u8, CliError> {
         })?;
     ctx.out().man_pages(out);
     Ok(exit::OK)
+}
+
+/// The ledger and lock of this invocation: the PostgreSQL store `--state` names, or the
+/// state directory's files.
+fn open_ledger(cli: &Cli) -> Result<crate::ledger::Ledger, CliError> {
+    let Some(url) = &cli.state else {
+        return Ok(crate::ledger::Ledger::local(
+            cli.ledger
+                .clone()
+                .unwrap_or_else(|| cli.state_dir.join("ledger.jsonl")),
+            &cli.state_dir,
+        ));
+    };
+    if cli.ledger.is_some() {
+        return Err(CliError::Refused(
+            "--ledger names a ledger file and --state a PostgreSQL store: give one".into(),
+        ));
+    }
+    if !crate::state::postgres::StateUrl::is_postgres(url) {
+        return Err(CliError::Refused(format!(
+            "--state `{url}` is not a `postgres://` URL (a state directory is `--state-dir DIR`)"
+        )));
+    }
+    let url = crate::state::postgres::StateUrl::parse(url).map_err(CliError::Refused)?;
+    Ok(crate::ledger::Ledger::with_backend(std::sync::Arc::new(
+        crate::state::postgres::PgState::new(url),
+    )))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod runbook;
 #[cfg(feature = "aws")]
 pub mod snapshot;
+pub mod state_store;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod versions;

@@ -20,25 +20,7 @@ pub struct FileLedger {
     path: PathBuf,
     fence: Option<std::sync::Arc<crate::state::Fence>>,
     /// Appends waiting to be written together (clones of a handle share it).
-    group: std::sync::Arc<Group>,
-}
-
-/// Group commit: concurrent [`FileLedger::append`]s of one handle share one write and one
-/// `fsync`. The first caller to find no writer at work becomes the writer for everything
-/// queued by then; the others wait for their own entry's result, which is given only after the
-/// `fsync`: an entry is durable before its caller can report it or act on it.
-#[derive(Debug, Default)]
-struct Group {
-    state: std::sync::Mutex<GroupState>,
-    written: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GroupState {
-    next_ticket: u64,
-    pending: Vec<(u64, NewEntry)>,
-    writing: bool,
-    results: std::collections::HashMap<u64, Result<Entry, LedgerError>>,
+    group: std::sync::Arc<super::group::Group>,
 }
 
 /// Where a verified prefix of the ledger ends: kept beside it (`<ledger>.verified`) so a
@@ -80,27 +62,7 @@ impl FileLedger {
     /// made at the same time through this handle (or its clones) are written and `fsync`ed
     /// together (group commit); each returns once its own entry is durable.
     pub fn append(&self, new: NewEntry) -> Result<Entry, LedgerError> {
-        let mut st = self.group.state.lock().expect("ledger group lock");
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.pending.push((ticket, new));
-        loop {
-            if let Some(r) = st.results.remove(&ticket) {
-                return r;
-            }
-            if st.writing {
-                st = self.group.written.wait(st).expect("ledger group lock");
-                continue;
-            }
-            st.writing = true;
-            let batch = std::mem::take(&mut st.pending);
-            drop(st);
-            let written = self.write_group(batch);
-            st = self.group.state.lock().expect("ledger group lock");
-            st.writing = false;
-            st.results.extend(written);
-            self.group.written.notify_all();
-        }
+        self.group.append(new, |news| self.write_group(news))
     }
 
     /// One entry on its own: its own lock, write and `fsync` (what every append cost before
@@ -109,25 +71,13 @@ impl FileLedger {
         self.append_after(|| Ok(((), new))).map(|((), e)| e)
     }
 
-    /// Writes a batch under one file lock, one write and one `fsync`; on any failure every
-    /// entry of the batch gets the error (nothing of it is reported as recorded).
-    fn write_group(&self, batch: Vec<(u64, NewEntry)>) -> Vec<(u64, Result<Entry, LedgerError>)> {
-        let (tickets, news): (Vec<u64>, Vec<NewEntry>) = batch.into_iter().unzip();
-        let written = self.open_locked().and_then(|mut file| {
+    /// Writes a batch under one file lock, one write and one `fsync`.
+    fn write_group(&self, news: Vec<NewEntry>) -> Result<Vec<Entry>, LedgerError> {
+        self.open_locked().and_then(|mut file| {
             let r = self.write_locked(&mut file, news);
             let _ = file.unlock();
             r
-        });
-        match written {
-            Ok(entries) => tickets
-                .into_iter()
-                .zip(entries.into_iter().map(Ok))
-                .collect(),
-            Err(e) => tickets
-                .into_iter()
-                .map(|t| (t, Err(e.duplicate())))
-                .collect(),
-        }
+        })
     }
 
     /// Runs `make` and appends the entry it returns, both under the ledger's file lock: what

@@ -5,6 +5,7 @@
 //! reported after its record.
 
 mod file;
+pub(crate) mod group;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +56,14 @@ pub enum LedgerError {
         "this run no longer holds the apply lock ({0}); it stopped without acting or recording further"
     )]
     Fenced(#[source] crate::lock::LockError),
+    /// A shared state store failed or could not be reached. `uncertain`: the connection broke
+    /// while a commit was under way, so the entries may or may not be recorded.
+    #[error("ledger in {location}: {reason}{}", if *.uncertain { "; the connection broke while committing: whether the last entries were recorded is unknown (`ferry ledger show` tells)" } else { "; nothing was recorded by this call" })]
+    Store {
+        location: String,
+        reason: String,
+        uncertain: bool,
+    },
 }
 
 impl LedgerError {
@@ -88,6 +97,15 @@ impl LedgerError {
                 tamper: tamper.clone(),
             },
             LedgerError::Fenced(e) => LedgerError::Fenced(e.duplicate()),
+            LedgerError::Store {
+                location,
+                reason,
+                uncertain,
+            } => LedgerError::Store {
+                location: location.clone(),
+                reason: reason.clone(),
+                uncertain: *uncertain,
+            },
         }
     }
 }
@@ -196,5 +214,19 @@ impl Ledger {
         lease: Duration,
     ) -> Result<(Box<dyn HeldLock>, Entry), TakeLockError> {
         self.0.take_lock(actor, plan_id, lease)
+    }
+
+    /// Who holds the apply lock, if anyone, and whether its lease has run out.
+    pub fn lock_status(&self) -> Result<Option<crate::state::LockStatus>, crate::lock::LockError> {
+        self.0.lock_status()
+    }
+
+    /// Breaks the apply lock (whoever holds it) and records who did and why, as one step.
+    pub fn break_lock(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<(crate::lock::LockHolder, Entry)>, TakeLockError> {
+        self.0.break_lock(actor, reason)
     }
 }

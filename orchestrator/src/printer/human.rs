@@ -375,6 +375,65 @@ impl Printer for Human {
         self.say(&text);
     }
 
+    fn state_initialised(&mut self, store: &str, applied: &[String], grant: Option<&str>) {
+        let done = if applied.is_empty() {
+            "already up to date".to_owned()
+        } else {
+            format!("applied {}", applied.join(", "))
+        };
+        let grant = grant
+            .map(|g| format!("; role `{g}` may SELECT and INSERT the ledger and take the lock"))
+            .unwrap_or_default();
+        self.say(&format!("State store {store}: {done}{grant}."));
+    }
+
+    fn state_migrated(&mut self, m: &crate::engine::state_store::Migrated) {
+        let resumed = m
+            .resumed_after
+            .map(|k| format!(" (entries up to {k} were there from an earlier run)"))
+            .unwrap_or_default();
+        self.say(&format!(
+            "Ledger {} moved to {}: {} entries copied{resumed}, {} verified there, head {}.
+From now on use `--state` with that store.",
+            m.from,
+            m.to,
+            m.copied,
+            m.entries,
+            m.head.as_deref().unwrap_or("-")
+        ));
+    }
+
+    fn lock_status(&mut self, ledger: &str, s: Option<&crate::state::LockStatus>) {
+        let text = match s {
+            None => format!("The apply lock of {ledger} is free."),
+            Some(s) => format!(
+                "The apply lock of {ledger} is held by {}{}.",
+                s.holder,
+                if s.expired {
+                    "; its lease has run out (or its process is gone): the next apply takes it over"
+                } else {
+                    ""
+                }
+            ),
+        };
+        self.say(&text);
+    }
+
+    fn lock_broken(
+        &mut self,
+        ledger: &str,
+        broken: Option<&(crate::lock::LockHolder, crate::ledger::Entry)>,
+    ) {
+        let text = match broken {
+            None => format!("The apply lock of {ledger} was free: nothing to break."),
+            Some((h, e)) => format!(
+                "Broke the apply lock of {h}; recorded as entry {} (lock_broken). That run can no longer act or record.",
+                e.seq
+            ),
+        };
+        self.say(&text);
+    }
+
     fn runbooks(&mut self, list: &[Loaded<Runbook>]) {
         for rb in list {
             let r = &rb.value;

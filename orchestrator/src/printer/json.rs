@@ -236,6 +236,28 @@ impl Printer for Json {
         self.doc(&json!({ "format": "ferry.snapshot_prune", "version": JSON_VERSION, "database": database, "prune": p }));
     }
 
+    fn state_initialised(&mut self, store: &str, applied: &[String], grant: Option<&str>) {
+        self.doc(&json!({ "format": "ferry.state_init", "version": JSON_VERSION, "store": store, "applied": applied, "granted_to": grant }));
+    }
+
+    fn state_migrated(&mut self, m: &crate::engine::state_store::Migrated) {
+        self.doc(
+            &json!({ "format": "ferry.state_migrate", "version": JSON_VERSION, "migrated": m }),
+        );
+    }
+
+    fn lock_status(&mut self, ledger: &str, s: Option<&crate::state::LockStatus>) {
+        self.doc(&json!({ "format": "ferry.lock_status", "version": JSON_VERSION, "ledger": ledger, "held": s.is_some(), "holder": s.map(|s| &s.holder), "expired": s.map(|s| s.expired) }));
+    }
+
+    fn lock_broken(
+        &mut self,
+        ledger: &str,
+        broken: Option<&(crate::lock::LockHolder, crate::ledger::Entry)>,
+    ) {
+        self.doc(&json!({ "format": "ferry.lock_break", "version": JSON_VERSION, "ledger": ledger, "broken": broken.map(|(h, e)| json!({ "previous": h, "seq": e.seq, "hash": e.hash })) }));
+    }
+
     fn runbooks(&mut self, list: &[Loaded<Runbook>]) {
         let rows: Vec<_> = list
             .iter()

@@ -98,6 +98,14 @@ pub trait Printer {
     /// `ferry migrate report`: everything the ledger holds of a migration.
     fn migration_report(&mut self, r: &crate::engine::migrate::MigrationReport);
     /// A command failed with exit code `code`.
+    /// `ferry state init`: the migrations applied now, and the role given rights.
+    fn state_initialised(&mut self, store: &str, applied: &[String], grant: Option<&str>);
+    /// `ferry state migrate`.
+    fn state_migrated(&mut self, m: &crate::engine::state_store::Migrated);
+    /// `ferry lock status`.
+    fn lock_status(&mut self, ledger: &str, s: Option<&crate::state::LockStatus>);
+    /// `ferry lock break`: the holder broken and its record, or nothing (the lock was free).
+    fn lock_broken(&mut self, ledger: &str, broken: Option<&(crate::lock::LockHolder, Entry)>);
     fn error(&mut self, e: &Error, code: u8);
 }
 

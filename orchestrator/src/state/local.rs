@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, Fence, HeldLock, TakeLockError, lock_entry};
+use super::{Backend, Fence, HeldLock, LockStatus, TakeLockError, break_entry, lock_entry};
 use crate::ledger::{Entry, FileLedger, LedgerError, NewEntry, Repair, VerifyReport};
 use crate::lock::{ApplyLock, LockError, LockHolder};
 
@@ -70,6 +70,39 @@ impl Backend for Local {
             let entry = lock_entry(actor, plan_id, lock.holder(), how);
             Ok((Box::new(lock) as Box<dyn HeldLock>, entry))
         })
+    }
+
+    fn lock_status(&self) -> Result<Option<LockStatus>, LockError> {
+        let status = crate::lock::status(&self.state_dir).map_err(|e| self.lock_io(e))?;
+        Ok(status.map(|(holder, expired)| LockStatus { holder, expired }))
+    }
+
+    /// The lock file is removed under the ledger's `flock`, with its record.
+    fn break_lock(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<(LockHolder, Entry)>, TakeLockError> {
+        let broken = self.ledger.append_after(|| {
+            let prev = crate::lock::break_file(&self.state_dir)
+                .map_err(|e| TakeLockError::Lock(self.lock_io(e)))?
+                .ok_or(TakeLockError::Lock(LockError::Vanished))?;
+            let entry = break_entry(actor, &prev, reason);
+            Ok((prev, entry))
+        });
+        match broken {
+            Err(TakeLockError::Lock(LockError::Vanished)) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+}
+
+impl Local {
+    fn lock_io(&self, source: std::io::Error) -> LockError {
+        LockError::Io {
+            path: self.state_dir.join("apply.lock"),
+            source,
+        }
     }
 }
 

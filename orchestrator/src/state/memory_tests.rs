@@ -180,6 +180,7 @@ impl Backend for Memory {
                 boot_id: String::new(),
                 renewed_boottime_ms: 0,
                 lease_ms: lease.as_millis() as u64,
+                ..LockHolder::default()
             };
             store.holder = Some(h.clone());
             h
@@ -191,6 +192,26 @@ impl Backend for Memory {
             holder,
         };
         Ok((Box::new(lock), entry))
+    }
+
+    fn lock_status(&self) -> Result<Option<super::LockStatus>, LockError> {
+        let holder = self.store.lock().unwrap().holder.clone();
+        Ok(holder.map(|holder| super::LockStatus {
+            holder,
+            expired: false,
+        }))
+    }
+
+    fn break_lock(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<(LockHolder, Entry)>, TakeLockError> {
+        let Some(prev) = self.store.lock().unwrap().holder.take() else {
+            return Ok(None);
+        };
+        let entry = self.append(super::break_entry(actor, &prev, reason))?;
+        Ok(Some((prev, entry)))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod local;
 #[cfg(test)]
 pub(crate) mod memory_tests;
+pub mod postgres;
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,6 +45,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
         plan_id: &str,
         lease: Duration,
     ) -> Result<(Box<dyn HeldLock>, Entry), TakeLockError>;
+    /// Who holds the apply lock now, if anyone (`ferry lock status`).
+    fn lock_status(&self) -> Result<Option<LockStatus>, LockError>;
+    /// Frees the lock whoever holds it and appends [`break_entry`] in the same step (`ferry
+    /// lock break`); the holder is fenced from then on. `None` when nobody held it.
+    fn break_lock(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<(LockHolder, Entry)>, TakeLockError>;
+}
+
+/// The apply lock's holder, and whether its lease has run out (it may be taken over then).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockStatus {
+    pub holder: LockHolder,
+    pub expired: bool,
 }
 
 /// The apply lock while a run holds it.
@@ -79,6 +96,11 @@ impl Fence {
     pub fn check(&self) -> Result<(), LockError> {
         self.0.check()
     }
+
+    /// The acquisition this fence belongs to (the lock's token).
+    pub fn generation(&self) -> &str {
+        self.0.generation()
+    }
 }
 
 /// Two fences are the same when they belong to the same acquisition of the lock.
@@ -95,6 +117,22 @@ pub enum TakeLockError {
     Lock(LockError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+}
+
+/// The entry that records `ferry lock break`: `lock_broken` naming the previous holder, who
+/// broke the lock and why.
+pub fn break_entry(actor: &str, previous: &LockHolder, reason: &str) -> NewEntry {
+    NewEntry::new(actor, Event::LockBroken)
+        .plan(&previous.plan_id)
+        .message(format!(
+            "{actor} broke the apply lock of {previous}: {reason}"
+        ))
+        .detail(serde_json::json!({
+            "previous": previous,
+            "reason": reason,
+            "broken_by": actor,
+            "how": "ferry lock break",
+        }))
 }
 
 /// The entry that records how the lock was taken: `lock_taken` with the holder, or
