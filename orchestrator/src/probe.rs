@@ -312,26 +312,14 @@ impl Probes {
         };
         let refused =
             |e: tokio_postgres::Error| fail(format!("cannot connect to {place}: {}", chain(&e)));
-        let client = match pg.tls {
-            PgTls::Disable => {
-                let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
-                    .await
-                    .map_err(|_| no_answer())?
-                    .map_err(refused)?;
-                tokio::spawn(conn);
-                client
-            }
-            PgTls::VerifyFull => {
-                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let tls = self.tls_config(pg, place)?;
-                let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tls))
-                    .await
-                    .map_err(|_| no_answer())?
-                    .map_err(refused)?;
-                tokio::spawn(conn);
-                client
-            }
+        let tls = match pg.tls {
+            PgTls::Disable => None,
+            PgTls::VerifyFull => Some(self.tls_config(pg, place)?),
         };
+        let client = connect_pg(cfg, tls, timeout).await.map_err(|e| match e {
+            ConnectFail::NoAnswer => no_answer(),
+            ConnectFail::Refused(e) => refused(e),
+        })?;
         Ok(client)
     }
 
@@ -343,6 +331,41 @@ impl Probes {
     ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProbeError> {
         let ca = pg.ca_file.as_ref().map(|c| self.base.join(c));
         verifying_tls(ca.as_deref()).map_err(|e| fail(format!("{place}: {e}")))
+    }
+}
+
+/// Why a PostgreSQL connection was not made.
+pub enum ConnectFail {
+    NoAnswer,
+    Refused(tokio_postgres::Error),
+}
+
+/// Connects with `cfg`, over `tls` (verifying, see [`verifying_tls`]) unless it is `None`,
+/// within `timeout`; the connection's task is spawned on the current runtime.
+pub async fn connect_pg(
+    mut cfg: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, ConnectFail> {
+    let no_answer = |_| ConnectFail::NoAnswer;
+    match tls {
+        None => {
+            let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+                .await
+                .map_err(no_answer)?
+                .map_err(ConnectFail::Refused)?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Some(tls) => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tls))
+                .await
+                .map_err(no_answer)?
+                .map_err(ConnectFail::Refused)?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
     }
 }
 

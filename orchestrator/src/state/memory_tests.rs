@@ -142,18 +142,6 @@ impl Backend for Memory {
         Ok(crate::ledger::verify_from(&self.lines(), 0, GENESIS, f))
     }
 
-    fn read_verified(&self) -> Result<Vec<Entry>, LedgerError> {
-        let mut all = Vec::new();
-        let report = self.verify_each(&mut |e| all.push(e))?;
-        match report.tamper {
-            Some(tamper) => Err(LedgerError::Broken {
-                path: "memory:".into(),
-                tamper,
-            }),
-            None => Ok(all),
-        }
-    }
-
     fn repair(&self, _actor: &str, _reason: &str) -> Result<Repair, LedgerError> {
         Ok(Repair::Nothing)
     }

@@ -33,8 +33,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn for_each_parsed(&self, f: &mut dyn FnMut(Entry)) -> Result<(), LedgerError>;
     /// Verifies the chain in order, handing each good entry to `f`.
     fn verify_each(&self, f: &mut dyn FnMut(Entry)) -> Result<VerifyReport, LedgerError>;
-    /// Every entry, only if the whole chain verifies.
-    fn read_verified(&self) -> Result<Vec<Entry>, LedgerError>;
+    /// Every entry, only if the whole chain verifies (a backend may keep a verified prefix).
+    fn read_verified(&self) -> Result<Vec<Entry>, LedgerError> {
+        let mut all = Vec::new();
+        let report = self.verify_each(&mut |e| all.push(e))?;
+        match report.tamper {
+            Some(tamper) => Err(LedgerError::Broken {
+                path: self.location().into(),
+                tamper,
+            }),
+            None => Ok(all),
+        }
+    }
     /// Mends a torn tail (a write cut short) and records the repair; never hides tampering.
     fn repair(&self, actor: &str, reason: &str) -> Result<Repair, LedgerError>;
     /// Takes the apply lock for `plan_id` (or takes over a dead or expired holder's) and

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::url::StateUrl;
 use crate::model::PgTls;
@@ -130,27 +130,19 @@ pub(super) async fn connect(url: &StateUrl) -> Result<Client, StoreError> {
         broken: true,
         uncertain: false,
     };
-    let client = match url.tls {
-        PgTls::Disable => {
-            let (client, conn) = tokio::time::timeout(url.timeout, cfg.connect(NoTls))
-                .await
-                .map_err(|_| no_answer())?
-                .map_err(refused)?;
-            tokio::spawn(conn);
-            client
-        }
-        PgTls::VerifyFull => {
-            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let tls = crate::probe::verifying_tls(url.ca_file.as_deref())
-                .map_err(|e| StoreError::new(format!("PostgreSQL at {place}: {e}")))?;
-            let (client, conn) = tokio::time::timeout(url.timeout, cfg.connect(tls))
-                .await
-                .map_err(|_| no_answer())?
-                .map_err(refused)?;
-            tokio::spawn(conn);
-            client
-        }
+    let tls = match url.tls {
+        PgTls::Disable => None,
+        PgTls::VerifyFull => Some(
+            crate::probe::verifying_tls(url.ca_file.as_deref())
+                .map_err(|e| StoreError::new(format!("PostgreSQL at {place}: {e}")))?,
+        ),
     };
+    let client = crate::probe::connect_pg(cfg, tls, url.timeout)
+        .await
+        .map_err(|e| match e {
+            crate::probe::ConnectFail::NoAnswer => no_answer(),
+            crate::probe::ConnectFail::Refused(e) => refused(e),
+        })?;
     Ok(client)
 }
 

@@ -213,18 +213,6 @@ impl Backend for PgState {
         Ok(v.finish(0))
     }
 
-    fn read_verified(&self) -> Result<Vec<Entry>, LedgerError> {
-        let mut all = Vec::new();
-        let report = self.verify_each(&mut |e| all.push(e))?;
-        match report.tamper {
-            Some(tamper) => Err(LedgerError::Broken {
-                path: self.location().into(),
-                tamper,
-            }),
-            None => Ok(all),
-        }
-    }
-
     /// A transaction is never torn: there is nothing to mend.
     fn repair(&self, _actor: &str, _reason: &str) -> Result<Repair, LedgerError> {
         Ok(Repair::Nothing)
