@@ -286,3 +286,94 @@ fn a_rewritten_history_is_found_by_checkpoints_kept_elsewhere() {
         .expect_code(7)
         .stdout_has("not the trusted key");
 }
+
+/// With FERRY_CHECKPOINT_EVERY, a long apply is checkpointed as it goes, not only at its end:
+/// a rewrite between two applies cannot hide behind the last checkpoint of the one before.
+#[test]
+fn a_long_apply_is_checkpointed_every_n_entries() {
+    let ws = Workspace::new();
+    ws.run(&["keygen", "-o", "ck.key"]).expect_code(0);
+    let outside = ws.path().join("elsewhere.jsonl");
+    ws.plan_file("v1").expect_code(2);
+    crate::support::Run(
+        ws.cmd(&["apply", "v1.json"])
+            .env("FERRY_CHECKPOINT_KEY", "file:ck.key")
+            .env("FERRY_CHECKPOINT_FILE", &outside)
+            .env("FERRY_CHECKPOINT_EVERY", "4")
+            .env("FERRY_IT_SLOW", "0.7")
+            .output()
+            .unwrap(),
+    )
+    .expect_code(0);
+    let made = ws.events("checkpoint");
+    assert!(
+        made.len() >= 2,
+        "checkpoints during the apply and at its end: {made:?}"
+    );
+    let kept = std::fs::read_to_string(&outside).unwrap();
+    assert_eq!(
+        kept.lines().count(),
+        made.len(),
+        "each one also kept elsewhere"
+    );
+    let file = outside.display().to_string();
+    ws.run(&["ledger", "verify", "--checkpoints", &file])
+        .expect_code(0)
+        .stdout_has(&format!("checkpoints: {} matched", made.len()));
+}
+
+/// Checkpoints kept in S3 (moto here; with Object Lock on a real bucket nobody who keeps the
+/// ledger can rewrite them): one object per checkpoint, read back by `verify --checkpoints`.
+#[cfg(feature = "aws")]
+#[test]
+fn checkpoints_are_kept_in_s3_and_checked_from_there() {
+    let moto = crate::support::Moto::start("127.62.9.1");
+    moto.py("s3.create_bucket(Bucket='audit')");
+    let ws = Workspace::new();
+    ws.run(&["keygen", "-o", "ck.key"]).expect_code(0);
+    let with_s3 = |args: &[&str]| {
+        crate::support::Run(
+            ws.cmd(args)
+                .env("AWS_ENDPOINT_URL", moto.url())
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env("FERRY_CHECKPOINT_KEY", "file:ck.key")
+                .env("FERRY_CHECKPOINT_FILE", "s3://audit/estate-a/")
+                .output()
+                .unwrap(),
+        )
+    };
+    ws.plan_file("v1").expect_code(2);
+    with_s3(&["apply", "v1.json"]).expect_code(0);
+    with_s3(&[
+        "ledger",
+        "checkpoint",
+        "--key",
+        "file:ck.key",
+        "-o",
+        "s3://audit/estate-a",
+    ])
+    .expect_code(0)
+    .stdout_has("appended to s3://audit/estate-a");
+    let keys = moto.py(
+        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='audit', Prefix='estate-a/')['Contents']))",
+    );
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("estate-a/000000000000000")),
+        "{keys}"
+    );
+    with_s3(&["ledger", "verify", "--checkpoints", "s3://audit/estate-a/"])
+        .expect_code(0)
+        .stdout_has("checkpoints: 2 matched");
+    with_s3(&[
+        "ledger",
+        "verify",
+        "--checkpoints",
+        "s3://missing-bucket/x/",
+    ])
+    .expect_code(1)
+    .stderr_has("cannot read the checkpoints at s3://missing-bucket/x/");
+}

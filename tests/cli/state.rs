@@ -289,11 +289,23 @@ fn state_migrate_moves_every_kind_of_entry() {
 #[test]
 fn a_broken_lock_is_recorded_and_fences_its_run() {
     let team = TeamState::start(55468);
-    let ws = team_workspace(&team);
+    broken_lock_fences_its_run(&team_workspace(&team));
+}
+
+/// The same with the state directory's lock file.
+#[test]
+fn a_broken_local_lock_is_recorded_and_fences_its_run() {
+    broken_lock_fences_its_run(&Workspace::new());
+}
+
+fn broken_lock_fences_its_run(ws: &Workspace) {
     ws.plan_file("v1").expect_code(2);
     ws.hang("clinic-a");
     let first = ws.spawn(&["apply", "v1.json"]);
     ws.wait_hanging("clinic-a");
+    ws.run(&["--output", "json", "lock", "status"])
+        .expect_code(0)
+        .stdout_has("\"held\":true");
     Run(ws
         .cmd(&["lock", "break", "--reason", "runner lost its network"])
         .env("FERRY_ACTOR", "carol")

@@ -14,27 +14,66 @@ use crate::exit;
 pub use crate::engine::apply::{ApplyResult, Options, outcome_code};
 
 pub async fn apply_cmd(ctx: &Ctx, plan_path: &Path, opts: Options<'_>) -> Result<u8, CliError> {
-    let r = apply_plan(ctx, plan_path, opts).await?;
+    let checkpoints = checkpointer().map(Arc::new);
+    let during = checkpoints
+        .clone()
+        .map(|c| spawn_checkpoints(ctx.state(), c));
+    let r = apply_plan(ctx, plan_path, opts).await;
+    if let Some(task) = during {
+        task.abort();
+        let _ = task.await;
+    }
+    let r = r?;
     print_apply(ctx, &r, plan_path);
-    if r.plan.has_changes() {
-        checkpoint_after_apply(ctx);
+    if let Some(c) = checkpoints
+        && r.plan.has_changes()
+    {
+        say_checkpoint(c.make(&ctx.state()));
     }
     Ok(r.code)
 }
 
 /// With `FERRY_CHECKPOINT_KEY` (a secret reference to a `ferry keygen` key), every apply ends
 /// with a signed checkpoint of the ledger's head, also appended to `FERRY_CHECKPOINT_FILE`
-/// when set. A checkpoint that cannot be made is said on stderr; the apply's outcome stands.
-fn checkpoint_after_apply(ctx: &Ctx) {
-    let Ok(reference) = std::env::var("FERRY_CHECKPOINT_KEY") else {
-        return;
-    };
+/// when set; with `FERRY_CHECKPOINT_EVERY=N`, also one each time the apply has appended N
+/// entries. A checkpoint that cannot be made is said on stderr; the apply's outcome stands.
+fn checkpointer() -> Option<crate::engine::audit::Checkpointer> {
+    let reference = std::env::var("FERRY_CHECKPOINT_KEY").ok()?;
     let out = std::env::var_os("FERRY_CHECKPOINT_FILE").map(std::path::PathBuf::from);
-    let made = super::ledger_cmd::checkpoint_key(&reference)
-        .and_then(|key| crate::engine::audit::checkpoint(&ctx.state(), &key, out.as_deref()));
+    let every = std::env::var("FERRY_CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    match super::ledger_cmd::checkpoint_key(&reference) {
+        Ok(key) => Some(crate::engine::audit::Checkpointer::new(key, out, every)),
+        Err(e) => {
+            eprintln!("warning: no checkpoints for this apply: {e}");
+            None
+        }
+    }
+}
+
+/// Checks twice a second whether the apply has appended enough entries for a checkpoint.
+fn spawn_checkpoints(
+    state: crate::engine::State,
+    c: Arc<crate::engine::audit::Checkpointer>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if c.due(&state.ledger) {
+                let (c, state) = (c.clone(), state.clone());
+                if let Ok(made) = tokio::task::spawn_blocking(move || c.make(&state)).await {
+                    say_checkpoint(made);
+                }
+            }
+        }
+    })
+}
+
+fn say_checkpoint(made: Result<crate::ledger::checkpoint::SignedCheckpoint, CliError>) {
     match made {
         Ok(c) => eprintln!("checkpoint of ledger entry {} signed", c.payload.seq),
-        Err(e) => eprintln!("warning: no checkpoint after this apply: {e}"),
+        Err(e) => eprintln!("warning: no checkpoint now: {e}"),
     }
 }
 

@@ -141,24 +141,13 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// A checkpoints file: one signed checkpoint per line; every line must parse.
+    /// Checkpoints kept in a file (one per line; every line must parse) or under an S3 prefix
+    /// (`s3://BUCKET/PREFIX`, one object each).
     pub fn read(path: &Path, trusted_key: Option<String>) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Refused(format!("cannot read {}: {e}", path.display())))?;
-        let mut list = Vec::new();
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            list.push(serde_json::from_str(line).map_err(|e| {
-                Error::Refused(format!(
-                    "{}:{}: not a signed checkpoint: {e}",
-                    path.display(),
-                    n + 1
-                ))
-            })?);
-        }
+        let list = super::checkpoint_sink::read_all(path)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
         Ok(Self {
             list,
             trusted_key,
@@ -185,6 +174,44 @@ impl Checkpoints {
                 .err()
                 .map(|m| format!("checkpoint {} of {}: {m}", n + 1, self.source))
         })
+    }
+}
+
+/// Checkpoints while an apply runs: one whenever `every` entries were appended through the
+/// run's ledger handle since the last (the apply's end makes one too).
+#[derive(Debug)]
+pub struct Checkpointer {
+    pub key: SigningKey,
+    pub out: Option<std::path::PathBuf>,
+    pub every: Option<u64>,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Checkpointer {
+    pub fn new(key: SigningKey, out: Option<std::path::PathBuf>, every: Option<u64>) -> Self {
+        Self {
+            key,
+            out,
+            every: every.filter(|n| *n > 0),
+            last: Default::default(),
+        }
+    }
+
+    /// Whether `every` entries were appended since the last checkpoint.
+    pub fn due(&self, ledger: &Ledger) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        self.every
+            .is_some_and(|n| ledger.appended() >= last.saturating_add(n))
+    }
+
+    /// A checkpoint of the head now (see [`checkpoint`]).
+    pub fn make(&self, state: &super::State) -> Result<SignedCheckpoint, Error> {
+        let c = checkpoint(state, &self.key, self.out.as_deref())?;
+        self.last.store(
+            state.ledger.appended(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(c)
     }
 }
 
@@ -218,10 +245,7 @@ pub fn checkpoint(
         key,
     );
     if let Some(path) = out {
-        append_line(
-            path,
-            &serde_json::to_string(&signed).expect("checkpoints serialize"),
-        )?;
+        super::checkpoint_sink::keep(path, &signed)?;
     }
     state.ledger.append(
         crate::ledger::NewEntry::new(&state.actor, Event::Checkpoint)
@@ -232,7 +256,7 @@ pub fn checkpoint(
 }
 
 /// One line appended to a file, durably (created 0644 if missing, never through a link).
-fn append_line(path: &Path, line: &str) -> Result<(), Error> {
+pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), Error> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io =

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod approve;
 pub mod audit;
 pub mod backout;
+pub mod checkpoint_sink;
 pub mod dibr;
 #[cfg(feature = "ssh")]
 pub mod hosts;

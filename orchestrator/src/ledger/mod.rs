@@ -130,7 +130,7 @@ pub enum Repair {
 /// Everything that records or reads the ledger holds this; which backend is behind it is
 /// decided once, where the state is opened.
 #[derive(Debug, Clone)]
-pub struct Ledger(Arc<dyn Backend>);
+pub struct Ledger(Arc<dyn Backend>, Arc<std::sync::atomic::AtomicU64>);
 
 impl Ledger {
     /// The local backend with its ledger file at `path` and the apply lock in the same
@@ -147,7 +147,7 @@ impl Ledger {
 
     /// The local backend: the ledger file at `path`, the apply lock in `state_dir`.
     pub fn local(path: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
-        Self(Arc::new(crate::state::local::Local::new(
+        Self::with_backend(Arc::new(crate::state::local::Local::new(
             path.into(),
             state_dir.into(),
         )))
@@ -155,7 +155,12 @@ impl Ledger {
 
     /// A ledger kept by another backend.
     pub fn with_backend(backend: Arc<dyn Backend>) -> Self {
-        Self(backend)
+        Self(backend, Arc::default())
+    }
+
+    /// How many entries this handle (its clones and fenced forms included) has appended.
+    pub fn appended(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where the ledger is kept, for messages and reports (a path, or a backend's URL).
@@ -166,12 +171,14 @@ impl Ledger {
     /// The same ledger, fenced by an apply's lock: every append first checks, atomically with
     /// the append, that the lock still names that apply.
     pub fn fenced(&self, fence: Fence) -> Self {
-        Self(self.0.fenced(fence))
+        Self(self.0.fenced(fence), self.1.clone())
     }
 
     /// Appends one entry durably; returns it as written (seq, prev and hash).
     pub fn append(&self, new: NewEntry) -> Result<Entry, LedgerError> {
-        self.0.append(new)
+        let e = self.0.append(new)?;
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(e)
     }
 
     /// Every entry that parses, in order, for display (use [`Ledger::read_verified`] to act).

@@ -3,8 +3,7 @@
 //! nesting one), one client per handle made on first use and made again after the server went
 //! away, and the schema checked against this build's migrations before the first use.
 
-use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio_postgres::Client;
 
@@ -13,29 +12,6 @@ use crate::model::PgTls;
 
 mod embedded {
     refinery::embed_migrations!("src/state/postgres/sql");
-}
-
-/// The runtime every state store's connections run on (never dropped: a runtime may not be
-/// dropped from async code).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferry-state")
-            .enable_all()
-            .build()
-            .expect("the state store's runtime starts")
-    })
-}
-
-/// Runs `fut` on the state runtime and waits for its answer (from sync or async callers).
-pub(super) fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime().spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv().expect("the state store's task answers")
 }
 
 /// What went wrong talking to the store; `broken` when the connection is no longer usable.

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 pub use url::StateUrl;
 
-use self::conn::{Conn, StoreError, block};
+use self::conn::{Conn, StoreError};
 use self::sql::Fail;
 use super::{Backend, Fence, FenceCheck, HeldLock, LockStatus, TakeLockError};
+use crate::blocking::block;
 use crate::ledger::{Entry, LedgerError, NewEntry, Repair, VerifyReport};
 use crate::lock::{LockError, LockHolder};
 
