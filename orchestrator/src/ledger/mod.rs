@@ -58,7 +58,7 @@ pub enum LedgerError {
     Fenced(#[source] crate::lock::LockError),
     /// A shared state store failed or could not be reached. `uncertain`: the connection broke
     /// while a commit was under way, so the entries may or may not be recorded.
-    #[error("ledger in {location}: {reason}{}", if *.uncertain { "; the connection broke while committing: whether the last entries were recorded is unknown (`ferry ledger show` tells)" } else { "; nothing was recorded by this call" })]
+    #[error("ledger in {location}: {reason}{}", if *.uncertain { "; the connection broke while committing: whether the last entries were recorded is unknown (`ferry ledger show` tells)" } else { "" })]
     Store {
         location: String,
         reason: String,

@@ -83,6 +83,9 @@ impl Backend for Local {
         actor: &str,
         reason: &str,
     ) -> Result<Option<(LockHolder, Entry)>, TakeLockError> {
+        if self.lock_status().map_err(TakeLockError::Lock)?.is_none() {
+            return Ok(None);
+        }
         let broken = self.ledger.append_after(|| {
             let prev = crate::lock::break_file(&self.state_dir)
                 .map_err(|e| TakeLockError::Lock(self.lock_io(e)))?

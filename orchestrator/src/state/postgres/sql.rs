@@ -321,8 +321,8 @@ pub(super) async fn still_held(c: &mut Client, s: &str, token: &str) -> Result<(
 pub(super) async fn lock_status(c: &mut Client, s: &str) -> Result<Option<LockStatus>, Fail> {
     let row = current(c, s).await?;
     Ok(row.holder.map(|holder| LockStatus {
+        expired: row.expired || crate::lock::holder_gone(&holder) == Some(true),
         holder,
-        expired: row.expired,
     }))
 }
 
