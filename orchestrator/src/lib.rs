@@ -14,6 +14,7 @@ pub use ferry_core::{
 
 pub mod artifact;
 pub(crate) mod blocking;
+pub mod channel;
 pub mod cli;
 pub mod drivers;
 pub mod durable;

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod agent;
 mod apply;
 mod approve;
 #[cfg(feature = "aws")]

@@ -107,6 +107,11 @@ pub fn parse_runbook(source: SourceFile) -> Result<Loaded<Runbook>, Diagnostics>
     parse(source)
 }
 
+/// Any YAML document of ferry's (an agent's configuration, say), located errors included.
+pub fn parse_document<T: DeserializeOwned>(source: SourceFile) -> Result<Loaded<T>, Diagnostics> {
+    parse(source)
+}
+
 fn parse<T: DeserializeOwned>(source: SourceFile) -> Result<Loaded<T>, Diagnostics> {
     let options = serde_saphyr::options! {
         with_snippet: false,

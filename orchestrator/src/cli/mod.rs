@@ -3,6 +3,7 @@
 //! Results go to stdout (human text, or one JSON document with `--output json`); progress and
 //! logs go to stderr.
 
+mod agent_cmd;
 mod apply;
 mod approve;
 mod backout;
@@ -200,6 +201,29 @@ pub enum Command {
     Versions {
         #[command(subcommand)]
         command: versions_cmd::VersionsCommand,
+    },
+    /// Publish the desired state of each site (its apps at the inventory's versions) to a
+    /// signed channel (TUF metadata: versions that only grow, an expiry) that agents pull.
+    Publish {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// The channel's directory (serve it over HTTP(S) for agents, or read it as a folder).
+        #[arg(long)]
+        channel: PathBuf,
+        /// The channel's signing key (a `ferry keygen` key, as `file:PATH` or `env:NAME`).
+        #[arg(long)]
+        key: String,
+        /// How long this version is valid: agents act on nothing older (`7d`, `12h`).
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Only these sites (repeatable); default all.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+    },
+    /// The pull-mode agent of an on-premise server.
+    Agent {
+        #[command(subcommand)]
+        command: agent_cmd::AgentCommand,
     },
     /// The state store: set up a PostgreSQL one, move a state directory's ledger into it.
     State {
@@ -627,6 +651,14 @@ pub fn run(cli: Cli) -> ExitCode {
             site,
         } => runtime().and_then(|rt| rt.block_on(backout::history(&ctx, &inventory, &app, &site))),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
+        Command::Publish {
+            inventory,
+            channel,
+            key,
+            expires,
+            sites,
+        } => agent_cmd::publish(&ctx, &inventory, &channel, &key, &expires, &sites),
+        Command::Agent { command } => agent_cmd::run(&ctx, command),
         Command::State { command } => state_cmd::run_state(&ctx, command),
         Command::Lock { command } => state_cmd::run_lock(&ctx, command),
         Command::Approve {

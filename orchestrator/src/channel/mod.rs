@@ -1,0 +1,75 @@
+//! Channels for pull-mode agents (issue 24, first part): the desired state of each site,
+//! published as a TUF repository (The Update Framework, through the `tough` crate) that an
+//! agent on a server nobody logs in to reads and verifies before it acts.
+//!
+//! - `metadata/`: `root.json` (the keys trusted for each role; agents are installed with a copy
+//!   and never take a new root but through TUF's own signed chain), and `targets.json`,
+//!   `snapshot.json`, `timestamp.json`, signed, each with a version that only grows and an
+//!   expiry. TUF's client rules give the agent what the issue asks: older metadata than it has
+//!   seen is refused (a replayed old pin; a downgrade is *newer* metadata naming an older
+//!   version), expired metadata is refused and changes nothing (a frozen channel).
+//! - `targets/sites/SITE.json`: a site's desired apps ([`Desired`]); `targets/artifacts/APP/
+//!   VERSION.tar.gz`: each artifact. Both are TUF targets: their length and SHA-256 are in the
+//!   signed `targets.json`, and the agent's reads are checked against them as they stream.
+
+pub mod read;
+pub mod write;
+
+use serde::{Deserialize, Serialize};
+
+/// The format of a site's desired-state document.
+pub const DESIRED_FORMAT: &str = "ferry.desired.v1";
+
+/// What a site should run, as published (`targets/sites/SITE.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desired {
+    pub format: String,
+    pub site: String,
+    pub apps: Vec<DesiredApp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredApp {
+    pub app: String,
+    pub version: String,
+    /// The artifact's target name in the channel (`artifacts/APP/VERSION.tar.gz`).
+    pub artifact: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The target name of a site's document.
+pub fn site_target(site: &str) -> String {
+    format!("sites/{site}.json")
+}
+
+/// The target name of an app's artifact at a version.
+pub fn artifact_target(app: &str, version: &str) -> String {
+    format!("artifacts/{app}/{version}.tar.gz")
+}
+
+/// The channel's signing key as TUF's signer: the seed of a `ferry keygen` Ed25519 key.
+#[derive(Debug)]
+pub(crate) struct ChannelKey(pub [u8; 32]);
+
+#[async_trait::async_trait]
+impl tough::key_source::KeySource for ChannelKey {
+    async fn as_sign(
+        &self,
+    ) -> Result<Box<dyn tough::sign::Sign>, Box<dyn std::error::Error + Send + Sync + 'static>>
+    {
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&self.0)
+            .map_err(|e| format!("channel key: {e}"))?;
+        Ok(Box::new(pair))
+    }
+
+    async fn write(
+        &self,
+        _value: &str,
+        _key_id_hex: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Err("ferry does not write channel keys through TUF".into())
+    }
+}

@@ -1,0 +1,242 @@
+//! What an agent reads from its channel (`ferry agent check`): the metadata verified by TUF's
+//! client rules against the root it was installed with (signatures, versions that never go
+//! back — the versions seen are kept in the agent's state directory —, expiry), its site's
+//! desired state, and every artifact downloaded and checked against the signed length and
+//! SHA-256 before anything would stop. Channels are read from a directory (`file://`) or over
+//! HTTP(S) (any web server, or a bucket's HTTPS endpoint): the agent needs no cloud SDK.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tough::{ExpirationEnforcement, IntoVec, RepositoryLoader, TargetName};
+
+use super::{DESIRED_FORMAT, Desired};
+
+/// An agent's configuration file (YAML; unknown keys are refused, with their line).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The site this server is.
+    pub site: String,
+    /// `file:///DIR/` or `https://HOST/PATH/`: the channel's root (holding `metadata/` and
+    /// `targets/`).
+    pub channel: String,
+    /// The channel's `root.json` as installed with the agent (relative to the config file).
+    pub root: PathBuf,
+    /// The agent's own state: TUF's record of the versions seen, downloads (relative to the
+    /// config file).
+    pub state_dir: PathBuf,
+    /// Where the local target keeps this site's apps (`ROOT/SITE/APP/current`), to say what
+    /// runs now.
+    #[serde(default)]
+    pub targets_root: Option<PathBuf>,
+}
+
+/// One app: what the channel wants, what runs, and whether an update is due.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppCheck {
+    pub app: String,
+    pub desired: String,
+    pub running: Option<String>,
+    /// The verified artifact, downloaded.
+    pub artifact: PathBuf,
+    pub update_due: bool,
+}
+
+/// The channel as the agent verified it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub site: String,
+    pub channel_version: u64,
+    pub expires: String,
+    pub apps: Vec<AppCheck>,
+}
+
+/// Why the channel gave nothing to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Signed metadata older than seen before, a bad signature, an artifact whose bytes are
+    /// not the signed ones: an attack or a broken channel.
+    #[error("channel refused: {0}")]
+    Refused(String),
+    /// Expired metadata (a frozen channel): nothing changes until it is republished.
+    #[error("channel metadata expired ({0}): nothing changes until the channel is published again")]
+    Expired(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn classify(what: &str, e: tough::error::Error) -> CheckError {
+    use tough::error::Error as E;
+    let text = format!("{what}: {e}");
+    match e {
+        E::ExpiredMetadata { .. } => CheckError::Expired(text),
+        E::OlderMetadata { .. }
+        | E::VerifyMetadata { .. }
+        | E::VerifyTrustedMetadata { .. }
+        | E::VerifyRoleMetadata { .. }
+        | E::HashMismatch { .. }
+        | E::MaxSizeExceeded { .. }
+        | E::VersionMismatch { .. }
+        | E::OlderSnapshotInTimestamp { .. }
+        | E::SnapshotRoleRollback { .. } => CheckError::Refused(text),
+        // A target is checked as it streams: bytes past its signed length, or a digest that
+        // is not the signed one, end the stream with the transport's error.
+        E::Transport { ref source, .. }
+            if ["Maximum size", "Hash mismatch"]
+                .iter()
+                .any(|m| source.to_string().contains(m)) =>
+        {
+            CheckError::Refused(text)
+        }
+        _ => CheckError::Other(text),
+    }
+}
+
+/// Reads and verifies the channel for `cfg` (paths relative to `base`, the config's folder).
+pub async fn check(cfg: &AgentConfig, base: &Path) -> Result<Checked, CheckError> {
+    let other = |m: String| CheckError::Other(m);
+    let root_path = base.join(&cfg.root);
+    let root = std::fs::read(&root_path)
+        .map_err(|e| other(format!("root {}: {e}", root_path.display())))?;
+    let state = base.join(&cfg.state_dir);
+    let tuf = state.join("tuf");
+    std::fs::create_dir_all(&tuf).map_err(|e| other(format!("{}: {e}", tuf.display())))?;
+    let channel = if cfg.channel.ends_with('/') {
+        cfg.channel.clone()
+    } else {
+        format!("{}/", cfg.channel)
+    };
+    let join = |p: &str| {
+        url::Url::parse(&channel)
+            .and_then(|u| u.join(p))
+            .map_err(|e| other(format!("channel `{}`: {e}", cfg.channel)))
+    };
+    let repo = RepositoryLoader::new(&root, join("metadata/")?, join("targets/")?)
+        .transport(Transport)
+        .datastore(&tuf)
+        .expiration_enforcement(ExpirationEnforcement::Safe)
+        .load()
+        .await
+        .map_err(|e| classify("loading the channel's metadata", e))?;
+    let doc = read_target(&repo, &super::site_target(&cfg.site)).await?;
+    let desired: Desired = serde_json::from_slice(&doc)
+        .map_err(|e| CheckError::Refused(format!("site document: {e}")))?;
+    if desired.format != DESIRED_FORMAT || desired.site != cfg.site {
+        return Err(CheckError::Refused(format!(
+            "the site document is for `{}` in format `{}`, this agent is `{}` reading `{DESIRED_FORMAT}`",
+            desired.site, desired.format, cfg.site
+        )));
+    }
+    let downloads = state.join("downloads");
+    std::fs::create_dir_all(&downloads)
+        .map_err(|e| other(format!("{}: {e}", downloads.display())))?;
+    let mut apps = Vec::new();
+    for a in &desired.apps {
+        let bytes = read_target(&repo, &a.artifact).await?;
+        let path = downloads.join(format!("{}-{}.tar.gz", a.app, a.version));
+        crate::durable::write_atomic(&path, &bytes)
+            .map_err(|e| other(format!("{}: {e}", path.display())))?;
+        let running = cfg
+            .targets_root
+            .as_ref()
+            .and_then(|r| running(&base.join(r), &cfg.site, &a.app));
+        apps.push(AppCheck {
+            app: a.app.clone(),
+            desired: a.version.clone(),
+            update_due: running.as_deref() != Some(a.version.as_str()),
+            running,
+            artifact: path,
+        });
+    }
+    let ts = &repo.timestamp().signed;
+    Ok(Checked {
+        site: cfg.site.clone(),
+        channel_version: ts.version.get(),
+        expires: ts
+            .expires
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        apps,
+    })
+}
+
+/// A target's bytes, checked against its signed length and SHA-256 as they stream.
+async fn read_target(repo: &tough::Repository, name: &str) -> Result<Vec<u8>, CheckError> {
+    let target = TargetName::new(name).map_err(|e| CheckError::Other(format!("{name}: {e}")))?;
+    let stream = repo
+        .read_target(&target)
+        .await
+        .map_err(|e| classify(name, e))?
+        .ok_or_else(|| {
+            CheckError::Refused(format!("{name} is not in the channel's signed targets"))
+        })?;
+    stream.into_vec().await.map_err(|e| classify(name, e))
+}
+
+/// The release `ROOT/SITE/APP/current` points at.
+fn running(root: &Path, site: &str, app: &str) -> Option<String> {
+    let link = std::fs::read_link(root.join(site).join(app).join("current")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Fetches channel files from a directory or over HTTP(S) (reqwest on rustls: ferry's one
+/// HTTP client), whole, for TUF to check.
+#[derive(Debug, Clone, Default)]
+struct Transport;
+
+#[async_trait::async_trait]
+impl tough::Transport for Transport {
+    async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
+        use tough::{TransportError, TransportErrorKind};
+        let bytes = match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| TransportError::new(TransportErrorKind::Other, url.clone()))?;
+                match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
+                    }
+                    Err(e) => {
+                        return Err(TransportError::new_with_cause(
+                            TransportErrorKind::Other,
+                            url,
+                            e,
+                        ));
+                    }
+                }
+            }
+            "http" | "https" => {
+                crate::install_crypto_provider();
+                let resp = reqwest::Client::new()
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+                    })?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
+                }
+                let resp = resp.error_for_status().map_err(|e| {
+                    TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+                })?;
+                resp.bytes()
+                    .await
+                    .map_err(|e| {
+                        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+                    })?
+                    .to_vec()
+            }
+            _ => {
+                return Err(TransportError::new(
+                    TransportErrorKind::UnsupportedUrlScheme,
+                    url,
+                ));
+            }
+        };
+        let one: Result<bytes::Bytes, TransportError> = Ok(bytes.into());
+        Ok(Box::pin(futures_util::stream::once(async move { one })))
+    }
+}

@@ -1,0 +1,228 @@
+//! The pull side's channel (issue 24, first part): `ferry publish` signs each site's desired
+//! state as TUF metadata; `ferry agent check` verifies it the way an agent must before acting
+//! — from a directory and over HTTP — and refuses replayed metadata, expired metadata and
+//! artifacts whose bytes are not the signed ones.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{Run, Workspace};
+
+fn published() -> Workspace {
+    let ws = Workspace::new();
+    ws.run(&["keygen", "-o", "channel.key"]).expect_code(0);
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:channel.key",
+        "--expires",
+        "1h",
+    ])
+    .expect_code(0)
+    .stdout_has("at version 1 (3 site(s)")
+    .stdout_has("root.json made");
+    std::fs::copy(
+        ws.path().join("channel/metadata/root.json"),
+        ws.path().join("agent-root.json"),
+    )
+    .unwrap();
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: targets\n",
+            ws.path().display()
+        ),
+    );
+    ws
+}
+
+fn check(ws: &Workspace) -> Run {
+    ws.run(&["agent", "check", "--config", "agent.yaml"])
+}
+
+fn republish(ws: &Workspace, version: &str, expires: &str) {
+    ws.write(
+        "inventory.yaml",
+        &Workspace::inventory("").replace("version: 1.0.0", &format!("version: {version}")),
+    );
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:channel.key",
+        "--expires",
+        expires,
+    ])
+    .expect_code(0);
+}
+
+#[test]
+fn an_agent_sees_upgrades_and_downgrades_and_is_current_after_deploy() {
+    let ws = published();
+    check(&ws)
+        .expect_code(2)
+        .stdout_has("demo: desired 1.0.0, running nothing -> update due");
+    ws.deploy("v1");
+    check(&ws)
+        .expect_code(0)
+        .stdout_has("demo: desired 1.0.0, running 1.0.0\n");
+    republish(&ws, "2.0.0", "1h");
+    check(&ws)
+        .expect_code(2)
+        .stdout_has("Channel version 2")
+        .stdout_has("desired 2.0.0, running 1.0.0");
+    // A downgrade is newer metadata naming an older version.
+    republish(&ws, "1.0.0", "1h");
+    check(&ws).expect_code(0).stdout_has("Channel version 3");
+    let json = ws
+        .run(&[
+            "--output",
+            "json",
+            "agent",
+            "check",
+            "--config",
+            "agent.yaml",
+        ])
+        .json();
+    assert_eq!(json["check"]["apps"][0]["desired"], "1.0.0");
+}
+
+#[test]
+fn replayed_metadata_is_refused() {
+    let ws = published();
+    check(&ws).expect_code(2);
+    let old = ws.path().join("old-metadata");
+    copy_dir(&ws.path().join("channel/metadata"), &old);
+    republish(&ws, "2.0.0", "1h");
+    check(&ws).expect_code(2).stdout_has("desired 2.0.0");
+    // Whoever serves the channel puts the old, validly signed version 1 back.
+    std::fs::remove_dir_all(ws.path().join("channel/metadata")).unwrap();
+    copy_dir(&old, &ws.path().join("channel/metadata"));
+    check(&ws).expect_code(7).stderr_has(
+        "Found version 1 of timestamp metadata when we had previously fetched version 2",
+    );
+}
+
+#[test]
+fn expired_metadata_changes_nothing_and_says_so() {
+    let ws = published();
+    republish(&ws, "2.0.0", "1s");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    check(&ws).expect_code(1).stderr_has("metadata expired");
+}
+
+#[test]
+fn an_artifact_that_is_not_the_signed_one_is_refused() {
+    let ws = published();
+    let artifact = ws
+        .path()
+        .join("channel/targets/artifacts/demo/1.0.0.tar.gz");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    check(&ws)
+        .expect_code(7)
+        .stderr_has("artifacts/demo/1.0.0.tar.gz");
+    bytes.push(0);
+    std::fs::write(&artifact, &bytes).unwrap();
+    check(&ws).expect_code(7).stderr_has("Maximum size");
+    // A published version is immutable.
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:channel.key",
+    ])
+    .expect_code(1)
+    .stderr_has("already published with other content");
+}
+
+#[test]
+fn a_channel_is_read_over_http_and_signed_by_its_own_key_only() {
+    let ws = published();
+    let port = crate::support::free_port();
+    let server = serve(&ws.path().join("channel"), port);
+    ws.write(
+        "agent.yaml",
+        &format!("site: clinic-b\nchannel: http://127.0.0.1:{port}/\nroot: agent-root.json\nstate_dir: agent-state\n"),
+    );
+    let r = check(&ws);
+    drop(server);
+    r.expect_code(2)
+        .stdout_has("for site clinic-b")
+        .stdout_has("desired 1.0.0");
+    ws.run(&["keygen", "-o", "other.key"]).expect_code(0);
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:other.key",
+    ])
+    .expect_code(1)
+    .stderr_has("not one the channel's root trusts");
+    ws.write(
+        "bad.yaml",
+        "site: clinic-a\nchanel: x\nroot: r\nstate_dir: s\n",
+    );
+    ws.run(&["agent", "check", "--config", "bad.yaml"])
+        .expect_code(1)
+        .stderr_has("bad.yaml:2:1")
+        .stderr_has("unknown field `chanel`");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real web server (Python's) serving the channel's folder on loopback.
+fn serve(dir: &std::path::Path, port: u16) -> Server {
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the channel's web server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
