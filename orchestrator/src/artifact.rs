@@ -366,6 +366,27 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(String, Tree), ArtifactError
     Ok((tree_digest(&tree), tree))
 }
 
+/// Unpacks a release tarball into `dst` (which must not exist) under [`read_tarball`]'s
+/// rules, writing as [`copy_tree`] does; returns the digest of the tarball's bytes.
+pub fn unpack_tarball(path: &Path, dst: &Path) -> Result<String, ArtifactError> {
+    fs::create_dir(dst).map_err(io_at(dst))?;
+    let (digest, _) = read_tarball(path, &mut |rel, item, _| {
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let to = dst.join(rel);
+        match item {
+            Item::Dir => fs::DirBuilder::new().mode(0o755).create(&to),
+            Item::Link(t) => std::os::unix::fs::symlink(t, &to),
+            Item::File { exec, reader } => {
+                let mut out = create_new(&to, if exec { 0o755 } else { 0o644 })?;
+                io::copy(reader, &mut out).map(|_| ())
+            }
+        }
+    })?;
+    Ok(digest)
+}
+
 /// Writes `contents` at `dest` under `release` (a tree ferry built), after [`check_dest`]:
 /// missing directories are made, an artifact file there is replaced, nothing is followed.
 pub fn write_into(

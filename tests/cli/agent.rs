@@ -226,3 +226,83 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// The agent converges its server to the channel through the local driver and executor:
+/// first install, upgrade, a bad release backed out (the old one keeps serving), downgrade;
+/// already current is a no-op; everything is in the agent's own ledger.
+#[test]
+fn the_agent_installs_upgrades_backs_out_and_downgrades() {
+    let ws = published();
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
+            ws.path().display()
+        ),
+    );
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    let serving = || {
+        std::fs::read_link(ws.path().join("server/clinic-a/demo/current"))
+            .ok()
+            .map(|l| l.file_name().unwrap().to_string_lossy().into_owned())
+    };
+    run().expect_code(2);
+    assert_eq!(serving().as_deref(), Some("1.0.0"));
+    run()
+        .expect_code(0)
+        .stdout_has("runs what channel version 1 wants");
+    republish(&ws, "2.0.0", "1h");
+    run().expect_code(2);
+    assert_eq!(serving().as_deref(), Some("2.0.0"));
+    republish(&ws, "3.0.0", "1h");
+    run().expect_code(6);
+    assert_eq!(
+        serving().as_deref(),
+        Some("2.0.0"),
+        "the bad release was backed out"
+    );
+    republish(&ws, "1.0.0", "1h");
+    run().expect_code(2);
+    assert_eq!(
+        serving().as_deref(),
+        Some("1.0.0"),
+        "a downgrade is newer metadata"
+    );
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(ledger.contains("\"step_backed_out\""), "{ledger}");
+    ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
+        .expect_code(0);
+}
+
+/// kill -9 of the agent in the middle of an install (after the switch, before the health
+/// check passed): the next run finishes that install first instead of trusting `current`.
+#[test]
+fn a_killed_install_is_finished_by_the_next_run() {
+    let ws = published();
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
+            ws.path().display()
+        ),
+    );
+    ws.hang("clinic-a");
+    let mut first = ws.spawn(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    ws.wait_hanging("clinic-a");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    ws.release("clinic-a");
+    ws.run(&["agent", "run", "--once", "--config", "agent.yaml"])
+        .expect_code(2);
+    ws.run(&["agent", "run", "--once", "--config", "agent.yaml"])
+        .expect_code(0)
+        .stdout_has("runs what channel version 1 wants");
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"lock_broken\""),
+        "the dead run's lock was taken over"
+    );
+    assert_eq!(ledger.matches("\"step_succeeded\"").count(), 1, "{ledger}");
+    ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
+        .expect_code(0);
+}

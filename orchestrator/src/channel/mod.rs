@@ -38,6 +38,10 @@ pub struct DesiredApp {
     pub artifact: String,
     pub sha256: String,
     pub size: u64,
+    /// The app's health check, as the inventory gives it (the agent checks with it after the
+    /// switch, and backs out when it fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<serde_json::Value>,
 }
 
 /// The target name of a site's document.

@@ -128,6 +128,8 @@ pub async fn check(cfg: &AgentConfig, base: &Path) -> Result<Checked, CheckError
             desired.site, desired.format, cfg.site
         )));
     }
+    crate::durable::write_atomic(&state.join("desired.json"), &doc)
+        .map_err(|e| other(format!("{}: {e}", state.display())))?;
     let downloads = state.join("downloads");
     std::fs::create_dir_all(&downloads)
         .map_err(|e| other(format!("{}: {e}", downloads.display())))?;

@@ -21,6 +21,19 @@ pub enum AgentCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Converge once: check the channel and, when the running version differs (up or down),
+    /// install the desired one through the same local driver and executor as `ferry apply`
+    /// (release directory, atomic switch, health check, automatic back-out), recorded in the
+    /// agent's own ledger (`STATE_DIR/ledger.jsonl`). Exit 0: already current; 2: updated
+    /// (restart into it); 6: the health check failed and the previous release was restored;
+    /// 7: the channel was refused; 1: expired or unreachable (nothing changed).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// One pass, then exit (the interval loop is not built yet).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// `ferry publish`.
@@ -122,6 +135,7 @@ fn site_release(
             artifact: name.clone(),
             sha256: crate::load::sha256_hex(&bytes),
             size: bytes.len() as u64,
+            health_check: Some(serde_json::to_value(&app.health_check).expect("serializes")),
         });
         artifacts.push((name, file));
     }
@@ -159,29 +173,216 @@ fn pack(src: &Path, out: &Path) -> Result<(), CliError> {
 pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<u8, CliError> {
     match command {
         AgentCommand::Check { config } => check(ctx, &config),
+        AgentCommand::Run { config, once } => {
+            if !once {
+                return Err(CliError::Refused(
+                    "only `--once` is built: run it from the service manager's timer".into(),
+                ));
+            }
+            super::runtime().and_then(|rt| rt.block_on(run_once(ctx, &config)))
+        }
     }
 }
 
-fn check(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+fn load_config(config: &Path) -> Result<(AgentConfig, PathBuf), CliError> {
     let source = crate::load::read_source(config).map_err(|p| CliError::Invalid(vec![p].into()))?;
     let cfg: AgentConfig = crate::load::parse_document(source)
         .map_err(CliError::Invalid)?
         .value;
-    let base = config.parent().unwrap_or(Path::new(".")).to_owned();
+    let dir = config
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Absolute: the inventory the agent writes names its paths from elsewhere.
+    let base = std::fs::canonicalize(dir)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", dir.display())))?;
+    Ok((cfg, base))
+}
+
+/// The channel verified, or the exit code that says why not (printed on stderr).
+fn verified(cfg: &AgentConfig, base: &Path) -> Result<crate::channel::read::Checked, u8> {
     let checked = crate::blocking::block({
-        let cfg = cfg.clone();
+        let (cfg, base) = (cfg.clone(), base.to_owned());
         async move { crate::channel::read::check(&cfg, &base).await }
     });
-    let checked = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            let code = match e {
-                CheckError::Refused(_) => exit::TAMPERED,
-                _ => exit::ERROR,
-            };
-            eprintln!("error: {e}");
-            return Ok(code);
+    checked.map_err(|e| {
+        eprintln!("error: {e}");
+        match e {
+            CheckError::Refused(_) => exit::TAMPERED,
+            _ => exit::ERROR,
         }
+    })
+}
+
+async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+    let (cfg, base) = load_config(config)?;
+    let Some(targets_root) = cfg.targets_root.clone() else {
+        return Err(CliError::Refused(format!(
+            "{}: `targets_root` is needed to install (where this server's apps live)",
+            config.display()
+        )));
+    };
+    let checked = match verified(&cfg, &base) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let state_dir = base.join(&cfg.state_dir);
+    let agent = Ctx::new(
+        ctx.output,
+        false,
+        state_dir.clone(),
+        crate::ledger::Ledger::new(state_dir.join("ledger.jsonl")),
+        ctx.actor.clone(),
+    );
+    // An install cut short (kill -9, power) is finished first: its release may be switched in
+    // without its health check, so `current` alone does not say it is good.
+    let pending = state_dir.join("run/pending");
+    if let Ok(plan) = std::fs::read_to_string(&pending) {
+        let plan = PathBuf::from(plan.trim());
+        let opts = super::apply::Options {
+            resume: true,
+            ..super::apply::Options::fresh(&[])
+        };
+        let r = super::apply::apply_plan(&agent, &plan, opts).await?;
+        super::apply::print_apply(&agent, &r, &plan);
+        let _ = std::fs::remove_file(&pending);
+        return Ok(match r.outcome {
+            crate::executor::ApplyOutcome::Completed => exit::CHANGES,
+            other => super::apply::outcome_code(&other),
+        });
+    }
+    if !checked.apps.iter().any(|a| a.update_due) {
+        println!(
+            "Site {} runs what channel version {} wants.",
+            checked.site, checked.channel_version
+        );
+        return Ok(exit::OK);
+    }
+    let work = state_dir.join("run");
+    std::fs::create_dir_all(&work).map_err(|e| CliError::Refused(e.to_string()))?;
+    unpack_downloads(&state_dir, &checked)?;
+    let desired = desired_doc(&state_dir, &cfg.site)?;
+    let inventory = work.join("inventory.yaml");
+    let plan = work.join(format!("channel-v{}.yaml", checked.channel_version));
+    let inv = agent_inventory(&cfg.site, &base.join(&targets_root), &state_dir, &desired);
+    let rp = agent_plan(&cfg.site, checked.channel_version, &checked);
+    for (path, doc) in [(&inventory, inv), (&plan, rp)] {
+        crate::durable::write_atomic(path, doc.to_string().as_bytes())
+            .map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))?;
+    }
+    let state = agent.state();
+    let (inv, plans) = crate::workspace::load(&inventory, &[plan]).map_err(CliError::Invalid)?;
+    let saved = crate::engine::plan::make(&state, &inv, &plans[0], &super::apply::Lines).await?;
+    crate::engine::plan::refuse_unready(&saved)?;
+    let out = work.join(format!("channel-v{}.json", checked.channel_version));
+    crate::workspace::write_plan(&out, &saved)?;
+    crate::engine::plan::record_created(&state, &saved, &out)?;
+    crate::durable::write_atomic(&pending, out.display().to_string().as_bytes())
+        .map_err(|e| CliError::Refused(format!("{}: {e}", pending.display())))?;
+    let r = super::apply::apply_plan(&agent, &out, super::apply::Options::fresh(&[])).await?;
+    let _ = std::fs::remove_file(&pending);
+    super::apply::print_apply(&agent, &r, &out);
+    Ok(match r.outcome {
+        crate::executor::ApplyOutcome::Completed => exit::CHANGES,
+        other => super::apply::outcome_code(&other),
+    })
+}
+
+/// Each verified download unpacked once into `STATE/artifacts/APP/VERSION` (the local target
+/// deploys a directory), under the rules every artifact keeps.
+fn unpack_downloads(
+    state_dir: &Path,
+    checked: &crate::channel::read::Checked,
+) -> Result<(), CliError> {
+    for a in checked.apps.iter().filter(|a| a.update_due) {
+        let dir = state_dir.join("artifacts").join(&a.app);
+        std::fs::create_dir_all(&dir).map_err(|e| CliError::Refused(e.to_string()))?;
+        let dst = dir.join(&a.desired);
+        if dst.exists() {
+            continue;
+        }
+        let partial = dir.join(format!(".{}.partial", a.desired));
+        let _ = std::fs::remove_dir_all(&partial);
+        crate::artifact::unpack_tarball(&a.artifact, &partial)
+            .map_err(|e| CliError::Refused(format!("{}: {e}", a.artifact.display())))?;
+        std::fs::rename(&partial, &dst).map_err(|e| CliError::Refused(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The site's desired document as the check just verified it (saved in the state directory).
+fn desired_doc(state_dir: &Path, site: &str) -> Result<Desired, CliError> {
+    let path = state_dir.join("desired.json");
+    let text =
+        std::fs::read(&path).map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))?;
+    let d: Desired = serde_json::from_slice(&text)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))?;
+    if d.site != site {
+        return Err(CliError::Refused(format!(
+            "{} is not for site {site}",
+            path.display()
+        )));
+    }
+    Ok(d)
+}
+
+/// The inventory the agent applies: this site, the local target at `targets_root`, each app
+/// at its desired version from the verified download.
+fn agent_inventory(
+    site: &str,
+    targets_root: &Path,
+    state_dir: &Path,
+    d: &Desired,
+) -> serde_json::Value {
+    let artifacts = state_dir.join("artifacts");
+    let apps: Vec<serde_json::Value> = d
+        .apps
+        .iter()
+        .map(|a| {
+            let mut app = serde_json::json!({
+                "id": a.app,
+                "version": a.version,
+                "artifact": artifacts.join(&a.app).join("{version}").display().to_string(),
+                "target": "local",
+                "sites": [site],
+            });
+            if let Some(h) = &a.health_check {
+                app["health_check"] = h.clone();
+            }
+            app
+        })
+        .collect();
+    serde_json::json!({
+        "version": 1,
+        "sites": [{ "id": site, "tier": "prod", "clouds": ["local"] }],
+        "clouds": [{ "id": "local", "kind": "local", "local": { "root": targets_root.display().to_string() } }],
+        "apps": apps,
+    })
+}
+
+/// One wave at this site: every app whose running version differs, backed out on failure.
+fn agent_plan(site: &str, version: u64, c: &crate::channel::read::Checked) -> serde_json::Value {
+    let releases: Vec<serde_json::Value> = c
+        .apps
+        .iter()
+        .filter(|a| a.update_due)
+        .map(|a| serde_json::json!({ "app": a.app, "version": a.desired }))
+        .collect();
+    serde_json::json!({
+        "version": 1,
+        "kind": "release",
+        "name": format!("channel-v{version}"),
+        "releases": releases,
+        "waves": [{ "name": site, "sites": [site] }],
+        "on_failure": "backout",
+    })
+}
+
+fn check(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+    let (cfg, base) = load_config(config)?;
+    let checked = match verified(&cfg, &base) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let due = checked.apps.iter().any(|a| a.update_due);
     match ctx.output {
