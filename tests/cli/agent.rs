@@ -306,3 +306,50 @@ fn a_killed_install_is_finished_by_the_next_run() {
     ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
         .expect_code(0);
 }
+
+/// The idle gate fails closed: while the app holds its busy file, or its probe fails or does
+/// not answer, the update waits (recorded, exit 75); once idle it happens.
+#[test]
+fn a_busy_app_defers_the_update_until_it_is_idle() {
+    let ws = published();
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\nidle: {{ busy_file: importing.lock, command: [sh, -c, 'test ! -e queries-running'], timeout_seconds: 1 }}\n",
+            ws.path().display()
+        ),
+    );
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    ws.write("importing.lock", "");
+    run().expect_code(75).stdout_has("importing.lock exists");
+    std::fs::remove_file(ws.path().join("importing.lock")).unwrap();
+    ws.write("queries-running", "");
+    run().expect_code(75).stdout_has("says busy");
+    ws.write(
+        "agent.yaml",
+        &std::fs::read_to_string(ws.path().join("agent.yaml"))
+            .unwrap()
+            .replace("test ! -e queries-running", "sleep 5"),
+    );
+    run()
+        .expect_code(75)
+        .stdout_has("gave no answer within 1 s");
+    assert!(
+        !ws.path().join("server/clinic-a/demo/current").exists(),
+        "nothing was installed"
+    );
+    ws.write(
+        "agent.yaml",
+        &std::fs::read_to_string(ws.path().join("agent.yaml"))
+            .unwrap()
+            .replace("sleep 5", "true"),
+    );
+    run().expect_code(2);
+    assert!(ws.path().join("server/clinic-a/demo/current").exists());
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert_eq!(
+        ledger.matches("deferred: the app is busy").count(),
+        3,
+        "{ledger}"
+    );
+}

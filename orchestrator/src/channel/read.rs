@@ -30,6 +30,57 @@ pub struct AgentConfig {
     /// runs now.
     #[serde(default)]
     pub targets_root: Option<PathBuf>,
+    /// When the app may be updated. It fails closed: no answer means busy.
+    #[serde(default)]
+    pub idle: Option<IdleProbe>,
+}
+
+/// How the agent asks whether the app is idle (no queries running, no import under way).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleProbe {
+    /// Idle when this command exits 0 within `timeout_seconds` (run in the config's folder).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Busy while this file exists (a lock the app holds while it works).
+    #[serde(default)]
+    pub busy_file: Option<PathBuf>,
+    #[serde(default = "idle_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn idle_timeout() -> u64 {
+    10
+}
+
+impl IdleProbe {
+    /// `Ok(())` when idle; otherwise why it counts as busy (an error or no answer included).
+    pub async fn idle(&self, base: &Path) -> Result<(), String> {
+        if let Some(f) = &self.busy_file {
+            let path = base.join(f);
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => return Err(format!("{} exists", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        let Some(argv) = self.command.as_ref().filter(|a| !a.is_empty()) else {
+            return Ok(());
+        };
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).current_dir(base).kill_on_drop(true);
+        let limit = std::time::Duration::from_secs(self.timeout_seconds);
+        match tokio::time::timeout(limit, cmd.output()).await {
+            Err(_) => Err(format!(
+                "`{}` gave no answer within {} s",
+                argv.join(" "),
+                self.timeout_seconds
+            )),
+            Ok(Err(e)) => Err(format!("`{}`: {e}", argv.join(" "))),
+            Ok(Ok(o)) if o.status.success() => Ok(()),
+            Ok(Ok(o)) => Err(format!("`{}` says busy ({})", argv.join(" "), o.status)),
+        }
+    }
 }
 
 /// One app: what the channel wants, what runs, and whether an update is due.

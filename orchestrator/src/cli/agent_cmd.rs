@@ -26,7 +26,8 @@ pub enum AgentCommand {
     /// (release directory, atomic switch, health check, automatic back-out), recorded in the
     /// agent's own ledger (`STATE_DIR/ledger.jsonl`). Exit 0: already current; 2: updated
     /// (restart into it); 6: the health check failed and the previous release was restored;
-    /// 7: the channel was refused; 1: expired or unreachable (nothing changed).
+    /// 7: the channel was refused; 75: deferred, the app is busy (its `idle` probe said so,
+    /// or gave no answer); 1: expired or unreachable (nothing changed).
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -35,6 +36,9 @@ pub enum AgentCommand {
         once: bool,
     },
 }
+
+/// `agent run`: an update is due but the app is busy (EX_TEMPFAIL: try again later).
+pub const DEFERRED: u8 = 75;
 
 /// `ferry publish`.
 pub fn publish(
@@ -257,6 +261,19 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
             checked.site, checked.channel_version
         );
         return Ok(exit::OK);
+    }
+    // Downloaded and verified already (the check); nothing stops before the app is idle.
+    if let Some(probe) = &cfg.idle
+        && let Err(why) = probe.idle(&base).await
+    {
+        agent.ledger.append(
+            crate::ledger::NewEntry::new(&agent.actor, crate::ledger::Event::OperationFinished)
+                .outcome(crate::ledger::Outcome::Halted)
+                .message(format!("update to channel version {} deferred: the app is busy ({why})", checked.channel_version))
+                .detail(serde_json::json!({ "operation": "agent_update", "deferred": why, "channel_version": checked.channel_version })),
+        )?;
+        println!("Update deferred: the app is busy ({why}); the next run tries again.");
+        return Ok(DEFERRED);
     }
     let work = state_dir.join("run");
     std::fs::create_dir_all(&work).map_err(|e| CliError::Refused(e.to_string()))?;
