@@ -351,19 +351,20 @@ fn special_kind(ft: &fs::FileType) -> &'static str {
 /// 0644/0755, directories 0755, links as links.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(String, Tree), ArtifactError> {
     fs::create_dir(dst).map_err(io_at(dst))?;
-    let tree = walk_hashed(src, &mut |rel, item| {
-        let to = dst.join(rel);
-        match item {
-            Item::Dir => fs::DirBuilder::new().mode(0o755).create(&to),
-            Item::Link(t) => std::os::unix::fs::symlink(t, &to),
-            Item::File { exec, reader } => {
-                let mut out = create_new(&to, if exec { 0o755 } else { 0o644 })?;
-                io::copy(reader, &mut out)?;
-                Ok(())
-            }
-        }
-    })?;
+    let tree = walk_hashed(src, &mut |rel, item| place(&dst.join(rel), item))?;
     Ok((tree_digest(&tree), tree))
+}
+
+/// One item written at `to`: a file created new (0644/0755), a directory 0755, a link as a link.
+fn place(to: &Path, item: Item<'_>) -> io::Result<()> {
+    match item {
+        Item::Dir => fs::DirBuilder::new().mode(0o755).create(to),
+        Item::Link(t) => std::os::unix::fs::symlink(t, to),
+        Item::File { exec, reader } => {
+            let mut out = create_new(to, if exec { 0o755 } else { 0o644 })?;
+            io::copy(reader, &mut out).map(|_| ())
+        }
+    }
 }
 
 /// Unpacks a release tarball into `dst` (which must not exist) under [`read_tarball`]'s
@@ -374,15 +375,7 @@ pub fn unpack_tarball(path: &Path, dst: &Path) -> Result<String, ArtifactError> 
         if rel.as_os_str().is_empty() {
             return Ok(());
         }
-        let to = dst.join(rel);
-        match item {
-            Item::Dir => fs::DirBuilder::new().mode(0o755).create(&to),
-            Item::Link(t) => std::os::unix::fs::symlink(t, &to),
-            Item::File { exec, reader } => {
-                let mut out = create_new(&to, if exec { 0o755 } else { 0o644 })?;
-                io::copy(reader, &mut out).map(|_| ())
-            }
-        }
+        place(&dst.join(rel), item)
     })?;
     Ok(digest)
 }

@@ -39,6 +39,17 @@ fn published() -> Workspace {
     ws
 }
 
+/// The agent's config for clinic-a installing into `server/`, with `extra` lines.
+fn installing(ws: &Workspace, extra: &str) {
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n{extra}",
+            ws.path().display()
+        ),
+    );
+}
+
 fn check(ws: &Workspace) -> Run {
     ws.run(&["agent", "check", "--config", "agent.yaml"])
 }
@@ -233,13 +244,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn the_agent_installs_upgrades_backs_out_and_downgrades() {
     let ws = published();
-    ws.write(
-        "agent.yaml",
-        &format!(
-            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
-            ws.path().display()
-        ),
-    );
+    installing(&ws, "");
     let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
     let serving = || {
         std::fs::read_link(ws.path().join("server/clinic-a/demo/current"))
@@ -279,13 +284,7 @@ fn the_agent_installs_upgrades_backs_out_and_downgrades() {
 #[test]
 fn a_killed_install_is_finished_by_the_next_run() {
     let ws = published();
-    ws.write(
-        "agent.yaml",
-        &format!(
-            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
-            ws.path().display()
-        ),
-    );
+    installing(&ws, "");
     ws.hang("clinic-a");
     let mut first = ws.spawn(&["agent", "run", "--once", "--config", "agent.yaml"]);
     ws.wait_hanging("clinic-a");
@@ -312,12 +311,10 @@ fn a_killed_install_is_finished_by_the_next_run() {
 #[test]
 fn a_busy_app_defers_the_update_until_it_is_idle() {
     let ws = published();
-    ws.write(
-        "agent.yaml",
-        &format!(
-            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\nidle: {{ busy_file: importing.lock, command: [sh, -c, 'test ! -e queries-running'], timeout_seconds: 1 }}\n",
-            ws.path().display()
-        ),
+    installing(
+        &ws,
+        "idle: { busy_file: importing.lock, command: [sh, -c, 'test ! -e queries-running'], timeout_seconds: 1 }
+",
     );
     let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
     ws.write("importing.lock", "");
@@ -352,4 +349,69 @@ fn a_busy_app_defers_the_update_until_it_is_idle() {
         3,
         "{ledger}"
     );
+}
+
+/// A deferral that lasts longer than `max_defer` is reported as overdue and still waits; a
+/// channel published with `--force` installs even while the app says busy.
+#[test]
+fn an_overdue_deferral_is_reported_and_force_overrides_the_app() {
+    let ws = published();
+    installing(&ws, "idle: { busy_file: importing.lock }\nmax_defer: 1s\n");
+    ws.write("importing.lock", "");
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    run().expect_code(75);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    run()
+        .expect_code(75)
+        .stderr_has("still waiting since")
+        .stderr_has("longer than max_defer 1s");
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(ledger.contains("\"overdue\":true"), "{ledger}");
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:channel.key",
+        "--force",
+    ])
+    .expect_code(0);
+    run().expect_code(2);
+    assert!(
+        ws.path().join("server/clinic-a/demo/current").exists(),
+        "forced in while busy"
+    );
+}
+
+/// Without `--once` the agent keeps checking every interval and exits 2 after an update, for
+/// the service manager to restart it into the new state.
+#[test]
+fn the_agent_loop_updates_when_the_channel_moves_and_exits_for_a_restart() {
+    let ws = published();
+    installing(&ws, "interval: 1s\n");
+    ws.run(&["agent", "run", "--once", "--config", "agent.yaml"])
+        .expect_code(2);
+    let mut agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "nothing to do: it keeps running"
+    );
+    republish(&ws, "2.0.0", "1h");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never picked up version 2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(2));
+    let link = std::fs::read_link(ws.path().join("server/clinic-a/demo/current")).unwrap();
+    assert!(link.ends_with("2.0.0"), "{link:?}");
 }

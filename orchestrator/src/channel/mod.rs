@@ -42,6 +42,9 @@ pub struct DesiredApp {
     /// switch, and backs out when it fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<serde_json::Value>,
+    /// Install even while the app says it is busy (`ferry publish --force`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The target name of a site's document.

@@ -33,6 +33,21 @@ pub struct AgentConfig {
     /// When the app may be updated. It fails closed: no answer means busy.
     #[serde(default)]
     pub idle: Option<IdleProbe>,
+    /// How often `agent run` (without `--once`) checks the channel (`1h`, `15m`).
+    #[serde(default = "hourly")]
+    pub interval: String,
+    /// How long an update may wait for the app to be idle before each deferral is reported
+    /// as overdue (it still waits, unless the channel says `force`).
+    #[serde(default = "a_day")]
+    pub max_defer: String,
+}
+
+fn hourly() -> String {
+    "1h".into()
+}
+
+fn a_day() -> String {
+    "24h".into()
 }
 
 /// How the agent asks whether the app is idle (no queries running, no import under way).
@@ -92,6 +107,8 @@ pub struct AppCheck {
     /// The verified artifact, downloaded.
     pub artifact: PathBuf,
     pub update_due: bool,
+    /// The channel says to install even while the app is busy.
+    pub force: bool,
 }
 
 /// The channel as the agent verified it.
@@ -198,6 +215,7 @@ pub async fn check(cfg: &AgentConfig, base: &Path) -> Result<Checked, CheckError
             app: a.app.clone(),
             desired: a.version.clone(),
             update_due: running.as_deref() != Some(a.version.as_str()),
+            force: a.force,
             running,
             artifact: path,
         });

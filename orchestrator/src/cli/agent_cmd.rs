@@ -31,7 +31,9 @@ pub enum AgentCommand {
     Run {
         #[arg(long)]
         config: PathBuf,
-        /// One pass, then exit (the interval loop is not built yet).
+        /// One pass, then exit (for a service manager's timer). Without it the agent checks at
+        /// start and every `interval` of its config (plus a fixed offset of this host's), and
+        /// exits 2 after an update so the service manager restarts it into the new state.
         #[arg(long)]
         once: bool,
     },
@@ -48,6 +50,7 @@ pub fn publish(
     key: &str,
     expires: &str,
     only: &[String],
+    force: bool,
 ) -> Result<u8, CliError> {
     let (inv, _) = crate::workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
     let base = inventory.parent().unwrap_or(Path::new(".")).to_owned();
@@ -61,7 +64,7 @@ pub fn publish(
         if !only.is_empty() && !only.contains(&site.id) {
             continue;
         }
-        match site_release(&inv.value, &base, &site.id, &packed) {
+        match site_release(&inv.value, &base, &site.id, &packed, force) {
             Ok(s) => sites.push(s),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&packed);
@@ -118,6 +121,7 @@ fn site_release(
     base: &Path,
     site: &str,
     packed: &Path,
+    force: bool,
 ) -> Result<SiteRelease, CliError> {
     let mut apps = Vec::new();
     let mut artifacts = Vec::new();
@@ -140,6 +144,7 @@ fn site_release(
             sha256: crate::load::sha256_hex(&bytes),
             size: bytes.len() as u64,
             health_check: Some(serde_json::to_value(&app.health_check).expect("serializes")),
+            force,
         });
         artifacts.push((name, file));
     }
@@ -177,15 +182,48 @@ fn pack(src: &Path, out: &Path) -> Result<(), CliError> {
 pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<u8, CliError> {
     match command {
         AgentCommand::Check { config } => check(ctx, &config),
-        AgentCommand::Run { config, once } => {
-            if !once {
-                return Err(CliError::Refused(
-                    "only `--once` is built: run it from the service manager's timer".into(),
-                ));
-            }
-            super::runtime().and_then(|rt| rt.block_on(run_once(ctx, &config)))
-        }
+        AgentCommand::Run { config, once } => super::runtime().and_then(|rt| {
+            rt.block_on(async {
+                if once {
+                    return run_once(ctx, &config).await;
+                }
+                run_loop(ctx, &config).await
+            })
+        }),
     }
+}
+
+/// Passes at start and every interval (+ this host's offset) until one updates (exit 2: the
+/// service manager restarts the agent into the new state) or fails in a way a later pass
+/// cannot mend (a config error). A refused, expired, deferred or backed-out pass waits for
+/// the next.
+async fn run_loop(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+    let (cfg, _) = load_config(config)?;
+    let interval = crate::gate::parse_duration(&cfg.interval).map_err(|e| {
+        CliError::Refused(format!(
+            "{}: interval `{}`: {e}",
+            config.display(),
+            cfg.interval
+        ))
+    })?;
+    let interval = std::time::Duration::from_secs(interval.max(1));
+    let wait = interval + host_offset(&cfg.site, interval);
+    loop {
+        let code = run_once(ctx, config).await?;
+        if code == exit::CHANGES {
+            return Ok(code);
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A fixed offset of this host's, up to a tenth of the interval, so a fleet does not call at
+/// once.
+fn host_offset(site: &str, interval: std::time::Duration) -> std::time::Duration {
+    let h = crate::load::sha256_hex(format!("{}/{site}", crate::lock::hostname()).as_bytes());
+    let n = u64::from_str_radix(&h[..12], 16).unwrap_or(0);
+    let span = (interval.as_millis() as u64 / 10).max(1);
+    std::time::Duration::from_millis(n % span)
 }
 
 fn load_config(config: &Path) -> Result<(AgentConfig, PathBuf), CliError> {
@@ -262,19 +300,15 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         );
         return Ok(exit::OK);
     }
-    // Downloaded and verified already (the check); nothing stops before the app is idle.
-    if let Some(probe) = &cfg.idle
+    // Downloaded and verified already (the check); nothing stops before the app is idle,
+    // unless the signed channel says to force it.
+    let forced = checked.apps.iter().any(|a| a.update_due && a.force);
+    if let Some(probe) = cfg.idle.as_ref().filter(|_| !forced)
         && let Err(why) = probe.idle(&base).await
     {
-        agent.ledger.append(
-            crate::ledger::NewEntry::new(&agent.actor, crate::ledger::Event::OperationFinished)
-                .outcome(crate::ledger::Outcome::Halted)
-                .message(format!("update to channel version {} deferred: the app is busy ({why})", checked.channel_version))
-                .detail(serde_json::json!({ "operation": "agent_update", "deferred": why, "channel_version": checked.channel_version })),
-        )?;
-        println!("Update deferred: the app is busy ({why}); the next run tries again.");
-        return Ok(DEFERRED);
+        return defer(&agent, &cfg, &state_dir, checked.channel_version, &why);
     }
+    let _ = std::fs::remove_file(state_dir.join("run/deferred-since"));
     let work = state_dir.join("run");
     std::fs::create_dir_all(&work).map_err(|e| CliError::Refused(e.to_string()))?;
     unpack_downloads(&state_dir, &checked)?;
@@ -303,6 +337,61 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         crate::executor::ApplyOutcome::Completed => exit::CHANGES,
         other => super::apply::outcome_code(&other),
     })
+}
+
+/// An update waits for the app: recorded, and reported as overdue once it has waited longer
+/// than `max_defer` (it still waits: only the channel's `force` overrides the app).
+fn defer(
+    agent: &Ctx,
+    cfg: &AgentConfig,
+    state_dir: &Path,
+    channel_version: u64,
+    why: &str,
+) -> Result<u8, CliError> {
+    let marker = state_dir.join("run/deferred-since");
+    let now = chrono::Utc::now();
+    let since = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let since = match since {
+        Some(t) => t,
+        None => {
+            if let Some(d) = marker.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            crate::durable::write_atomic(&marker, now.to_rfc3339().as_bytes())
+                .map_err(|e| CliError::Refused(format!("{}: {e}", marker.display())))?;
+            now
+        }
+    };
+    let limit = crate::gate::parse_duration(&cfg.max_defer)
+        .map_err(|e| CliError::Refused(format!("max_defer `{}`: {e}", cfg.max_defer)))?;
+    let waited = (now - since).num_seconds().max(0) as u64;
+    let overdue = waited > limit;
+    let mut message =
+        format!("update to channel version {channel_version} deferred: the app is busy ({why})");
+    if overdue {
+        message.push_str(&format!(
+            "; still waiting since {}, longer than max_defer {}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            cfg.max_defer
+        ));
+    }
+    agent.ledger.append(
+        crate::ledger::NewEntry::new(&agent.actor, crate::ledger::Event::OperationFinished)
+            .outcome(crate::ledger::Outcome::Halted)
+            .message(message.clone())
+            .detail(serde_json::json!({
+                "operation": "agent_update", "deferred": why, "channel_version": channel_version,
+                "waiting_since": since.to_rfc3339(), "overdue": overdue,
+            })),
+    )?;
+    println!("{message}; the next run tries again.");
+    if overdue {
+        eprintln!("warning: {message}");
+    }
+    Ok(DEFERRED)
 }
 
 /// Each verified download unpacked once into `STATE/artifacts/APP/VERSION` (the local target

@@ -219,6 +219,9 @@ pub enum Command {
         /// Only these sites (repeatable); default all.
         #[arg(long = "site")]
         sites: Vec<String>,
+        /// Agents install this version even while their app says it is busy.
+        #[arg(long)]
+        force: bool,
     },
     /// The pull-mode agent of an on-premise server.
     Agent {
@@ -657,7 +660,8 @@ pub fn run(cli: Cli) -> ExitCode {
             key,
             expires,
             sites,
-        } => agent_cmd::publish(&ctx, &inventory, &channel, &key, &expires, &sites),
+            force,
+        } => agent_cmd::publish(&ctx, &inventory, &channel, &key, &expires, &sites, force),
         Command::Agent { command } => agent_cmd::run(&ctx, command),
         Command::State { command } => state_cmd::run_state(&ctx, command),
         Command::Lock { command } => state_cmd::run_lock(&ctx, command),
