@@ -415,3 +415,43 @@ fn the_agent_loop_updates_when_the_channel_moves_and_exits_for_a_restart() {
     let link = std::fs::read_link(ws.path().join("server/clinic-a/demo/current")).unwrap();
     assert!(link.ends_with("2.0.0"), "{link:?}");
 }
+
+/// `agent install` writes a systemd unit for the loop (restart always, notify, watchdog) that
+/// systemd's own checker accepts; one it rejects is not left behind.
+#[test]
+fn the_agent_installs_a_unit_systemd_accepts() {
+    let ws = published();
+    ws.run(&[
+        "agent",
+        "install",
+        "--config",
+        "agent.yaml",
+        "--unit-dir",
+        "units",
+    ])
+    .expect_code(0)
+    .stdout_has("systemd-analyze verify: ok");
+    let unit =
+        std::fs::read_to_string(ws.path().join("units/ferry-agent-clinic-a.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "Restart=always",
+        "WatchdogSec=60",
+        " agent run --config ",
+    ] {
+        assert!(unit.contains(line), "{line} missing from:\n{unit}");
+    }
+    ws.run(&[
+        "agent",
+        "install",
+        "--config",
+        "agent.yaml",
+        "--unit-dir",
+        "bad",
+        "--binary",
+        "/nonexistent/ferry",
+    ])
+    .expect_code(1)
+    .stderr_has("is not executable");
+    assert!(!ws.path().join("bad/ferry-agent-clinic-a.service").exists());
+}

@@ -37,6 +37,19 @@ pub enum AgentCommand {
         #[arg(long)]
         once: bool,
     },
+    /// Write a systemd unit that runs the agent (Restart=always, Type=notify, WatchdogSec=),
+    /// checked with `systemd-analyze verify`. On Windows, run `ferry agent run --config FILE`
+    /// as a service with a recovery action of "restart the service" (sc.exe failure, or NSSM).
+    Install {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the unit goes.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The ferry binary the unit runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 /// `agent run`: an update is due but the app is busy (EX_TEMPFAIL: try again later).
@@ -182,6 +195,11 @@ fn pack(src: &Path, out: &Path) -> Result<(), CliError> {
 pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<u8, CliError> {
     match command {
         AgentCommand::Check { config } => check(ctx, &config),
+        AgentCommand::Install {
+            config,
+            unit_dir,
+            binary,
+        } => install(ctx, &config, &unit_dir, binary.as_deref()),
         AgentCommand::Run { config, once } => super::runtime().and_then(|rt| {
             rt.block_on(async {
                 if once {
@@ -208,13 +226,116 @@ async fn run_loop(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
     })?;
     let interval = std::time::Duration::from_secs(interval.max(1));
     let wait = interval + host_offset(&cfg.site, interval);
-    loop {
-        let code = run_once(ctx, config).await?;
-        if code == exit::CHANGES {
-            return Ok(code);
+    let pass_started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let pinger = tokio::spawn(watchdog_pings(pass_started.clone()));
+    let result = loop {
+        pass_started.store(crate::lock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let code = run_once(ctx, config).await;
+        pass_started.store(0, std::sync::atomic::Ordering::Relaxed);
+        match code {
+            Ok(c) if c == exit::CHANGES => break Ok(c),
+            Ok(_) => tokio::time::sleep(wait).await,
+            Err(e) => break Err(e),
         }
-        tokio::time::sleep(wait).await;
+    };
+    pinger.abort();
+    result
+}
+
+/// The longest a pass may take before the agent stops telling systemd it is alive (so
+/// `WatchdogSec=` restarts a hung agent; the next start finishes an install left pending).
+const PASS_LIMIT_MS: u64 = 30 * 60 * 1000;
+
+/// `WATCHDOG=1` to systemd every 10 s while the agent waits or a pass is younger than
+/// [`PASS_LIMIT_MS`] (nothing without `NOTIFY_SOCKET`).
+async fn watchdog_pings(pass_started: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        let started = pass_started.load(std::sync::atomic::Ordering::Relaxed);
+        if started == 0 || crate::lock::now_ms().saturating_sub(started) < PASS_LIMIT_MS {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     }
+}
+
+/// `ferry agent install`: a systemd unit that runs the agent's loop, restarted always (an
+/// update exits 2 to be restarted into the new state), `Type=notify` with `WatchdogSec=`; checked
+/// with `systemd-analyze verify` where it is installed.
+pub fn install(
+    ctx: &Ctx,
+    config: &Path,
+    unit_dir: &Path,
+    binary: Option<&Path>,
+) -> Result<u8, CliError> {
+    let (cfg, _) = load_config(config)?;
+    let config = std::fs::canonicalize(config)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", config.display())))?;
+    let binary = match binary {
+        Some(b) => b.to_owned(),
+        None => std::env::current_exe().map_err(|e| CliError::Refused(e.to_string()))?,
+    };
+    let unit = unit_text(&cfg.site, &binary, &config);
+    let path = unit_dir.join(format!("ferry-agent-{}.service", cfg.site));
+    std::fs::create_dir_all(unit_dir)
+        .and_then(|()| crate::durable::write_atomic(&path, unit.as_bytes()))
+        .map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))?;
+    let verified = match std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+    {
+        Err(_) => "systemd-analyze is not installed here: not verified".to_owned(),
+        Ok(o) if o.status.success() && o.stderr.is_empty() => {
+            "systemd-analyze verify: ok".to_owned()
+        }
+        Ok(o) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(CliError::Refused(format!(
+                "{} (not written): systemd-analyze verify: {}",
+                path.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
+    };
+    match ctx.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"format": "ferry.agent_install", "version": crate::printer::JSON_VERSION, "unit": path, "verified": verified})
+        ),
+        OutputFormat::Human => println!(
+            "Wrote {} ({verified}). Enable it: systemctl enable --now {}",
+            path.display(),
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    }
+    Ok(exit::OK)
+}
+
+fn unit_text(site: &str, binary: &Path, config: &Path) -> String {
+    format!(
+        "[Unit]
+Description=ferry agent for site {site}
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={bin} agent run --config {config}
+# Exit 2 after an update: restarted into the new state. Any other end: restarted too.
+Restart=always
+RestartSec=5
+WatchdogSec=60
+StandardOutput=journal
+StandardError=journal
+
+[Install]
+WantedBy=multi-user.target
+",
+        bin = binary.display(),
+        config = config.display()
+    )
 }
 
 /// A fixed offset of this host's, up to a tenth of the interval, so a fleet does not call at
