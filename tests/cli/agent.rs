@@ -455,3 +455,48 @@ fn the_agent_installs_a_unit_systemd_accepts() {
     .stderr_has("is not executable");
     assert!(!ws.path().join("bad/ferry-agent-clinic-a.service").exists());
 }
+
+/// Between channel checks the watchdog runs the app's health check; after `failures` in a
+/// row it runs the restart command and records it.
+#[test]
+fn the_watchdog_restarts_an_app_whose_health_check_keeps_failing() {
+    let ws = published();
+    installing(
+        &ws,
+        &format!(
+            "interval: 1h\nwatchdog: {{ every: 1s, failures: 2, restart: [sh, -c, 'echo restarted >> {}/restarts'] }}\n",
+            ws.path().display()
+        ),
+    );
+    ws.run(&["agent", "run", "--once", "--config", "agent.yaml"])
+        .expect_code(2);
+    let mut agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!ws.path().join("restarts").exists(), "healthy: no restart");
+    // The app goes bad under the agent: its check now fails.
+    std::fs::write(
+        ws.path().join("server/clinic-a/demo/current/VERSION"),
+        "hung",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ws.path().join("restarts").exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = agent.kill();
+            let out = agent.wait_with_output().unwrap();
+            panic!(
+                "the watchdog never restarted the app:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("watchdog: demo failed 2 health checks in a row"),
+        "{ledger}"
+    );
+}

@@ -40,6 +40,28 @@ pub struct AgentConfig {
     /// as overdue (it still waits, unless the channel says `force`).
     #[serde(default = "a_day")]
     pub max_defer: String,
+    /// Between channel checks, the apps' health checks every `every`; after `failures` in a
+    /// row the `restart` command runs (in the app's current release) and is recorded.
+    #[serde(default)]
+    pub watchdog: Option<Watchdog>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watchdog {
+    #[serde(default = "half_minute")]
+    pub every: String,
+    #[serde(default = "three")]
+    pub failures: u32,
+    pub restart: Vec<String>,
+}
+
+fn half_minute() -> String {
+    "30s".into()
+}
+
+fn three() -> u32 {
+    3
 }
 
 fn hourly() -> String {

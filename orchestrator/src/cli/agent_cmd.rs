@@ -235,12 +235,140 @@ async fn run_loop(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         pass_started.store(0, std::sync::atomic::Ordering::Relaxed);
         match code {
             Ok(c) if c == exit::CHANGES => break Ok(c),
-            Ok(_) => tokio::time::sleep(wait).await,
+            Ok(_) => {
+                if let Err(e) = wait_watching(ctx, &cfg, config, wait).await {
+                    break Err(e);
+                }
+            }
             Err(e) => break Err(e),
         }
     };
     pinger.abort();
     result
+}
+
+/// Waits `wait`, running the watchdog's health checks every `watchdog.every` meanwhile: after
+/// `failures` in a row an app's `restart` command runs, recorded in the agent's ledger.
+async fn wait_watching(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    config: &Path,
+    wait: std::time::Duration,
+) -> Result<(), CliError> {
+    let Some(w) = &cfg.watchdog else {
+        tokio::time::sleep(wait).await;
+        return Ok(());
+    };
+    let every = crate::gate::parse_duration(&w.every).map_err(|e| {
+        CliError::Refused(format!(
+            "{}: watchdog.every `{}`: {e}",
+            config.display(),
+            w.every
+        ))
+    })?;
+    let every = std::time::Duration::from_secs(every.max(1));
+    let (_, base) = load_config(config)?;
+    let state_dir = base.join(&cfg.state_dir);
+    let desired = desired_doc(&state_dir, &cfg.site)?;
+    let mut failed: std::collections::BTreeMap<String, u32> = Default::default();
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(every.min(until - std::time::Instant::now())).await;
+        for app in &desired.apps {
+            let Some(dir) = cfg
+                .targets_root
+                .as_ref()
+                .map(|r| base.join(r).join(&cfg.site).join(&app.app))
+            else {
+                continue;
+            };
+            let n = failed.entry(app.app.clone()).or_default();
+            match healthy(&dir, &cfg.site, app).await {
+                Ok(()) => *n = 0,
+                Err(why) => {
+                    *n += 1;
+                    if *n >= w.failures {
+                        *n = 0;
+                        restart(
+                            ctx, &state_dir, &dir, &app.app, &w.restart, w.failures, &why,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The app's published health check, run in its current release as the local driver runs it.
+async fn healthy(dir: &Path, site: &str, app: &DesiredApp) -> Result<(), String> {
+    let hc = app.health_check.as_ref().ok_or("no health check")?;
+    let argv: Vec<String> =
+        serde_json::from_value(hc["command"].clone()).map_err(|e| e.to_string())?;
+    let secs = hc["timeout_seconds"].as_u64().unwrap_or(10);
+    let (program, args) = argv.split_first().ok_or("an empty health check")?;
+    let version = std::fs::read_link(dir.join("current"))
+        .ok()
+        .and_then(|l| l.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(dir.join("current"))
+        .env("FERRY_APP", &app.app)
+        .env("FERRY_SITE", site)
+        .env("FERRY_VERSION", &version)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), cmd.status()).await {
+        Err(_) => Err(format!("no answer within {secs} s")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!("the health check failed ({s})")),
+    }
+}
+
+/// The watchdog's restart of an app, recorded with why.
+async fn restart(
+    ctx: &Ctx,
+    state_dir: &Path,
+    dir: &Path,
+    app: &str,
+    argv: &[String],
+    failures: u32,
+    why: &str,
+) -> Result<(), CliError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| CliError::Refused("watchdog.restart is empty".into()))?;
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir.join("current"))
+        .status()
+        .await;
+    let (outcome, result) = match &status {
+        Ok(s) if s.success() => (crate::ledger::Outcome::Ok, "restarted".to_owned()),
+        Ok(s) => (
+            crate::ledger::Outcome::Failed,
+            format!("the restart command failed ({s})"),
+        ),
+        Err(e) => (
+            crate::ledger::Outcome::Failed,
+            format!("the restart command did not start: {e}"),
+        ),
+    };
+    let message =
+        format!("watchdog: {app} failed {failures} health checks in a row ({why}): {result}");
+    eprintln!("{message}");
+    let ledger = crate::ledger::Ledger::new(state_dir.join("ledger.jsonl"));
+    ledger.append(
+        crate::ledger::NewEntry::new(&ctx.actor, crate::ledger::Event::OperationFinished)
+            .outcome(outcome)
+            .message(message)
+            .detail(serde_json::json!({ "operation": "watchdog_restart", "app": app, "failures": failures, "last": why })),
+    )?;
+    Ok(())
 }
 
 /// The longest a pass may take before the agent stops telling systemd it is alive (so
