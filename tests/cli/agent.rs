@@ -500,3 +500,38 @@ fn the_watchdog_restarts_an_app_whose_health_check_keeps_failing() {
         "{ledger}"
     );
 }
+
+/// Every publish is in the publisher's ledger (channel, version, each site document's digest),
+/// and the next version follows the ledger too: a channel folder rolled back does not make the
+/// publisher reuse a version number.
+#[test]
+fn publishes_are_recorded_and_numbers_never_reused() {
+    let ws = published();
+    let old = ws.path().join("old-metadata");
+    copy_dir(&ws.path().join("channel/metadata"), &old);
+    republish(&ws, "2.0.0", "1h");
+    std::fs::remove_dir_all(ws.path().join("channel/metadata")).unwrap();
+    copy_dir(&old, &ws.path().join("channel/metadata"));
+    ws.run(&[
+        "publish",
+        "-i",
+        "inventory.yaml",
+        "--channel",
+        "channel",
+        "--key",
+        "file:channel.key",
+    ])
+    .expect_code(0)
+    .stdout_has("at version 3");
+    let published: Vec<serde_json::Value> = ws
+        .events("operation_finished")
+        .into_iter()
+        .filter(|e| e["detail"]["operation"] == "publish")
+        .collect();
+    assert_eq!(published.len(), 3);
+    assert_eq!(published[2]["detail"]["published"]["version"], 3);
+    let digest = published[2]["detail"]["desired"]["clinic-a"]
+        .as_str()
+        .unwrap();
+    assert_eq!(digest.len(), 64);
+}

@@ -39,13 +39,15 @@ fn err(what: &str) -> impl Fn(tough::error::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// Writes `sites` to the channel at `dir` as its next version, signed with `seed`, valid
-/// for `expires` from now.
+/// Writes `sites` to the channel at `dir` as its next version (one more than both the
+/// folder's and `published_before`, the last the publisher recorded: a folder rolled back
+/// does not make it reuse a number), signed with `seed`, valid for `expires` from now.
 pub async fn publish(
     dir: &Path,
     seed: [u8; 32],
     expires: chrono::Duration,
     sites: &[SiteRelease],
+    published_before: u64,
 ) -> Result<Published, String> {
     let meta = dir.join("metadata");
     let targets = dir.join("targets");
@@ -75,7 +77,7 @@ pub async fn publish(
             .map_err(err(&name))?;
         count += 1;
     }
-    let version = previous_version(&meta) + 1;
+    let version = previous_version(&meta).max(published_before) + 1;
     let v = NonZeroU64::new(version).expect("above 0");
     let until = chrono::Utc::now() + expires;
     editor

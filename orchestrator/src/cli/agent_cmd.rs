@@ -90,21 +90,34 @@ pub fn publish(
             "no site of the inventory matches --site".into(),
         ));
     }
+    let channel_id = std::fs::canonicalize(channel)
+        .unwrap_or_else(|_| channel.to_owned())
+        .display()
+        .to_string();
+    let before = last_published(&ctx.ledger, &channel_id)?;
     let published = crate::blocking::block({
         let (dir, seed) = (channel.to_owned(), signing.to_bytes());
-        async move {
-            crate::channel::write::publish(
-                &dir,
-                seed,
-                chrono::Duration::seconds(secs as i64),
-                &sites,
-            )
-            .await
-        }
+        let expires = chrono::Duration::seconds(secs as i64);
+        async move { crate::channel::write::publish(&dir, seed, expires, &sites, before).await }
     })
     .map_err(CliError::Refused);
     let _ = std::fs::remove_dir_all(&packed);
     let published = published?;
+    ctx.ledger.append(
+        crate::ledger::NewEntry::new(&ctx.actor, crate::ledger::Event::OperationFinished)
+            .outcome(crate::ledger::Outcome::Ok)
+            .message(format!(
+                "published channel {} version {} ({} site(s)), valid until {}",
+                channel_id,
+                published.version,
+                published.sites.len(),
+                published.expires
+            ))
+            .detail(serde_json::json!({
+                "operation": "publish", "channel": channel_id, "published": published,
+                "desired": sites_digest(channel, &published.sites),
+            })),
+    )?;
     match ctx.output {
         OutputFormat::Json => println!(
             "{}",
@@ -125,6 +138,36 @@ pub fn publish(
         ),
     }
     Ok(exit::OK)
+}
+
+/// The highest channel version this ledger records publishing to `channel`.
+fn last_published(ledger: &crate::ledger::Ledger, channel: &str) -> Result<u64, CliError> {
+    let mut last = 0;
+    ledger.verify_each(&mut |e| {
+        if let Some(d) = e
+            .detail
+            .as_ref()
+            .filter(|d| d["operation"] == "publish" && d["channel"] == channel)
+        {
+            last = last.max(d["published"]["version"].as_u64().unwrap_or(0));
+        }
+    })?;
+    Ok(last)
+}
+
+/// Each published site document's SHA-256, for the record.
+fn sites_digest(channel: &Path, sites: &[String]) -> serde_json::Value {
+    sites
+        .iter()
+        .map(|s| {
+            let path = channel.join("targets").join(crate::channel::site_target(s));
+            let digest = std::fs::read(&path)
+                .map(|b| crate::load::sha256_hex(&b))
+                .unwrap_or_default();
+            (s.clone(), serde_json::Value::String(digest))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// A site's desired apps (each app of the inventory at that site, at its version) and their
