@@ -10,20 +10,10 @@ use crate::support::{Run, Workspace};
 fn published() -> Workspace {
     let ws = Workspace::new();
     ws.run(&["keygen", "-o", "channel.key"]).expect_code(0);
-    ws.run(&[
-        "publish",
-        "-i",
-        "inventory.yaml",
-        "--channel",
-        "channel",
-        "--key",
-        "file:channel.key",
-        "--expires",
-        "1h",
-    ])
-    .expect_code(0)
-    .stdout_has("at version 1 (3 site(s)")
-    .stdout_has("root.json made");
+    publish(&ws, "channel.key", &["--expires", "1h"])
+        .expect_code(0)
+        .stdout_has("at version 1 (3 site(s)")
+        .stdout_has("root.json made");
     std::fs::copy(
         ws.path().join("channel/metadata/root.json"),
         ws.path().join("agent-root.json"),
@@ -54,23 +44,28 @@ fn check(ws: &Workspace) -> Run {
     ws.run(&["agent", "check", "--config", "agent.yaml"])
 }
 
-fn republish(ws: &Workspace, version: &str, expires: &str) {
-    ws.write(
-        "inventory.yaml",
-        &Workspace::inventory("").replace("version: 1.0.0", &format!("version: {version}")),
-    );
-    ws.run(&[
+/// `ferry publish -i inventory.yaml --channel channel --key file:KEY EXTRA...`.
+fn publish(ws: &Workspace, key: &str, extra: &[&str]) -> Run {
+    let key = format!("file:{key}");
+    let mut args = vec![
         "publish",
         "-i",
         "inventory.yaml",
         "--channel",
         "channel",
         "--key",
-        "file:channel.key",
-        "--expires",
-        expires,
-    ])
-    .expect_code(0);
+        &key,
+    ];
+    args.extend(extra);
+    ws.run(&args)
+}
+
+fn republish(ws: &Workspace, version: &str, expires: &str) {
+    ws.write(
+        "inventory.yaml",
+        &Workspace::inventory("").replace("version: 1.0.0", &format!("version: {version}")),
+    );
+    publish(ws, "channel.key", &["--expires", expires]).expect_code(0);
 }
 
 #[test]
@@ -145,17 +140,9 @@ fn an_artifact_that_is_not_the_signed_one_is_refused() {
     std::fs::write(&artifact, &bytes).unwrap();
     check(&ws).expect_code(7).stderr_has("Maximum size");
     // A published version is immutable.
-    ws.run(&[
-        "publish",
-        "-i",
-        "inventory.yaml",
-        "--channel",
-        "channel",
-        "--key",
-        "file:channel.key",
-    ])
-    .expect_code(1)
-    .stderr_has("already published with other content");
+    publish(&ws, "channel.key", &[])
+        .expect_code(1)
+        .stderr_has("already published with other content");
 }
 
 #[test]
@@ -173,17 +160,9 @@ fn a_channel_is_read_over_http_and_signed_by_its_own_key_only() {
         .stdout_has("for site clinic-b")
         .stdout_has("desired 1.0.0");
     ws.run(&["keygen", "-o", "other.key"]).expect_code(0);
-    ws.run(&[
-        "publish",
-        "-i",
-        "inventory.yaml",
-        "--channel",
-        "channel",
-        "--key",
-        "file:other.key",
-    ])
-    .expect_code(1)
-    .stderr_has("not one the channel's root trusts");
+    publish(&ws, "other.key", &[])
+        .expect_code(1)
+        .stderr_has("not one the channel's root trusts");
     ws.write(
         "bad.yaml",
         "site: clinic-a\nchanel: x\nroot: r\nstate_dir: s\n",
@@ -367,17 +346,7 @@ fn an_overdue_deferral_is_reported_and_force_overrides_the_app() {
         .stderr_has("longer than max_defer 1s");
     let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
     assert!(ledger.contains("\"overdue\":true"), "{ledger}");
-    ws.run(&[
-        "publish",
-        "-i",
-        "inventory.yaml",
-        "--channel",
-        "channel",
-        "--key",
-        "file:channel.key",
-        "--force",
-    ])
-    .expect_code(0);
+    publish(&ws, "channel.key", &["--force"]).expect_code(0);
     run().expect_code(2);
     assert!(
         ws.path().join("server/clinic-a/demo/current").exists(),
@@ -512,17 +481,9 @@ fn publishes_are_recorded_and_numbers_never_reused() {
     republish(&ws, "2.0.0", "1h");
     std::fs::remove_dir_all(ws.path().join("channel/metadata")).unwrap();
     copy_dir(&old, &ws.path().join("channel/metadata"));
-    ws.run(&[
-        "publish",
-        "-i",
-        "inventory.yaml",
-        "--channel",
-        "channel",
-        "--key",
-        "file:channel.key",
-    ])
-    .expect_code(0)
-    .stdout_has("at version 3");
+    publish(&ws, "channel.key", &[])
+        .expect_code(0)
+        .stdout_has("at version 3");
     let published: Vec<serde_json::Value> = ws
         .events("operation_finished")
         .into_iter()
