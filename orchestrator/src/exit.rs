@@ -29,5 +29,8 @@ pub const OUTSIDE_WINDOW: u8 = 9;
 /// `apply --resume` evaluates it again (the deadline counts from its first evaluation),
 /// `apply --wait` polls until it holds or the deadline passes.
 pub const AWAITING_CONDITION: u8 = 10;
+/// `fleet status`: an agent is late (no report within `--late-after` of its intervals) or,
+/// with `--inventory`, a site's agent never reported.
+pub const AGENTS_LATE: u8 = 11;
 /// Interrupted (Ctrl-C) at a safe point; `apply --resume` finishes.
 pub const INTERRUPTED: u8 = 130;

@@ -16,6 +16,7 @@ pub mod artifact;
 pub(crate) mod blocking;
 pub mod channel;
 pub mod cli;
+pub mod collect;
 pub mod drivers;
 pub mod durable;
 pub mod engine;

@@ -496,3 +496,137 @@ fn publishes_are_recorded_and_numbers_never_reused() {
         .unwrap();
     assert_eq!(digest.len(), 64);
 }
+
+/// `ferry collect serve` on `port`, killed when dropped.
+fn collector(ws: &Workspace, port: u16) -> Server {
+    let child = ws.spawn(&[
+        "collect",
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--dir",
+        "collector",
+        "--tokens",
+        "tokens",
+        "--tls-cert",
+        "cert.pem",
+        "--tls-key",
+        "key.pem",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+/// Agents ship their ledger after each pass. While the collector is down the entries wait (the
+/// pass itself is not failed); once it is up every entry arrives once, byte for byte, however
+/// many passes ship; `fleet status` shows each agent's versions, who is late and who never
+/// reported. A wrong token and a rewritten agent ledger are refused.
+#[test]
+fn the_collector_gets_every_entry_once_and_fleet_status_shows_who_is_late() {
+    let ws = published();
+    crate::support::certificate(ws.path());
+    ws.run(&[
+        "collect",
+        "enroll",
+        "--site",
+        "clinic-a",
+        "--tokens",
+        "tokens",
+        "--token-out",
+        "clinic-a.token",
+    ])
+    .expect_code(0);
+    let port = crate::support::free_port();
+    installing(
+        &ws,
+        &format!(
+            "report: {{ url: 'https://127.0.0.1:{port}/', token: 'file:clinic-a.token', ca: ca.pem }}\n"
+        ),
+    );
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    run().expect_code(2).stderr_has("report not delivered");
+    let server = collector(&ws, port);
+    let agent_ledger =
+        || std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    let collected = || {
+        std::fs::read_to_string(ws.path().join("collector/sites/clinic-a/ledger.jsonl")).unwrap()
+    };
+    run().expect_code(0);
+    assert_eq!(collected(), agent_ledger(), "the waiting entries arrived");
+    republish(&ws, "2.0.0", "1h");
+    run().expect_code(2);
+    run().expect_code(0);
+    assert_eq!(collected(), agent_ledger(), "each entry once, in order");
+    ws.run(&[
+        "--state-dir",
+        "collector/sites/clinic-a",
+        "ledger",
+        "verify",
+    ])
+    .expect_code(0);
+    let fleet = |extra: &[&str]| {
+        let mut args = vec![
+            "--output",
+            "json",
+            "fleet",
+            "status",
+            "--collector",
+            "collector",
+        ];
+        args.extend(extra);
+        ws.run(&args)
+    };
+    let all = fleet(&["-i", "inventory.yaml"]);
+    all.expect_code(11);
+    let sites = all.json()["sites"].as_array().unwrap().clone();
+    let a = sites.iter().find(|s| s["site"] == "clinic-a").unwrap();
+    assert_eq!(a["late"], false);
+    assert_eq!(a["record"]["status"]["apps"][0]["running"], "2.0.0");
+    assert_eq!(a["record"]["status"]["apps"][0]["desired"], "2.0.0");
+    assert_eq!(a["record"]["status"]["channel_version"], 2);
+    assert_eq!(
+        a["entries"].as_u64().unwrap() as usize,
+        agent_ledger().lines().count()
+    );
+    assert!(
+        sites
+            .iter()
+            .any(|s| s["site"] != "clinic-a" && s["reported"] == false),
+        "{sites:?}"
+    );
+    fleet(&[]).expect_code(0);
+    // Another site's agent, or anyone, with a token the collector does not know.
+    let token = std::fs::read_to_string(ws.path().join("clinic-a.token")).unwrap();
+    ws.write("clinic-a.token", &"0".repeat(64));
+    run()
+        .expect_code(0)
+        .stderr_has("401")
+        .stderr_has("unknown token");
+    ws.write("clinic-a.token", &token);
+    // The agent's ledger rewritten under it (its last entry dropped): refused, not re-collected.
+    let mut lines: Vec<String> = agent_ledger().lines().map(|l| format!("{l}\n")).collect();
+    lines.pop();
+    ws.write("agent-state/ledger.jsonl", &lines.concat());
+    run().stderr_has("it was rewritten");
+    drop(server);
+    // An agent that stops reporting is late once two of its intervals (1 h) have passed.
+    let status = ws.path().join("collector/sites/clinic-a/status.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    let then = chrono::Utc::now() - chrono::Duration::hours(3);
+    record["received_at"] = then
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        .into();
+    std::fs::write(&status, record.to_string()).unwrap();
+    ws.run(&["fleet", "status", "--collector", "collector"])
+        .expect_code(11)
+        .stdout_has("clinic-a: last report")
+        .stdout_has("LATE by 54m");
+}

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     /// row the `restart` command runs (in the app's current release) and is recorded.
     #[serde(default)]
     pub watchdog: Option<Watchdog>,
+    /// Where the agent ships its ledger and status after each pass (`ferry collect serve`).
+    #[serde(default)]
+    pub report: Option<crate::collect::ship::ReportConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

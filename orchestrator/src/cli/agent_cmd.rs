@@ -246,12 +246,116 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<u8, CliError> {
         AgentCommand::Run { config, once } => super::runtime().and_then(|rt| {
             rt.block_on(async {
                 if once {
-                    return run_once(ctx, &config).await;
+                    return pass(ctx, &config).await;
                 }
                 run_loop(ctx, &config).await
             })
         }),
     }
+}
+
+/// One pass, then its report to the collector (when the config names one): the agent's
+/// status and every ledger entry not acknowledged yet. An error of the pass is recorded in the
+/// agent's ledger first, so it reaches the collector too; a collector that cannot be reached
+/// changes nothing (the entries wait for the next pass).
+async fn pass(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+    let result = run_once(ctx, config).await;
+    let Ok((cfg, base)) = load_config(config) else {
+        return result;
+    };
+    let state_dir = base.join(&cfg.state_dir);
+    let ledger = crate::ledger::Ledger::new(state_dir.join("ledger.jsonl"));
+    let (code, message) = match &result {
+        Ok(c) => (*c, pass_message(*c).to_owned()),
+        Err(e) => {
+            let _ = ledger.append(
+                crate::ledger::NewEntry::new(&ctx.actor, crate::ledger::Event::OperationFinished)
+                    .outcome(crate::ledger::Outcome::Failed)
+                    .message(e.to_string())
+                    .detail(serde_json::json!({ "operation": "agent_run", "exit": e.exit_code() })),
+            );
+            (e.exit_code(), e.to_string())
+        }
+    };
+    if let Some(report) = &cfg.report {
+        let status = agent_status(&cfg, &base, code, &message);
+        let shipped = crate::collect::ship::ship(
+            report,
+            &base,
+            &cfg.site,
+            &state_dir.join("ledger.jsonl"),
+            &state_dir,
+            &status,
+        )
+        .await;
+        if let Err(e) = shipped {
+            eprintln!("warning: report not delivered ({e}); the entries wait for the next pass");
+        }
+    }
+    result
+}
+
+fn pass_message(code: u8) -> &'static str {
+    match code {
+        exit::OK => "up to date",
+        exit::CHANGES => "updated; restarting into it",
+        exit::BACKED_OUT => "the update failed its health check and was backed out",
+        exit::TAMPERED => "the channel was refused",
+        DEFERRED => "an update waits for the app to be idle",
+        _ => "the channel could not be read or the update failed (see the ledger)",
+    }
+}
+
+/// What this agent reports of itself: its build, the channel version it verified last, each
+/// app's running and desired version.
+fn agent_status(
+    cfg: &AgentConfig,
+    base: &Path,
+    code: u8,
+    message: &str,
+) -> crate::collect::AgentStatus {
+    let state_dir = base.join(&cfg.state_dir);
+    let last: serde_json::Value = std::fs::read(state_dir.join("last-check.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let apps = desired_doc(&state_dir, &cfg.site)
+        .map(|d| d.apps)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| crate::collect::AppStatus {
+            running: cfg.targets_root.as_ref().and_then(|r| {
+                let link = base.join(r).join(&cfg.site).join(&a.app).join("current");
+                std::fs::read_link(link)
+                    .ok()
+                    .and_then(|l| l.file_name().map(|f| f.to_string_lossy().into_owned()))
+            }),
+            desired: Some(a.version),
+            app: a.app,
+        })
+        .collect();
+    crate::collect::AgentStatus {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        agent_sha256: self_sha256(),
+        interval_secs: crate::gate::parse_duration(&cfg.interval).unwrap_or(3600),
+        channel_version: last["channel_version"].as_u64(),
+        apps,
+        last_code: code,
+        last_message: message.into(),
+        sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
+/// The SHA-256 of the running binary (read once).
+fn self_sha256() -> String {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|b| crate::load::sha256_hex(&b))
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 /// Passes at start and every interval (+ this host's offset) until one updates (exit 2: the
@@ -274,7 +378,7 @@ async fn run_loop(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
     let pinger = tokio::spawn(watchdog_pings(pass_started.clone()));
     let result = loop {
         pass_started.store(crate::lock::now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let code = run_once(ctx, config).await;
+        let code = pass(ctx, config).await;
         pass_started.store(0, std::sync::atomic::Ordering::Relaxed);
         match code {
             Ok(c) if c == exit::CHANGES => break Ok(c),
@@ -533,18 +637,20 @@ fn load_config(config: &Path) -> Result<(AgentConfig, PathBuf), CliError> {
     Ok((cfg, base))
 }
 
-/// The channel verified, or the exit code that says why not (printed on stderr).
-fn verified(cfg: &AgentConfig, base: &Path) -> Result<crate::channel::read::Checked, u8> {
+/// The channel verified, or the exit code that says why not and the reason (printed on
+/// stderr).
+fn verified(cfg: &AgentConfig, base: &Path) -> Result<crate::channel::read::Checked, (u8, String)> {
     let checked = crate::blocking::block({
         let (cfg, base) = (cfg.clone(), base.to_owned());
         async move { crate::channel::read::check(&cfg, &base).await }
     });
     checked.map_err(|e| {
         eprintln!("error: {e}");
-        match e {
+        let code = match e {
             CheckError::Refused(_) => exit::TAMPERED,
             _ => exit::ERROR,
-        }
+        };
+        (code, e.to_string())
     })
 }
 
@@ -556,10 +662,6 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
             config.display()
         )));
     };
-    let checked = match verified(&cfg, &base) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
     let state_dir = base.join(&cfg.state_dir);
     let agent = Ctx::new(
         ctx.output,
@@ -568,6 +670,26 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         crate::ledger::Ledger::new(state_dir.join("ledger.jsonl")),
         ctx.actor.clone(),
     );
+    // A channel that cannot be read or is refused changes nothing; it is recorded (and so
+    // reaches the collector).
+    let checked = match verified(&cfg, &base) {
+        Ok(c) => c,
+        Err((code, why)) => {
+            agent.ledger.append(
+                crate::ledger::NewEntry::new(&agent.actor, crate::ledger::Event::OperationFinished)
+                    .outcome(crate::ledger::Outcome::Failed)
+                    .message(why.clone())
+                    .detail(serde_json::json!({ "operation": "agent_check", "exit": code })),
+            )?;
+            return Ok(code);
+        }
+    };
+    let last = serde_json::json!({ "channel_version": checked.channel_version, "expires": checked.expires });
+    crate::durable::write_atomic(
+        &state_dir.join("last-check.json"),
+        last.to_string().as_bytes(),
+    )
+    .map_err(|e| CliError::Refused(format!("{}: {e}", state_dir.display())))?;
     // An install cut short (kill -9, power) is finished first: its release may be switched in
     // without its health check, so `current` alone does not say it is good.
     let pending = state_dir.join("run/pending");
@@ -780,7 +902,7 @@ fn check(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
     let (cfg, base) = load_config(config)?;
     let checked = match verified(&cfg, &base) {
         Ok(c) => c,
-        Err(code) => return Ok(code),
+        Err((code, _)) => return Ok(code),
     };
     let due = checked.apps.iter().any(|a| a.update_due);
     match ctx.output {

@@ -9,6 +9,7 @@ mod approve;
 mod backout;
 mod demo;
 mod dibr_cmd;
+mod fleet_cmd;
 #[cfg(feature = "ssh")]
 mod hosts;
 mod kube_cmd;
@@ -222,6 +223,16 @@ pub enum Command {
         /// Agents install this version even while their app says it is busy.
         #[arg(long)]
         force: bool,
+    },
+    /// The central collector of agents' ledgers and reports.
+    Collect {
+        #[command(subcommand)]
+        command: fleet_cmd::CollectCommand,
+    },
+    /// The agents' fleet as the collector sees it.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet_cmd::FleetCommand,
     },
     /// The pull-mode agent of an on-premise server.
     Agent {
@@ -663,6 +674,8 @@ pub fn run(cli: Cli) -> ExitCode {
             force,
         } => agent_cmd::publish(&ctx, &inventory, &channel, &key, &expires, &sites, force),
         Command::Agent { command } => agent_cmd::run(&ctx, command),
+        Command::Collect { command } => fleet_cmd::run_collect(&ctx, command),
+        Command::Fleet { command } => fleet_cmd::run_fleet(&ctx, command),
         Command::State { command } => state_cmd::run_state(&ctx, command),
         Command::Lock { command } => state_cmd::run_lock(&ctx, command),
         Command::Approve {

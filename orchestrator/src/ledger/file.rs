@@ -398,12 +398,12 @@ impl FileLedger {
 
 /// The end of the file, read once: how many bytes follow its last newline (a torn write, which
 /// stops appends), and the last complete line (the chain's head), if any.
-struct Tail {
-    torn: u64,
-    last_line: Option<String>,
+pub(crate) struct Tail {
+    pub(crate) torn: u64,
+    pub(crate) last_line: Option<String>,
 }
 
-fn tail(file: &mut File) -> std::io::Result<Tail> {
+pub(crate) fn tail(file: &mut File) -> std::io::Result<Tail> {
     let len = file.seek(SeekFrom::End(0))?;
     let mut window: u64 = 64 * 1024;
     loop {

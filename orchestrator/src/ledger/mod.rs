@@ -4,7 +4,7 @@
 //! is [`FileLedger`]. An append returns only once its entry is durable: an effect is only ever
 //! reported after its record.
 
-mod file;
+pub(crate) mod file;
 pub(crate) mod group;
 
 use std::path::{Path, PathBuf};
