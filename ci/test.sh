@@ -38,6 +38,13 @@ if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null
 fi
 
+# Debian's runit: a real service manager restarts the agent in its tests (systemd cannot be
+# PID 1 here); the tests start their own runsv.
+if ! command -v runsv >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runit >/dev/null
+fi
+
 echo "== format"
 cargo fmt --all -- --check
 

@@ -630,3 +630,191 @@ fn the_collector_gets_every_entry_once_and_fleet_status_shows_who_is_late() {
         .stdout_has("clinic-a: last report")
         .stdout_has("LATE by 54m");
 }
+
+/// An agent "binary" for the self-update tests: a script that runs this build of ferry, `tag`
+/// making each one's bytes (and so its digest) its own. The agent treats its binary as opaque
+/// bytes (downloaded, verified, tried, swapped), so a 300 MB debug build copied eight times
+/// would prove nothing more.
+fn agent_binary(ws: &Workspace, name: &str, tag: &str) {
+    let path = ws.path().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# ferry agent {tag}\nexec {} \"$@\"\n",
+            crate::support::BIN
+        ),
+    )
+    .unwrap();
+    let mut p = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+    std::fs::set_permissions(&path, p).unwrap();
+}
+
+/// `bin/ferry agent run --once`, run by the installed agent binary itself.
+fn run_installed(ws: &Workspace) -> Run {
+    let c = ws.cmd(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    let envs: Vec<_> = c
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+        .collect();
+    let mut installed = Command::new(ws.path().join("bin/ferry"));
+    installed
+        .args(c.get_args())
+        .current_dir(ws.path())
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        match v {
+            Some(v) => installed.env(k, v),
+            None => installed.env_remove(k),
+        };
+    }
+    Run(installed.output().unwrap())
+}
+
+fn same(ws: &Workspace, a: &str, b: &str) -> bool {
+    std::fs::read(ws.path().join(a)).unwrap() == std::fs::read(ws.path().join(b)).unwrap()
+}
+
+/// The agent updates itself: the new binary's trial pass succeeds, it replaces the old one (kept
+/// as `.previous`), and its first pass confirms it. A binary that fails its trial is never
+/// installed nor tried again; one that fails its first passes after the swap is replaced by
+/// the previous one.
+#[test]
+fn the_agent_updates_itself_after_a_trial_and_rolls_back_a_bad_one() {
+    let ws = published();
+    std::fs::create_dir_all(ws.path().join("bin")).unwrap();
+    agent_binary(&ws, "bin/ferry", "v1");
+    agent_binary(&ws, "ferry-v2", "v2");
+    agent_binary(&ws, "ferry-v3", "v3");
+    ws.write("ferry-bad", "#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
+    agent_binary(&ws, "ferry-v1", "v1");
+    installing(
+        &ws,
+        "self_update: { path: bin/ferry, trial_timeout_seconds: 120 }\n",
+    );
+    publish(&ws, "channel.key", &["--agent-binary", "ferry-v2"]).expect_code(0);
+    run_installed(&ws)
+        .expect_code(2)
+        .stdout_has("the agent replaced itself");
+    assert!(same(&ws, "bin/ferry", "ferry-v2"));
+    assert!(same(&ws, "bin/ferry.previous", "ferry-v1"));
+    assert!(
+        ws.path().join("server/clinic-a/demo/current").exists(),
+        "the trial pass was a whole pass"
+    );
+    run_installed(&ws)
+        .expect_code(0)
+        .stdout_has("passed its first pass: kept");
+    // v3 passes its trial, then its passes fail (the channel is gone): v2 comes back.
+    publish(&ws, "channel.key", &["--agent-binary", "ferry-v3"]).expect_code(0);
+    run_installed(&ws).expect_code(2);
+    assert!(same(&ws, "bin/ferry", "ferry-v3"));
+    std::fs::rename(ws.path().join("channel"), ws.path().join("channel.away")).unwrap();
+    run_installed(&ws).expect_code(1);
+    run_installed(&ws).expect_code(1);
+    run_installed(&ws)
+        .expect_code(2)
+        .stderr_has("failed 3 passes in a row: the previous binary");
+    assert!(same(&ws, "bin/ferry", "ferry-v2"));
+    std::fs::rename(ws.path().join("channel.away"), ws.path().join("channel")).unwrap();
+    run_installed(&ws).expect_code(0);
+    assert!(same(&ws, "bin/ferry", "ferry-v2"), "v3 is not tried again");
+    // A binary that cannot do a pass is never installed.
+    publish(&ws, "channel.key", &["--agent-binary", "ferry-bad"]).expect_code(0);
+    run_installed(&ws)
+        .expect_code(0)
+        .stderr_has("failed its trial pass and was not installed")
+        .stderr_has("broken build");
+    assert!(same(&ws, "bin/ferry", "ferry-v2"));
+    assert!(!ws.path().join("bin/ferry.new").exists());
+    let again = run_installed(&ws);
+    again.expect_code(0);
+    assert!(!again.stderr().contains("trial"), "{}", again.stderr());
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert_eq!(
+        ledger.matches("\"agent_self_update\"").count(),
+        5,
+        "{ledger}"
+    );
+    ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
+        .expect_code(0);
+}
+
+/// A real service manager (Debian's runit: systemd cannot be PID 1 here) runs the agent's
+/// loop. The agent exits 2 after replacing itself and after each update; runsv restarts it
+/// into the new binary, which confirms itself and installs the apps, then picks up the next
+/// channel version the same way.
+#[test]
+fn runit_restarts_the_agent_into_its_new_binary_and_new_state() {
+    let ws = published();
+    std::fs::create_dir_all(ws.path().join("bin")).unwrap();
+    agent_binary(&ws, "bin/ferry", "v1");
+    agent_binary(&ws, "ferry-v2", "v2");
+    installing(&ws, "interval: 1s\nself_update: { path: bin/ferry }\n");
+    publish(&ws, "channel.key", &["--agent-binary", "ferry-v2"]).expect_code(0);
+    let service = ws.path().join("service/agent");
+    std::fs::create_dir_all(&service).unwrap();
+    let run = service.join("run");
+    std::fs::write(
+        &run,
+        format!(
+            "#!/bin/sh\ncd {ws}\nexport FERRY_STATE_DIR={ws}/.ferry FERRY_ACTOR=runit\nexec {ws}/bin/ferry agent run --config agent.yaml >>{ws}/agent.log 2>&1\n",
+            ws = ws.path().display()
+        ),
+    )
+    .unwrap();
+    let mut p = std::fs::metadata(&run).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+    std::fs::set_permissions(&run, p).unwrap();
+    let runsv = Server(
+        Command::new("runsv")
+            .arg(&service)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runsv runs (ci/test.sh installs runit)"),
+    );
+    let ledger = ws.path().join("agent-state/ledger.jsonl");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runit never got the agent to {what}:\n{}",
+                std::fs::read_to_string(ws.path().join("agent.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let has = |s: &str| {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .contains(s)
+    };
+    wait_for("confirm its new binary", &|| {
+        has("passed its first pass: kept")
+    });
+    assert!(same(&ws, "bin/ferry", "ferry-v2"));
+    wait_for("install the app", &|| {
+        std::fs::read_link(ws.path().join("server/clinic-a/demo/current")).is_ok()
+    });
+    republish(&ws, "2.0.0", "1h");
+    wait_for("install 2.0.0", &|| {
+        std::fs::read_link(ws.path().join("server/clinic-a/demo/current"))
+            .is_ok_and(|l| l.ends_with("2.0.0"))
+    });
+    let status = Command::new("sv")
+        .arg("status")
+        .arg(&service)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.starts_with("run:"), "{status}");
+    let _ = Command::new("sv")
+        .args(["-w", "10", "force-stop"])
+        .arg(&service)
+        .status();
+    drop(runsv);
+    let log = std::fs::read_to_string(ws.path().join("agent.log")).unwrap();
+    assert!(log.contains("the agent replaced itself"), "{log}");
+}

@@ -27,6 +27,24 @@ pub struct Desired {
     pub format: String,
     pub site: String,
     pub apps: Vec<DesiredApp>,
+    /// The agent's own binary (`ferry publish --agent-binary`): agents with `self_update`
+    /// install it after a trial pass of it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<DesiredAgent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredAgent {
+    /// Its target name in the channel (`agent/ferry-SHA256`: content-addressed, immutable).
+    pub target: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The target name of an agent binary.
+pub fn agent_target(sha256: &str) -> String {
+    format!("agent/ferry-{sha256}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,41 @@ pub struct AgentConfig {
     /// Where the agent ships its ledger and status after each pass (`ferry collect serve`).
     #[serde(default)]
     pub report: Option<crate::collect::ship::ReportConfig>,
+    /// The agent updates its own binary when the channel names another one.
+    #[serde(default)]
+    pub self_update: Option<SelfUpdate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfUpdate {
+    /// The binary the service manager runs (relative to the config file): replaced atomically
+    /// by a new one that passed a trial pass; the one before is kept as `PATH.previous`.
+    pub path: PathBuf,
+    /// How long the new binary's trial pass may take.
+    #[serde(default = "ten_minutes")]
+    pub trial_timeout_seconds: u64,
+}
+
+fn ten_minutes() -> u64 {
+    600
+}
+
+impl AgentConfig {
+    /// The binary the agent updates, when it updates itself.
+    pub fn agent_binary(&self, base: &Path) -> Option<PathBuf> {
+        self.self_update.as_ref().map(|s| base.join(&s.path))
+    }
+}
+
+/// The agent's own binary: the channel's and the one installed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentBinaryCheck {
+    pub desired: String,
+    pub installed: String,
+    /// The verified download, when it differs from the installed one and has not failed a
+    /// trial before.
+    pub download: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +178,8 @@ pub struct Checked {
     pub channel_version: u64,
     pub expires: String,
     pub apps: Vec<AppCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentBinaryCheck>,
 }
 
 /// Why the channel gave nothing to act on.
@@ -245,8 +282,13 @@ pub async fn check(cfg: &AgentConfig, base: &Path) -> Result<Checked, CheckError
             artifact: path,
         });
     }
+    let agent = match (&desired.agent, cfg.agent_binary(base)) {
+        (Some(d), Some(bin)) => Some(agent_binary(&repo, d, &bin, &state).await?),
+        _ => None,
+    };
     let ts = &repo.timestamp().signed;
     Ok(Checked {
+        agent,
         site: cfg.site.clone(),
         channel_version: ts.version.get(),
         expires: ts
@@ -254,6 +296,43 @@ pub async fn check(cfg: &AgentConfig, base: &Path) -> Result<Checked, CheckError
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         apps,
     })
+}
+
+/// The channel's agent binary against the installed one; downloaded (checked) when it is
+/// another that has not failed its trial here before.
+async fn agent_binary(
+    repo: &tough::Repository,
+    d: &super::DesiredAgent,
+    installed: &Path,
+    state: &Path,
+) -> Result<AgentBinaryCheck, CheckError> {
+    let other = |m: String| CheckError::Other(m);
+    let have = std::fs::read(installed)
+        .map(|b| crate::load::sha256_hex(&b))
+        .map_err(|e| other(format!("self_update.path {}: {e}", installed.display())))?;
+    let failed = std::fs::read_to_string(state.join("agent/failed")).unwrap_or_default();
+    let mut check = AgentBinaryCheck {
+        desired: d.sha256.clone(),
+        installed: have,
+        download: None,
+    };
+    if check.desired == check.installed || failed.trim() == d.sha256 {
+        return Ok(check);
+    }
+    let bytes = read_target(repo, &d.target).await?;
+    if crate::load::sha256_hex(&bytes) != d.sha256 {
+        return Err(CheckError::Refused(format!(
+            "{}: not the binary the site document names",
+            d.target
+        )));
+    }
+    let dir = state.join("agent");
+    std::fs::create_dir_all(&dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("download-{}", d.sha256));
+    crate::durable::write_atomic(&path, &bytes)
+        .map_err(|e| other(format!("{}: {e}", path.display())))?;
+    check.download = Some(path);
+    Ok(check)
 }
 
 /// A target's bytes, checked against its signed length and SHA-256 as they stream.

@@ -55,17 +55,55 @@ pub enum AgentCommand {
 /// `agent run`: an update is due but the app is busy (EX_TEMPFAIL: try again later).
 pub const DEFERRED: u8 = 75;
 
+/// `ferry publish`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// The channel's directory (serve it over HTTP(S) for agents, or read it as a folder).
+    #[arg(long)]
+    pub channel: PathBuf,
+    /// The channel's signing key (a `ferry keygen` key, as `file:PATH` or `env:NAME`).
+    #[arg(long)]
+    pub key: String,
+    /// How long this version is valid: agents act on nothing older (`7d`, `12h`).
+    #[arg(long, default_value = "7d")]
+    pub expires: String,
+    /// Only these sites (repeatable); default all.
+    #[arg(long = "site")]
+    pub sites: Vec<String>,
+    /// Agents install this version even while their app says it is busy.
+    #[arg(long)]
+    pub force: bool,
+    /// The agent's own binary for agents that update themselves (`self_update`): each
+    /// runs a trial pass of it before it replaces itself, and keeps the one before.
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
+}
+
 /// `ferry publish`.
-pub fn publish(
-    ctx: &Ctx,
-    inventory: &Path,
-    channel: &Path,
-    key: &str,
-    expires: &str,
-    only: &[String],
-    force: bool,
-) -> Result<u8, CliError> {
+pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Result<u8, CliError> {
+    let (inventory, channel, key, expires) = (
+        args.inventory.as_path(),
+        args.channel.as_path(),
+        args.key.as_str(),
+        args.expires.as_str(),
+    );
+    let (only, force, agent_binary) = (&args.sites, args.force, args.agent_binary.as_deref());
     let (inv, _) = crate::workspace::load(inventory, &[]).map_err(CliError::Invalid)?;
+    // The agent's binary: its digest names it in the channel.
+    let agent = match agent_binary {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| CliError::Refused(format!("--agent-binary {}: {e}", p.display())))?;
+            Some((
+                p.to_owned(),
+                crate::load::sha256_hex(&bytes),
+                bytes.len() as u64,
+            ))
+        }
+    };
     let base = inventory.parent().unwrap_or(Path::new(".")).to_owned();
     let secs = crate::gate::parse_duration(expires)
         .map_err(|e| CliError::Refused(format!("--expires `{expires}`: {e}")))?;
@@ -77,7 +115,7 @@ pub fn publish(
         if !only.is_empty() && !only.contains(&site.id) {
             continue;
         }
-        match site_release(&inv.value, &base, &site.id, &packed, force) {
+        match site_release(&inv.value, &base, &site.id, &packed, force, agent.as_ref()) {
             Ok(s) => sites.push(s),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&packed);
@@ -178,6 +216,7 @@ fn site_release(
     site: &str,
     packed: &Path,
     force: bool,
+    agent_binary: Option<&(PathBuf, String, u64)>,
 ) -> Result<SiteRelease, CliError> {
     let mut apps = Vec::new();
     let mut artifacts = Vec::new();
@@ -204,10 +243,20 @@ fn site_release(
         });
         artifacts.push((name, file));
     }
+    let agent = agent_binary.map(|bin| {
+        let d = crate::channel::DesiredAgent {
+            target: crate::channel::agent_target(&bin.1),
+            sha256: bin.1.clone(),
+            size: bin.2,
+        };
+        artifacts.push((d.target.clone(), bin.0.to_owned()));
+        d
+    });
     let desired = Desired {
         format: DESIRED_FORMAT.into(),
         site: site.to_owned(),
         apps,
+        agent,
     };
     Ok(SiteRelease { desired, artifacts })
 }
@@ -254,21 +303,33 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<u8, CliError> {
     }
 }
 
+/// The agent's own context: its state directory and its own ledger.
+fn agent_ctx(ctx: &Ctx, state_dir: &Path) -> Ctx {
+    Ctx::new(
+        ctx.output,
+        false,
+        state_dir.to_owned(),
+        crate::ledger::Ledger::new(state_dir.join("ledger.jsonl")),
+        ctx.actor.clone(),
+    )
+}
+
 /// One pass, then its report to the collector (when the config names one): the agent's
 /// status and every ledger entry not acknowledged yet. An error of the pass is recorded in the
 /// agent's ledger first, so it reaches the collector too; a collector that cannot be reached
 /// changes nothing (the entries wait for the next pass).
 async fn pass(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
+    let on_trial = load_config(config).is_ok_and(|(c, b)| super::agent_self::on_trial(&c, &b));
     let result = run_once(ctx, config).await;
     let Ok((cfg, base)) = load_config(config) else {
         return result;
     };
     let state_dir = base.join(&cfg.state_dir);
-    let ledger = crate::ledger::Ledger::new(state_dir.join("ledger.jsonl"));
+    let agent = agent_ctx(ctx, &state_dir);
     let (code, message) = match &result {
         Ok(c) => (*c, pass_message(*c).to_owned()),
         Err(e) => {
-            let _ = ledger.append(
+            let _ = agent.ledger.append(
                 crate::ledger::NewEntry::new(&ctx.actor, crate::ledger::Event::OperationFinished)
                     .outcome(crate::ledger::Outcome::Failed)
                     .message(e.to_string())
@@ -276,6 +337,16 @@ async fn pass(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
             );
             (e.exit_code(), e.to_string())
         }
+    };
+    // A newly installed agent binary is kept after a good pass, or put back after failed ones.
+    let settled = match on_trial {
+        true => super::agent_self::settle(&agent, &cfg, &base, code),
+        false => Ok(None),
+    };
+    let result = match settled {
+        Ok(Some(restart)) => Ok(restart),
+        Ok(None) => result,
+        Err(e) => Err(e),
     };
     if let Some(report) = &cfg.report {
         let status = agent_status(&cfg, &base, code, &message);
@@ -336,7 +407,11 @@ fn agent_status(
         .collect();
     crate::collect::AgentStatus {
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        agent_sha256: self_sha256(),
+        agent_sha256: cfg
+            .agent_binary(base)
+            .and_then(|b| std::fs::read(b).ok())
+            .map(|b| crate::load::sha256_hex(&b))
+            .unwrap_or_else(self_sha256),
         interval_secs: crate::gate::parse_duration(&cfg.interval).unwrap_or(3600),
         channel_version: last["channel_version"].as_u64(),
         apps,
@@ -663,13 +738,7 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         )));
     };
     let state_dir = base.join(&cfg.state_dir);
-    let agent = Ctx::new(
-        ctx.output,
-        false,
-        state_dir.clone(),
-        crate::ledger::Ledger::new(state_dir.join("ledger.jsonl")),
-        ctx.actor.clone(),
-    );
+    let agent = agent_ctx(ctx, &state_dir);
     // A channel that cannot be read or is refused changes nothing; it is recorded (and so
     // reaches the collector).
     let checked = match verified(&cfg, &base) {
@@ -706,6 +775,15 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
             crate::executor::ApplyOutcome::Completed => exit::CHANGES,
             other => super::apply::outcome_code(&other),
         });
+    }
+    // The agent's own binary first: a new agent does the rest of the work.
+    if let Some(a) = checked
+        .agent
+        .as_ref()
+        .filter(|_| !super::agent_self::in_trial())
+        && let Some(code) = super::agent_self::update(&agent, &cfg, &base, config, a).await?
+    {
+        return Ok(code);
     }
     if !checked.apps.iter().any(|a| a.update_due) {
         println!(
@@ -923,6 +1001,20 @@ fn check(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
                     a.running.as_deref().unwrap_or("nothing"),
                     if a.update_due {
                         " -> update due (artifact downloaded and verified)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if let Some(a) = &checked.agent {
+                println!(
+                    "  agent binary: desired {}, installed {}{}",
+                    a.desired,
+                    a.installed,
+                    if a.download.is_some() {
+                        " -> update due (downloaded and verified; tried before it replaces this one)"
+                    } else if a.desired != a.installed {
+                        " (failed its trial here: not tried again)"
                     } else {
                         ""
                     }

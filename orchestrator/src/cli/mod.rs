@@ -4,6 +4,7 @@
 //! logs go to stderr.
 
 mod agent_cmd;
+mod agent_self;
 mod apply;
 mod approve;
 mod backout;
@@ -205,25 +206,7 @@ pub enum Command {
     },
     /// Publish the desired state of each site (its apps at the inventory's versions) to a
     /// signed channel (TUF metadata: versions that only grow, an expiry) that agents pull.
-    Publish {
-        #[arg(short, long)]
-        inventory: PathBuf,
-        /// The channel's directory (serve it over HTTP(S) for agents, or read it as a folder).
-        #[arg(long)]
-        channel: PathBuf,
-        /// The channel's signing key (a `ferry keygen` key, as `file:PATH` or `env:NAME`).
-        #[arg(long)]
-        key: String,
-        /// How long this version is valid: agents act on nothing older (`7d`, `12h`).
-        #[arg(long, default_value = "7d")]
-        expires: String,
-        /// Only these sites (repeatable); default all.
-        #[arg(long = "site")]
-        sites: Vec<String>,
-        /// Agents install this version even while their app says it is busy.
-        #[arg(long)]
-        force: bool,
-    },
+    Publish(agent_cmd::PublishArgs),
     /// The central collector of agents' ledgers and reports.
     Collect {
         #[command(subcommand)]
@@ -665,14 +648,7 @@ pub fn run(cli: Cli) -> ExitCode {
             site,
         } => runtime().and_then(|rt| rt.block_on(backout::history(&ctx, &inventory, &app, &site))),
         Command::Ledger { command } => ledger_cmd::run(&ctx, command),
-        Command::Publish {
-            inventory,
-            channel,
-            key,
-            expires,
-            sites,
-            force,
-        } => agent_cmd::publish(&ctx, &inventory, &channel, &key, &expires, &sites, force),
+        Command::Publish(args) => agent_cmd::publish(&ctx, &args),
         Command::Agent { command } => agent_cmd::run(&ctx, command),
         Command::Collect { command } => fleet_cmd::run_collect(&ctx, command),
         Command::Fleet { command } => fleet_cmd::run_fleet(&ctx, command),
