@@ -818,3 +818,73 @@ fn runit_restarts_the_agent_into_its_new_binary_and_new_state() {
     let log = std::fs::read_to_string(ws.path().join("agent.log")).unwrap();
     assert!(log.contains("the agent replaced itself"), "{log}");
 }
+
+/// An app that hangs right after the agent updated it is rolled back to the version before (not
+/// restarted), and that update is held back until the channel publishes again.
+#[test]
+fn a_hang_right_after_an_update_rolls_it_back_and_holds_it_back() {
+    let ws = published();
+    installing(
+        &ws,
+        "interval: 1h\nwatchdog: { every: 1s, failures: 2, restart: [sh, -c, 'echo restarted >> restarts'], rollback_within: 1h }\n",
+    );
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    run().expect_code(2);
+    republish(&ws, "2.0.0", "1h");
+    run().expect_code(2);
+    let current = || {
+        std::fs::read_link(ws.path().join("server/clinic-a/demo/current"))
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(current(), "2.0.0");
+    let mut agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(
+        ws.path().join("server/clinic-a/demo/current/VERSION"),
+        "hung",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while current() != "1.0.0" {
+        if std::time::Instant::now() > deadline {
+            let _ = agent.kill();
+            let out = agent.wait_with_output().unwrap();
+            panic!(
+                "the watchdog never rolled the update back:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        !ws.path().join("restarts").exists(),
+        "rolled back, not restarted"
+    );
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("within its update 1.0.0 -> 2.0.0: rolled back to 1.0.0"),
+        "{ledger}"
+    );
+    run().expect_code(0).stdout_has("demo 2.0.0 is held back");
+    assert_eq!(current(), "1.0.0");
+    // Published again (a fixed 2.0.0, or the same one on purpose): tried again.
+    std::fs::write(
+        ws.path().join("server/clinic-a/demo/releases/2.0.0/VERSION"),
+        "2.0.0",
+    )
+    .unwrap();
+    publish(&ws, "channel.key", &[]).expect_code(0);
+    let again = run();
+    assert!(!again.stdout().contains("held back"), "{}", again.stdout());
+    again.expect_code(2);
+    assert_eq!(current(), "2.0.0");
+    ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
+        .expect_code(0);
+}

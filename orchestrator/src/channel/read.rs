@@ -92,6 +92,11 @@ pub struct Watchdog {
     #[serde(default = "three")]
     pub failures: u32,
     pub restart: Vec<String>,
+    /// An app that fails `failures` checks in a row within this long after the agent updated
+    /// it is rolled back to the version before (instead of restarted), and the update is held
+    /// back until the channel publishes again.
+    #[serde(default = "hourly")]
+    pub rollback_within: String,
 }
 
 fn half_minute() -> String {

@@ -511,16 +511,174 @@ async fn wait_watching(
                     *n += 1;
                     if *n >= w.failures {
                         *n = 0;
-                        restart(
-                            ctx, &state_dir, &dir, &app.app, &w.restart, w.failures, &why,
-                        )
-                        .await?;
+                        let within =
+                            crate::gate::parse_duration(&w.rollback_within).map_err(|e| {
+                                CliError::Refused(format!(
+                                    "{}: watchdog.rollback_within `{}`: {e}",
+                                    config.display(),
+                                    w.rollback_within
+                                ))
+                            })?;
+                        match recent_update(&state_dir, &app.app, within) {
+                            Some(u) => {
+                                roll_back(ctx, &state_dir, &cfg.site, &u, w.failures, &why).await?
+                            }
+                            None => {
+                                restart(
+                                    ctx, &state_dir, &dir, &app.app, &w.restart, w.failures, &why,
+                                )
+                                .await?
+                            }
+                        }
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// An update the agent made: recorded after each install that completed, read by the
+/// watchdog (a hang right after it rolls it back) and by the next passes (an update rolled
+/// back is held back until the channel publishes again).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Update {
+    app: String,
+    from: String,
+    to: String,
+    channel_version: u64,
+    at: String,
+}
+
+fn updates_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("run/updates.json")
+}
+
+fn held_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("run/held-back.json")
+}
+
+fn read_updates(path: &Path) -> Vec<Update> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records the updates a completed install made (apps that ran a version before).
+fn record_updates(
+    state_dir: &Path,
+    checked: &crate::channel::read::Checked,
+) -> Result<(), CliError> {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let updates: Vec<Update> = checked
+        .apps
+        .iter()
+        .filter(|a| a.update_due)
+        .filter_map(|a| {
+            Some(Update {
+                app: a.app.clone(),
+                from: a.running.clone()?,
+                to: a.desired.clone(),
+                channel_version: checked.channel_version,
+                at: at.clone(),
+            })
+        })
+        .collect();
+    let path = updates_path(state_dir);
+    crate::durable::write_atomic(&path, &serde_json::to_vec(&updates).expect("serializes"))
+        .map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))
+}
+
+/// The agent's update of `app`, if it was made less than `within` seconds ago.
+fn recent_update(state_dir: &Path, app: &str, within: u64) -> Option<Update> {
+    let u = read_updates(&updates_path(state_dir))
+        .into_iter()
+        .find(|u| u.app == app)?;
+    let at = chrono::DateTime::parse_from_rfc3339(&u.at).ok()?;
+    let age = (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds();
+    (age >= 0 && (age as u64) <= within).then_some(u)
+}
+
+/// The watchdog's answer to a hang right after an update: the app goes back to the version
+/// before (the engine's back-out, recorded as any), and the update is held back until the
+/// channel publishes again.
+async fn roll_back(
+    ctx: &Ctx,
+    state_dir: &Path,
+    site: &str,
+    u: &Update,
+    failures: u32,
+    why: &str,
+) -> Result<(), CliError> {
+    let agent = agent_ctx(ctx, state_dir);
+    let inventory = state_dir.join("run/inventory.yaml");
+    let req = super::backout::Request {
+        to: Some(&u.from),
+        ..Default::default()
+    };
+    let code = super::backout::backout(&agent, &inventory, &u.app, site, req).await?;
+    let held = held_path(state_dir);
+    crate::durable::write_atomic(&held, &serde_json::to_vec(u).expect("serializes"))
+        .map_err(|e| CliError::Refused(format!("{}: {e}", held.display())))?;
+    let rest: Vec<Update> = read_updates(&updates_path(state_dir))
+        .into_iter()
+        .filter(|x| x.app != u.app)
+        .collect();
+    crate::durable::write_atomic(
+        &updates_path(state_dir),
+        &serde_json::to_vec(&rest).expect("serializes"),
+    )
+    .map_err(|e| CliError::Refused(format!("{}: {e}", state_dir.display())))?;
+    let ok = code == exit::OK;
+    let message = format!(
+        "watchdog: {} failed {failures} health checks in a row ({why}) within its update {} -> {}: {}; {} is held back until the channel publishes again",
+        u.app,
+        u.from,
+        u.to,
+        if ok {
+            format!("rolled back to {}", u.from)
+        } else {
+            format!("the roll-back ended with exit {code}")
+        },
+        u.to
+    );
+    eprintln!("{message}");
+    agent.ledger.append(
+        crate::ledger::NewEntry::new(&agent.actor, crate::ledger::Event::OperationFinished)
+            .outcome(if ok { crate::ledger::Outcome::Ok } else { crate::ledger::Outcome::Failed })
+            .message(message)
+            .detail(serde_json::json!({ "operation": "watchdog_rollback", "update": u, "failures": failures, "last": why })),
+    )?;
+    Ok(())
+}
+
+/// Apps whose update the watchdog rolled back stay where they are until the channel publishes
+/// a newer version.
+fn hold_back(state_dir: &Path, checked: &mut crate::channel::read::Checked) {
+    let Some(held) = std::fs::read(held_path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Update>(&b).ok())
+    else {
+        return;
+    };
+    if held.channel_version != checked.channel_version {
+        let _ = std::fs::remove_file(held_path(state_dir));
+        return;
+    }
+    for a in checked
+        .apps
+        .iter_mut()
+        .filter(|a| a.app == held.app && a.desired == held.to)
+    {
+        if a.update_due {
+            a.update_due = false;
+            println!(
+                "{} {} is held back: it hung right after its install and was rolled back to {}; publish the channel again to retry",
+                a.app, a.desired, held.from
+            );
+        }
+    }
 }
 
 /// The app's published health check, run in its current release as the local driver runs it.
@@ -741,7 +899,7 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
     let agent = agent_ctx(ctx, &state_dir);
     // A channel that cannot be read or is refused changes nothing; it is recorded (and so
     // reaches the collector).
-    let checked = match verified(&cfg, &base) {
+    let mut checked = match verified(&cfg, &base) {
         Ok(c) => c,
         Err((code, why)) => {
             agent.ledger.append(
@@ -753,6 +911,7 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
             return Ok(code);
         }
     };
+    hold_back(&state_dir, &mut checked);
     let last = serde_json::json!({ "channel_version": checked.channel_version, "expires": checked.expires });
     crate::durable::write_atomic(
         &state_dir.join("last-check.json"),
@@ -824,6 +983,9 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
         .map_err(|e| CliError::Refused(format!("{}: {e}", pending.display())))?;
     let r = super::apply::apply_plan(&agent, &out, super::apply::Options::fresh(&[])).await?;
     let _ = std::fs::remove_file(&pending);
+    if matches!(r.outcome, crate::executor::ApplyOutcome::Completed) {
+        record_updates(&state_dir, &checked)?;
+    }
     super::apply::print_apply(&agent, &r, &out);
     Ok(match r.outcome {
         crate::executor::ApplyOutcome::Completed => exit::CHANGES,
