@@ -811,7 +811,7 @@ pub fn bundles(
 /// An app's templates rendered for one site and version: configuration files, a docker app's
 /// environment file (kept apart by its dest), a kubernetes app's manifests (named by their
 /// template).
-fn render_files(
+pub fn render_files(
     app: &crate::model::App,
     site: &crate::model::Site,
     version: &str,

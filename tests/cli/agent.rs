@@ -223,6 +223,12 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn the_agent_installs_upgrades_backs_out_and_downgrades() {
     let ws = published();
+    // The publisher renders the config; the agent installs those bytes, braces and all.
+    ws.write(
+        "templates/app.conf.tera",
+        "site = {{ site }}\nversion = {{ version }}\n{% raw %}greeting = {{ name }}{% endraw %}\n",
+    );
+    publish(&ws, "channel.key", &["--expires", "1h"]).expect_code(0);
     installing(&ws, "");
     let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
     let serving = || {
@@ -232,9 +238,13 @@ fn the_agent_installs_upgrades_backs_out_and_downgrades() {
     };
     run().expect_code(2);
     assert_eq!(serving().as_deref(), Some("1.0.0"));
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("server/clinic-a/demo/current/app.conf")).unwrap(),
+        "site = clinic-a\nversion = 1.0.0\ngreeting = {{ name }}\n"
+    );
     run()
         .expect_code(0)
-        .stdout_has("runs what channel version 1 wants");
+        .stdout_has("runs what channel version 2 wants");
     republish(&ws, "2.0.0", "1h");
     run().expect_code(2);
     assert_eq!(serving().as_deref(), Some("2.0.0"));
@@ -495,6 +505,11 @@ fn publishes_are_recorded_and_numbers_never_reused() {
         .as_str()
         .unwrap();
     assert_eq!(digest.len(), 64);
+    // A rendered file an agent could not install byte for byte is refused at publish.
+    ws.write("templates/app.conf.tera", "mode = endraw\n");
+    publish(&ws, "channel.key", &[])
+        .expect_code(1)
+        .stderr_has("rendered app.conf contains `endraw`");
 }
 
 /// `ferry collect serve` on `port`, killed when dropped.
@@ -876,7 +891,8 @@ fn a_hang_right_after_an_update_rolls_it_back_and_holds_it_back() {
     assert_eq!(current(), "1.0.0");
     // Published again (a fixed 2.0.0, or the same one on purpose): tried again.
     std::fs::write(
-        ws.path().join("server/clinic-a/demo/releases/2.0.0/VERSION"),
+        ws.path()
+            .join("server/clinic-a/demo/releases/2.0.0/VERSION"),
         "2.0.0",
     )
     .unwrap();

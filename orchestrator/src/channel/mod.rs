@@ -63,6 +63,18 @@ pub struct DesiredApp {
     /// Install even while the app says it is busy (`ferry publish --force`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// The app's configuration files, rendered by the publisher for this site and version
+    /// (signed with the rest of the document; the agent renders nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<DesiredFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredFile {
+    /// Where it goes inside the release directory.
+    pub dest: String,
+    pub contents: String,
 }
 
 /// The target name of a site's document.

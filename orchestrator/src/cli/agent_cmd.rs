@@ -240,6 +240,7 @@ fn site_release(
             size: bytes.len() as u64,
             health_check: Some(serde_json::to_value(&app.health_check).expect("serializes")),
             force,
+            config: rendered_config(inv, base, app, site)?,
         });
         artifacts.push((name, file));
     }
@@ -260,6 +261,41 @@ fn site_release(
     };
     Ok(SiteRelease { desired, artifacts })
 }
+
+/// An app's configuration files rendered for `site` as the agent's local target will hold
+/// them (the same templates and values `ferry plan` renders).
+fn rendered_config(
+    inv: &crate::model::Inventory,
+    base: &Path,
+    app: &crate::model::App,
+    site: &str,
+) -> Result<Vec<crate::channel::DesiredFile>, CliError> {
+    let s = inv
+        .sites
+        .iter()
+        .find(|s| s.id == site)
+        .ok_or_else(|| CliError::Refused(format!("site `{site}` is not in the inventory")))?;
+    let target = format!("{site}/{AGENT_CLOUD}/{}", app.id);
+    let files = crate::workspace::render_files(app, s, &app.version, &target, base)?;
+    let mut out = Vec::new();
+    for f in files {
+        // The agent hands each file to its local driver as a template that renders to itself.
+        if f.contents.contains("endraw") {
+            return Err(CliError::Refused(format!(
+                "app {} at site {site}: rendered {} contains `endraw`, which an agent cannot install verbatim",
+                app.id, f.dest
+            )));
+        }
+        out.push(crate::channel::DesiredFile {
+            dest: f.dest,
+            contents: f.contents,
+        });
+    }
+    Ok(out)
+}
+
+/// The cloud id of the agent's own local target.
+const AGENT_CLOUD: &str = "local";
 
 /// The artifact as a `.tar.gz`: one already is copied, a directory is checked by the rules
 /// every artifact keeps (links inside the tree, no special files) and packed.
@@ -964,6 +1000,7 @@ async fn run_once(ctx: &Ctx, config: &Path) -> Result<u8, CliError> {
     std::fs::create_dir_all(&work).map_err(|e| CliError::Refused(e.to_string()))?;
     unpack_downloads(&state_dir, &checked)?;
     let desired = desired_doc(&state_dir, &cfg.site)?;
+    write_config(&state_dir, &desired)?;
     let inventory = work.join("inventory.yaml");
     let plan = work.join(format!("channel-v{}.yaml", checked.channel_version));
     let inv = agent_inventory(&cfg.site, &base.join(&targets_root), &state_dir, &desired);
@@ -1070,6 +1107,29 @@ fn unpack_downloads(
     Ok(())
 }
 
+/// Each app's published configuration, as templates that render to exactly the published
+/// bytes (a Tera raw block; the publisher refuses contents that would end it).
+fn write_config(state_dir: &Path, d: &Desired) -> Result<(), CliError> {
+    for a in &d.apps {
+        let dir = state_dir.join("config").join(&a.app).join(&a.version);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CliError::Refused(format!("{}: {e}", dir.display())))?;
+        for (i, f) in a.config.iter().enumerate() {
+            if f.contents.contains("endraw") {
+                return Err(CliError::Refused(format!(
+                    "{}: {} contains `endraw`",
+                    a.app, f.dest
+                )));
+            }
+            let path = dir.join(format!("{i}.tera"));
+            let text = format!("{{% raw %}}{}{{% endraw %}}", f.contents);
+            crate::durable::write_atomic(&path, text.as_bytes())
+                .map_err(|e| CliError::Refused(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
 /// The site's desired document as the check just verified it (saved in the state directory).
 fn desired_doc(state_dir: &Path, site: &str) -> Result<Desired, CliError> {
     let path = state_dir.join("desired.json");
@@ -1109,13 +1169,28 @@ fn agent_inventory(
             if let Some(h) = &a.health_check {
                 app["health_check"] = h.clone();
             }
+            if !a.config.is_empty() {
+                app["config"] = a
+                    .config
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let t = state_dir
+                            .join("config")
+                            .join(&a.app)
+                            .join(&a.version)
+                            .join(format!("{i}.tera"));
+                        serde_json::json!({ "template": t.display().to_string(), "dest": f.dest })
+                    })
+                    .collect();
+            }
             app
         })
         .collect();
     serde_json::json!({
         "version": 1,
-        "sites": [{ "id": site, "tier": "prod", "clouds": ["local"] }],
-        "clouds": [{ "id": "local", "kind": "local", "local": { "root": targets_root.display().to_string() } }],
+        "sites": [{ "id": site, "tier": "prod", "clouds": [AGENT_CLOUD] }],
+        "clouds": [{ "id": AGENT_CLOUD, "kind": "local", "local": { "root": targets_root.display().to_string() } }],
         "apps": apps,
     })
 }
