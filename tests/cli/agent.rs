@@ -904,3 +904,103 @@ fn a_hang_right_after_an_update_rolls_it_back_and_holds_it_back() {
     ws.run(&["--state-dir", "agent-state", "ledger", "verify"])
         .expect_code(0);
 }
+
+/// A channel kept in an inventory bucket (moto standing for S3): published through the SDK,
+/// read by the agent over plain HTTP from the bucket's own endpoint. A publisher whose working
+/// copy is gone continues the same signed chain from the bucket instead of making a new root.
+#[test]
+fn a_channel_in_a_bucket_is_read_over_http_and_survives_a_lost_working_copy() {
+    let moto = crate::support::Moto::start("127.62.10.1");
+    // Agents read without credentials: the prefix is made public by the bucket's policy, as
+    // on S3 (an anonymous read of anything else is refused).
+    moto.py(
+        r#"
+s3.create_bucket(Bucket='ferry-channel')
+s3.put_object(Bucket='ferry-channel', Key='private/secret.txt', Body=b'x')
+s3.put_bucket_policy(Bucket='ferry-channel', Policy=json.dumps({'Version': '2012-10-17', 'Statement': [
+    {'Effect': 'Allow', 'Principal': '*', 'Action': 's3:GetObject', 'Resource': 'arn:aws:s3:::ferry-channel/clinics/*'}]}))
+"#,
+    );
+    let ws = Workspace::new();
+    let inventory = |version: &str| {
+        let inv = Workspace::inventory("")
+            .replace("version: 1.0.0", &format!("version: {version}"))
+            .replace(
+                "clouds:\n",
+                &format!(
+                    "clouds:\n  - {{ id: channel-s3, kind: aws, aws: {{ account: \"111111111111\", region: us-east-1, endpoint_url: \"{}\", access_key_id: \"file:s3.key\", secret_access_key: \"file:s3.secret\", max_attempts: 2, timeout_seconds: 20 }} }}\n",
+                    moto.url()
+                ),
+            );
+        format!("{inv}buckets:\n  - {{ id: channel, cloud: channel-s3, name: ferry-channel }}\n")
+    };
+    ws.write("inventory.yaml", &inventory("1.0.0"));
+    ws.write("s3.key", "testing\n");
+    ws.write("s3.secret", "testing\n");
+    ws.run(&["keygen", "-o", "channel.key"]).expect_code(0);
+    let publish = || {
+        ws.run(&[
+            "publish",
+            "-i",
+            "inventory.yaml",
+            "--channel",
+            "channel",
+            "--key",
+            "file:channel.key",
+            "--bucket",
+            "channel",
+            "--bucket-prefix",
+            "clinics",
+        ])
+    };
+    publish()
+        .expect_code(0)
+        .stdout_has("s3://ferry-channel/clinics/")
+        .stdout_has("root.json made");
+    std::fs::copy(
+        ws.path().join("channel/metadata/root.json"),
+        ws.path().join("agent-root.json"),
+    )
+    .unwrap();
+    ws.write(
+        "agent.yaml",
+        &format!(
+            "site: clinic-a\nchannel: {}/ferry-channel/clinics/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
+            moto.url()
+        ),
+    );
+    let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
+    run().expect_code(2);
+    let anonymous = |key: &str| {
+        let code = "import sys, urllib.request, urllib.error\ntry:\n    print(urllib.request.urlopen(sys.argv[1]).status)\nexcept urllib.error.HTTPError as e:\n    print(e.code)";
+        let out = Command::new("python3")
+            .args(["-c", code])
+            .arg(format!("{}/ferry-channel/{key}", moto.url()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        anonymous("private/secret.txt"),
+        "403",
+        "the stand-in enforces the policy"
+    );
+    assert_eq!(anonymous("clinics/metadata/timestamp.json"), "200");
+    let serving = || std::fs::read_link(ws.path().join("server/clinic-a/demo/current")).unwrap();
+    assert!(serving().ends_with("1.0.0"));
+    // The publisher's folder is lost; the next publish continues from the bucket.
+    std::fs::remove_dir_all(ws.path().join("channel")).unwrap();
+    ws.write("inventory.yaml", &inventory("2.0.0"));
+    let again = publish();
+    again.expect_code(0).stdout_has("at version 2");
+    assert!(
+        !again.stdout().contains("root.json made"),
+        "{}",
+        again.stdout()
+    );
+    run().expect_code(2);
+    assert!(serving().ends_with("2.0.0"));
+    run()
+        .expect_code(0)
+        .stdout_has("runs what channel version 2 wants");
+}

@@ -13,6 +13,8 @@
 //!   signed `targets.json`, and the agent's reads are checked against them as they stream.
 
 pub mod read;
+#[cfg(feature = "aws")]
+pub mod s3;
 pub mod write;
 
 use serde::{Deserialize, Serialize};

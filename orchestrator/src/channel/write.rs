@@ -33,6 +33,9 @@ pub struct Published {
     pub sites: Vec<String>,
     pub targets: usize,
     pub root_created: bool,
+    /// Files uploaded to the channel's bucket, when it is kept in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<usize>,
 }
 
 fn err(what: &str) -> impl Fn(tough::error::Error) -> String + '_ {
@@ -98,6 +101,7 @@ pub async fn publish(
         sites: sites.iter().map(|s| s.desired.site.clone()).collect(),
         targets: count,
         root_created,
+        uploaded: None,
     })
 }
 

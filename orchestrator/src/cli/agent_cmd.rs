@@ -79,6 +79,14 @@ pub struct PublishArgs {
     /// runs a trial pass of it before it replaces itself, and keeps the one before.
     #[arg(long)]
     pub agent_binary: Option<PathBuf>,
+    /// Keep the channel in this inventory bucket too (`--channel` is then the working copy:
+    /// what the bucket holds and it lacks comes down first, what is new goes up after, the
+    /// timestamp last). Agents read it over HTTP(S) from the bucket's endpoint.
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The key prefix of the channel in `--bucket`.
+    #[arg(long, default_value = "", requires = "bucket")]
+    pub bucket_prefix: String,
 }
 
 /// `ferry publish`.
@@ -133,10 +141,25 @@ pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Result<u8, CliError> {
         .display()
         .to_string();
     let before = last_published(&ctx.ledger, &channel_id)?;
+    let bucket = args
+        .bucket
+        .as_deref()
+        .map(|id| bucket_side(&inv.value, &base, id, &args.bucket_prefix))
+        .transpose()?;
     let published = crate::blocking::block({
         let (dir, seed) = (channel.to_owned(), signing.to_bytes());
         let expires = chrono::Duration::seconds(secs as i64);
-        async move { crate::channel::write::publish(&dir, seed, expires, &sites, before).await }
+        async move {
+            if let Some(b) = &bucket {
+                b.pull(&dir).await?;
+            }
+            let mut p = crate::channel::write::publish(&dir, seed, expires, &sites, before).await?;
+            if let Some(b) = &bucket {
+                p.uploaded = Some(b.push(&dir).await?);
+                p.channel = b.place();
+            }
+            Ok::<_, String>(p)
+        }
     })
     .map_err(CliError::Refused);
     let _ = std::fs::remove_dir_all(&packed);
@@ -176,6 +199,65 @@ pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Result<u8, CliError> {
         ),
     }
     Ok(exit::OK)
+}
+
+/// The inventory bucket a channel is kept in.
+#[cfg(feature = "aws")]
+struct Bucket(crate::s3move::Side);
+
+#[cfg(feature = "aws")]
+impl Bucket {
+    async fn pull(&self, dir: &Path) -> Result<usize, String> {
+        crate::channel::s3::pull(&self.0, dir).await
+    }
+    async fn push(&self, dir: &Path) -> Result<usize, String> {
+        crate::channel::s3::push(&self.0, dir).await
+    }
+    fn place(&self) -> String {
+        self.0.place.clone()
+    }
+}
+
+#[cfg(feature = "aws")]
+fn bucket_side(
+    inv: &crate::model::Inventory,
+    base: &Path,
+    id: &str,
+    prefix: &str,
+) -> Result<Bucket, CliError> {
+    let end = crate::channel::s3::end(inv, id, prefix).map_err(CliError::Refused)?;
+    crate::s3move::Side::connect(inv, base, &end)
+        .map(Bucket)
+        .map_err(CliError::Refused)
+}
+
+/// Without the `aws` feature (the agent's small build) there is no S3 client: no bucket.
+#[cfg(not(feature = "aws"))]
+enum Bucket {}
+
+#[cfg(not(feature = "aws"))]
+impl Bucket {
+    async fn pull(&self, _: &Path) -> Result<usize, String> {
+        match *self {}
+    }
+    async fn push(&self, _: &Path) -> Result<usize, String> {
+        match *self {}
+    }
+    fn place(&self) -> String {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+fn bucket_side(
+    _: &crate::model::Inventory,
+    _: &Path,
+    id: &str,
+    _: &str,
+) -> Result<Bucket, CliError> {
+    Err(CliError::Refused(format!(
+        "--bucket {id}: this build of ferry has no S3 support (the `aws` feature)"
+    )))
 }
 
 /// The highest channel version this ledger records publishing to `channel`.
