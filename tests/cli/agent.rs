@@ -171,6 +171,21 @@ fn a_channel_is_read_over_http_and_signed_by_its_own_key_only() {
         .expect_code(1)
         .stderr_has("bad.yaml:2:1")
         .stderr_has("unknown field `chanel`");
+    // Values that cannot work: every one named where it is, nothing done on the server.
+    ws.write(
+        "bad.yaml",
+        "site: clinic-a\nchannel: ftp://channels.example/x/\nroot: r\nstate_dir: bad-state\ntargets_root: server\ninterval: soon\nreport:\n  url: http://collector.example/\n  token: plain-text-token\n",
+    );
+    ws.run(&["agent", "run", "--once", "--config", "bad.yaml"])
+        .expect_code(1)
+        .stderr_has("bad.yaml:2:10")
+        .stderr_has("not ftp://")
+        .stderr_has("bad.yaml:6:11")
+        .stderr_has("bad.yaml:8:8")
+        .stderr_has("HTTPS only")
+        .stderr_has("bad.yaml:9:10");
+    assert!(!ws.path().join("bad-state").exists());
+    assert!(!ws.path().join("server").exists());
 }
 
 struct Server(Child);

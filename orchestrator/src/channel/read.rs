@@ -68,6 +68,65 @@ fn ten_minutes() -> u64 {
 }
 
 impl AgentConfig {
+    /// What is wrong with the values (the shape is serde's): (field path, message), all of
+    /// them.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |path: &str, m: String| out.push((path.to_owned(), m));
+        match url::Url::parse(&self.channel) {
+            Ok(u) if ["file", "http", "https"].contains(&u.scheme()) => {}
+            Ok(u) => bad(
+                "channel",
+                format!(
+                    "`{}`: a channel is read from file://, http:// or https://, not {}://",
+                    self.channel,
+                    u.scheme()
+                ),
+            ),
+            Err(e) => bad("channel", format!("`{}`: {e}", self.channel)),
+        }
+        if !crate::collect::valid_site(&self.site) {
+            bad(
+                "site",
+                format!("`{}`: letters, digits, `.`, `_`, `-`", self.site),
+            );
+        }
+        let durations = [("interval", &self.interval), ("max_defer", &self.max_defer)];
+        let watchdog = self.watchdog.iter().flat_map(|w| {
+            [
+                ("watchdog.every", &w.every),
+                ("watchdog.rollback_within", &w.rollback_within),
+            ]
+        });
+        for (path, value) in durations.into_iter().chain(watchdog) {
+            if let Err(e) = crate::gate::parse_duration(value) {
+                bad(path, format!("`{value}`: {e}"));
+            }
+        }
+        if let Some(w) = &self.watchdog {
+            if w.restart.is_empty() {
+                bad("watchdog.restart", "the restart command is empty".into());
+            }
+            if w.failures == 0 {
+                bad("watchdog.failures", "at least 1".into());
+            }
+        }
+        if let Some(r) = &self.report {
+            match url::Url::parse(&r.url) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(_) => bad(
+                    "report.url",
+                    format!("`{}`: the collector is reached over HTTPS only", r.url),
+                ),
+                Err(e) => bad("report.url", format!("`{}`: {e}", r.url)),
+            }
+            if let Err(e) = crate::secret::SecretRef::parse(&r.token) {
+                bad("report.token", e.to_string());
+            }
+        }
+        out
+    }
+
     /// The binary the agent updates, when it updates itself.
     pub fn agent_binary(&self, base: &Path) -> Option<PathBuf> {
         self.self_update.as_ref().map(|s| base.join(&s.path))

@@ -975,9 +975,13 @@ fn host_offset(site: &str, interval: std::time::Duration) -> std::time::Duration
 
 fn load_config(config: &Path) -> Result<(AgentConfig, PathBuf), CliError> {
     let source = crate::load::read_source(config).map_err(|p| CliError::Invalid(vec![p].into()))?;
-    let cfg: AgentConfig = crate::load::parse_document(source)
-        .map_err(CliError::Invalid)?
-        .value;
+    let loaded = crate::load::parse_document::<AgentConfig>(source).map_err(CliError::Invalid)?;
+    let mut problems = crate::load::Diagnostics::default();
+    for (path, message) in loaded.value.problems() {
+        problems.push(loaded.problem(&path, message));
+    }
+    problems.into_result().map_err(CliError::Invalid)?;
+    let cfg = loaded.value;
     let dir = config
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
