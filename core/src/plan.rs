@@ -196,6 +196,25 @@ pub struct SavedPlan {
 }
 
 impl SavedPlan {
+    /// Parses a saved plan's text: JSON whose `format` is ferry's and whose format version
+    /// this build reads; the reason when it is not.
+    pub fn parse(text: &str) -> Result<SavedPlan, String> {
+        let head: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if head.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
+            return Err("no `format: ferry.plan`".into());
+        }
+        let v = head
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if v > u64::from(PLAN_FORMAT_VERSION) {
+            return Err(format!(
+                "written by a newer ferry (plan format {v}; this build reads {PLAN_FORMAT_VERSION})"
+            ));
+        }
+        serde_json::from_value(head).map_err(|e| e.to_string())
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.body.steps.is_empty()
     }

@@ -942,32 +942,8 @@ pub fn read_plan_with_digest(path: &Path) -> Result<(SavedPlan, String), Workspa
 }
 
 fn parse_plan(path: &Path, text: &str) -> Result<SavedPlan, WorkspaceError> {
-    let head: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| WorkspaceError::PlanFormat {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    if head.get("format").and_then(|f| f.as_str()) != Some(crate::plan::PLAN_FORMAT) {
-        return Err(WorkspaceError::PlanFormat {
-            path: path.display().to_string(),
-            reason: "no `format: ferry.plan`".into(),
-        });
-    }
-    let v = head
-        .get("format_version")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    if v > u64::from(crate::plan::PLAN_FORMAT_VERSION) {
-        return Err(WorkspaceError::PlanFormat {
-            path: path.display().to_string(),
-            reason: format!(
-                "written by a newer ferry (plan format {v}; this build reads {})",
-                crate::plan::PLAN_FORMAT_VERSION
-            ),
-        });
-    }
-    serde_json::from_value(head).map_err(|e| WorkspaceError::PlanFormat {
+    SavedPlan::parse(text).map_err(|reason| WorkspaceError::PlanFormat {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        reason,
     })
 }

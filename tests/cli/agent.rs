@@ -464,7 +464,7 @@ fn the_watchdog_restarts_an_app_whose_health_check_keeps_failing() {
     );
     ws.run(&["agent", "run", "--once", "--config", "agent.yaml"])
         .expect_code(2);
-    let mut agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
+    let agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(!ws.path().join("restarts").exists(), "healthy: no restart");
     // The app goes bad under the agent: its check now fails.
@@ -473,13 +473,30 @@ fn the_watchdog_restarts_an_app_whose_health_check_keeps_failing() {
         "hung",
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ws.path().join("restarts").exists() {
+    // Done once recorded (the restart command runs a moment before its record).
+    until(agent, 30, "restarted the app", &|| {
+        ws.path().join("restarts").exists()
+            && std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl"))
+                .unwrap_or_default()
+                .contains("\"watchdog_restart\"")
+    });
+    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("watchdog: demo failed 2 health checks in a row"),
+        "{ledger}"
+    );
+}
+
+/// Waits up to `secs` for `done` while the agent's loop runs, then stops the agent; if it never
+/// happens, fails with what the agent printed.
+fn until(mut agent: Child, secs: u64, what: &str, done: &dyn Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
         if std::time::Instant::now() > deadline {
             let _ = agent.kill();
             let out = agent.wait_with_output().unwrap();
             panic!(
-                "the watchdog never restarted the app:\n{}{}",
+                "the watchdog never {what}:\n{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -488,11 +505,6 @@ fn the_watchdog_restarts_an_app_whose_health_check_keeps_failing() {
     }
     let _ = agent.kill();
     let _ = agent.wait();
-    let ledger = std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl")).unwrap();
-    assert!(
-        ledger.contains("watchdog: demo failed 2 health checks in a row"),
-        "{ledger}"
-    );
 }
 
 /// Every publish is in the publisher's ledger (channel, version, each site document's digest),
@@ -833,13 +845,15 @@ fn runit_restarts_the_agent_into_its_new_binary_and_new_state() {
         std::fs::read_link(ws.path().join("server/clinic-a/demo/current"))
             .is_ok_and(|l| l.ends_with("2.0.0"))
     });
-    let status = Command::new("sv")
-        .arg("status")
-        .arg(&service)
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(status.starts_with("run:"), "{status}");
+    // Restarted after that update too (runsv may be between the exit and the restart).
+    wait_for("run again after the update", &|| {
+        let status = Command::new("sv")
+            .arg("status")
+            .arg(&service)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&status.stdout).starts_with("run:")
+    });
     let _ = Command::new("sv")
         .args(["-w", "10", "force-stop"])
         .arg(&service)
@@ -871,28 +885,23 @@ fn a_hang_right_after_an_update_rolls_it_back_and_holds_it_back() {
             .into_owned()
     };
     assert_eq!(current(), "2.0.0");
-    let mut agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
+    let agent = ws.spawn(&["agent", "run", "--config", "agent.yaml"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     std::fs::write(
         ws.path().join("server/clinic-a/demo/current/VERSION"),
         "hung",
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while current() != "1.0.0" {
-        if std::time::Instant::now() > deadline {
-            let _ = agent.kill();
-            let out = agent.wait_with_output().unwrap();
-            panic!(
-                "the watchdog never rolled the update back:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = agent.kill();
-    let _ = agent.wait();
+    // Done once recorded (the switch back comes a moment before its record).
+    let ledger_has = |s: &str| {
+        std::fs::read_to_string(ws.path().join("agent-state/ledger.jsonl"))
+            .unwrap_or_default()
+            .contains(s)
+    };
+    until(agent, 40, "rolled the update back", &|| {
+        ledger_has("\"watchdog_rollback\"")
+    });
+    assert_eq!(current(), "1.0.0");
     assert!(
         !ws.path().join("restarts").exists(),
         "rolled back, not restarted"

@@ -735,10 +735,12 @@ async fn roll_back(
         to: Some(&u.from),
         ..Default::default()
     };
-    let code = super::backout::backout(&agent, &inventory, &u.app, site, req).await?;
+    // The hold first: an agent stopped in the middle of the back-out must not reinstall the
+    // version that hung at its next pass.
     let held = held_path(state_dir);
     crate::durable::write_atomic(&held, &serde_json::to_vec(u).expect("serializes"))
         .map_err(|e| CliError::Refused(format!("{}: {e}", held.display())))?;
+    let code = super::backout::backout(&agent, &inventory, &u.app, site, req).await?;
     let rest: Vec<Update> = read_updates(&updates_path(state_dir))
         .into_iter()
         .filter(|x| x.app != u.app)

@@ -70,17 +70,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// `bytes` as an executable at `dst`, replaced atomically and durably.
 fn install_file(bytes: &[u8], dst: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = with_suffix(dst, &format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = crate::artifact::create_new(&tmp, 0o755).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, dst)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    crate::durable::sync_dir(dst.parent().unwrap_or(Path::new(".")))
+    crate::durable::write_atomic_mode(dst, bytes, 0o755)
 }
 
 /// Runs the downloaded binary's trial pass; installs it when the pass succeeds. `Some(2)`: the
