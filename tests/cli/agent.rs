@@ -14,6 +14,18 @@ fn published() -> Workspace {
         .expect_code(0)
         .stdout_has("at version 1 (3 site(s)")
         .stdout_has("root.json made");
+    agent_config(
+        &ws,
+        &format!("file://{}/channel/", ws.path().display()),
+        "targets",
+        "",
+    );
+    ws
+}
+
+/// The channel's root as installed with the agent (`agent-root.json`), and the agent's config
+/// for clinic-a reading `channel`, installing into `targets`, with `extra` lines.
+fn agent_config(ws: &Workspace, channel: &str, targets: &str, extra: &str) {
     std::fs::copy(
         ws.path().join("channel/metadata/root.json"),
         ws.path().join("agent-root.json"),
@@ -22,22 +34,15 @@ fn published() -> Workspace {
     ws.write(
         "agent.yaml",
         &format!(
-            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: targets\n",
-            ws.path().display()
+            "site: clinic-a\nchannel: {channel}\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: {targets}\n{extra}"
         ),
     );
-    ws
 }
 
 /// The agent's config for clinic-a installing into `server/`, with `extra` lines.
 fn installing(ws: &Workspace, extra: &str) {
-    ws.write(
-        "agent.yaml",
-        &format!(
-            "site: clinic-a\nchannel: file://{}/channel/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n{extra}",
-            ws.path().display()
-        ),
-    );
+    let channel = format!("file://{}/channel/", ws.path().display());
+    agent_config(ws, &channel, "server", extra);
 }
 
 fn check(ws: &Workspace) -> Run {
@@ -981,17 +986,11 @@ s3.put_bucket_policy(Bucket='ferry-channel', Policy=json.dumps({'Version': '2012
         .expect_code(0)
         .stdout_has("s3://ferry-channel/clinics/")
         .stdout_has("root.json made");
-    std::fs::copy(
-        ws.path().join("channel/metadata/root.json"),
-        ws.path().join("agent-root.json"),
-    )
-    .unwrap();
-    ws.write(
-        "agent.yaml",
-        &format!(
-            "site: clinic-a\nchannel: {}/ferry-channel/clinics/\nroot: agent-root.json\nstate_dir: agent-state\ntargets_root: server\n",
-            moto.url()
-        ),
+    agent_config(
+        &ws,
+        &format!("{}/ferry-channel/clinics/", moto.url()),
+        "server",
+        "",
     );
     let run = || ws.run(&["agent", "run", "--once", "--config", "agent.yaml"]);
     run().expect_code(2);
