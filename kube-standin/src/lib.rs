@@ -8,6 +8,8 @@
 //!   and cluster-scoped: GET (one or a list, with label selectors), POST, PUT (with
 //!   resourceVersion checks), PATCH (server-side apply, merge patch), DELETE (one, or a
 //!   collection by label selector), `dryRun=All` on every write, the `status` subresource;
+//!   metadata-only answers (`Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`,
+//!   406 for the wrong shape), logged with their `as=` in `requests()`;
 //! - `uid`, `resourceVersion`, `generation` (bumped on spec changes), `creationTimestamp`;
 //!   objects cannot be created in a namespace that does not exist; deleting a namespace
 //!   deletes what is in it; deleting a workload deletes its pods;
@@ -660,6 +662,12 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let shape = metadata_shape(
+        req.headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
     let body = req
         .into_body()
         .collect()
@@ -694,7 +702,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     let (code, value) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!(
-            "{method} {path}{}",
+            "{method} {path}{}{}",
             if q.is_empty() {
                 String::new()
             } else {
@@ -705,7 +713,10 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
                         .collect::<Vec<_>>()
                         .join("&")
                 )
-            }
+            },
+            shape
+                .map(|m| format!(" as={}", m.as_str()))
+                .unwrap_or_default()
         ));
         if !s.faults.is_empty() {
             let (c, m, after) = s.faults.remove(0);
@@ -722,7 +733,11 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
                 status(c, reason, &m, None)
             }
         } else {
-            serve(&mut s, &method, &path, &q, &ctype, &body)
+            let (code, v) = serve(&mut s, &method, &path, &q, &ctype, &body);
+            match shape {
+                Some(m) if method == Method::GET && code == 200 => m.transform(v),
+                _ => (code, v),
+            }
         }
     };
     // The rollout controller acts after a delay, as a real one does; a Deployment whose new
@@ -791,6 +806,74 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     resp.headers_mut()
         .insert("content-type", ctype.parse().unwrap());
     resp
+}
+
+/// What an `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`
+/// asks for: the objects' metadata only, as the API server answers kube's `get_metadata` and
+/// `list_metadata` (and `kubectl get` with `--output=name`-like clients).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum MetadataShape {
+    Object,
+    List,
+}
+
+fn metadata_shape(accept: &str) -> Option<MetadataShape> {
+    accept.split(',').find_map(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        let has = |p: &str| params.contains(&p);
+        if !(has("g=meta.k8s.io") && has("v=v1")) {
+            return None;
+        }
+        if has("as=PartialObjectMetadataList") {
+            Some(MetadataShape::List)
+        } else if has("as=PartialObjectMetadata") {
+            Some(MetadataShape::Object)
+        } else {
+            None
+        }
+    })
+}
+
+impl MetadataShape {
+    fn as_str(self) -> &'static str {
+        match self {
+            MetadataShape::Object => "PartialObjectMetadata",
+            MetadataShape::List => "PartialObjectMetadataList",
+        }
+    }
+
+    /// The answer cut to metadata. Asking for the other shape than the resource has (a list
+    /// for one object, or the reverse) is 406, as the API server answers.
+    fn transform(self, v: Value) -> (u16, Value) {
+        let is_list =
+            v["kind"].as_str().is_some_and(|k| k.ends_with("List")) && v["items"].is_array();
+        let partial = |o: &Value| {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                   "metadata": o["metadata"].clone()})
+        };
+        match (self, is_list) {
+            (MetadataShape::List, true) => (
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                       "metadata": v["metadata"].clone(),
+                       "items": v["items"].as_array().map(|i| i.iter().map(partial).collect::<Vec<_>>())}),
+            ),
+            (MetadataShape::Object, false) => (200, partial(&v)),
+            _ => status(
+                406,
+                "NotAcceptable",
+                &format!(
+                    "only the following media types are accepted: application/json;as={}",
+                    if is_list {
+                        "PartialObjectMetadataList"
+                    } else {
+                        "PartialObjectMetadata"
+                    }
+                ),
+                None,
+            ),
+        }
+    }
 }
 
 fn serve(
@@ -2231,6 +2314,41 @@ fn daemonset(st: &mut State, w: &Workload) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_only_answers_are_cut_to_metadata_or_refused_in_the_wrong_shape() {
+        let list = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+        let one = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+        assert_eq!(metadata_shape(list), Some(MetadataShape::List));
+        assert_eq!(
+            metadata_shape(&format!("{one}, application/json")),
+            Some(MetadataShape::Object)
+        );
+        assert_eq!(
+            metadata_shape("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            None
+        );
+        assert_eq!(metadata_shape("application/json"), None);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "data": {"k": "dg=="},
+                            "metadata": {"name": "s", "annotations": {"a": "b"}}});
+        let (code, v) = MetadataShape::List.transform(
+            json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {"resourceVersion": "7"},
+                   "items": [secret.clone()]}),
+        );
+        assert_eq!(code, 200);
+        assert_eq!(v["kind"], "PartialObjectMetadataList");
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
+        assert_eq!(v["items"][0]["kind"], "PartialObjectMetadata");
+        assert_eq!(v["items"][0]["metadata"]["annotations"]["a"], "b");
+        assert!(v["items"][0].get("data").is_none(), "{v}");
+        let (code, v) = MetadataShape::Object.transform(secret.clone());
+        assert_eq!(
+            (code, v["kind"].as_str()),
+            (200, Some("PartialObjectMetadata"))
+        );
+        assert!(v.get("data").is_none());
+        assert_eq!(MetadataShape::List.transform(secret).0, 406);
+    }
 
     #[test]
     fn routes() {

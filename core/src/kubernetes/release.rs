@@ -86,6 +86,92 @@ impl Record {
     pub fn was_deployed(&self) -> bool {
         matches!(self.status, Status::Deployed | Status::Superseded)
     }
+
+    /// The record without its objects (their ids and count kept).
+    pub fn summary(&self) -> Summary {
+        Summary {
+            app: self.app.clone(),
+            site: self.site.clone(),
+            namespace: self.namespace.clone(),
+            revision: self.revision,
+            version: self.version.clone(),
+            status: self.status,
+            reason: self.reason.clone(),
+            plan_id: self.plan_id.clone(),
+            rollback_of: self.rollback_of,
+            objects_sha256: self.objects_sha256.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            ids: self.ids(),
+            objects: self.objects.len(),
+            resource_version: self.resource_version.clone(),
+        }
+    }
+}
+
+/// A record without its objects: what the record Secret's `ferry.io/summary` annotation
+/// carries. The history is listed as metadata only (no record's payload travels); a record's
+/// objects are read, one Secret at a time, only where they are used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub app: String,
+    pub site: String,
+    pub namespace: String,
+    pub revision: u32,
+    pub version: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub plan_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u32>,
+    pub objects_sha256: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The ids of the record's objects: what a prune or an uninstall deletes.
+    pub ids: Vec<ObjectId>,
+    /// How many objects the record holds.
+    pub objects: usize,
+    /// As on [`Record`]: the Secret's `resourceVersion` when it was listed (not stored).
+    #[serde(skip)]
+    pub resource_version: Option<String>,
+}
+
+impl Summary {
+    pub fn secret_name(&self) -> String {
+        secret_name(&self.app, self.revision)
+    }
+
+    pub fn was_deployed(&self) -> bool {
+        matches!(self.status, Status::Deployed | Status::Superseded)
+    }
+}
+
+/// Annotation of a record's Secret holding its [`Summary`] as JSON.
+pub const SUMMARY_ANNOTATION: &str = "ferry.io/summary";
+/// The largest summary written (annotations share 256 KiB per object): a record whose
+/// summary is larger has none, and listing the history reads that record whole.
+pub const SUMMARY_MAX_BYTES: usize = 64 * 1024;
+
+/// The summary annotation's value for `r`, if it is small enough to carry.
+pub fn summary_annotation(r: &Record) -> Option<String> {
+    let json = serde_json::to_string(&r.summary()).expect("summaries serialize");
+    (json.len() <= SUMMARY_MAX_BYTES).then_some(json)
+}
+
+/// A summary annotation read back, checked against the Secret's own labels: the revision and
+/// the app must be the ones its name and labels say.
+pub fn read_summary(json: &str, revision_label: Option<&str>) -> Result<Summary, String> {
+    let s: Summary =
+        serde_json::from_str(json).map_err(|e| format!("its summary is not readable: {e}"))?;
+    if revision_label != Some(s.revision.to_string().as_str()) {
+        return Err(format!(
+            "its summary says revision {}, its label {}",
+            s.revision,
+            revision_label.unwrap_or("(none)")
+        ));
+    }
+    Ok(s)
 }
 
 pub fn secret_name(app: &str, revision: u32) -> String {
@@ -214,30 +300,31 @@ pub fn join(parts: &[Vec<u8>], sha256: &str) -> Result<Vec<u8>, String> {
     Ok(all)
 }
 
-/// What the records say about an app on one namespace, newest last.
+/// What the records say about an app on one namespace, newest last (their summaries: the
+/// objects of a record are read when they are needed).
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    pub records: Vec<Record>,
+    pub records: Vec<Summary>,
 }
 
 impl History {
-    pub fn new(mut records: Vec<Record>) -> Self {
+    pub fn new(mut records: Vec<Summary>) -> Self {
         records.sort_by_key(|r| r.revision);
         Self { records }
     }
 
-    pub fn deployed(&self) -> Option<&Record> {
+    pub fn deployed(&self) -> Option<&Summary> {
         self.records
             .iter()
             .rev()
             .find(|r| r.status == Status::Deployed)
     }
 
-    pub fn latest(&self) -> Option<&Record> {
+    pub fn latest(&self) -> Option<&Summary> {
         self.records.last()
     }
 
-    pub fn revision(&self, n: u32) -> Option<&Record> {
+    pub fn revision(&self, n: u32) -> Option<&Summary> {
         self.records.iter().find(|r| r.revision == n)
     }
 
@@ -247,7 +334,7 @@ impl History {
 
     /// The revision a back-out returns to: the newest once-deployed revision before the
     /// deployed one with another version.
-    pub fn previous(&self) -> Option<&Record> {
+    pub fn previous(&self) -> Option<&Summary> {
         let current = self.deployed()?;
         self.records
             .iter()
@@ -257,7 +344,7 @@ impl History {
     }
 
     /// The newest once-deployed revision of `version` (what switching to a version means).
-    pub fn of_version(&self, version: &str) -> Option<&Record> {
+    pub fn of_version(&self, version: &str) -> Option<&Summary> {
         self.records
             .iter()
             .rev()
@@ -283,7 +370,7 @@ impl History {
         self.records
             .iter()
             .filter(|r| r.status != Status::Uninstalled)
-            .flat_map(Record::ids)
+            .flat_map(|r| r.ids.iter().cloned())
             .collect()
     }
 
@@ -339,14 +426,19 @@ mod tests {
     #[test]
     fn history_finds_current_previous_and_versions() {
         use Status::*;
-        let h = History::new(vec![
-            rec(2, "2.0.0", Superseded),
-            rec(1, "1.0.0", Superseded),
-            rec(3, "2.0.0", Superseded),
-            rec(4, "3.0.0", Failed),
-            rec(5, "3.0.1", Deployed),
-            rec(6, "3.1.0", Pending),
-        ]);
+        let h = History::new(
+            [
+                rec(2, "2.0.0", Superseded),
+                rec(1, "1.0.0", Superseded),
+                rec(3, "2.0.0", Superseded),
+                rec(4, "3.0.0", Failed),
+                rec(5, "3.0.1", Deployed),
+                rec(6, "3.1.0", Pending),
+            ]
+            .iter()
+            .map(Record::summary)
+            .collect(),
+        );
         assert_eq!(h.deployed().unwrap().revision, 5);
         assert_eq!(h.latest().unwrap().revision, 6);
         assert_eq!(h.next_revision(), 7);
@@ -364,7 +456,7 @@ mod tests {
 
     #[test]
     fn failed_first_install_has_no_current_but_its_objects_are_known() {
-        let h = History::new(vec![rec(1, "1.0.0", Status::Failed)]);
+        let h = History::new(vec![rec(1, "1.0.0", Status::Failed).summary()]);
         assert!(h.deployed().is_none());
         assert!(h.previous().is_none());
         assert_eq!(
@@ -373,18 +465,46 @@ mod tests {
             "an uninstall still finds what it left"
         );
         assert_eq!(h.expired(1), Vec::<u32>::new());
-        let gone = History::new(vec![rec(1, "1.0.0", Status::Uninstalled)]);
+        let gone = History::new(vec![rec(1, "1.0.0", Status::Uninstalled).summary()]);
         assert!(gone.all_ids().is_empty());
     }
 
     #[test]
     fn the_deployed_revision_is_never_expired() {
         let h = History::new(vec![
-            rec(1, "1", Status::Deployed),
-            rec(2, "2", Status::Failed),
-            rec(3, "3", Status::Failed),
+            rec(1, "1", Status::Deployed).summary(),
+            rec(2, "2", Status::Failed).summary(),
+            rec(3, "3", Status::Failed).summary(),
         ]);
         assert_eq!(h.expired(2), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_summary_keeps_everything_but_the_objects_and_is_checked_against_its_labels() {
+        let r = rec(3, "3.0.0", Status::Deployed);
+        let json = summary_annotation(&r).unwrap();
+        assert!(!json.contains("\"data\""), "{json}");
+        let s = read_summary(&json, Some("3")).unwrap();
+        assert_eq!(s, r.summary());
+        assert_eq!((s.objects, s.ids.len()), (1, 1));
+        assert_eq!(s.secret_name(), r.secret_name());
+        assert!(
+            read_summary(&json, Some("4"))
+                .unwrap_err()
+                .contains("revision 3, its label 4")
+        );
+        assert!(
+            read_summary("{", Some("3"))
+                .unwrap_err()
+                .contains("not readable")
+        );
+        // Too many objects for an annotation: no summary, the record is read whole instead.
+        let mut big = rec(4, "4.0.0", Status::Deployed);
+        big.objects = (0..2000)
+            .map(|i| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": format!("config-map-number-{i}"), "namespace": "ns"}}))
+            .collect();
+        assert!(summary_annotation(&big).is_none());
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn history_text(target: &str, h: &History) -> String {
             r.revision,
             r.status.as_str(),
             r.version,
-            r.objects.len(),
+            r.objects,
             r.updated_at
         ));
     }

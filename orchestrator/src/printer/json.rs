@@ -203,7 +203,7 @@ impl Printer for Json {
                         "plan_id": r.plan_id,
                         "rollback_of": r.rollback_of,
                         "reason": r.reason,
-                        "objects": r.ids(),
+                        "objects": r.ids,
                         "objects_sha256": r.objects_sha256,
                         "created_at": r.created_at,
                         "updated_at": r.updated_at,

@@ -509,30 +509,115 @@ impl KubeDriver {
         }
     }
 
+    /// The release history as summaries: one LIST of the record Secrets' metadata (no
+    /// payload travels). A record without a summary (written by an older ferry, or too
+    /// large for one) is read whole.
     async fn history(&self, cx: &Cx<'_>) -> Result<History, DriverError> {
         let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
         let lp = ListParams::default().labels(&release::selector(&cx.spec.app.id));
         let what = format!("listing release records in namespace {}", cx.ns);
         let list = self
-            .call(cx, &what, || api.list(&lp))
+            .call(cx, &what, || api.list_metadata(&lp))
             .await
             .map_err(|e| self.error(cx, "observe", &what, &e))?;
         let mut records = Vec::new();
-        for s in list.items {
-            let name = s.metadata.name.clone().unwrap_or_default();
-            let bytes = self.record_bytes(cx, &api, &s).await.and_then(|b| {
-                release::decode(&b).map_err(|m| {
-                    cx.fail(
-                        "observe",
-                        format!("release record {}/{name} cannot be read: {m}", cx.ns),
-                    )
-                })
-            });
-            let mut r = bytes?;
-            r.resource_version = s.metadata.resource_version.clone();
-            records.push(r);
+        for m in list.items {
+            let name = m.metadata.name.clone().unwrap_or_default();
+            let annotation = m
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(release::SUMMARY_ANNOTATION));
+            let summary = match annotation {
+                Some(json) => {
+                    let label = m
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(release::REVISION_LABEL));
+                    let mut s =
+                        release::read_summary(json, label.map(String::as_str)).map_err(|m| {
+                            cx.fail("observe", format!("release record {}/{name}: {m}", cx.ns))
+                        })?;
+                    s.resource_version = m.metadata.resource_version.clone();
+                    s
+                }
+                None => self.read_record(cx, &api, &name).await?.summary(),
+            };
+            records.push(summary);
         }
         Ok(History::new(records))
+    }
+
+    /// The whole record the Secret `name` holds (its parts joined and checked).
+    async fn read_record(
+        &self,
+        cx: &Cx<'_>,
+        api: &Api<Secret>,
+        name: &str,
+    ) -> Result<Record, DriverError> {
+        let what = format!("reading release record {}/{name}", cx.ns);
+        let gone = format!(
+            "release record {}/{name} is gone (deleted while it was read)",
+            cx.ns
+        );
+        let s = self.secret(cx, api, &what, name, gone).await?;
+        let bytes = self.record_bytes(cx, api, &s).await?;
+        let mut r = release::decode(&bytes).map_err(|m| {
+            cx.fail(
+                "observe",
+                format!("release record {}/{name} cannot be read: {m}", cx.ns),
+            )
+        })?;
+        r.resource_version = s.metadata.resource_version.clone();
+        Ok(r)
+    }
+
+    /// The record a summary of the history stands for, with its objects. It must be the one
+    /// listed: changed since (another writer) or unlike its summary (edited outside ferry),
+    /// it is refused.
+    async fn load(&self, cx: &Cx<'_>, summary: &release::Summary) -> Result<Record, DriverError> {
+        let api: Api<Secret> = Api::namespaced(cx.client.clone(), &cx.ns);
+        let name = summary.secret_name();
+        let r = self.read_record(cx, &api, &name).await?;
+        if r.resource_version != summary.resource_version {
+            return Err(cx.fail(
+                "observe",
+                format!(
+                    "release record {}/{name} changed since the history was read (resourceVersion {} then, {} now): another ferry run is working on {} here",
+                    cx.ns,
+                    summary.resource_version.as_deref().unwrap_or("-"),
+                    r.resource_version.as_deref().unwrap_or("-"),
+                    cx.spec.app.id
+                ),
+            ));
+        }
+        if r.summary() != *summary {
+            return Err(cx.fail(
+                "observe",
+                format!(
+                    "release record {}/{name}: its `{}` annotation does not describe the record it holds (edited outside ferry); nothing was done with it",
+                    cx.ns,
+                    release::SUMMARY_ANNOTATION
+                ),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The Secret `name`; its absence is the error `missing`.
+    async fn secret(
+        &self,
+        cx: &Cx<'_>,
+        api: &Api<Secret>,
+        what: &str,
+        name: &str,
+        missing: String,
+    ) -> Result<Secret, DriverError> {
+        self.call(cx, what, || api.get_opt(name))
+            .await
+            .map_err(|e| self.error(cx, "observe", what, &e))?
+            .ok_or_else(|| cx.fail("observe", missing))
     }
 
     /// The encoded record a record Secret holds, its other parts read and checked when the
@@ -563,19 +648,11 @@ impl KubeDriver {
         for n in 2..=parts {
             let part = release::part_name(&name, n);
             let what = format!("reading part {n} of release record {}/{name}", cx.ns);
-            let got = self
-                .call(cx, &what, || api.get_opt(&part))
-                .await
-                .map_err(|e| self.error(cx, "observe", &what, &e))?
-                .ok_or_else(|| {
-                    cx.fail(
-                        "observe",
-                        format!(
-                            "release record {}/{name}: its part {part} is missing",
-                            cx.ns
-                        ),
-                    )
-                })?;
+            let missing = format!(
+                "release record {}/{name}: its part {part} is missing",
+                cx.ns
+            );
+            let got = self.secret(cx, api, &what, &part, missing).await?;
             all.push(data(&got));
         }
         let sha = ann
@@ -635,18 +712,21 @@ impl KubeDriver {
                 .await
                 .map_err(|e| self.error(cx, "record", &what, &e))?;
         }
-        let annotations = (parts.len() > 1).then(|| {
-            BTreeMap::from([
-                (
-                    release::PARTS_ANNOTATION.to_owned(),
-                    parts.len().to_string(),
-                ),
-                (
-                    release::SHA256_ANNOTATION.to_owned(),
-                    crate::load::sha256_hex(&encoded),
-                ),
-            ])
-        });
+        let mut annotations = BTreeMap::new();
+        if parts.len() > 1 {
+            annotations.insert(
+                release::PARTS_ANNOTATION.to_owned(),
+                parts.len().to_string(),
+            );
+            annotations.insert(
+                release::SHA256_ANNOTATION.to_owned(),
+                crate::load::sha256_hex(&encoded),
+            );
+        }
+        if let Some(summary) = release::summary_annotation(r) {
+            annotations.insert(release::SUMMARY_ANNOTATION.to_owned(), summary);
+        }
+        let annotations = (!annotations.is_empty()).then_some(annotations);
         let mut secret =
             self.record_secret(cx, name.clone(), release::labels(r), annotations, parts[0]);
         let pp = kube::api::PostParams {
@@ -876,7 +956,7 @@ impl KubeDriver {
             resource_version: resumed.and_then(|r| r.resource_version.clone()),
         };
         let mut record = match same {
-            Some(d) => d.clone(),
+            Some(d) => self.load(cx, d).await?,
             None => {
                 let mut fresh = fresh;
                 self.write_record(cx, &mut fresh).await?;
@@ -889,10 +969,14 @@ impl KubeDriver {
             objects.len(),
             k8s::FIELD_MANAGER
         ));
-        let deployed: Vec<Value> = history
-            .deployed()
-            .map(|r| r.objects.clone())
-            .unwrap_or_default();
+        // The deployed revision's objects matter only to Jobs (one its TTL removed is not
+        // run again): its record is read only then.
+        let deployed: Vec<Value> = match history.deployed() {
+            Some(d) if objects.iter().any(|o| o["kind"] == "Job") => {
+                self.load(cx, d).await?.objects
+            }
+            _ => Vec::new(),
+        };
         for o in objects.iter().filter(|o| o["kind"] != "Namespace") {
             // Fenced object by object: a run that lost its lock stops between two objects
             // (its revision stays pending, and the next plan sees it).
@@ -1162,7 +1246,10 @@ impl KubeDriver {
         let mut history = self.history(cx).await?;
         for r in &mut history.records {
             if r.status == Status::Deployed && r.revision != record.revision {
-                self.set_status(cx, r, Status::Superseded, None).await?;
+                let mut full = self.load(cx, r).await?;
+                self.set_status(cx, &mut full, Status::Superseded, None)
+                    .await?;
+                *r = full.summary();
             }
         }
         self.set_status(cx, &mut record, Status::Deployed, None)
@@ -1172,7 +1259,7 @@ impl KubeDriver {
             .iter_mut()
             .find(|r| r.revision == record.revision)
         {
-            *r = record.clone();
+            *r = record.summary();
         }
         (self.say)(format!(
             "  ok      {}: revision {} ({}) rolled out",
@@ -1231,9 +1318,10 @@ impl KubeDriver {
         for id in k8s::prune(&history.all_ids(), &[]) {
             self.delete_ours(cx, &id, "delete").await?;
         }
-        for mut r in history.records {
+        for r in history.records {
             if r.status != Status::Uninstalled {
-                self.set_status(cx, &mut r, Status::Uninstalled, None)
+                let mut full = self.load(cx, &r).await?;
+                self.set_status(cx, &mut full, Status::Uninstalled, None)
                     .await?;
             }
         }
@@ -1264,14 +1352,19 @@ impl Driver for KubeDriver {
         }
         if let Some(d) = history.deployed() {
             o.facts.insert("revision".into(), d.revision.to_string());
-            for obj in &d.objects {
-                let Some(id) = ObjectId::of(obj) else {
-                    continue;
-                };
-                if diff::expired_job(obj, &d.objects) {
-                    continue;
-                }
-                if self.get(&cx, &id).await?.is_none() {
+            // A Job's ttlSecondsAfterFinished is in its object: the record is read only then.
+            let expired: Vec<ObjectId> = if d.ids.iter().any(|id| id.kind == "Job") {
+                let full = self.load(&cx, d).await?;
+                full.objects
+                    .iter()
+                    .filter(|obj| diff::expired_job(obj, &full.objects))
+                    .filter_map(ObjectId::of)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for id in d.ids.iter().filter(|id| !expired.contains(id)) {
+                if self.get(&cx, id).await?.is_none() {
                     o.drift.push(format!(
                         "{id} of revision {} is missing (deleted outside ferry)",
                         d.revision
@@ -1325,10 +1418,10 @@ impl Driver for KubeDriver {
             Ok(_) => {}
         }
         let history = self.history(&cx).await?;
-        let deployed: Vec<Value> = history
-            .deployed()
-            .map(|r| r.objects.clone())
-            .unwrap_or_default();
+        let deployed: Vec<Value> = match history.deployed() {
+            Some(d) => self.load(&cx, d).await?.objects,
+            None => Vec::new(),
+        };
         let ns_created = objects
             .iter()
             .any(|m| m.object["kind"] == "Namespace" && m.object["metadata"]["name"] == cx.ns);
@@ -1461,7 +1554,6 @@ impl Driver for KubeDriver {
             .rev()
             .find(|r| r.status != Status::Uninstalled)
             .filter(|r| r.version == version)
-            .cloned()
             .ok_or_else(|| {
                 cx.fail(
                     "verify",
@@ -1474,6 +1566,7 @@ impl Driver for KubeDriver {
                     ),
                 )
             })?;
+        let record = self.load(&cx, record).await?;
         self.conclude(&cx, record).await
     }
 
@@ -1491,18 +1584,18 @@ impl Driver for KubeDriver {
                 let r = history
                     .revision(*n)
                     .filter(|r| &r.version == version)
-                    .cloned()
                     .ok_or_else(|| {
                         cx.fail(
                             "rollback",
                             format!("revision {n} ({version}) is not in the release history"),
                         )
                     })?;
+                let r = self.load(&cx, r).await?;
                 self.rollback_to(&cx, &r).await
             }
             Undo::SwitchTo { version, .. } => {
                 let history = self.history(&cx).await?;
-                let r = history.of_version(version).cloned().ok_or_else(|| {
+                let r = history.of_version(version).ok_or_else(|| {
                     cx.fail(
                         "rollback",
                         format!(
@@ -1511,6 +1604,7 @@ impl Driver for KubeDriver {
                         ),
                     )
                 })?;
+                let r = self.load(&cx, r).await?;
                 self.rollback_to(&cx, &r).await
             }
         }
@@ -1528,7 +1622,7 @@ impl Driver for KubeDriver {
             "release_record": format!("{}/{}", cx.ns, r.secret_name()),
             "revision": r.revision,
             "status": r.status.as_str(),
-            "objects": r.objects.len(),
+            "objects": r.objects,
             "objects_sha256": r.objects_sha256,
             "rollback_of": r.rollback_of,
             "server": cx.server,

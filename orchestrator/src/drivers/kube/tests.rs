@@ -734,7 +734,8 @@ async fn retry_after_is_honoured_and_a_flaky_api_does_not_fail_a_rollout() {
     // Inside the wait, more failed answers than a call's attempts: still progressing.
     d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
     let cx = d.cx(&spec).await.unwrap();
-    let record = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    let latest = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    let record = d.load(&cx, &latest).await.unwrap();
     w.server.fail_next(6, 503);
     d.wait(&cx, &record)
         .await
@@ -893,7 +894,7 @@ async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
         .unwrap_or_else(|e| panic!("{e}\n{}", w.said()));
     d.verify(&spec, "1.0.0").await.unwrap();
     let h = d.releases(&spec).await.unwrap();
-    assert_eq!(h.deployed().unwrap().objects.len(), 6);
+    assert_eq!(h.deployed().unwrap().objects, 6);
     let cx = d.cx(&spec).await.unwrap();
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), "ehr-east");
     let first = api.get("ferry.release.v1.ehr.v1").await.unwrap();
@@ -913,7 +914,13 @@ async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
     api.replace("ferry.release.v1.ehr.v1.p2", &Default::default(), &part)
         .await
         .unwrap();
-    let e = d.observe(&spec).await.unwrap_err().to_string();
+    // (Observing reads summaries only; a diff reads the deployed record whole.)
+    d.observe(&spec).await.unwrap();
+    let e = d
+        .preview(&spec, &bundle("1.0.1", "ehr:1", &extra))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("do not add up"), "{e}");
 }
 
@@ -924,7 +931,8 @@ async fn two_writers_of_one_revision_do_not_overwrite_each_other() {
     let spec = w.spec();
     d.apply(&spec, &bundle("1.0.0", "ehr:1", "")).await.unwrap();
     let cx = d.cx(&spec).await.unwrap();
-    let mut mine = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    let latest = d.history(&cx).await.unwrap().latest().unwrap().clone();
+    let mut mine = d.load(&cx, &latest).await.unwrap();
     let mut stale = mine.clone();
     d.set_status(&cx, &mut mine, Status::Failed, Some("first".into()))
         .await
@@ -978,4 +986,82 @@ async fn credentials_are_never_sent_to_a_plain_http_server() {
         "nothing reached the server: {:?}",
         w.server.requests()
     );
+}
+
+/// The history is one LIST of the record Secrets' metadata (no payload travels); a record is
+/// read whole only where its objects are used, and then it must match its summary.
+#[tokio::test]
+async fn the_history_is_listed_as_metadata_and_records_are_read_where_used() {
+    let w = world().await;
+    let d = w.driver();
+    let spec = w.spec();
+    for (v, image) in [("1.0.0", "ehr:1"), ("2.0.0", "ehr:2")] {
+        d.apply(&spec, &bundle(v, image, WORKER)).await.unwrap();
+        d.verify(&spec, v).await.unwrap();
+    }
+    let secrets = "/api/v1/namespaces/ehr-east/secrets";
+    let since = |before: usize| w.server.requests()[before..].to_vec();
+    let before = w.server.requests().len();
+    let o = d.observe(&spec).await.unwrap();
+    assert_eq!(o.current.as_deref(), Some("2.0.0"));
+    let reqs = since(before);
+    let lists: Vec<&String> = reqs
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {secrets}?")))
+        .collect();
+    assert_eq!(lists.len(), 1, "{reqs:?}");
+    assert!(
+        lists[0].ends_with(" as=PartialObjectMetadataList"),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.starts_with(&format!("GET {secrets}/"))),
+        "no record read whole to observe: {reqs:?}"
+    );
+    let h = d.releases(&spec).await.unwrap();
+    let summaries: Vec<(u32, &str, usize)> = h
+        .records
+        .iter()
+        .map(|r| (r.revision, r.version.as_str(), r.objects))
+        .collect();
+    assert_eq!(summaries, [(1, "1.0.0", 5), (2, "2.0.0", 5)]);
+    assert_eq!(h.all_ids().len(), 10);
+
+    // A record written before summaries (no annotation) is read whole, and still counts.
+    let cx = d.cx(&spec).await.unwrap();
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), "ehr-east");
+    let mut v1 = api.get("ferry.release.v1.ehr.v1").await.unwrap();
+    v1.metadata.annotations = None;
+    v1.metadata.managed_fields = None;
+    api.replace("ferry.release.v1.ehr.v1", &Default::default(), &v1)
+        .await
+        .unwrap();
+    let before = w.server.requests().len();
+    let h = d.releases(&spec).await.unwrap();
+    assert_eq!(h.revision(1).unwrap().objects, 5);
+    assert_eq!(
+        since(before)
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET {secrets}/ferry.release.v1.ehr.v1")))
+            .count(),
+        1
+    );
+
+    // A summary edited to say something its record does not: listed, but never acted on.
+    let mut v2 = api.get("ferry.release.v1.ehr.v2").await.unwrap();
+    let ann = v2.metadata.annotations.as_mut().unwrap();
+    let edited = ann[release::SUMMARY_ANNOTATION].replace("\"2.0.0\"", "\"1.0.0\"");
+    ann.insert(release::SUMMARY_ANNOTATION.into(), edited);
+    v2.metadata.managed_fields = None;
+    api.replace("ferry.release.v1.ehr.v2", &Default::default(), &v2)
+        .await
+        .unwrap();
+    let e = d
+        .preview(&spec, &bundle("3.0.0", "ehr:3", ""))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not describe the record it holds"), "{e}");
 }
