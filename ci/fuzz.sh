@@ -24,9 +24,8 @@ if ! cargo afl --version >/dev/null 2>&1; then
   cargo install --locked cargo-afl
 fi
 # cargo-afl builds its own AFL++ (afl-fuzz and the runtime its instrumented binaries link)
-# once, from the sources it ships; a C compiler and make are all it needs.
-# once, from the sources it ships (`cargo install` does it too; a second build is refused, and
-# a missing one makes the build below fail loudly).
+# once, from the sources it ships; a C compiler and make are all it needs (`cargo install` does
+# it too; a second build is refused, and a missing one makes the build below fail loudly).
 cargo afl config --build >/dev/null 2>&1 || true
 cargo afl build --release --locked
 
