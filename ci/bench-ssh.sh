@@ -9,9 +9,12 @@
 # Every tool uses strict host-key checking against the same known_hosts and curve25519 key
 # exchange. Each run goes to fresh directories. The last line is the result:
 #   ssh-fanout-N: ferry=<s>s ansible=<s>s floor=<s>s floor1=<s>s vs_ansible=<ansible/ferry>
-#                 vs_floor=<ferry/floor> vs_floor1=<ferry/floor1>
+#                 vs_floor=<ferry/floor> vs_floor1=<ferry/floor1> apply=<s>s (apply alone, the plan
+#                 made beforehand) apply_vs_floor1=<apply/floor1>
 #
 # Usage: ci/bench-ssh.sh [N=50]      (needs root for apt; installs OpenSSH and ansible-core)
+#        FERRY_BIN=/path/to/ferry ci/bench-ssh.sh 50   (measure that binary, build nothing)
+#        SKIP_ANSIBLE=1 ci/bench-ssh.sh 200             (ansible not run: ansible=0)
 set -euo pipefail
 N=${1:-50}
 NET=50.0
@@ -22,8 +25,13 @@ ci/sshd.sh install
 if ! command -v ansible-playbook >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ansible-core >/dev/null
 fi
-cargo build --release --locked --quiet
-FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
+# FERRY_BIN: measure that binary instead of building this checkout (before/after comparisons).
+if [ -n "${FERRY_BIN:-}" ]; then
+  FERRY=$FERRY_BIN
+else
+  cargo build --release --locked --quiet
+  FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
+fi
 
 WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 FLEET=$WORK/fleet
@@ -78,9 +86,11 @@ mkdir -p "$F/artifacts" && cp -r "$WORK/release/1.0.0" "$F/artifacts/1.0.0"
 } > "$F/plan.yaml"
 t0=$(now)
 (cd "$F" && "$FERRY" --state-dir "$F/.ferry" plan -i inventory.yaml plan.yaml -o plan.json >/dev/null) || [ $? -eq 2 ]
+tp=$(now)
 (cd "$F" && "$FERRY" --state-dir "$F/.ferry" apply plan.json >/dev/null 2>"$F/apply.log") || { cat "$F/apply.log"; exit 1; }
 t1=$(now)
 ferry_s=$(echo "$t1 - $t0" | bc)
+ferry_apply_s=$(echo "$t1 - $tp" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/ferry/app/current")" = releases/1.0.0; done
 
 # --- ansible -------------------------------------------------------------------------------
@@ -107,12 +117,15 @@ cat > "$A/deploy.yml" <<YML
     - file: { src: "releases/1.0.0", dest: "{{ root_dir }}/app/current", state: link }
     - command: { cmd: sh bin/health, chdir: "{{ root_dir }}/app/current" }
 YML
+ansible_s=0
+[ -n "${SKIP_ANSIBLE:-}" ] || {
 t0=$(now)
 ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_FORKS=$N ANSIBLE_LOCAL_TEMP=$A/tmp ANSIBLE_SSH_CONTROL_PATH_DIR=$A/cp \
   ansible-playbook -i "$A/hosts" "$A/deploy.yml" >"$A/run.log" 2>&1 || { tail -30 "$A/run.log"; exit 1; }
 t1=$(now)
 ansible_s=$(echo "$t1 - $t0" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/ansible/app/current")" = releases/1.0.0; done
+}
 
 # --- floor ---------------------------------------------------------------------------------
 deploy_one() {
@@ -145,6 +158,7 @@ t1=$(now)
 floor1_s=$(echo "$t1 - $t0" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/floor1/app/current")" = releases/1.0.0; done
 
-printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs floor1=%.2fs vs_ansible=%.1f vs_floor=%.2f vs_floor1=%.2f\n' \
+printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs floor1=%.2fs vs_ansible=%.1f vs_floor=%.2f vs_floor1=%.2f apply=%.2fs apply_vs_floor1=%.2f\n' \
   "$N" "$ferry_s" "$ansible_s" "$floor_s" "$floor1_s" "$(echo "$ansible_s / $ferry_s" | bc -l)" \
-  "$(echo "$ferry_s / $floor_s" | bc -l)" "$(echo "$ferry_s / $floor1_s" | bc -l)"
+  "$(echo "$ferry_s / $floor_s" | bc -l)" "$(echo "$ferry_s / $floor1_s" | bc -l)" \
+  "$ferry_apply_s" "$(echo "$ferry_apply_s / $floor1_s" | bc -l)"

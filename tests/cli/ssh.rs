@@ -556,7 +556,37 @@ fn the_ssh_driver_passes_the_driver_compliance_suite() {
     };
     let (v1, v2) = (bundle("1.0.0"), bundle("2.0.0"));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(compliance::run(&SshDriver::new(), &spec, &v1, &v2));
+    let d = SshDriver::new();
+    rt.block_on(compliance::run(&d, &spec, &v1, &v2));
+
+    // After an observation, an apply skips its preflight: a release the observation saw with
+    // the same content is switched to without an upload (its artifact is gone here, so an
+    // upload would fail to pack it)...
+    use ferry::drivers::Driver;
+    let releases = fleet.path().join("ep-1/home/ferry/demo/releases");
+    let current = || {
+        std::fs::read_link(fleet.path().join("ep-1/home/ferry/demo/current"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    rt.block_on(d.observe(&spec)).unwrap();
+    let aside = work.path().join("aside");
+    std::fs::rename(&v1.artifact, &aside).unwrap();
+    rt.block_on(d.apply(&spec, &v1))
+        .unwrap_or_else(|e| panic!("switched to the release it saw: {e}"));
+    assert_eq!(current(), "releases/1.0.0");
+    std::fs::rename(&aside, &v1.artifact).unwrap();
+    // ...and a release it saw that went away since is uploaded after all.
+    rt.block_on(d.observe(&spec)).unwrap();
+    std::fs::remove_dir_all(releases.join("2.0.0")).unwrap();
+    rt.block_on(d.apply(&spec, &v2))
+        .unwrap_or_else(|e| panic!("uploaded after all: {e}"));
+    assert_eq!(current(), "releases/2.0.0");
+    assert_eq!(
+        std::fs::read_to_string(releases.join("2.0.0/VERSION")).unwrap(),
+        "2.0.0"
+    );
 }
 
 #[test]

@@ -35,6 +35,26 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 #[derive(Default)]
 pub struct SshDriver {
     pool: Mutex<HashMap<String, Slot>>,
+    /// The release markers the last observation of an app directory saw (version → marker
+    /// line), keyed by endpoint and directory: the next apply there uses them instead of a
+    /// preflight round trip, once. A stale entry is safe: a release it says is there but is
+    /// gone makes the switch exit 4, and the release is uploaded after all; one it missed is
+    /// uploaded again.
+    seen: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+fn seen_key(t: &SshTarget, dir: &str) -> String {
+    format!("{}\0{dir}", t.host.id)
+}
+
+/// The `marker=VERSION JSON` lines of an observation.
+fn markers_of(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("marker="))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(v, m)| (v.to_owned(), m.to_owned()))
+        .collect()
 }
 
 fn ssh_of(spec: &TargetSpec) -> Result<&SshTarget, DriverError> {
@@ -365,46 +385,51 @@ fn parse_observation(stdout: &str) -> Observed {
 impl Driver for SshDriver {
     async fn observe(&self, spec: &TargetSpec) -> Result<Observed, DriverError> {
         let t = ssh_of(spec)?;
+        let dir = app_dir(t, spec);
         let stdout = self
-            .must(
-                spec,
-                "observe",
-                &script::observe(&app_dir(t, spec), &t.root),
-            )
+            .must(spec, "observe", &script::observe(&dir, &t.root))
             .await?;
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .insert(seen_key(t, &dir), markers_of(&stdout));
         Ok(parse_observation(&stdout))
     }
 
     async fn apply(&self, spec: &TargetSpec, release: &ReleaseBundle) -> Result<(), DriverError> {
         // Round trips are what a deploy costs (sshd spends ~0.1 s on each command), so a step
-        // is four of them: preflight, upload, install+switch+prune, health (in verify).
+        // after an observation is two of them: upload+install+switch+prune, and health (in
+        // verify); without one, a preflight first asks whether the release is there.
         let t = ssh_of(spec)?;
         let dir = app_dir(t, spec);
-        let pre = self
-            .must(
-                spec,
-                "preflight",
-                &script::preflight(&dir, &release.version),
-            )
-            .await?;
-        let previous = pre
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("current="))
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
-        let present: Option<ReleaseMarker> =
-            serde_json::from_str(pre.split_once('\n').map_or("", |(_, m)| m).trim()).ok();
+        let seen = self
+            .seen
+            .lock()
+            .expect("seen lock")
+            .remove(&seen_key(t, &dir));
+        let present: Option<ReleaseMarker> = match &seen {
+            Some(markers) => markers
+                .get(&release.version)
+                .and_then(|m| serde_json::from_str(m).ok()),
+            None => {
+                let pre = self
+                    .must(
+                        spec,
+                        "preflight",
+                        &script::preflight(&dir, &release.version),
+                    )
+                    .await?;
+                serde_json::from_str(pre.trim()).ok()
+            }
+        };
         let wanted = ReleaseMarker::for_bundle(release);
-        let already = present.is_some_and(|m| m.same_content(&wanted));
-        if already {
-            let text = script::switch_and_prune(
-                &dir,
-                &release.version,
-                spec.app.keep_releases,
-                previous.as_deref(),
-            );
-            return self.switch_with(spec, &text, &release.version).await;
+        if present.is_some_and(|m| m.same_content(&wanted)) {
+            let text = script::switch_and_prune(&dir, &release.version, spec.app.keep_releases);
+            match self.switch_with(spec, &text, &release.version).await {
+                // Seen there, gone since: uploaded after all.
+                Err(DriverError::MissingRelease { .. }) if seen.is_some() => {}
+                done => return done,
+            }
         }
         let path = release.artifact.clone();
         let expected = release.artifact_sha256.clone();
@@ -434,13 +459,7 @@ impl Driver for SshDriver {
             message: e.to_string(),
         })??;
         let sha = crate::load::sha256_hex(&bytes);
-        let command = script::install(
-            &dir,
-            &release.version,
-            &sha,
-            spec.app.keep_releases,
-            previous.as_deref(),
-        );
+        let command = script::install(&dir, &release.version, &sha, spec.app.keep_releases);
         spec.check_fence()?;
         let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
         let out = s

@@ -10,9 +10,10 @@ fn q(s: &str) -> String {
     escape(s.into()).into_owned()
 }
 
-/// Prints `current=`, `release=` lines and hardware facts (`cpus=`, `memory_kb=`,
-/// `disk_total_kb=`, `disk_free_kb=`, `os=`). Shell built-ins wherever possible: on a busy
-/// endpoint every extra process costs more than the command itself.
+/// Prints `current=`, `release=` lines, each complete release's marker (`marker=VERSION
+/// JSON`: what lets an apply skip its preflight round trip) and hardware facts (`cpus=`,
+/// `memory_kb=`, `disk_total_kb=`, `disk_free_kb=`, `os=`). Shell built-ins wherever
+/// possible: on a busy endpoint every extra process costs more than the command itself.
 pub fn observe(app_dir: &str, root: &str) -> String {
     format!(
         r#"set -u
@@ -21,7 +22,11 @@ cur=$(readlink "$A/current" 2>/dev/null || true)
 echo "current=${{cur##*/}}"
 for d in "$A"/releases/*/; do
   d=${{d%/}}
-  [ -f "$d/{MARKER}" ] && echo "release=${{d##*/}}"
+  if [ -f "$d/{MARKER}" ]; then
+    echo "release=${{d##*/}}"
+    m=; read -r m < "$d/{MARKER}" || :
+    echo "marker=${{d##*/}} $m"
+  fi
 done
 n=0
 while read -r k _; do case $k in processor) n=$((n + 1)) ;; esac; done < /proc/cpuinfo
@@ -37,10 +42,10 @@ if [ -r /etc/os-release ]; then . /etc/os-release; echo "os=${{ID:-unknown}} ${{
     )
 }
 
-/// Prints `current=` and then the release marker of `version`, if that release is complete.
+/// Prints the release marker of `version`, if that release is complete.
 pub fn preflight(app_dir: &str, version: &str) -> String {
     format!(
-        "cur=$(readlink {app}/current 2>/dev/null || true)\necho \"current=${{cur##*/}}\"\ncat {app}/releases/{ver}/{MARKER} 2>/dev/null || true\n",
+        "cat {app}/releases/{ver}/{MARKER} 2>/dev/null || true\n",
         app = q(app_dir),
         ver = q(version)
     )
@@ -48,15 +53,10 @@ pub fn preflight(app_dir: &str, version: &str) -> String {
 
 /// One command line that receives the release tarball on stdin (artifact, rendered files and
 /// the release marker, packed by ferry), checks its SHA-256, unpacks it into a staging folder,
-/// renames that into `releases/<version>`, switches `current` and prunes old releases. It holds
-/// paths, the version and a checksum only (no secret), so it may travel as the exec command.
-pub fn install(
-    app_dir: &str,
-    version: &str,
-    sha256: &str,
-    keep: u32,
-    protect: Option<&str>,
-) -> String {
+/// renames that into `releases/<version>`, switches `current` and prunes old releases (never
+/// the one `current` named before: a back-out returns to it). It holds paths, the version and
+/// a checksum only (no secret), so it may travel as the exec command.
+pub fn install(app_dir: &str, version: &str, sha256: &str, keep: u32) -> String {
     let body = format!(
         r#"set -eu
 A={app}
@@ -73,6 +73,8 @@ set -- $(sha256sum "$T")
 if [ "$1" != {sha} ]; then echo "uploaded release checksum $1 does not match {sha_plain}" >&2; exit 3; fi
 mkdir "$S"
 tar -xzf "$T" -C "$S" --no-same-owner
+# The marker's time is the install's (the tarball's are fixed): prune keeps the newest.
+touch "$S/{MARKER}"
 rm -f "$T"
 R="$A/releases/$V"
 if [ -e "$R" ]; then mv "$R" "$S.old"; rm -rf "$S.old"; fi
@@ -83,14 +85,16 @@ mv "$S" "$R"
         sha = q(sha256),
         sha_plain = sha256,
         switch = switch_body(),
-        prune = prune_body(keep, protect),
+        prune = prune_body(keep),
     );
     format!("sh -c {}", q(&body))
 }
 
+/// Switches `current` to `$V`, first keeping in `$P` the release it named.
 fn switch_body() -> String {
     format!(
         r#"if [ ! -f "$A/releases/$V/{MARKER}" ]; then echo "release $V is not on this endpoint" >&2; exit 4; fi
+P=$(readlink "$A/current" 2>/dev/null || true); P=${{P##*/}}
 ln -sfn "releases/$V" "$A/.current.tmp"
 mv -Tf "$A/.current.tmp" "$A/current"
 sync "$A" "$A/releases" 2>/dev/null || true
@@ -98,18 +102,18 @@ sync "$A" "$A/releases" 2>/dev/null || true
     )
 }
 
-fn prune_body(keep: u32, protect: Option<&str>) -> String {
+/// Removes releases beyond the newest `keep`, never `$V` nor `$P` (set by the switch).
+fn prune_body(keep: u32) -> String {
     format!(
         r#"set -- "$A"/releases/*/
 if [ "$#" -gt {keep} ]; then
   n=0
   for m in $(ls -1t "$A"/releases/*/{MARKER} 2>/dev/null); do
     d=${{m%/*}}; v=${{d##*/}}; n=$((n + 1))
-    if [ "$n" -gt {keep} ] && [ "$v" != "$V" ] && [ "$v" != {protect} ]; then rm -rf "$d"; fi
+    if [ "$n" -gt {keep} ] && [ "$v" != "$V" ] && [ "$v" != "$P" ]; then rm -rf "$d"; fi
   done
 fi
-"#,
-        protect = q(protect.unwrap_or("")),
+"#
     )
 }
 
@@ -124,8 +128,8 @@ pub fn switch(app_dir: &str, version: &str) -> String {
     )
 }
 
-pub fn switch_and_prune(app_dir: &str, version: &str, keep: u32, protect: Option<&str>) -> String {
-    format!("{}{}", switch(app_dir, version), prune_body(keep, protect))
+pub fn switch_and_prune(app_dir: &str, version: &str, keep: u32) -> String {
+    format!("{}{}", switch(app_dir, version), prune_body(keep))
 }
 
 pub fn uninstall(app_dir: &str) -> String {
@@ -174,7 +178,7 @@ mod tests {
 
     #[test]
     fn values_are_quoted() {
-        assert!(install("/r/a b", "1.0", "abc", 3, None).starts_with("sh -c '"));
+        assert!(install("/r/a b", "1.0", "abc", 3).starts_with("sh -c '"));
         let s = hook(
             "/opt/ferry/app",
             &[("TOKEN", "a'b $(rm -rf /)")],
@@ -202,7 +206,7 @@ mod tests {
             observe("/r/app", "/r"),
             preflight("/r/app", "1.0"),
             switch("/r/app", "1.0"),
-            switch_and_prune("/r/app", "1.0", 3, Some("0.9")),
+            switch_and_prune("/r/app", "1.0", 3),
             uninstall("/r/app"),
             health("/r/app", "1.0", &[("A", "b")], &["true".into()]).unwrap(),
         ] {
@@ -220,6 +224,53 @@ mod tests {
         }
     }
 
+    /// `dir` as a gzipped tarball, by tar.
+    fn tarball(dir: &std::path::Path) -> Vec<u8> {
+        std::process::Command::new("tar")
+            .args(["-czf", "-", "-C"])
+            .arg(dir)
+            .arg(".")
+            .output()
+            .unwrap()
+            .stdout
+    }
+
+    /// The switch keeps what `current` named before (a back-out returns to it), whatever
+    /// `keep` says; older releases go.
+    #[test]
+    fn prune_keeps_the_release_current_named_before_the_switch() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app").display().to_string();
+        for v in ["a", "b", "c"] {
+            let src = tempfile::tempdir().unwrap();
+            std::fs::write(src.path().join(MARKER), "{}").unwrap();
+            let tgz = tarball(src.path());
+            let sha = crate::load::sha256_hex(&tgz);
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(install(&app, v, &sha, 1))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&tgz).unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("app/releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b", "c"]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(switch_and_prune(&app, "b", 1))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(dir.path().join("app/releases/c").exists(), "c was current");
+    }
+
     /// The install command runs for real against a local directory: stdin in, release out.
     #[test]
     fn install_command_unpacks_switches_and_checks_the_checksum() {
@@ -229,20 +280,12 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("VERSION"), "1.0").unwrap();
         std::fs::write(src.path().join(MARKER), "{}").unwrap();
-        let tgz = std::process::Command::new("tar")
-            .arg("-czf")
-            .arg("-")
-            .arg("-C")
-            .arg(src.path())
-            .arg(".")
-            .output()
-            .unwrap()
-            .stdout;
+        let tgz = tarball(src.path());
         let sha = crate::load::sha256_hex(&tgz);
         let run = |sha: &str| {
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(install(&app, "1.0", sha, 3, None))
+                .arg(install(&app, "1.0", sha, 3))
                 .stdin(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
