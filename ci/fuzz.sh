@@ -51,11 +51,33 @@ for t in "${targets[@]}"; do
   total_hangs=$((total_hangs + hangs))
   if [ -n "${FUZZ_MIN:-}" ]; then
     tmp=$(mktemp -d)
-    # cargo-afl's own afl-showmap first on PATH: Debian's (4.04c) lacks the options its
-    # afl-cmin (4.40c) passes.
+    # cargo-afl's own AFL++ (4.40c) tools, its afl-showmap first on PATH (Debian's 4.04c lacks
+    # options they pass). Its afl-cmin is now a Python script that found "0 unique tuples" in
+    # these persistent-mode targets and minimised a corpus to nothing; the shell version
+    # (afl-cmin.bash) works. An empty result never replaces a corpus.
     afl_bin=$(dirname "$(ls -d "$HOME"/.local/share/afl.rs/*/afl.rs-*/afl/bin/afl-fuzz | head -1)")
-    PATH="$afl_bin:$PATH" AFL_SKIP_CPUFREQ=1 cargo afl cmin -i "$out/$t/default/queue" -o "$tmp/min" -- "target/release/$t" >/dev/null
-    rm -rf "corpus/$t" && mv "$tmp/min" "corpus/$t" && rm -rf "$tmp"
+    PATH="$afl_bin:$PATH" AFL_SKIP_CPUFREQ=1 "$afl_bin/afl-cmin.bash" -i "$out/$t/default/queue" \
+      -o "$tmp/min" -- "target/release/$t" >/dev/null
+    kept=$(find "$tmp/min" -type f | wc -l)
+    if [ "$kept" -eq 0 ]; then
+      echo "$t: afl-cmin kept no input; corpus/$t left as it was" >&2
+    else
+      # Names git and every filesystem take: each input its digest. The hand-written seeds
+      # (any name that is not a digest) stay as they were: AFL++ trims its copies of them.
+      mkdir "$tmp/named"
+      for f in "$tmp/min"/*; do
+        mv "$f" "$tmp/named/$(sha256sum "$f" | cut -c1-16)"
+      done
+      for f in "corpus/$t"/*; do
+        case "${f##*/}" in
+          [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;;
+          *) cp "$f" "$tmp/named/" ;;
+        esac
+      done
+      rm -rf "corpus/$t" && mv "$tmp/named" "corpus/$t"
+      echo "$t: corpus minimised to $kept inputs"
+    fi
+    rm -rf "$tmp"
   fi
 done
 echo "fuzz: targets=${#targets[@]} limit=${limit// /=} crashes=$total_crashes hangs=$total_hangs"
