@@ -870,6 +870,14 @@ fn incompressible_base64(n: usize) -> String {
         .to_owned()
 }
 
+/// Changes a Secret behind ferry's back, as someone with write access to it could.
+async fn edit_secret(api: &Api<Secret>, name: &str, edit: impl FnOnce(&mut Secret)) {
+    let mut s = api.get(name).await.unwrap();
+    edit(&mut s);
+    s.metadata.managed_fields = None;
+    api.replace(name, &Default::default(), &s).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
     let w = world().await;
@@ -903,17 +911,15 @@ async fn a_release_larger_than_a_secret_is_recorded_in_parts() {
         "2"
     );
     // A part changed behind ferry's back is found, never half-read.
-    let mut part = api.get("ferry.release.v1.ehr.v1.p2").await.unwrap();
-    part.data
-        .as_mut()
-        .unwrap()
-        .get_mut(release::DATA_KEY)
-        .unwrap()
-        .0[10] ^= 1;
-    part.metadata.managed_fields = None;
-    api.replace("ferry.release.v1.ehr.v1.p2", &Default::default(), &part)
-        .await
-        .unwrap();
+    edit_secret(&api, "ferry.release.v1.ehr.v1.p2", |part| {
+        part.data
+            .as_mut()
+            .unwrap()
+            .get_mut(release::DATA_KEY)
+            .unwrap()
+            .0[10] ^= 1;
+    })
+    .await;
     // (Observing reads summaries only; a diff reads the deployed record whole.)
     d.observe(&spec).await.unwrap();
     let e = d
@@ -1032,12 +1038,10 @@ async fn the_history_is_listed_as_metadata_and_records_are_read_where_used() {
     // A record written before summaries (no annotation) is read whole, and still counts.
     let cx = d.cx(&spec).await.unwrap();
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), "ehr-east");
-    let mut v1 = api.get("ferry.release.v1.ehr.v1").await.unwrap();
-    v1.metadata.annotations = None;
-    v1.metadata.managed_fields = None;
-    api.replace("ferry.release.v1.ehr.v1", &Default::default(), &v1)
-        .await
-        .unwrap();
+    edit_secret(&api, "ferry.release.v1.ehr.v1", |v1| {
+        v1.metadata.annotations = None
+    })
+    .await;
     let before = w.server.requests().len();
     let h = d.releases(&spec).await.unwrap();
     assert_eq!(h.revision(1).unwrap().objects, 5);
@@ -1050,14 +1054,12 @@ async fn the_history_is_listed_as_metadata_and_records_are_read_where_used() {
     );
 
     // A summary edited to say something its record does not: listed, but never acted on.
-    let mut v2 = api.get("ferry.release.v1.ehr.v2").await.unwrap();
-    let ann = v2.metadata.annotations.as_mut().unwrap();
-    let edited = ann[release::SUMMARY_ANNOTATION].replace("\"2.0.0\"", "\"1.0.0\"");
-    ann.insert(release::SUMMARY_ANNOTATION.into(), edited);
-    v2.metadata.managed_fields = None;
-    api.replace("ferry.release.v1.ehr.v2", &Default::default(), &v2)
-        .await
-        .unwrap();
+    edit_secret(&api, "ferry.release.v1.ehr.v2", |v2| {
+        let ann = v2.metadata.annotations.as_mut().unwrap();
+        let edited = ann[release::SUMMARY_ANNOTATION].replace("\"2.0.0\"", "\"1.0.0\"");
+        ann.insert(release::SUMMARY_ANNOTATION.into(), edited);
+    })
+    .await;
     let e = d
         .preview(&spec, &bundle("3.0.0", "ehr:3", ""))
         .await
