@@ -10,7 +10,9 @@
 # exchange. Each run goes to fresh directories. The last line is the result:
 #   ssh-fanout-N: ferry=<s>s ansible=<s>s floor=<s>s floor1=<s>s vs_ansible=<ansible/ferry>
 #                 vs_floor=<ferry/floor> vs_floor1=<ferry/floor1> apply=<s>s (apply alone, the plan
-#                 made beforehand) apply_vs_floor1=<apply/floor1>
+#                 made beforehand) apply_vs_floor1=<apply/floor1> oneshot=<s>s (`ferry apply
+#                 --auto-approve`: plan and apply in one process, one connection per endpoint)
+#                 oneshot_vs_floor1=<oneshot/floor1>
 #
 # Usage: ci/bench-ssh.sh [N=50]      (needs root for apt; installs OpenSSH and ansible-core)
 #        FERRY_BIN=/path/to/ferry ci/bench-ssh.sh 50   (measure that binary, build nothing)
@@ -93,6 +95,18 @@ ferry_s=$(echo "$t1 - $t0" | bc)
 ferry_apply_s=$(echo "$t1 - $tp" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/ferry/app/current")" = releases/1.0.0; done
 
+# --- ferry, one run: `ferry apply --auto-approve` plans and applies in one process (the saved
+# plan written and recorded all the same), through one connection per endpoint; fresh
+# directories and state.
+F1=$WORK/ferry1
+mkdir -p "$F1" && cp -r "$F/artifacts" "$F/plan.yaml" "$F1/"
+sed "s#/home/ferry }#/home/ferry1 }#" "$F/inventory.yaml" > "$F1/inventory.yaml"
+t0=$(now)
+(cd "$F1" && "$FERRY" --state-dir "$F1/.ferry" apply --auto-approve -i inventory.yaml plan.yaml -o plan.json >/dev/null 2>"$F1/apply.log") || { cat "$F1/apply.log"; exit 1; }
+t1=$(now)
+oneshot_s=$(echo "$t1 - $t0" | bc)
+for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/ferry1/app/current")" = releases/1.0.0; done
+
 # --- ansible -------------------------------------------------------------------------------
 A=$WORK/ansible
 mkdir -p "$A"
@@ -158,7 +172,8 @@ t1=$(now)
 floor1_s=$(echo "$t1 - $t0" | bc)
 for k in $(seq 1 "$N"); do test "$(readlink "$FLEET/ep-$k/home/floor1/app/current")" = releases/1.0.0; done
 
-printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs floor1=%.2fs vs_ansible=%.1f vs_floor=%.2f vs_floor1=%.2f apply=%.2fs apply_vs_floor1=%.2f\n' \
+printf 'ssh-fanout-%s: ferry=%.2fs ansible=%.2fs floor=%.2fs floor1=%.2fs vs_ansible=%.1f vs_floor=%.2f vs_floor1=%.2f apply=%.2fs apply_vs_floor1=%.2f oneshot=%.2fs oneshot_vs_floor1=%.2f\n' \
   "$N" "$ferry_s" "$ansible_s" "$floor_s" "$floor1_s" "$(echo "$ansible_s / $ferry_s" | bc -l)" \
   "$(echo "$ferry_s / $floor_s" | bc -l)" "$(echo "$ferry_s / $floor1_s" | bc -l)" \
-  "$ferry_apply_s" "$(echo "$ferry_apply_s / $floor1_s" | bc -l)"
+  "$ferry_apply_s" "$(echo "$ferry_apply_s / $floor1_s" | bc -l)" \
+  "$oneshot_s" "$(echo "$oneshot_s / $floor1_s" | bc -l)"

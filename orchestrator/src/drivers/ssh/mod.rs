@@ -32,6 +32,10 @@ enum HookKind {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 
+/// A release tarball and its SHA-256, packed once for every endpoint that receives it.
+type PackedCell = tokio::sync::OnceCell<Arc<(Vec<u8>, String)>>;
+type Packed = Arc<PackedCell>;
+
 #[derive(Default)]
 pub struct SshDriver {
     pool: Mutex<HashMap<String, Slot>>,
@@ -41,6 +45,31 @@ pub struct SshDriver {
     /// gone makes the switch exit 4, and the release is uploaded after all; one it missed is
     /// uploaded again.
     seen: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Tarballs being packed or sent, by their content (artifact, rendered files, marker):
+    /// the endpoints of a wave that receive the same release share one, packed once instead
+    /// of once per endpoint. Held weakly, so a tarball lives only while an upload uses it.
+    packing: Mutex<HashMap<String, std::sync::Weak<PackedCell>>>,
+}
+
+/// What makes two tarballs the same: the artifact's path and planned digest, every rendered
+/// file (lengths first, so no two lists encode alike) and the marker.
+fn pack_key(release: &ReleaseBundle, marker: &str) -> String {
+    let mut s = format!(
+        "{}\0{}\0{}\0",
+        release.artifact.display(),
+        release.artifact_sha256,
+        marker
+    );
+    for f in &release.files {
+        s.push_str(&format!(
+            "{}:{}:{}:{}\0",
+            f.dest.len(),
+            f.dest,
+            f.contents.len(),
+            f.contents
+        ));
+    }
+    crate::load::sha256_hex(s.as_bytes())
 }
 
 fn seen_key(t: &SshTarget, dir: &str) -> String {
@@ -192,6 +221,55 @@ impl SshDriver {
         let s = Arc::new(Session::connect(&t.host, t.jump.as_ref()).await?);
         *guard = Some(s.clone());
         Ok(s)
+    }
+
+    /// The shared tarball cell for `key`: the one an endpoint is packing or sending now, or a
+    /// new one (dead cells are swept as new ones are made).
+    fn packing_cell(&self, key: String) -> Packed {
+        let mut map = self.packing.lock().expect("packing lock");
+        if let Some(cell) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+            return cell;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let cell = Packed::default();
+        map.insert(key, Arc::downgrade(&cell));
+        cell
+    }
+
+    /// Packs the release (off the async threads) and checks that the artifact packed is the
+    /// one planned; returns the tarball and its SHA-256.
+    async fn pack_checked(
+        spec: &TargetSpec,
+        release: &ReleaseBundle,
+        marker: String,
+    ) -> Result<Arc<(Vec<u8>, String)>, DriverError> {
+        let path = release.artifact.clone();
+        let expected = release.artifact_sha256.clone();
+        let target = spec.target.id.clone();
+        let files = release.files.clone();
+        tokio::task::spawn_blocking(move || -> Result<Arc<(Vec<u8>, String)>, DriverError> {
+            let (bytes, found) = pack(&path, &files, &marker).map_err(|e| DriverError::Failed {
+                target: target.clone(),
+                action: "pack release",
+                message: format!("{}: {e}", path.display()),
+            })?;
+            if found != expected {
+                return Err(DriverError::ArtifactChanged {
+                    target: target.clone(),
+                    path: path.display().to_string(),
+                    expected,
+                    found,
+                });
+            }
+            let sha = crate::load::sha256_hex(&bytes);
+            Ok(Arc::new((bytes, sha)))
+        })
+        .await
+        .map_err(|e| DriverError::Failed {
+            target: spec.target.id.clone(),
+            action: "pack release",
+            message: e.to_string(),
+        })?
     }
 
     fn forget(&self, t: &SshTarget) {
@@ -431,41 +509,21 @@ impl Driver for SshDriver {
                 done => return done,
             }
         }
-        let path = release.artifact.clone();
-        let expected = release.artifact_sha256.clone();
-        let target = spec.target.id.clone();
-        let files = release.files.clone();
         let marker = serde_json::to_string(&wanted).expect("marker serializes");
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DriverError> {
-            let (bytes, found) = pack(&path, &files, &marker).map_err(|e| DriverError::Failed {
-                target: target.clone(),
-                action: "pack release",
-                message: format!("{}: {e}", path.display()),
-            })?;
-            if found != expected {
-                return Err(DriverError::ArtifactChanged {
-                    target: target.clone(),
-                    path: path.display().to_string(),
-                    expected,
-                    found,
-                });
-            }
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| DriverError::Failed {
-            target: spec.target.id.clone(),
-            action: "pack release",
-            message: e.to_string(),
-        })??;
-        let sha = crate::load::sha256_hex(&bytes);
-        let command = script::install(&dir, &release.version, &sha, spec.app.keep_releases);
+        let cell = self.packing_cell(pack_key(release, &marker));
+        let packed = cell
+            .get_or_try_init(|| Self::pack_checked(spec, release, marker))
+            .await?
+            .clone();
+        let (bytes, sha) = (&packed.0, &packed.1);
+        let command = script::install(&dir, &release.version, sha, spec.app.keep_releases);
         spec.check_fence()?;
         let s = self.session(t).await.map_err(|e| self.transport(t, e))?;
         let out = s
             .exec_with_input(&command, bytes, "upload and install", t.command_timeout)
             .await
             .map_err(|e| self.transport(t, e))?;
+        drop(cell);
         if out.code != Some(0) {
             return Err(DriverError::Failed {
                 target: spec.target.id.clone(),

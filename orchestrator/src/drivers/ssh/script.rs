@@ -18,7 +18,9 @@ pub fn observe(app_dir: &str, root: &str) -> String {
     format!(
         r#"set -u
 A={app}
-cur=$(readlink "$A/current" 2>/dev/null || true)
+# `cd -P` resolves the link and sets $PWD: the release `current` names, without a process.
+cur=
+if cd -P "$A/current" 2>/dev/null; then cur=$PWD; cd /; fi
 echo "current=${{cur##*/}}"
 for d in "$A"/releases/*/; do
   d=${{d%/}}
@@ -61,12 +63,19 @@ pub fn install(app_dir: &str, version: &str, sha256: &str, keep: u32) -> String 
         r#"set -eu
 A={app}
 V={ver}
-mkdir -p "$A/.incoming" "$A/releases"
+[ -d "$A/.incoming" ] && [ -d "$A/releases" ] || mkdir -p "$A/.incoming" "$A/releases"
 T="$A/.incoming/$V.tar.gz.$$"
 S="$A/releases/.staging-$$"
 trap 'rm -rf "$T" "$S"' EXIT
 trap 'exit 130' HUP INT TERM
-find "$A/.incoming" "$A/releases" -maxdepth 1 \( -name '*.tar.gz.*' -o -name '.staging-*' \) -mmin +60 -exec rm -rf {{}} + 2>/dev/null || true
+# Leftovers of runs that died (kill -9, a cut link), an hour old: looked for with a glob
+# first, since on a busy endpoint every process costs more than the command itself.
+for f in "$A"/.incoming/*.tar.gz.* "$A"/releases/.staging-*; do
+  if [ -e "$f" ]; then
+    find "$A/.incoming" "$A/releases" -maxdepth 1 \( -name '*.tar.gz.*' -o -name '.staging-*' \) -mmin +60 -exec rm -rf {{}} + 2>/dev/null || true
+    break
+  fi
+done
 umask 022
 cat > "$T"
 set -- $(sha256sum "$T")
@@ -75,26 +84,36 @@ mkdir "$S"
 tar -xzf "$T" -C "$S" --no-same-owner
 # The marker's time is the install's (the tarball's are fixed): prune keeps the newest.
 touch "$S/{MARKER}"
-rm -f "$T"
 R="$A/releases/$V"
 if [ -e "$R" ]; then mv "$R" "$S.old"; rm -rf "$S.old"; fi
 mv "$S" "$R"
-{switch}{prune}"#,
+{previous}{switch}{prune}"#,
         app = q(app_dir),
         ver = q(version),
         sha = q(sha256),
         sha_plain = sha256,
+        previous = previous_body(keep),
         switch = switch_body(),
         prune = prune_body(keep),
     );
     format!("sh -c {}", q(&body))
 }
 
-/// Switches `current` to `$V`, first keeping in `$P` the release it named.
+/// Keeps in `$P` the release `current` names before the switch, which prune must not remove;
+/// read only when there are more releases than prune keeps (a process saved otherwise).
+fn previous_body(keep: u32) -> String {
+    format!(
+        r#"P=
+set -- "$A"/releases/*/
+if [ "$#" -gt {keep} ]; then P=$(readlink "$A/current" 2>/dev/null || true); P=${{P##*/}}; fi
+"#
+    )
+}
+
+/// Switches `current` to `$V`.
 fn switch_body() -> String {
     format!(
         r#"if [ ! -f "$A/releases/$V/{MARKER}" ]; then echo "release $V is not on this endpoint" >&2; exit 4; fi
-P=$(readlink "$A/current" 2>/dev/null || true); P=${{P##*/}}
 ln -sfn "releases/$V" "$A/.current.tmp"
 mv -Tf "$A/.current.tmp" "$A/current"
 sync "$A" "$A/releases" 2>/dev/null || true
@@ -102,7 +121,7 @@ sync "$A" "$A/releases" 2>/dev/null || true
     )
 }
 
-/// Removes releases beyond the newest `keep`, never `$V` nor `$P` (set by the switch).
+/// Removes releases beyond the newest `keep`, never `$V` nor `$P` (set before the switch).
 fn prune_body(keep: u32) -> String {
     format!(
         r#"set -- "$A"/releases/*/
@@ -129,7 +148,14 @@ pub fn switch(app_dir: &str, version: &str) -> String {
 }
 
 pub fn switch_and_prune(app_dir: &str, version: &str, keep: u32) -> String {
-    format!("{}{}", switch(app_dir, version), prune_body(keep))
+    format!(
+        "set -eu\nA={}\nV={}\n{}{}{}",
+        q(app_dir),
+        q(version),
+        previous_body(keep),
+        switch_body(),
+        prune_body(keep)
+    )
 }
 
 pub fn uninstall(app_dir: &str) -> String {
@@ -164,8 +190,9 @@ pub fn health(
     env: &[(&str, &str)],
     argv: &[String],
 ) -> Result<String, BadEnvName> {
+    // `cd -P` resolves `current` and sets $PWD to the release it names (no process).
     let check = format!(
-        "cur=$(readlink {}/current 2>/dev/null || true)\nif [ \"${{cur##*/}}\" != {} ]; then echo \"current is ${{cur##*/}}\" >&2; exit 97; fi\n",
+        "cur=\nif cd -P {}/current 2>/dev/null; then cur=$PWD; fi\nif [ \"${{cur##*/}}\" != {} ]; then echo \"current is ${{cur##*/}}\" >&2; exit 97; fi\n",
         q(app_dir),
         q(version)
     );

@@ -257,20 +257,15 @@ impl Session {
 
     /// Runs `script` with `sh -s` (script on stdin); stdout and stderr apart; bounded in time.
     pub async fn run(&self, script: &str, timeout: Duration) -> Result<Output, SshError> {
-        self.exec_with_input(
-            "sh -s",
-            script.as_bytes().to_vec(),
-            "remote command",
-            timeout,
-        )
-        .await
+        self.exec_with_input("sh -s", script.as_bytes(), "remote command", timeout)
+            .await
     }
 
     /// Runs `command` with `input` on its stdin; stdout and stderr apart; bounded in time.
     pub async fn exec_with_input(
         &self,
         command: &str,
-        input: Vec<u8>,
+        input: &[u8],
         what: &str,
         timeout: Duration,
     ) -> Result<Output, SshError> {
