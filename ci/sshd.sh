@@ -88,7 +88,7 @@ UsePAM no
 StrictModes no
 MaxStartups 200
 MaxSessions 100
-LogLevel ERROR
+LogLevel INFO
 Subsystem sftp internal-sftp
 CFG
     echo "[$a]:$PORT $(cut -d' ' -f1,2 "$ep/host_ed25519_key.pub")" >> "$dir/known_hosts"

@@ -679,3 +679,103 @@ fn a_tarball_artifact_is_uploaded_with_its_checksum_and_unpacked() {
     );
     assert!(served.join(".ferry-release.json").exists());
 }
+
+/// The SSH observations a run made (its debug log names each remote command).
+fn observations(run: &Run) -> usize {
+    run.stderr()
+        .lines()
+        .filter(|l| l.contains("remote command") && l.contains("\"A="))
+        .count()
+}
+
+/// Connections sshd accepted on endpoint k (`Accepted publickey` in its log).
+fn logins(fleet: &Fleet, k: usize) -> usize {
+    std::fs::read_to_string(fleet.path().join(format!("ep-{k}/sshd.log")))
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
+}
+
+/// `ferry apply --auto-approve` plans and applies in one run: the saved plan is written and
+/// recorded as `ferry plan` would (sealed by its digest), and each endpoint is logged in to
+/// once, where `ferry plan` + `ferry apply` log in twice.
+#[test]
+fn auto_approve_plans_and_applies_over_one_connection_per_endpoint() {
+    let (ws, fleet) = setup(2, "47.0");
+    ws.write(
+        "plans/ab.yaml",
+        "version: 1\nkind: release\nname: ab\nreleases: [{ app: demo, version: \"1.0.0\" }]\nwaves: [{ name: only, sites: [clinic-a, clinic-b] }]\non_failure: halt\n",
+    );
+    let before: Vec<usize> = (1..=2).map(|k| logins(&fleet, k)).collect();
+    let run = Run(ws
+        .cmd(&[
+            "apply",
+            "--auto-approve",
+            "-i",
+            "inventory.yaml",
+            "plans/ab.yaml",
+            "-o",
+            "ab.json",
+        ])
+        .env("FERRY_LOG", "ferry=debug")
+        .output()
+        .unwrap());
+    run.expect_code(0)
+        .stdout_has("+ clinic-a/ep-1/demo  (none) -> 1.0.0")
+        .stdout_has("2 step(s) succeeded");
+    for k in 1..=2 {
+        assert_eq!(fleet.current(k, "demo").as_deref(), Some("1.0.0"), "ep-{k}");
+        assert_eq!(logins(&fleet, k) - before[k - 1], 1, "one login on ep-{k}");
+    }
+    // Nothing else appended to the ledger between the plan and the lock: the plan's
+    // observation was the stale check, each endpoint was observed once.
+    assert_eq!(observations(&run), 2, "{}", run.stderr());
+    // The saved plan is the one the ledger sealed, and it is done: applying it again is
+    // refused as already applied, like any plan.
+    let sha = sha256_of(&ws.path().join("ab.json"));
+    let created: Vec<_> = ws
+        .ledger()
+        .into_iter()
+        .filter(|e| e["event"] == "plan_created")
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["detail"]["plan_sha256"], sha.as_str());
+    ws.run(&["apply", "ab.json"])
+        .expect_code(1)
+        .stderr_has("already applied");
+    // The two-command way, for comparison: two logins per endpoint.
+    ws.write(
+        "plans/ab2.yaml",
+        &std::fs::read_to_string(ws.path().join("plans/ab.yaml"))
+            .unwrap()
+            .replace("1.0.0", "2.0.0")
+            .replace("name: ab", "name: ab2"),
+    );
+    let before: Vec<usize> = (1..=2).map(|k| logins(&fleet, k)).collect();
+    ws.deploy("ab2");
+    for k in 1..=2 {
+        assert_eq!(fleet.current(k, "demo").as_deref(), Some("2.0.0"), "ep-{k}");
+        assert_eq!(logins(&fleet, k) - before[k - 1], 2, "two logins on ep-{k}");
+    }
+    // Flags that belong to a saved plan, or a one-shot run without its inputs, are refused.
+    ws.run(&["apply", "--auto-approve", "plans/ab.yaml"])
+        .expect_code(2)
+        .stderr_has("--inventory");
+    ws.run(&[
+        "apply",
+        "--auto-approve",
+        "--resume",
+        "-i",
+        "inventory.yaml",
+        "plans/ab.yaml",
+        "-o",
+        "x.json",
+    ])
+    .expect_code(2)
+    .stderr_has("cannot be used with");
+}
+
+fn sha256_of(p: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}

@@ -33,6 +33,30 @@ pub async fn apply_cmd(ctx: &Ctx, plan_path: &Path, opts: Options<'_>) -> Result
     Ok(r.code)
 }
 
+/// `ferry apply --auto-approve`: `ferry plan` (the saved plan written to `out` and recorded,
+/// printed on a terminal), then `ferry apply` of that file through the same drivers, so each
+/// endpoint is connected to once; when no other run appended to the ledger in between, the
+/// plan's observation serves as the stale check (the targets are observed once). A plan
+/// without changes applies as done (and says so).
+pub async fn plan_and_apply(
+    ctx: &Ctx,
+    inventory: &Path,
+    plan_path: &Path,
+    out: &Path,
+    opts: Options<'_>,
+) -> Result<u8, CliError> {
+    let drivers = crate::drivers::Drivers::standard();
+    let human = ctx.output == OutputFormat::Human;
+    let head = ctx.state().ledger.read_verified()?.last().map(|e| e.seq);
+    super::plan_cmd::plan_with(ctx, inventory, plan_path, out, &drivers, human).await?;
+    let opts = Options {
+        drivers: Some(&drivers),
+        observed_after: Some(head),
+        ..opts
+    };
+    apply_cmd(ctx, out, opts).await
+}
+
 /// With `FERRY_CHECKPOINT_KEY` (a secret reference to a `ferry keygen` key), every apply ends
 /// with a signed checkpoint of the ledger's head, also appended to `FERRY_CHECKPOINT_FILE`
 /// when set; with `FERRY_CHECKPOINT_EVERY=N`, also one each time the apply has appended N

@@ -90,7 +90,19 @@ pub enum Command {
     },
     /// Carry out exactly a saved plan.
     Apply {
+        /// The saved plan; with --auto-approve, the release or migration plan (YAML).
         plan: PathBuf,
+        /// Plan and apply in one run, with no review in between (for pipelines that review
+        /// the inputs instead): the saved plan is written to --out and recorded exactly as
+        /// `ferry plan` does, then carried out through the connections that observed it.
+        #[arg(long, requires_all = ["inventory", "out"], conflicts_with_all = ["resume", "trust_plan_file"])]
+        auto_approve: bool,
+        /// With --auto-approve: the inventory.
+        #[arg(short, long, requires = "auto_approve")]
+        inventory: Option<PathBuf>,
+        /// With --auto-approve: where to write the saved plan.
+        #[arg(short = 'o', long = "out", requires = "auto_approve")]
+        out: Option<PathBuf>,
         /// Continue a plan that was interrupted or halted, skipping completed steps.
         #[arg(long)]
         resume: bool,
@@ -568,6 +580,9 @@ pub fn run(cli: Cli) -> ExitCode {
         } => runtime().and_then(|rt| rt.block_on(plan_cmd::plan(&ctx, &inventory, &plan, &out))),
         Command::Apply {
             plan,
+            auto_approve,
+            inventory,
+            out,
             resume,
             lock_lease_seconds,
             confirm,
@@ -576,21 +591,25 @@ pub fn run(cli: Cli) -> ExitCode {
             outside_window: _,
             reason,
         } => runtime().and_then(|rt| {
-            rt.block_on(apply::apply_cmd(
-                &ctx,
-                &plan,
-                apply::Options {
-                    resume,
-                    lease: std::time::Duration::from_secs(lock_lease_seconds.max(1)),
-                    confirm: &confirm,
-                    trust_plan_file,
-                    window: crate::engine::apply::WindowChoice {
-                        wait,
-                        override_reason: reason.as_deref(),
-                        clock: None,
-                    },
+            let opts = apply::Options {
+                resume,
+                lease: std::time::Duration::from_secs(lock_lease_seconds.max(1)),
+                confirm: &confirm,
+                trust_plan_file,
+                window: crate::engine::apply::WindowChoice {
+                    wait,
+                    override_reason: reason.as_deref(),
+                    clock: None,
                 },
-            ))
+                drivers: None,
+                observed_after: None,
+            };
+            match (auto_approve, inventory, out) {
+                (true, Some(inventory), Some(out)) => {
+                    rt.block_on(apply::plan_and_apply(&ctx, &inventory, &plan, &out, opts))
+                }
+                _ => rt.block_on(apply::apply_cmd(&ctx, &plan, opts)),
+            }
         }),
         Command::Backout {
             inventory,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CliError, Ctx, SchemaWhich};
+use crate::drivers::Drivers;
 use crate::model::{Inventory, ReleasePlan};
 use crate::{exit, workspace};
 
@@ -54,21 +55,38 @@ pub async fn plan(
     plan_path: &Path,
     out: &Path,
 ) -> Result<u8, CliError> {
+    plan_with(ctx, inventory, plan_path, out, &Drivers::standard(), true).await
+}
+
+/// [`plan`] through the given drivers (`ferry apply --auto-approve` applies through them
+/// next); the plan is printed when `print`.
+pub async fn plan_with(
+    ctx: &Ctx,
+    inventory: &Path,
+    plan_path: &Path,
+    out: &Path,
+    drivers: &Drivers,
+    print: bool,
+) -> Result<u8, CliError> {
     if workspace::plan_kind(plan_path) == "migration" {
-        return migration(ctx, inventory, plan_path, out).await;
+        return migration(ctx, inventory, plan_path, out, print).await;
     }
     let (inv, plans) =
         workspace::load(inventory, &[plan_path.to_owned()]).map_err(CliError::Invalid)?;
     let state = ctx.state();
-    let saved = crate::engine::plan::make(&state, &inv, &plans[0], &super::apply::Lines).await?;
+    let saved =
+        crate::engine::plan::make_with(&state, &inv, &plans[0], &super::apply::Lines, drivers)
+            .await?;
     if let Err(e) = crate::engine::plan::refuse_unready(&saved) {
         ctx.out().preview(&saved);
         return Err(e);
     }
     workspace::write_plan(out, &saved)?;
     crate::engine::plan::record_created(&state, &saved, out)?;
-    let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
-    ctx.out().plan(&saved, out, &windows);
+    if print {
+        let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
+        ctx.out().plan(&saved, out, &windows);
+    }
     Ok(if saved.has_changes() {
         exit::CHANGES
     } else {
@@ -83,13 +101,16 @@ async fn migration(
     inventory: &Path,
     plan_path: &Path,
     out: &Path,
+    print: bool,
 ) -> Result<u8, CliError> {
     let (inv, mp) = workspace::load_migration(inventory, plan_path).map_err(CliError::Invalid)?;
     let state = ctx.state();
     let saved = crate::engine::migrate::make(&state, &inv, &mp).await?;
     workspace::write_plan(out, &saved)?;
     crate::engine::plan::record_created(&state, &saved, out)?;
-    let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
-    ctx.out().plan(&saved, out, &windows);
+    if print {
+        let windows = crate::window::of_plan(&inv.value, &saved.body, chrono::Utc::now());
+        ctx.out().plan(&saved, out, &windows);
+    }
     Ok(exit::CHANGES)
 }

@@ -300,6 +300,14 @@ pub struct Drivers {
     by_kind: BTreeMap<TargetKind, Arc<dyn Driver>>,
 }
 
+impl std::fmt::Debug for Drivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.by_kind.keys().map(|k| k.as_str()))
+            .finish()
+    }
+}
+
 impl Drivers {
     /// The drivers a real run uses.
     pub fn standard() -> Self {

@@ -38,6 +38,15 @@ pub struct Options<'a> {
     pub trust_plan_file: bool,
     /// What to do about a site whose maintenance window is closed.
     pub window: WindowChoice<'a>,
+    /// The drivers to act through (the build's standard ones when `None`): the ones that made
+    /// the plan, when it was made in this process, so their connections are reused.
+    pub drivers: Option<&'a Drivers>,
+    /// The plan was made in this process through `drivers`, its observation started when the
+    /// ledger's last entry was this one (`Some(None)`: the ledger was empty). When nothing but
+    /// the plan's own record has been appended since, up to this run's lock, no ferry run of
+    /// this state has acted meanwhile, and the plan's observation stands for the stale check
+    /// (`ferry apply --auto-approve`: the targets are not observed twice).
+    pub observed_after: Option<Option<u64>>,
 }
 
 /// When a step's site has a closed maintenance window: stop (the default), wait for it to
@@ -59,6 +68,8 @@ impl Options<'_> {
             confirm,
             trust_plan_file: false,
             window: WindowChoice::default(),
+            drivers: None,
+            observed_after: None,
         }
     }
 }
@@ -95,6 +106,8 @@ pub async fn apply(
         confirm,
         trust_plan_file,
         window,
+        drivers,
+        observed_after,
     } = opts;
     if let Some(r) = window.override_reason
         && r.trim().chars().count() < 10
@@ -154,7 +167,9 @@ pub async fn apply(
     // The lock comes first: while another apply runs, that is what the operator needs to hear.
     // It is taken and recorded as one step under the ledger's file lock, so no fenced append of
     // an earlier holder can land after the takeover's record.
-    let (lock, _) = state.ledger.take_lock(&state.actor, &plan.id, lease)?;
+    let (lock, taken) = state.ledger.take_lock(&state.actor, &plan.id, lease)?;
+    let observed_now =
+        observed_after.is_some_and(|after| quiet_since(&entries, after, &plan.id, taken.seq));
     let fence = lock.fence();
     let run_state = State {
         state_dir: state.state_dir.clone(),
@@ -175,6 +190,8 @@ pub async fn apply(
                 progress,
                 cancel,
                 window,
+                drivers: drivers.cloned().unwrap_or_else(Drivers::standard),
+                observed_now,
             };
             run_locked(&run_state, plan, &prior, run).await
         }
@@ -363,6 +380,9 @@ struct Run<'a> {
     progress: Arc<dyn Progress>,
     cancel: watch::Receiver<bool>,
     window: WindowChoice<'a>,
+    drivers: Drivers,
+    /// The plan's own observation is current: the stale check has nothing to look at.
+    observed_now: bool,
 }
 
 async fn run_locked(
@@ -387,6 +407,7 @@ async fn run_locked(
         run.fence,
         run.progress,
         windows(&plan_kind, &inv.value, run.window),
+        (run.drivers, run.observed_now),
     )
     .await;
     renew.abort();
@@ -424,49 +445,20 @@ async fn apply_locked(
     fence: Fence,
     progress: Arc<dyn Progress>,
     windows: crate::executor::Windows,
+    (drivers, observed_now): (Drivers, bool),
 ) -> Result<ApplyResult, Error> {
     let base = workspace::base_dir(&inv.source.path);
-    let drivers = Drivers::standard();
     let mut specs = BTreeMap::new();
     let targets = plan.body.targets.iter().map(|t| &t.target);
     for mut spec in workspace::target_specs(&inv.value, &base, targets, true)? {
         spec.fence = Some(fence.clone());
         specs.insert(spec.target.id.clone(), spec);
     }
-    let list: Vec<_> = specs.values().cloned().collect();
-    let observed = workspace::observe_all(&drivers, &list).await?;
-    let mut stale = Vec::new();
-    for t in &plan.body.targets {
-        let now = &observed[&t.target.id];
-        let steps: Vec<_> = plan
-            .body
-            .steps
-            .iter()
-            .filter(|s| s.target.id == t.target.id)
-            .collect();
-        let touched = steps.iter().any(|s| prior.touched.contains(&s.id));
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
-        if !touched {
-            if now.fingerprint() != t.fingerprint {
-                stale.push(format!(
-                    "target {} changed since the plan was made: it serves {} with releases [{}]; planned against {} with releases [{}]",
-                    t.target.id,
-                    show(&now.current),
-                    now.releases.join(", "),
-                    show(&t.observed.current),
-                    t.observed.releases.join(", ")
-                ));
-            }
-        } else {
-            let allowed: Vec<Option<String>> = steps
-                .iter()
-                .flat_map(|s| [s.from.clone(), Some(s.to.clone())])
-                .collect();
-            if !allowed.contains(&now.current) {
-                stale.push(format!("target {} serves {}, which is neither the step's starting nor its target release", t.target.id, show(&now.current)));
-            }
-        }
-    }
+    let mut stale = if observed_now {
+        Vec::new()
+    } else {
+        stale_targets(&drivers, &specs, &plan, prior).await?
+    };
     stale.extend(workspace::changed_images(&drivers, &specs, &plan).await);
     if !stale.is_empty() {
         return Err(Error::Stale(stale));
@@ -510,6 +502,69 @@ async fn apply_locked(
         status,
         code,
     })
+}
+
+/// Targets that changed since the plan was made (observed again now): a target no step of an
+/// earlier run touched must look as planned; one a step touched must serve the step's starting
+/// or target release.
+async fn stale_targets(
+    drivers: &Drivers,
+    specs: &BTreeMap<String, crate::drivers::TargetSpec>,
+    plan: &SavedPlan,
+    prior: &PriorRun,
+) -> Result<Vec<String>, Error> {
+    let list: Vec<_> = specs.values().cloned().collect();
+    let observed = workspace::observe_all(drivers, &list).await?;
+    let mut stale = Vec::new();
+    for t in &plan.body.targets {
+        let now = &observed[&t.target.id];
+        let steps: Vec<_> = plan
+            .body
+            .steps
+            .iter()
+            .filter(|s| s.target.id == t.target.id)
+            .collect();
+        let touched = steps.iter().any(|s| prior.touched.contains(&s.id));
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        if !touched {
+            if now.fingerprint() != t.fingerprint {
+                stale.push(format!(
+                    "target {} changed since the plan was made: it serves {} with releases [{}]; planned against {} with releases [{}]",
+                    t.target.id,
+                    show(&now.current),
+                    now.releases.join(", "),
+                    show(&t.observed.current),
+                    t.observed.releases.join(", ")
+                ));
+            }
+        } else {
+            let allowed: Vec<Option<String>> = steps
+                .iter()
+                .flat_map(|s| [s.from.clone(), Some(s.to.clone())])
+                .collect();
+            if !allowed.contains(&now.current) {
+                stale.push(format!("target {} serves {}, which is neither the step's starting nor its target release", t.target.id, show(&now.current)));
+            }
+        }
+    }
+    Ok(stale)
+}
+
+/// Nothing but this plan's `plan_created` was appended after entry `after` (`None`: the
+/// ledger was empty), and this run's `lock_taken` (`lock_seq`) came right after it.
+fn quiet_since(
+    entries: &[crate::ledger::Entry],
+    after: Option<u64>,
+    plan_id: &str,
+    lock_seq: u64,
+) -> bool {
+    let since: Vec<_> = entries
+        .iter()
+        .filter(|e| after.is_none_or(|a| e.seq > a))
+        .collect();
+    matches!(since.as_slice(), [e] if e.event == Event::PlanCreated
+        && e.plan_id.as_deref() == Some(plan_id)
+        && lock_seq == e.seq + 1)
 }
 
 /// The windows a run of this plan enforces: a release's or a migration's steps start only
@@ -560,4 +615,45 @@ fn spawn_renewal(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, event: Event, plan: &str) -> crate::ledger::Entry {
+        NewEntry::new("t", event)
+            .plan(plan)
+            .seal(seq, String::new())
+    }
+
+    /// The plan's observation stands only when nothing but its own record came between the
+    /// observation's start and this run's lock.
+    #[test]
+    fn a_plan_observation_stands_only_while_the_ledger_was_quiet() {
+        let old = entry(1, Event::LockReleased, "p0");
+        let mine = entry(2, Event::PlanCreated, "p1");
+        assert!(quiet_since(&[old.clone(), mine.clone()], Some(1), "p1", 3));
+        assert!(quiet_since(std::slice::from_ref(&mine), None, "p1", 3));
+        // Another run's entry after the observation started, before or after the record.
+        let other = entry(3, Event::LockTaken, "p9");
+        assert!(!quiet_since(
+            &[old.clone(), mine.clone(), other],
+            Some(1),
+            "p1",
+            4
+        ));
+        let before = entry(2, Event::StepSucceeded, "p9");
+        let mine_late = entry(3, Event::PlanCreated, "p1");
+        assert!(!quiet_since(
+            &[old.clone(), before, mine_late],
+            Some(1),
+            "p1",
+            4
+        ));
+        // Something appended after the ledger was read, before the lock.
+        assert!(!quiet_since(&[old.clone(), mine.clone()], Some(1), "p1", 4));
+        // Another plan's record.
+        assert!(!quiet_since(&[old, mine], Some(1), "p2", 3));
+    }
 }

@@ -20,11 +20,22 @@ pub async fn make(
     rp: &Loaded<ReleasePlan>,
     progress: &dyn Progress,
 ) -> Result<SavedPlan, Error> {
+    make_with(state, inv, rp, progress, &Drivers::standard()).await
+}
+
+/// [`make`] through the given drivers: a caller that applies the plan in the same process
+/// hands the same drivers to the apply, which then reuses their connections.
+pub async fn make_with(
+    state: &State,
+    inv: &Loaded<Inventory>,
+    rp: &Loaded<ReleasePlan>,
+    progress: &dyn Progress,
+    drivers: &Drivers,
+) -> Result<SavedPlan, Error> {
     let base = workspace::base_dir(&inv.source.path);
-    let drivers = Drivers::standard();
     let targets = plan::targets_of(&inv.value, &rp.value);
     let specs = workspace::target_specs(&inv.value, &base, &targets, false)?;
-    let observed = workspace::observe_all(&drivers, &specs).await?;
+    let observed = workspace::observe_all(drivers, &specs).await?;
     let body = plan::plan_release(&inv.value, &rp.value, &observed)?;
     let problems = snapshot_problems(inv, &base, &body, progress).await;
     if !problems.is_empty() {
@@ -34,11 +45,11 @@ pub async fn make(
         )));
     }
     let mut inputs = workspace::hash_inputs(inv, &[&rp.source], &body.steps)?;
-    inputs.extend(workspace::locate_images(&drivers, &specs, &body.steps).await?);
+    inputs.extend(workspace::locate_images(drivers, &specs, &body.steps).await?);
     let versions = catalogued(state, &inv.value, &base, &body, &inputs)?;
     let mut saved = workspace::new_saved_plan(&state.actor, inputs, body);
     saved.body.versions = versions;
-    workspace::preview_objects(&drivers, &specs, &mut saved, &inv.value, &base).await?;
+    workspace::preview_objects(drivers, &specs, &mut saved, &inv.value, &base).await?;
     Ok(saved)
 }
 
