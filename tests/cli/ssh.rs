@@ -732,7 +732,7 @@ fn auto_approve_plans_and_applies_over_one_connection_per_endpoint() {
     assert_eq!(observations(&run), 2, "{}", run.stderr());
     // The saved plan is the one the ledger sealed, and it is done: applying it again is
     // refused as already applied, like any plan.
-    let sha = sha256_of(&ws.path().join("ab.json"));
+    let sha = ferry::load::sha256_hex(&std::fs::read(ws.path().join("ab.json")).unwrap());
     let created: Vec<_> = ws
         .ledger()
         .into_iter()
@@ -773,9 +773,4 @@ fn auto_approve_plans_and_applies_over_one_connection_per_endpoint() {
     ])
     .expect_code(2)
     .stderr_has("cannot be used with");
-}
-
-fn sha256_of(p: &std::path::Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
