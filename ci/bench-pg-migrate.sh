@@ -25,12 +25,15 @@ ROOT=$(pwd)
 
 ci/postgres.sh install
 command -v pgcopydb >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgcopydb >/dev/null
-cargo build --release --locked --quiet -p ferry
-FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
+# FERRY_BIN: a ferry binary to measure instead of this checkout's (to compare two builds).
+if [ -z "${FERRY_BIN:-}" ]; then cargo build --release --locked --quiet -p ferry; fi
+FERRY=${FERRY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry}
 
 WORK=$(mktemp -d /tmp/ferry-pgbench.XXXXXX)
 cleanup() { ci/postgres.sh stop "$WORK/src" || true; ci/postgres.sh stop "$WORK/dst" || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+# KEEP=1 leaves both clusters running and the work directory in place (to run `ferry migrate
+# verify` again on the same data); stop them with ci/postgres.sh stop DIR/src and DIR/dst.
+if [ -z "${KEEP:-}" ]; then trap cleanup EXIT; else trap 'echo "kept: $WORK" >&2' EXIT; fi
 chmod 755 "$WORK"
 mkdir -p "$WORK/src" "$WORK/dst"
 ci/postgres.sh start "$WORK/src" $SRC_PORT >/dev/null
@@ -115,7 +118,9 @@ for line in open(sys.argv[1]):
         print(f"  {e['to']:<20} {e.get('duration_ms', 0) / 1000:7.2f}s")
     if e["event"] == "migration_verified":
         for t in e["detail"]["report"]["tables"]:
-            print(f"    verify {t['table']:<16} {t['source_rows']:>9} rows {t['chunks']:>3} chunk(s) {t['duration_ms'] / 1000:7.2f}s")
+            streamed = sum(1 for c in t.get("chunk_checks", []) if c.get("source_from_copy"))
+            print(f"    verify {t['table']:<16} {t['source_rows']:>9} rows {t['chunks']:>3} chunk(s) {t['duration_ms'] / 1000:7.2f}s"
+                  f" (source of {streamed} from the copy's stream)")
 PY
   cd "$ROOT"
 }
