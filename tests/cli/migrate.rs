@@ -148,6 +148,48 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
         .filter(|c| c["source_from_copy"] == true)
         .count();
     assert!(from_copy > 50, "{from_copy} chunks hashed from the stream");
+    // Every stream hash the resumed run made was the one the target computed: none had to be
+    // replaced by the source database's (a keyed chunk streams in key order, including `tags`,
+    // whose text key's order is not the rows' physical order).
+    let resumed = ws.events("apply_started").last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let streamed: Vec<&str> = copied
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > resumed)
+        .filter(|e| e["detail"]["source_sha256"].is_string())
+        .map(|e| e["detail"]["chunk"].as_str().unwrap())
+        .filter(|c| !c.starts_with("public.events#"))
+        .collect();
+    assert!(
+        streamed.iter().any(|c| c.starts_with("public.tags#")),
+        "{streamed:?}"
+    );
+    for t in report["tables"].as_array().unwrap() {
+        for c in t["chunk_checks"].as_array().unwrap() {
+            if streamed.contains(&c["chunk"].as_str().unwrap()) {
+                assert_eq!(c["source_from_copy"], true, "{c}");
+            }
+        }
+    }
+    // `events` has no key: copied in page ranges (all in the resumed run), verified whole, its
+    // source side gathered from those chunks' streams — the source was not read again.
+    let events = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.events")
+        .expect("events verified");
+    let pages = copied
+        .iter()
+        .filter(|e| e["detail"]["table"] == "public.events")
+        .count();
+    assert!(pages > 1, "events copied in {pages} page range(s)");
+    assert_eq!(
+        events["chunk_checks"][0]["source_from_copy"], true,
+        "{events}"
+    );
+    assert_eq!(events["source_rows"], 3002, "{events}");
 
     for (table, order) in [
         ("orders", "id"),

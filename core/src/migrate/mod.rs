@@ -257,6 +257,22 @@ pub fn key_chunks(table: &Table, starts: &[Vec<String>]) -> Vec<Chunk> {
     out
 }
 
+/// At most about this many bytes (estimated from the table's size) in one chunk of a keyed
+/// table: verification aggregates a chunk's rows into one value inside each server, which
+/// PostgreSQL caps at 1 GiB, and up to `max_parallel` chunks are hashed at once.
+pub const CHUNK_BYTES: u64 = 64 << 20;
+
+/// Rows per chunk of a keyed table: `chunk_rows`, fewer when the table's rows are so wide that
+/// a chunk would exceed [`CHUNK_BYTES`] (by its average row size; TOASTed values count as
+/// stored, compressed, which is why the bound sits 16 times below the cap).
+pub fn rows_per_chunk(table: &Table, chunk_rows: u64) -> u64 {
+    if table.rows_estimate <= 0 {
+        return chunk_rows;
+    }
+    let avg = (table.bytes.max(0) as u64 / table.rows_estimate as u64).max(1);
+    chunk_rows.min((CHUNK_BYTES / avg).max(1))
+}
+
 /// Page chunks of a table without a key, about `chunk_rows` rows each.
 pub fn page_chunks(table: &Table, chunk_rows: u64) -> Vec<Chunk> {
     let rows = table.rows_estimate.max(0) as u64;
@@ -279,6 +295,12 @@ pub fn page_chunks(table: &Table, chunk_rows: u64) -> Vec<Chunk> {
         from += per;
     }
     out
+}
+
+/// Where a table's whole-table source hash gathered from its copy's chunks is kept (beside the
+/// chunks' own, `schema.table#n`): a table without a key is verified whole.
+pub fn whole_from_chunks(table: &str) -> String {
+    format!("{table}#*")
 }
 
 pub fn whole(table: &Table) -> Chunk {

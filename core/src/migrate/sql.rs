@@ -5,10 +5,14 @@ use super::{Chunk, Column, Range, Table};
 
 /// Settings every migration session starts with, on both servers: the text form of every value
 /// (dates, times, floats, bytea, intervals) is then the same on both, so hashes of equal rows
-/// are equal, and `'...'` literals take backslashes as they are.
+/// are equal, and `'...'` literals take backslashes as they are. A migration's parallelism is
+/// its plan's `max_parallel` connections per side, so the servers' own parallel workers are
+/// off; a chunk's sort (a range in key order from a target without statistics yet, a text key
+/// in the "C" collation) fits in `work_mem` instead of spilling to disk.
 pub const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
 SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
-SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; SET statement_timeout = 0";
+SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; SET statement_timeout = 0; \
+SET max_parallel_workers_per_gather = 0; SET work_mem = '64MB'";
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
@@ -111,10 +115,16 @@ fn format_clause(table: &Table) -> &'static str {
     }
 }
 
-/// The source side of a chunk's copy.
+/// The source side of a chunk's copy: a keyed table's rows in key order, which the stream
+/// hasher relies on (and which leaves the target's heap in key order).
 pub fn copy_out(table: &Table, chunk: &Chunk) -> String {
+    let order = if table.key.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order_by(table))
+    };
     format!(
-        "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT {}",
+        "COPY (SELECT {} FROM ONLY {} WHERE {}{order}) TO STDOUT {}",
         column_list(&all_columns(table)),
         table.quoted(),
         predicate(table, &chunk.range),
@@ -165,16 +175,34 @@ pub fn row_bytes(table: &Table, skip: &[String]) -> String {
     format!("record_send(ROW({}))", cols.join(", "))
 }
 
-/// One row of `count`, SHA-256 (hex) of a range: the SHA-256 of each row's canonical binary
-/// form, sorted (bytewise, so collations do not matter), concatenated and hashed again.
-/// Computed by the server: the rows do not travel.
+/// One row of `count`, SHA-256 (hex) of a range, computed by the server (the rows do not
+/// travel). A keyed table's rows are hashed in key order as one sequence of their canonical
+/// binary forms (each self-delimiting: a column count, then per column type and length), so
+/// the server makes one digest per range instead of one per row. A table without a key has no
+/// order: each row's form is hashed, the hashes are sorted (bytewise, so collations do not
+/// matter), concatenated and hashed again. The copy's stream hasher computes the same.
+///
+/// The keyed form aggregates the range's rows into one value inside the server, which
+/// PostgreSQL caps at 1 GiB: chunks are sized to stay far below it ([`super::rows_per_chunk`]).
+/// The subquery's order reaches the aggregate: a subquery with `ORDER BY` is not flattened
+/// and nothing between the two reorders rows.
 pub fn range_hash(table: &Table, range: &Range, skip: &[String]) -> String {
-    format!(
-        "SELECT count(*), encode(sha256(coalesce(string_agg(h, ''::bytea ORDER BY h), ''::bytea)), 'hex') \
+    if table.key.is_empty() {
+        return format!(
+            "SELECT count(*), encode(sha256(coalesce(string_agg(h, ''::bytea ORDER BY h), ''::bytea)), 'hex') \
 FROM (SELECT sha256({}) AS h FROM ONLY {} WHERE {}) s",
+            row_bytes(table, skip),
+            table.quoted(),
+            predicate(table, range)
+        );
+    }
+    format!(
+        "SELECT count(*), encode(sha256(coalesce(string_agg(r, ''::bytea), ''::bytea)), 'hex') \
+FROM (SELECT {} AS r FROM ONLY {} WHERE {} ORDER BY {}) s",
         row_bytes(table, skip),
         table.quoted(),
-        predicate(table, range)
+        predicate(table, range),
+        order_by(table)
     )
 }
 

@@ -1,14 +1,26 @@
 //! The source side of a chunk's hash, computed from the binary COPY stream the copy already
 //! carries (so the source is not read a second time): each row's fields become the exact bytes
 //! `record_send(ROW(...))` makes of them in the database — the number of columns compared, then
-//! per column its type's OID, its length (-1 for NULL) and its binary value — hashed with
-//! SHA-256; the row hashes of the chunk are sorted and hashed again, as `sql::range_hash` does
-//! on the server. `ferry migrate verify` recomputes both sides in the databases.
+//! per column its type's OID, its length (-1 for NULL) and its binary value. A keyed table's
+//! chunk arrives in key order and its rows' bytes are hashed as one sequence with SHA-256; a
+//! table without a key has no order, so each row is hashed and the row hashes are sorted and
+//! hashed again — exactly as `sql::range_hash` does on the server. `ferry migrate verify`
+//! recomputes both sides in the databases.
 
 use sha2::{Digest, Sha256};
 
 /// `PGCOPY\n\377\r\n\0`: the binary COPY signature.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// The digest of rows without an order: their hashes sorted (in place), concatenated and hashed.
+pub fn multiset_digest(hashes: &mut [[u8; 32]]) -> String {
+    hashes.sort_unstable();
+    let mut h = Sha256::new();
+    for r in hashes.iter() {
+        h.update(r);
+    }
+    hex::encode(h.finalize())
+}
 
 /// Parses a binary COPY stream fed in pieces of any size and hashes its rows.
 #[derive(Debug)]
@@ -20,19 +32,27 @@ pub struct CopyHasher {
     pos: usize,
     header_done: bool,
     ended: bool,
+    /// Rows in key order: one running hash over every row's bytes.
+    ordered: Option<Sha256>,
+    /// Rows without an order: each row's hash, sorted at the end.
     hashes: Vec<[u8; 32]>,
+    rows: i64,
     row: Vec<u8>,
 }
 
 impl CopyHasher {
-    pub fn new(fields: Vec<Option<u32>>) -> Self {
+    /// `ordered`: the stream holds a keyed table's rows in key order (`sql::copy_out` sorts
+    /// them so), hashed as one sequence; otherwise as a multiset.
+    pub fn new(fields: Vec<Option<u32>>, ordered: bool) -> Self {
         Self {
             fields,
             buf: Vec::new(),
             pos: 0,
             header_done: false,
             ended: false,
+            ordered: ordered.then(Sha256::new),
             hashes: Vec::new(),
+            rows: 0,
             row: Vec::new(),
         }
     }
@@ -49,16 +69,22 @@ impl CopyHasher {
     }
 
     /// Row count and SHA-256 (hex) of the chunk, once the stream has ended.
-    pub fn finish(mut self) -> Result<(i64, String), String> {
+    pub fn finish(self) -> Result<(i64, String), String> {
+        self.finish_rows().map(|(rows, digest, _)| (rows, digest))
+    }
+
+    /// As [`Self::finish`], with each row's hash (sorted) for a stream hashed as a multiset
+    /// (none for one in key order): a table without a key copied in several chunks is one
+    /// multiset across them.
+    pub fn finish_rows(mut self) -> Result<(i64, String, Vec<[u8; 32]>), String> {
         if !self.ended {
             return Err("the COPY stream ended without its trailer".into());
         }
-        self.hashes.sort_unstable();
-        let mut h = Sha256::new();
-        for r in &self.hashes {
-            h.update(r);
-        }
-        Ok((self.hashes.len() as i64, hex::encode(h.finalize())))
+        let digest = match self.ordered.take() {
+            Some(h) => hex::encode(h.finalize()),
+            None => multiset_digest(&mut self.hashes),
+        };
+        Ok((self.rows, digest, self.hashes))
     }
 
     fn take(&self, n: usize) -> Option<&[u8]> {
@@ -137,7 +163,11 @@ impl CopyHasher {
                 }
             }
         }
-        self.hashes.push(Sha256::digest(&self.row).into());
+        match self.ordered.as_mut() {
+            Some(h) => h.update(&self.row),
+            None => self.hashes.push(Sha256::digest(&self.row).into()),
+        }
+        self.rows += 1;
         self.pos = at;
         Ok(true)
     }

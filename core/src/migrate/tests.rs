@@ -114,15 +114,48 @@ fn copy_is_binary_only_for_built_in_types() {
 }
 
 #[test]
-fn the_row_hash_leaves_out_skipped_columns_and_sorts_bytewise() {
+fn a_keyed_range_is_hashed_in_key_order_and_a_keyless_one_as_sorted_row_hashes() {
     let t = orders();
     let sql = range_hash(&t, &Range::All, &["note".into()]);
+    assert!(
+        sql.contains(r#"SELECT record_send(ROW("id")) AS r"#),
+        "{sql}"
+    );
+    assert!(sql.contains(r#"ORDER BY "id") s"#), "{sql}");
+    assert!(sql.contains("FROM ONLY"), "{sql}");
+    assert!(
+        copy_out(&t, &whole(&t)).contains(r#"ORDER BY "id") TO STDOUT"#),
+        "the copy streams rows in the order the hash takes them"
+    );
+    let mut keyless = orders();
+    keyless.key.clear();
+    let sql = range_hash(&keyless, &Range::All, &["note".into()]);
     assert!(sql.contains(r#"sha256(record_send(ROW("id")))"#), "{sql}");
+    assert!(sql.contains("ORDER BY h"), "{sql}");
+    assert!(!copy_out(&keyless, &whole(&keyless)).contains("ORDER BY"));
     let mut t = orders();
     t.columns[1].binary = false;
     assert!(row_bytes(&t, &[]).contains(r#"ROW("id", "note"::text)"#));
-    assert!(sql.contains("ORDER BY h"), "{sql}");
-    assert!(sql.contains("FROM ONLY"), "{sql}");
+}
+
+#[test]
+fn wide_rows_make_smaller_chunks() {
+    let mut t = orders();
+    t.rows_estimate = 1 << 20;
+    t.bytes = 100 << 20;
+    assert_eq!(rows_per_chunk(&t, 250_000), 250_000, "100 bytes a row");
+    t.bytes = 64 << 30;
+    assert_eq!(
+        rows_per_chunk(&t, 250_000),
+        1_024,
+        "64 KiB a row: 64 MiB a chunk"
+    );
+    t.rows_estimate = -1;
+    assert_eq!(
+        rows_per_chunk(&t, 250_000),
+        250_000,
+        "never analysed: as asked"
+    );
 }
 
 fn row(k: &str, h: &str) -> RowHash {
@@ -267,14 +300,22 @@ fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
     s.extend(row(2, None));
     s.extend_from_slice(&(-1i16).to_be_bytes());
     let fields = vec![Some(20), Some(25)];
-    let mut whole = stream::CopyHasher::new(fields.clone());
-    whole.feed(&s).unwrap();
-    let whole = whole.finish().unwrap();
-    let mut bytewise = stream::CopyHasher::new(fields);
-    for b in &s {
-        bytewise.feed(std::slice::from_ref(b)).unwrap();
-    }
-    assert_eq!(bytewise.finish().unwrap(), whole);
+    let hashed = |ordered: bool| {
+        let mut whole = stream::CopyHasher::new(fields.clone(), ordered);
+        whole.feed(&s).unwrap();
+        let whole = whole.finish().unwrap();
+        let mut bytewise = stream::CopyHasher::new(fields.clone(), ordered);
+        for b in &s {
+            bytewise.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(bytewise.finish().unwrap(), whole);
+        let mut rows = stream::CopyHasher::new(fields.clone(), ordered);
+        rows.feed(&s).unwrap();
+        let (n, digest, row_hashes) = rows.finish_rows().unwrap();
+        assert_eq!((n, digest), whole, "finish_rows digests as finish does");
+        assert_eq!(row_hashes.len(), if ordered { 0 } else { 2 });
+        whole
+    };
     // record_send of (1, 'a') and (2, NULL): column count, then OID, length, value.
     let rec = |id: i64, note: Option<&str>| {
         let mut r = 2i32.to_be_bytes().to_vec();
@@ -289,14 +330,21 @@ fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
             }
             None => r.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        Sha256::digest(&r).to_vec()
+        r
     };
-    let mut hs = [rec(1, Some("a")), rec(2, None)];
+    // Keyed: the records in stream (key) order, hashed as one sequence.
+    let in_order = [rec(1, Some("a")), rec(2, None)].concat();
+    assert_eq!(hashed(true), (2, hex::encode(Sha256::digest(&in_order))));
+    // Keyless: each record hashed, the hashes sorted and hashed again.
+    let mut hs = [
+        Sha256::digest(rec(1, Some("a"))).to_vec(),
+        Sha256::digest(rec(2, None)).to_vec(),
+    ];
     hs.sort();
-    assert_eq!(whole, (2, hex::encode(Sha256::digest(hs.concat()))));
-    let mut cut = stream::CopyHasher::new(vec![Some(20), Some(25)]);
+    assert_eq!(hashed(false), (2, hex::encode(Sha256::digest(hs.concat()))));
+    let mut cut = stream::CopyHasher::new(vec![Some(20), Some(25)], true);
     cut.feed(&s[..s.len() - 2]).unwrap();
     assert!(cut.finish().is_err(), "no trailer");
-    let mut wrong = stream::CopyHasher::new(vec![Some(20)]);
+    let mut wrong = stream::CopyHasher::new(vec![Some(20)], false);
     assert!(wrong.feed(&s).is_err(), "two fields where one is expected");
 }

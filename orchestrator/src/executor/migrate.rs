@@ -132,6 +132,13 @@ impl CopyLog for StepLog<'_> {
         self.shared.record(e).await.map_err(|e| e.to_string())
     }
 
+    fn table_hashed(&self, table: &str, rows: i64, sha256: &str) {
+        self.shared.migration_hashes.lock().expect("hashes").insert(
+            crate::migrate::whole_from_chunks(table),
+            (rows, sha256.to_owned()),
+        );
+    }
+
     fn progress(&self, table: &str, rows: u64, bytes: u64) {
         self.shared
             .exec

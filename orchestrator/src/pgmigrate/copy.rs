@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{Migration, Side};
 use crate::migrate::sql;
 use crate::migrate::stream::CopyHasher;
-use crate::migrate::{Chunk, Table, key_chunks, page_chunks};
+use crate::migrate::{Chunk, Table, key_chunks, page_chunks, rows_per_chunk};
 
 /// What the ledger says of an earlier run of this copy step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub trait CopyLog: Send + Sync {
     async fn planned(&self, chunks: &[Chunk]) -> Result<(), String>;
     async fn copied(&self, c: &ChunkCopied) -> Result<(), String>;
     fn progress(&self, _table: &str, _rows: u64, _bytes: u64) {}
+    /// A table without a key whose every chunk this run copied: its rows' count and multiset
+    /// hash gathered from the chunks' streams, for verification to use as the source's side.
+    fn table_hashed(&self, _table: &str, _rows: i64, _sha256: &str) {}
     fn cancelled(&self) -> bool {
         false
     }
@@ -106,8 +109,9 @@ pub async fn run(
         .collect();
     let size = |c: &Chunk| by_id.get(&c.table).map_or(0, |t| t.bytes);
     todo.sort_by_key(|c| (std::cmp::Reverse(size(c)), c.table.clone(), c.n));
+    let keyless = Keyless::new(&tables, &chunks, &done);
     let queue = Mutex::new(VecDeque::from(todo));
-    let workers = (0..m.spec.max_parallel.max(1)).map(|_| worker(m, &by_id, &queue, log));
+    let workers = (0..m.spec.max_parallel.max(1)).map(|_| worker(m, &by_id, &queue, &keyless, log));
     let copied: Vec<Vec<ChunkCopied>> = futures_util::future::try_join_all(workers).await?;
     let left = queue.lock().expect("queue").len();
     if left > 0 {
@@ -127,7 +131,8 @@ pub async fn run(
     ))
 }
 
-/// Chunks of every table: primary-key ranges of `chunk_rows` rows for a large keyed table,
+/// Chunks of every table: primary-key ranges of `chunk_rows` rows (fewer for wide rows,
+/// [`rows_per_chunk`]) for a large keyed table,
 /// page ranges for a large table without a key, the whole table otherwise.
 pub async fn plan_chunks(
     source: &Side,
@@ -136,14 +141,20 @@ pub async fn plan_chunks(
 ) -> Result<Vec<Chunk>, String> {
     let mut out = Vec::new();
     for t in tables {
-        if t.rows_estimate as u64 <= chunk_rows {
+        let every = if t.key.is_empty() {
+            chunk_rows
+        } else {
+            rows_per_chunk(t, chunk_rows)
+        };
+        let small = t.key.is_empty() || t.bytes.max(0) as u64 <= crate::migrate::CHUNK_BYTES;
+        if t.rows_estimate as u64 <= every && small {
             out.push(crate::migrate::whole(t));
         } else if t.key.is_empty() {
             out.extend(page_chunks(t, chunk_rows));
         } else {
             let rows = source
                 .client
-                .query(&sql::chunk_starts(t, chunk_rows), &[])
+                .query(&sql::chunk_starts(t, every), &[])
                 .await
                 .map_err(|e| source.error(&e))?;
             let starts: Vec<Vec<String>> = rows
@@ -199,6 +210,7 @@ async fn worker(
     m: &Migration<'_>,
     tables: &BTreeMap<String, &Table>,
     queue: &Mutex<VecDeque<Chunk>>,
+    keyless: &Keyless,
     log: &dyn CopyLog,
 ) -> Result<Vec<ChunkCopied>, String> {
     let mut done = Vec::new();
@@ -218,35 +230,52 @@ async fn worker(
             .get(&chunk.table)
             .ok_or_else(|| format!("table {} is no longer on the source", chunk.table))?;
         let started = Instant::now();
-        let (rows, bytes, source_sha256) = copy_chunk(m, src, tgt, table, &chunk, log).await?;
+        let gather = keyless.wants(&chunk.table);
+        let c = copy_chunk(m, src, tgt, table, &chunk, gather, log).await?;
         let rec = ChunkCopied {
             chunk: chunk.id(),
             table: chunk.table.clone(),
-            rows,
-            bytes,
+            rows: c.rows,
+            bytes: c.bytes,
             ms: started.elapsed().as_millis() as u64,
             recovered: false,
-            source_sha256,
+            source_sha256: c.sha256,
         };
         log.copied(&rec).await?;
+        if let Some(hashes) = c.row_hashes {
+            keyless.add(&chunk.table, hashes, log);
+        }
         done.push(rec);
     }
 }
 
+/// What one chunk's copy moved and saw.
+struct Copied {
+    rows: u64,
+    bytes: u64,
+    /// The source's hash of the rows: a binary copy's stream hashed on its way through.
+    sha256: Option<String>,
+    /// Each row's hash, when asked for (a table without a key, [`Keyless`]).
+    row_hashes: Option<Vec<[u8; 32]>>,
+}
+
 /// One chunk: COPY out of the source straight into COPY on the target, and the chunk's marker,
-/// in one target transaction. Rows and bytes copied, and the source's hash of the rows (a
-/// binary copy's stream hashed on its way through).
+/// in one target transaction.
 async fn copy_chunk(
     m: &Migration<'_>,
     src: &Side,
     tgt: &mut Side,
     table: &Table,
     chunk: &Chunk,
+    gather: bool,
     log: &dyn CopyLog,
-) -> Result<(u64, u64, Option<String>), String> {
+) -> Result<Copied, String> {
     let place = tgt.db.place.clone();
     let skip = m.spec.skipped_columns(&table.id());
-    let mut hasher = table.stream_fields(&skip).map(CopyHasher::new);
+    let ordered = !table.key.is_empty();
+    let mut hasher = table
+        .stream_fields(&skip)
+        .map(|f| CopyHasher::new(f, ordered));
     let terr = |e: tokio_postgres::Error| format!("{place}: {}", crate::probe::pg_error(&e));
     let tx = tgt.client.transaction().await.map_err(terr)?;
     let sink = tx.copy_in(&sql::copy_in(table)).await.map_err(terr)?;
@@ -275,15 +304,15 @@ async fn copy_chunk(
     }
     let rows = sink.as_mut().finish().await.map_err(terr)?;
     log.progress(&table.id(), rows.saturating_sub(shown_rows), bytes - shown);
-    let source_sha256 = match hasher.map(CopyHasher::finish).transpose() {
-        Ok(Some((n, h))) if n as u64 == rows => Some(h),
-        Ok(Some((n, _))) => {
+    let (sha256, row_hashes) = match hasher.map(CopyHasher::finish_rows).transpose() {
+        Ok(Some((n, h, rows_h))) if n as u64 == rows => (Some(h), gather.then_some(rows_h)),
+        Ok(Some((n, _, _))) => {
             return Err(format!(
                 "{}: the stream held {n} rows, the target took {rows}",
                 src.db.place
             ));
         }
-        Ok(None) => None,
+        Ok(None) => (None, None),
         Err(e) => return Err(format!("{}: the COPY stream: {e}", src.db.place)),
     };
     tx.execute(
@@ -294,7 +323,78 @@ async fn copy_chunk(
     .map_err(terr)?;
     log.fence()?;
     tx.commit().await.map_err(terr)?;
-    Ok((rows, bytes, source_sha256))
+    Ok(Copied {
+        rows,
+        bytes,
+        sha256,
+        row_hashes,
+    })
+}
+
+/// A table without a key is verified whole, as one multiset of rows, while it is copied in
+/// page ranges that mean nothing on the target: so the source's side of its verification is
+/// gathered here from its chunks' streams — each row's hash, 32 bytes a row, for tables of at
+/// most [`KEYLESS_GATHER_ROWS`] rows whose every chunk this run copies in binary. Any other
+/// keyless table is hashed by the source database at verification, as before.
+struct Keyless {
+    tables: Mutex<BTreeMap<String, Gathered>>,
+}
+
+/// At most this many rows' hashes (64 MiB) are gathered per table.
+const KEYLESS_GATHER_ROWS: usize = 2_000_000;
+
+struct Gathered {
+    left: usize,
+    hashes: Vec<[u8; 32]>,
+}
+
+impl Keyless {
+    fn new(tables: &[Table], chunks: &[Chunk], done: &BTreeSet<String>) -> Self {
+        let mut out = BTreeMap::new();
+        for t in tables
+            .iter()
+            .filter(|t| t.key.is_empty() && t.binary_copy())
+        {
+            let mine: Vec<&Chunk> = chunks.iter().filter(|c| c.table == t.id()).collect();
+            let fresh = mine.iter().all(|c| !done.contains(&c.id()));
+            let small = (t.rows_estimate.max(0) as usize) <= KEYLESS_GATHER_ROWS;
+            if mine.len() > 1 && fresh && small {
+                let hashes = Vec::with_capacity(t.rows_estimate.max(0) as usize);
+                out.insert(
+                    t.id(),
+                    Gathered {
+                        left: mine.len(),
+                        hashes,
+                    },
+                );
+            }
+        }
+        Self {
+            tables: Mutex::new(out),
+        }
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        self.tables.lock().expect("keyless").contains_key(table)
+    }
+
+    /// One chunk's row hashes; the table's hash once its last chunk is in. A table grown past
+    /// the bound is dropped (its source is then hashed in the database).
+    fn add(&self, table: &str, mut hashes: Vec<[u8; 32]>, log: &dyn CopyLog) {
+        let mut all = self.tables.lock().expect("keyless");
+        let Some(g) = all.get_mut(table) else { return };
+        if g.hashes.len() + hashes.len() > KEYLESS_GATHER_ROWS {
+            all.remove(table);
+            return;
+        }
+        g.hashes.append(&mut hashes);
+        g.left -= 1;
+        if g.left == 0 {
+            let mut g = all.remove(table).expect("gathered");
+            let digest = crate::migrate::stream::multiset_digest(&mut g.hashes);
+            log.table_hashed(table, g.hashes.len() as i64, &digest);
+        }
+    }
 }
 
 /// Rows, bytes, chunks and chunk time per table, of this run and earlier ones.

@@ -1,5 +1,6 @@
 //! Verification: for every chunk of every table, the row count and SHA-256 of the rows'
-//! canonical text computed by each server (the rows do not travel), both sides at once, rolled
+//! canonical binary forms (in key order, or as a multiset for a table without a key) computed
+//! by each server (the rows do not travel), both sides at once, rolled
 //! up per table. A chunk that differs is bisected by primary key down to ranges of a few
 //! hundred rows, whose rows are then compared one by one and named by key; a table without a key
 //! is compared as a multiset of row hashes. Differences that a plan rule allows are matched to
@@ -55,12 +56,19 @@ pub async fn run(
         .iter()
         .flat_map(|(_, chunks)| chunks.iter().map(|c| (c.id(), &c.range)))
         .collect();
-    let known: BTreeMap<String, (i64, String)> = copied
+    let mut known: BTreeMap<String, (i64, String)> = copied
         .unwrap_or_default()
         .iter()
         .filter(|c| ranges.get(&c.id()) == Some(&&c.range))
         .filter_map(|c| Some((c.id(), hashes.get(&c.id())?.clone())))
         .collect();
+    // A table without a key is verified whole; the copy may have gathered its source's side
+    // from every chunk's stream.
+    for (t, _) in work.iter().filter(|(t, _)| t.key.is_empty()) {
+        if let Some(h) = hashes.get(&crate::migrate::whole_from_chunks(&t.id())) {
+            known.insert(whole(t).id(), h.clone());
+        }
+    }
     let checked = hash_all(m, &work, &known).await?;
     let (src, tgt) = (m.source().await?, m.target().await?);
     let mut checks = Vec::new();
@@ -79,8 +87,9 @@ pub async fn run(
     })
 }
 
-/// Every chunk of every table hashed on both sides, `max_parallel` chunks at once (largest
-/// tables first): (table, chunk, check, milliseconds).
+/// Every chunk of every table hashed on both sides, `max_parallel` chunks at once, the
+/// largest first (by estimated rows: a table without a key is one chunk of all its rows, which
+/// started last would finish long after the rest): (table, chunk, check, milliseconds).
 async fn hash_all(
     m: &Migration<'_>,
     work: &[(Table, Vec<Chunk>)],
@@ -91,7 +100,8 @@ async fn hash_all(
         .enumerate()
         .flat_map(|(i, (_, chunks))| (0..chunks.len()).map(move |k| (i, k)))
         .collect();
-    items.sort_by_key(|(i, k)| (std::cmp::Reverse(work[*i].0.bytes), *i, *k));
+    let rows = |i: usize| work[i].0.rows_estimate.max(0) / work[i].1.len().max(1) as i64;
+    items.sort_by_key(|(i, k)| (std::cmp::Reverse(rows(*i)), *i, *k));
     let queue = Mutex::new(VecDeque::from(items));
     let workers = (0..m.spec.max_parallel.max(1)).map(|_| async {
         let (src, tgt) = (m.source().await?, m.target().await?);
@@ -137,8 +147,21 @@ async fn hash(
         .client
         .query_one(&sql::range_hash(t, range, skip), &[])
         .await
-        .map_err(|e| side.error(&e))?;
+        .map_err(|e| too_large(side.error(&e)))?;
     Ok((r.get(0), r.get(1)))
+}
+
+/// A keyed range's rows are hashed as one value, which PostgreSQL caps at 1 GiB: say what to
+/// change when a server refuses one for its size.
+fn too_large(e: String) -> String {
+    if e.contains("invalid memory alloc request size") || e.contains("out of memory") {
+        format!(
+            "{e} (a range's rows are hashed as one value inside the server, at most 1 GiB; \
+lower the plan's `chunk_rows` for this table's wide rows)"
+        )
+    } else {
+        e
+    }
 }
 
 async fn both(
@@ -167,6 +190,12 @@ async fn table(
     let skip = m.spec.skipped_columns(&id);
     let mut differences = Vec::new();
     let mut not_listed = 0u64;
+    let mut checks = checks;
+    for (c, k) in chunks.iter().zip(checks.iter_mut()) {
+        if !k.matches() && k.source_from_copy {
+            source_again(src, t, &c.range, &skip, k).await?;
+        }
+    }
     for (c, k) in chunks.iter().zip(&checks).filter(|(_, k)| !k.matches()) {
         let (d, n) = if t.key.is_empty() {
             keyless(src, tgt, t, &skip, k).await?
@@ -203,6 +232,22 @@ async fn table(
         duration_ms: ms + started.elapsed().as_millis() as u64,
         chunk_checks: checks,
     })
+}
+
+/// A chunk whose source side, hashed from the copy's stream, differs from the target: the
+/// source database hashes it again, and the report shows that hash. Bisection then compares the
+/// two databases, so the stream's hash is never the only evidence of a difference.
+async fn source_again(
+    src: &Side,
+    t: &Table,
+    range: &Range,
+    skip: &[String],
+    k: &mut ChunkCheck,
+) -> Result<(), String> {
+    let (rows, sha256) = hash(src, t, range, skip).await?;
+    tracing::warn!(chunk = %k.chunk, stream = %k.source_sha256, database = %sha256, "the copy's stream hash differs from the target; the source hashed again");
+    (k.source_rows, k.source_sha256, k.source_from_copy) = (rows, sha256, false);
+    Ok(())
 }
 
 async fn rows(
