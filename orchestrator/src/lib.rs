@@ -22,6 +22,8 @@ pub mod durable;
 pub mod engine;
 pub mod executor;
 pub mod exit;
+#[cfg(test)]
+mod fuzz_corpora;
 pub mod ledger;
 pub mod lock;
 pub mod pgmigrate;
