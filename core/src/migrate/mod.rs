@@ -170,6 +170,12 @@ impl Table {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
 
+    /// Whether the table's rows have an order both servers agree on (its key): its ranges are
+    /// then copied and hashed in that order, as one sequence; otherwise as a multiset.
+    pub fn in_key_order(&self) -> bool {
+        !self.key.is_empty()
+    }
+
     pub fn binary_copy(&self) -> bool {
         self.columns.iter().all(|c| c.binary)
     }

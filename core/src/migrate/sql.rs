@@ -118,10 +118,10 @@ fn format_clause(table: &Table) -> &'static str {
 /// The source side of a chunk's copy: a keyed table's rows in key order, which the stream
 /// hasher relies on (and which leaves the target's heap in key order).
 pub fn copy_out(table: &Table, chunk: &Chunk) -> String {
-    let order = if table.key.is_empty() {
-        String::new()
-    } else {
+    let order = if table.in_key_order() {
         format!(" ORDER BY {}", order_by(table))
+    } else {
+        String::new()
     };
     format!(
         "COPY (SELECT {} FROM ONLY {} WHERE {}{order}) TO STDOUT {}",
@@ -187,7 +187,7 @@ pub fn row_bytes(table: &Table, skip: &[String]) -> String {
 /// The subquery's order reaches the aggregate: a subquery with `ORDER BY` is not flattened
 /// and nothing between the two reorders rows.
 pub fn range_hash(table: &Table, range: &Range, skip: &[String]) -> String {
-    if table.key.is_empty() {
+    if !table.in_key_order() {
         return format!(
             "SELECT count(*), encode(sha256(coalesce(string_agg(h, ''::bytea ORDER BY h), ''::bytea)), 'hex') \
 FROM (SELECT sha256({}) AS h FROM ONLY {} WHERE {}) s",

@@ -272,10 +272,9 @@ async fn copy_chunk(
 ) -> Result<Copied, String> {
     let place = tgt.db.place.clone();
     let skip = m.spec.skipped_columns(&table.id());
-    let ordered = !table.key.is_empty();
     let mut hasher = table
         .stream_fields(&skip)
-        .map(|f| CopyHasher::new(f, ordered));
+        .map(|f| CopyHasher::new(f, table.in_key_order()));
     let terr = |e: tokio_postgres::Error| format!("{place}: {}", crate::probe::pg_error(&e));
     let tx = tgt.client.transaction().await.map_err(terr)?;
     let sink = tx.copy_in(&sql::copy_in(table)).await.map_err(terr)?;

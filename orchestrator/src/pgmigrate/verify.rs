@@ -100,8 +100,8 @@ async fn hash_all(
         .enumerate()
         .flat_map(|(i, (_, chunks))| (0..chunks.len()).map(move |k| (i, k)))
         .collect();
-    let rows = |i: usize| work[i].0.rows_estimate.max(0) / work[i].1.len().max(1) as i64;
-    items.sort_by_key(|(i, k)| (std::cmp::Reverse(rows(*i)), *i, *k));
+    let per_chunk = |i: usize| work[i].0.rows_estimate.max(0) / work[i].1.len().max(1) as i64;
+    items.sort_by_key(|(i, k)| (std::cmp::Reverse(per_chunk(*i)), *i, *k));
     let queue = Mutex::new(VecDeque::from(items));
     let workers = (0..m.spec.max_parallel.max(1)).map(|_| async {
         let (src, tgt) = (m.source().await?, m.target().await?);
@@ -182,7 +182,7 @@ async fn table(
     tgt: &Side,
     t: &Table,
     chunks: &[Chunk],
-    checks: Vec<ChunkCheck>,
+    mut checks: Vec<ChunkCheck>,
     ms: u64,
 ) -> Result<TableCheck, String> {
     let started = Instant::now();
@@ -190,7 +190,6 @@ async fn table(
     let skip = m.spec.skipped_columns(&id);
     let mut differences = Vec::new();
     let mut not_listed = 0u64;
-    let mut checks = checks;
     for (c, k) in chunks.iter().zip(checks.iter_mut()) {
         if !k.matches() && k.source_from_copy {
             source_again(src, t, &c.range, &skip, k).await?;
