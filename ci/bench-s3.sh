@@ -19,7 +19,7 @@
 # Usage: ci/bench-s3.sh [SCALE=1]   (SCALE 1 = 2,000 objects of 64 KiB + 8 of 64 MiB, ~640 MiB)
 set -euo pipefail
 SCALE=${1:-1}
-ONLY=${ONLY:-}   # ferry, rclone or awscli: run that one alone
+ONLY=${ONLY:-}   # ferry, rclone or awscli: run that one alone; KEEP=1 leaves the servers up
 N_SMALL=$((2000 * SCALE))
 N_LARGE=$((8 * SCALE))
 PORT_A=58101
@@ -35,13 +35,14 @@ fi
 command -v rclone >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null
 [ -x /usr/bin/aws ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq awscli >/dev/null
 AWS=/usr/bin/aws
+[ -x /usr/bin/time ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 cargo build --release --locked --quiet -p ferry
 FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
 
 WORK=$(mktemp -d /tmp/ferry-s3bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+if [ -z "${KEEP:-}" ]; then trap cleanup EXIT; else trap 'echo "kept: $WORK (servers ${PIDS[*]} on $PORT_A, $PORT_B)" >&2' EXIT; fi
 mkdir -p "$WORK/a" "$WORK/b" "$WORK/data" "$WORK/down" "$WORK/ws/plans"
 for side in a b; do
   port=$PORT_A; [ $side = b ] && port=$PORT_B
@@ -87,6 +88,13 @@ echo "source: $(find "$WORK/data" -type f | wc -l) objects, $MIB MiB" >&2
 
 empty_target() { rclone purge "b:dst/$1" 2>/dev/null || true; }
 now() { date +%s.%N; }
+# CPU seconds both servers have used so far (user + system), to show where a tool's time went.
+servers_cpu() {
+  local t=0 p
+  for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  python3 -c "print($t / $(getconf CLK_TCK))"
+}
+cpu_note() { python3 -c "print(f'servers {$2 - $1:.1f} CPU-s')"; }
 rate() { python3 -c "print(f'{$MIB / ($2 - $1):.1f}')"; }
 
 # Objects a tool left under dst/PREFIX/ (aws CLI: rclone would HEAD the path first, see below).
@@ -113,11 +121,13 @@ buckets:
   - { name: data, source: src, prefix: data/, target: dst, target_prefix: ferry/, max_parallel: 8 }
 YAML
   (cd "$WORK/ws" && "$FERRY" plan -i inventory.yaml plans/move.yaml -o move.json >/dev/null) || [ $? -eq 2 ]
-  t0=$(now)
-  (cd "$WORK/ws" && "$FERRY" apply move.json >"$WORK/ferry.out" 2>&1) || { cat "$WORK/ferry.out" >&2; exit 1; }
-  t1=$(now)
+  c0=$(servers_cpu); t0=$(now)
+  (cd "$WORK/ws" && /usr/bin/time -f "ferry itself: %U user + %S system CPU-s, %M KiB peak" \
+    "$FERRY" apply move.json >"$WORK/ferry.out" 2>"$WORK/ferry.err") || { cat "$WORK/ferry.out" "$WORK/ferry.err" >&2; exit 1; }
+  t1=$(now); c1=$(servers_cpu)
+  tail -1 "$WORK/ferry.err" >&2; cpu_note "$c0" "$c1" >&2
   ferry_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
-  grep -E "bucket\.(copy|verify)" "$WORK/ferry.out" >&2 || true
+  cat "$WORK/ferry.out" "$WORK/ferry.err" | grep -E "bucket\.(copy|verify)" >&2 || true
   echo "ferry: ${ferry_s}s ($(rate "$t0" "$t1") MiB/s, verification included; $(count ferry) objects)" >&2
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = rclone ]; then
@@ -127,9 +137,10 @@ if [ -z "$ONLY" ] || [ "$ONLY" = rclone ]; then
   # from the bucket root the keys it is given (--files-from-raw: one HEAD per object instead of
   # a listing), into dst/rclone/data/.
   (cd "$WORK/data" && ls | sed 's|^|data/|') >"$WORK/keys"
-  t0=$(now)
-  rclone copy --checksum --transfers 8 --files-from-raw "$WORK/keys" a:src b:dst/rclone
-  t1=$(now)
+  c0=$(servers_cpu); t0=$(now)
+  /usr/bin/time -f "rclone itself: %U user + %S system CPU-s, %M KiB peak" \
+    rclone copy --checksum --transfers 8 --files-from-raw "$WORK/keys" a:src b:dst/rclone
+  t1=$(now); c1=$(servers_cpu); cpu_note "$c0" "$c1" >&2
   rclone_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
   echo "rclone: ${rclone_s}s ($(rate "$t0" "$t1") MiB/s; $(count rclone) objects)" >&2
 fi
