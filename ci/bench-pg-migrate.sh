@@ -118,9 +118,11 @@ for line in open(sys.argv[1]):
         print(f"  {e['to']:<20} {e.get('duration_ms', 0) / 1000:7.2f}s")
     if e["event"] == "migration_verified":
         for t in e["detail"]["report"]["tables"]:
-            streamed = sum(1 for c in t.get("chunk_checks", []) if c.get("source_from_copy"))
+            checks = t.get("chunk_checks", [])
+            streamed = sum(1 for c in checks if c.get("source_from_copy"))
+            target = sum(1 for c in checks if c.get("target_from_stream"))
             print(f"    verify {t['table']:<16} {t['source_rows']:>9} rows {t['chunks']:>3} chunk(s) {t['duration_ms'] / 1000:7.2f}s"
-                  f" (source of {streamed} from the copy's stream)")
+                  f" (source of {streamed} from the copy's stream, target of {target} read as a stream)")
 PY
   cd "$ROOT"
 }

@@ -148,6 +148,20 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
         .filter(|c| c["source_from_copy"] == true)
         .count();
     assert!(from_copy > 50, "{from_copy} chunks hashed from the stream");
+    // Their target side was read back as a COPY stream and hashed by ferry — only after the
+    // target's database hashed a sample of each table's rows as ferry's stream hasher did (a
+    // hasher that dropped its input would fail that sample and leave these to the database).
+    let target_streamed = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["chunk_checks"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["target_from_stream"] == true)
+        .count();
+    assert!(
+        target_streamed > 50,
+        "{target_streamed} chunks of the target hashed from a stream"
+    );
     // Every stream hash the resumed run made was the one the target computed: none had to be
     // replaced by the source database's (a keyed chunk streams in key order, including `tags`,
     // whose text key's order is not the rows' physical order).
@@ -187,6 +201,10 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
     assert!(pages > 1, "events copied in {pages} page range(s)");
     assert_eq!(
         events["chunk_checks"][0]["source_from_copy"], true,
+        "{events}"
+    );
+    assert_eq!(
+        events["chunk_checks"][0]["target_from_stream"], true,
         "{events}"
     );
     assert_eq!(events["source_rows"], 3002, "{events}");
@@ -231,8 +249,9 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
     let v = r.json();
     assert_eq!(v["passed"], false);
     assert!(
-        !v.to_string().contains("source_from_copy"),
-        "`migrate verify` reads both databases"
+        !v.to_string().contains("source_from_copy")
+            && !v.to_string().contains("target_from_stream"),
+        "`migrate verify` has both databases hash their rows"
     );
     let diffs: Vec<(String, String, String)> = v["report"]["tables"]
         .as_array()

@@ -56,6 +56,10 @@ pub struct ChunkCheck {
     /// read again from the source.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_from_copy: bool,
+    /// The target's side was read as a binary COPY stream and hashed by ferry (the database
+    /// hashed a sample of the table's rows alike first), not hashed inside the database.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_from_stream: bool,
 }
 
 impl ChunkCheck {

@@ -1,5 +1,6 @@
-//! The source side of a chunk's hash, computed from the binary COPY stream the copy already
-//! carries (so the source is not read a second time): each row's fields become the exact bytes
+//! A chunk's hash computed from a binary COPY stream: the source's side from the stream the copy
+//! already carries (so the source is not read a second time), and during an apply the target's
+//! side from the same query run on the target. Each row's fields become the exact bytes
 //! `record_send(ROW(...))` makes of them in the database — the number of columns compared, then
 //! per column its type's OID, its length (-1 for NULL) and its binary value. A keyed table's
 //! chunk arrives in key order and its rows' bytes are hashed as one sequence with SHA-256; a

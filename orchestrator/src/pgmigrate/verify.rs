@@ -1,17 +1,25 @@
 //! Verification: for every chunk of every table, the row count and SHA-256 of the rows'
-//! canonical binary forms (in key order, or as a multiset for a table without a key) computed
-//! by each server (the rows do not travel), both sides at once, rolled
-//! up per table. A chunk that differs is bisected by primary key down to ranges of a few
-//! hundred rows, whose rows are then compared one by one and named by key; a table without a key
-//! is compared as a multiset of row hashes. Differences that a plan rule allows are matched to
-//! it; any other fails the verification.
+//! canonical binary forms (in key order, or as a multiset for a table without a key), both
+//! sides at once, rolled up per table. `ferry migrate verify` has each server compute its own
+//! side (the rows do not travel). During an apply the source's side of a copied chunk is the
+//! copy's stream hash, and the target's side is read as a binary COPY stream and hashed by ferry
+//! (measured cheaper than hashing inside the server, and a table without a key no longer sorts
+//! a hash per row in one backend) — but only for a table whose sample of rows the target's
+//! database and ferry's stream hasher hash alike, and a chunk whose stream hash differs is hashed
+//! again by its database before anything is judged. A chunk that differs is bisected by primary
+//! key down to ranges of a few hundred rows, whose rows are then compared one by one and named
+//! by key; a table without a key is compared as a multiset of row hashes. Differences that a
+//! plan rule allows are matched to it; any other fails the verification.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use futures_util::{StreamExt, pin_mut};
+
 use super::{Migration, Side, copy::plan_chunks};
 use crate::migrate::report::{ChunkCheck, RowHash, TableCheck, VerifyReport, diff_rows, rollup};
+use crate::migrate::stream::CopyHasher;
 use crate::migrate::{Chunk, Difference, Range, Table, sql, whole};
 
 /// How many differences a table's report lists (the rest are counted).
@@ -20,6 +28,11 @@ const LIST_LIMIT: usize = 100;
 const ROW_BY_ROW: i64 = 256;
 /// A table without a key is compared row by row up to this many rows.
 const KEYLESS_ROWS: i64 = 1_000_000;
+/// A table without a key is hashed on the target from a COPY stream up to this many rows (each
+/// row's hash is held, 32 bytes a row); a larger one is hashed by the database.
+const KEYLESS_STREAM_ROWS: i64 = 2_000_000;
+/// Heap pages of a table that the target hashes both ways before its chunks are read by stream.
+const SAMPLE_PAGES: i64 = 16;
 
 /// Verifies every table not excluded, by the copy's own key chunks when they are known (else
 /// chunked afresh); the report (whether it passed is `report.passed()`).
@@ -69,7 +82,8 @@ pub async fn run(
             known.insert(whole(t).id(), h.clone());
         }
     }
-    let checked = hash_all(m, &work, &known).await?;
+    let streamed = streamed_tables(m, &work, &known).await?;
+    let checked = hash_all(m, &work, &known, &streamed).await?;
     let (src, tgt) = (m.source().await?, m.target().await?);
     let mut checks = Vec::new();
     for (i, (t, chunks)) in work.iter().enumerate() {
@@ -94,6 +108,7 @@ async fn hash_all(
     m: &Migration<'_>,
     work: &[(Table, Vec<Chunk>)],
     known: &BTreeMap<String, (i64, String)>,
+    streamed: &BTreeSet<String>,
 ) -> Result<Vec<(usize, usize, ChunkCheck, u64)>, String> {
     let mut items: Vec<(usize, usize)> = work
         .iter()
@@ -115,7 +130,9 @@ async fn hash_all(
             let started = Instant::now();
             let skip = m.spec.skipped_columns(&t.id());
             let from_copy = known.get(&c.id());
+            let by_stream = from_copy.is_some() && streamed.contains(&t.id());
             let ((sr, sh), (tr, th)) = match from_copy {
+                Some(s) if by_stream => (s.clone(), hash_stream(&tgt, t, c, &skip).await?),
                 Some(s) => (s.clone(), hash(&tgt, t, &c.range, &skip).await?),
                 None => both(&src, &tgt, t, &c.range, &skip).await?,
             };
@@ -126,6 +143,7 @@ async fn hash_all(
                 source_sha256: sh,
                 target_sha256: th,
                 source_from_copy: from_copy.is_some(),
+                target_from_stream: by_stream,
             };
             out.push((i, k, check, started.elapsed().as_millis() as u64));
         }
@@ -135,6 +153,77 @@ async fn hash_all(
         .into_iter()
         .flatten()
         .collect())
+}
+
+/// The tables whose target side is read as a COPY stream and hashed by ferry: those with a chunk
+/// whose source side came from the copy's stream, copied in binary, without a key only up to
+/// [`KEYLESS_STREAM_ROWS`], and whose sample the target's database hashes as ferry's stream
+/// hasher does ([`stream_agrees`]).
+async fn streamed_tables(
+    m: &Migration<'_>,
+    work: &[(Table, Vec<Chunk>)],
+    known: &BTreeMap<String, (i64, String)>,
+) -> Result<BTreeSet<String>, String> {
+    let tgt = m.target().await?;
+    let mut out = BTreeSet::new();
+    for (t, chunks) in work {
+        let skip = m.spec.skipped_columns(&t.id());
+        let wanted = chunks.iter().any(|c| known.contains_key(&c.id()))
+            && t.stream_fields(&skip).is_some()
+            && (!t.key.is_empty() || (0..=KEYLESS_STREAM_ROWS).contains(&t.rows_estimate));
+        if wanted && stream_agrees(&tgt, t, &skip).await? {
+            out.insert(t.id());
+        }
+    }
+    Ok(out)
+}
+
+/// The target's first [`SAMPLE_PAGES`] pages of a table hashed by its database and by ferry's
+/// stream hasher: the two must agree before ferry's hash of the target's stream is trusted in
+/// place of the database's (the source's side is ferry's hash of the copy's stream, so the
+/// database is what keeps the two sides from sharing a mistake of ferry's).
+async fn stream_agrees(tgt: &Side, t: &Table, skip: &[String]) -> Result<bool, String> {
+    let sample = Chunk {
+        table: t.id(),
+        n: 0,
+        range: Range::Pages {
+            from: 0,
+            to: Some(SAMPLE_PAGES),
+        },
+    };
+    let database = hash(tgt, t, &sample.range, skip).await?;
+    let stream = hash_stream(tgt, t, &sample, skip).await?;
+    if database != stream {
+        tracing::warn!(table = %t.id(), ?database, ?stream, "the target's database and ferry's stream hasher disagree on a sample of rows; the table is hashed by the database");
+    }
+    Ok(database == stream)
+}
+
+/// A chunk's rows on one side read as the copy reads them (binary COPY, in key order for a
+/// keyed table) and hashed by ferry as `sql::range_hash` hashes them in the database.
+async fn hash_stream(
+    side: &Side,
+    t: &Table,
+    c: &Chunk,
+    skip: &[String],
+) -> Result<(i64, String), String> {
+    let fields = t
+        .stream_fields(skip)
+        .ok_or_else(|| format!("{}: {} is not copied in binary", side.db.place, t.id()))?;
+    let mut hasher = CopyHasher::new(fields, t.in_key_order());
+    let stream = side
+        .client
+        .copy_out(&sql::copy_out(t, c))
+        .await
+        .map_err(|e| side.error(&e))?;
+    pin_mut!(stream);
+    let broken = |e: String| format!("{}: the COPY stream: {e}", side.db.place);
+    while let Some(data) = stream.next().await {
+        hasher
+            .feed(&data.map_err(|e| side.error(&e))?)
+            .map_err(broken)?;
+    }
+    hasher.finish().map_err(broken)
 }
 
 async fn hash(
@@ -194,6 +283,9 @@ async fn table(
         if !k.matches() && k.source_from_copy {
             source_again(src, t, &c.range, &skip, k).await?;
         }
+        if !k.matches() && k.target_from_stream {
+            target_again(tgt, t, &c.range, &skip, k).await?;
+        }
     }
     for (c, k) in chunks.iter().zip(&checks).filter(|(_, k)| !k.matches()) {
         let (d, n) = if t.key.is_empty() {
@@ -246,6 +338,20 @@ async fn source_again(
     let (rows, sha256) = hash(src, t, range, skip).await?;
     tracing::warn!(chunk = %k.chunk, stream = %k.source_sha256, database = %sha256, "the copy's stream hash differs from the target; the source hashed again");
     (k.source_rows, k.source_sha256, k.source_from_copy) = (rows, sha256, false);
+    Ok(())
+}
+
+/// The same for a target side hashed from its COPY stream: the database's hash replaces it.
+async fn target_again(
+    tgt: &Side,
+    t: &Table,
+    range: &Range,
+    skip: &[String],
+    k: &mut ChunkCheck,
+) -> Result<(), String> {
+    let (rows, sha256) = hash(tgt, t, range, skip).await?;
+    tracing::warn!(chunk = %k.chunk, stream = %k.target_sha256, database = %sha256, "the target's stream hash differs from the source; the target hashed again");
+    (k.target_rows, k.target_sha256, k.target_from_stream) = (rows, sha256, false);
     Ok(())
 }
 
