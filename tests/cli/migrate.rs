@@ -138,31 +138,28 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
         assert_eq!(t["source_sha256"], t["target_sha256"], "{t}");
     }
     assert_eq!(report["tables"].as_array().unwrap().len(), 4);
+    let checks_with = |flag: &str| {
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["chunk_checks"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c[flag] == true)
+            .count()
+    };
     // The source side of the copied chunks was hashed from the copy's own stream (no second
-    // read of the source); it matched what the target computed in its database.
-    let from_copy = report["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["chunk_checks"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["source_from_copy"] == true)
-        .count();
+    // read of the source).
+    let from_copy = checks_with("source_from_copy");
     assert!(from_copy > 50, "{from_copy} chunks hashed from the stream");
     // Their target side was read back as a COPY stream and hashed by ferry — only after the
     // target's database hashed a sample of each table's rows as ferry's stream hasher did (a
     // hasher that dropped its input would fail that sample and leave these to the database).
-    let target_streamed = report["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["chunk_checks"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["target_from_stream"] == true)
-        .count();
+    let target_streamed = checks_with("target_from_stream");
     assert!(
         target_streamed > 50,
         "{target_streamed} chunks of the target hashed from a stream"
     );
-    // Every stream hash the resumed run made was the one the target computed: none had to be
+    // Every stream hash the resumed run made was the one the target gave: none had to be
     // replaced by the source database's (a keyed chunk streams in key order, including `tags`,
     // whose text key's order is not the rows' physical order).
     let resumed = ws.events("apply_started").last().unwrap()["seq"]
