@@ -281,10 +281,14 @@ async fn table(
     let mut not_listed = 0u64;
     for (c, k) in chunks.iter().zip(checks.iter_mut()) {
         if !k.matches() && k.source_from_copy {
-            source_again(src, t, &c.range, &skip, k).await?;
+            let (rows, sha256) =
+                database_again(src, t, &c.range, &skip, k, &k.source_sha256).await?;
+            (k.source_rows, k.source_sha256, k.source_from_copy) = (rows, sha256, false);
         }
         if !k.matches() && k.target_from_stream {
-            target_again(tgt, t, &c.range, &skip, k).await?;
+            let (rows, sha256) =
+                database_again(tgt, t, &c.range, &skip, k, &k.target_sha256).await?;
+            (k.target_rows, k.target_sha256, k.target_from_stream) = (rows, sha256, false);
         }
     }
     for (c, k) in chunks.iter().zip(&checks).filter(|(_, k)| !k.matches()) {
@@ -325,34 +329,21 @@ async fn table(
     })
 }
 
-/// A chunk whose source side, hashed from the copy's stream, differs from the target: the
-/// source database hashes it again, and the report shows that hash. Bisection then compares the
-/// two databases, so the stream's hash is never the only evidence of a difference.
-async fn source_again(
-    src: &Side,
+/// A chunk whose side hashed from a stream (the copy's for the source, a COPY read for the
+/// target) differs from the other side: that side's database hashes it again, and the report
+/// shows the database's hash. Bisection then compares the two databases, so a stream's hash is
+/// never the only evidence of a difference.
+async fn database_again(
+    side: &Side,
     t: &Table,
     range: &Range,
     skip: &[String],
-    k: &mut ChunkCheck,
-) -> Result<(), String> {
-    let (rows, sha256) = hash(src, t, range, skip).await?;
-    tracing::warn!(chunk = %k.chunk, stream = %k.source_sha256, database = %sha256, "the copy's stream hash differs from the target; the source hashed again");
-    (k.source_rows, k.source_sha256, k.source_from_copy) = (rows, sha256, false);
-    Ok(())
-}
-
-/// The same for a target side hashed from its COPY stream: the database's hash replaces it.
-async fn target_again(
-    tgt: &Side,
-    t: &Table,
-    range: &Range,
-    skip: &[String],
-    k: &mut ChunkCheck,
-) -> Result<(), String> {
-    let (rows, sha256) = hash(tgt, t, range, skip).await?;
-    tracing::warn!(chunk = %k.chunk, stream = %k.target_sha256, database = %sha256, "the target's stream hash differs from the source; the target hashed again");
-    (k.target_rows, k.target_sha256, k.target_from_stream) = (rows, sha256, false);
-    Ok(())
+    k: &ChunkCheck,
+    stream: &str,
+) -> Result<(i64, String), String> {
+    let again = hash(side, t, range, skip).await?;
+    tracing::warn!(chunk = %k.chunk, place = %side.db.place, stream, database = %again.1, "a stream hash differs from the other side; its database hashed the chunk again");
+    Ok(again)
 }
 
 async fn rows(
