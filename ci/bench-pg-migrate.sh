@@ -77,7 +77,31 @@ SIZE=$(psql_src -At -c "SELECT pg_size_pretty(pg_database_size('app'))")
 echo "source database: $SIZE" >&2
 
 now() { date +%s.%N; }
-fresh() { psql_dst -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
+# CPU seconds one cluster has used so far (user + system): its postmaster, its live processes,
+# and the backends it has reaped (each connection's backend) — to show where a tool's time went.
+cluster_cpu() {
+  local pm t p
+  pm=$(head -n 1 "$WORK/$1/pg/data/postmaster.pid")
+  t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+  for p in $(pgrep -P "$pm"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+servers_cpu() { echo "$(cluster_cpu src) $(cluster_cpu dst)"; }
+# Prints the servers' CPU between two servers_cpu readings.
+cpu_note() {
+  python3 -c "import sys; a=[int(x) for x in sys.argv[1].split()]; b=[int(x) for x in sys.argv[2].split()]; \
+hz=$(getconf CLK_TCK); print(f'  servers: source {(b[0]-a[0])/hz:.1f} + target {(b[1]-a[1])/hz:.1f} CPU-s')" "$1" "$2"
+}
+# /usr/bin/time's line for a tool and the programs it started.
+timefmt() { echo "  $1 itself: %U user + %S system CPU-s (with the programs it started)"; }
+# A fresh, empty target database, and both servers' dirty pages written out first: without the
+# CHECKPOINTs the first tool measured pays for writing the generated source (1 GB, dirty in
+# shared buffers and the OS cache) and each later one for the previous tool's target.
+fresh() {
+  psql_dst -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" -c CHECKPOINT >/dev/null
+  psql_src -c CHECKPOINT >/dev/null
+  sync
+}
 
 # ferry
 run_ferry() {
@@ -103,13 +127,18 @@ max_parallel: $JOBS
 chunk_rows: 250000
 YAML
   export FERRY_STATE_DIR=$WORK/.ferry FERRY_ACTOR=bench
+  # The plan is made (and reviewed) before the change window; its time is shown, not counted.
+  p0=$(now)
   "$FERRY" plan -i inventory.yaml move.yaml -o move.json >/dev/null || [ $? -eq 2 ]
-  t0=$(now)
-  "$FERRY" apply move.json >/dev/null 2>"$WORK/ferry.err" || { cat "$WORK/ferry.err" >&2; exit 1; }
-  t1=$(now)
+  PLAN_S=$(echo "$(now) - $p0" | bc)
+  c0=$(servers_cpu); t0=$(now)
+  /usr/bin/time -o "$WORK/ferry.time" -f "$(timefmt ferry)" "$FERRY" apply move.json >/dev/null 2>"$WORK/ferry.err" ||
+    { cat "$WORK/ferry.err" >&2; exit 1; }
+  t1=$(now); c1=$(servers_cpu)
   FERRY_S=$(echo "$t1 - $t0" | bc)
   CHUNKS=$(grep -c '"event":"chunk_copied"' .ferry/ledger.jsonl)
-  echo "ferry: ${FERRY_S}s ($CHUNKS chunks, verified)" >&2
+  echo "ferry: ${FERRY_S}s ($CHUNKS chunks, verified; \`ferry plan\` before it: ${PLAN_S}s, not counted)" >&2
+  cat "$WORK/ferry.time" >&2; cpu_note "$c0" "$c1" >&2
   python3 - .ferry/ledger.jsonl >&2 <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
@@ -131,26 +160,38 @@ PY
 run_pg_dump() {
   fresh bench_pgdump
   export PGPASSWORD=bench
-  t0=$(now)
-  "$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
-    "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_pgdump
-  t1=$(now)
+  c0=$(servers_cpu); t0=$(now)
+  /usr/bin/time -o "$WORK/pg_dump.time" -f "$(timefmt "pg_dump | pg_restore")" bash -c "set -o pipefail; \
+    '$BIN/pg_dump' -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
+    '$BIN/pg_restore' --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_pgdump"
+  t1=$(now); c1=$(servers_cpu)
   PGDUMP_S=$(echo "$t1 - $t0" | bc)
   echo "pg_dump | pg_restore: ${PGDUMP_S}s" >&2
+  cat "$WORK/pg_dump.time" >&2; cpu_note "$c0" "$c1" >&2
 }
 
 # pgcopydb clone
 run_pgcopydb() {
   fresh bench_pgcopydb
-  t0=$(now)
-  pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
+  c0=$(servers_cpu); t0=$(now)
+  /usr/bin/time -o "$WORK/pgcopydb.time" -f "$(timefmt pgcopydb)" pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
     --target "postgres://postgres:bench@127.0.0.1:$DST_PORT/bench_pgcopydb" \
     --dir "$WORK/pgcopydb" --table-jobs $JOBS --index-jobs $JOBS --no-owner >"$WORK/pgcopydb.log" 2>&1 ||
     { tail -20 "$WORK/pgcopydb.log" >&2; exit 1; }
-  t1=$(now)
+  t1=$(now); c1=$(servers_cpu)
   PGCOPYDB_S=$(echo "$t1 - $t0" | bc)
   echo "pgcopydb clone: ${PGCOPYDB_S}s" >&2
+  cat "$WORK/pgcopydb.time" >&2; cpu_note "$c0" "$c1" >&2
 }
+
+# One untimed pass first (pg_dump | pg_restore into a database dropped afterwards): a cluster
+# fresh from initdb creates and zero-fills a new WAL segment for every 16 MB written, which the
+# first tool measured would pay for alone; after this pass every tool writes into recycled ones.
+echo "== warm-up (untimed)" >&2
+fresh bench_warmup
+PGPASSWORD=bench "$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d app |
+  PGPASSWORD=bench "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_warmup
+psql_dst -c "DROP DATABASE bench_warmup" >/dev/null
 
 FERRY_S=- PGDUMP_S=- PGCOPYDB_S=-
 for tool in ferry pg_dump pgcopydb; do
