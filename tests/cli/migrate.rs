@@ -32,6 +32,7 @@ CREATE TABLE events (at timestamptz, kind text, payload jsonb);
 INSERT INTO events SELECT '2026-01-01'::timestamptz + g * interval '1 s', 'k' || (g % 5), jsonb_build_object('g', g)
   FROM generate_series(1, 3000) g;
 INSERT INTO events VALUES (NULL, 'dup', NULL), (NULL, 'dup', NULL);
+ALTER TABLE kinds SET (autovacuum_enabled = off);
 GRANT pg_read_all_data TO probe;
 ANALYZE;
 ";
@@ -115,6 +116,27 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
     );
     let before = ws.events("chunk_copied").len();
     assert!(before < chunks, "killed mid-copy: {before} of {chunks}");
+    // Chunks start every 1000 rows in key order (rows 1001, 2001, ...: read from a cursor).
+    let orders: Vec<&serde_json::Value> = planned[0]["detail"]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["table"] == "public.orders")
+        .collect();
+    assert_eq!(orders.len(), 60);
+    assert_eq!(orders[0]["range"]["upper"], serde_json::json!(["1001"]));
+    assert_eq!(orders[59]["range"]["lower"], serde_json::json!(["59001"]));
+    // While it loads, the target's tables are kept from autovacuum.
+    let autovacuum = |table: &str| {
+        dst.sql(&format!(
+            "SELECT coalesce(array_to_string(c.reloptions, ','), '') || '|' || coalesce(array_to_string(t.reloptions, ','), '') \
+FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.oid = '{table}'::regclass"
+        ))
+    };
+    assert_eq!(
+        autovacuum("orders"),
+        "autovacuum_enabled=false|autovacuum_enabled=false"
+    );
 
     let r = ws.run(&["apply", "--resume", "move.json"]);
     r.expect_code(0);
@@ -222,6 +244,10 @@ fn a_database_moves_verified_and_a_killed_copy_resumes_with_the_remaining_chunks
         dst.sql("SELECT q || '|' || n::text || '|' || encode(b, 'hex') FROM kinds WHERE id = 1"),
         "it's \"quoted\" \\ back|12345678901234567890.000000001|00ff10"
     );
+    // The indexes step put autovacuum back as the source has it: the server's default, or the
+    // source's own switch.
+    assert_eq!(autovacuum("orders"), "|");
+    assert_eq!(autovacuum("kinds"), "autovacuum_enabled=off|");
     // Indexes and keys were built after the data; the sequences hand out fresh values.
     assert_eq!(
         dst.sql("SELECT count(*) FROM pg_indexes WHERE tablename IN ('orders', 'tags', 'kinds')"),

@@ -309,6 +309,17 @@ fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
             bytewise.feed(std::slice::from_ref(b)).unwrap();
         }
         assert_eq!(bytewise.finish().unwrap(), whole);
+        // As a server sends it: the header (19 bytes) with the first row (19), then a row (18)
+        // and the trailer a message each; and cut in the middle of a field.
+        for cuts in [vec![19 + 19, 19 + 19 + 18], vec![19 + 9, 19 + 25]] {
+            let mut pieces = stream::CopyHasher::new(fields.clone(), ordered);
+            let mut from = 0;
+            for to in cuts.into_iter().chain([s.len()]) {
+                pieces.feed(&s[from..to]).unwrap();
+                from = to;
+            }
+            assert_eq!(pieces.finish().unwrap(), whole);
+        }
         let mut rows = stream::CopyHasher::new(fields.clone(), ordered);
         rows.feed(&s).unwrap();
         let (n, digest, row_hashes) = rows.finish_rows().unwrap();
@@ -347,4 +358,42 @@ fn a_copy_stream_is_hashed_as_record_send_bytes_however_it_is_split() {
     assert!(cut.finish().is_err(), "no trailer");
     let mut wrong = stream::CopyHasher::new(vec![Some(20)], false);
     assert!(wrong.feed(&s).is_err(), "two fields where one is expected");
+}
+
+#[test]
+fn chunk_starts_are_read_by_moving_a_cursor_over_the_raw_keys() {
+    let mut t = orders();
+    t.key = vec!["note".into(), "id".into()];
+    assert_eq!(
+        chunk_cursor(&t),
+        r#"DECLARE ferry_chunk_starts NO SCROLL CURSOR FOR SELECT "note", "id" FROM ONLY "public"."orders" ORDER BY "note" COLLATE "C", "id""#
+    );
+    // Rows 101, 201, 301: the first move skips 100 rows, the others 99 past the row fetched.
+    assert_eq!(
+        chunk_steps(100, true, 2),
+        "MOVE FORWARD 100 IN ferry_chunk_starts; FETCH 1 FROM ferry_chunk_starts; \
+MOVE FORWARD 99 IN ferry_chunk_starts; FETCH 1 FROM ferry_chunk_starts;"
+    );
+    assert!(chunk_steps(100, false, 1).starts_with("MOVE FORWARD 99 IN"));
+}
+
+#[test]
+fn autovacuum_is_switched_off_for_the_copy_and_back_to_the_source_s_setting() {
+    let t = orders();
+    assert_eq!(
+        autovacuum_off(&t),
+        r#"ALTER TABLE "public"."orders" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"#
+    );
+    assert_eq!(
+        autovacuum_as(&t, None, None),
+        r#"ALTER TABLE "public"."orders" RESET (autovacuum_enabled, toast.autovacuum_enabled)"#
+    );
+    assert_eq!(
+        autovacuum_as(&t, Some("off"), None),
+        r#"ALTER TABLE "public"."orders" SET (autovacuum_enabled = 'off'), RESET (toast.autovacuum_enabled)"#
+    );
+    assert_eq!(
+        autovacuum_as(&t, Some("o'x"), Some("true")),
+        r#"ALTER TABLE "public"."orders" SET (autovacuum_enabled = 'o''x', toast.autovacuum_enabled = 'true')"#
+    );
 }

@@ -95,6 +95,32 @@ WHERE i.indisprimary ORDER BY i.indrelid, k.ord",
     Ok(out)
 }
 
+/// Each table's autovacuum switch as its reloptions set it (its own and its TOAST table's;
+/// `None` where the server's default applies), by table id.
+pub async fn autovacuum(side: &Side) -> Result<BTreeMap<String, [Option<String>; 2]>, String> {
+    let pick = |rel: &str| {
+        format!(
+            "(SELECT substr(o, 20) FROM unnest({rel}.reloptions) o WHERE o LIKE 'autovacuum\\_enabled=%')"
+        )
+    };
+    let sql = format!(
+        "SELECT n.nspname || '.' || c.relname, {}, {} \
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+WHERE c.relkind = 'r' AND {USER_SCHEMAS}",
+        pick("c"),
+        pick("t")
+    );
+    let rows = side
+        .client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| side.error(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), [r.get(1), r.get(2)]))
+        .collect())
+}
+
 /// The objects compared between the two databases, each with its definition.
 pub async fn items(side: &Side) -> Result<Vec<CatalogItem>, String> {
     let sql = format!(

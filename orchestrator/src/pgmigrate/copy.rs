@@ -107,6 +107,7 @@ pub async fn run(
         .filter(|c| !done.contains(&c.id()))
         .cloned()
         .collect();
+    pause_autovacuum(&target, &by_id, &todo).await;
     let size = |c: &Chunk| by_id.get(&c.table).map_or(0, |t| t.bytes);
     todo.sort_by_key(|c| (std::cmp::Reverse(size(c)), c.table.clone(), c.n));
     let keyless = Keyless::new(&tables, &chunks, &done);
@@ -131,6 +132,24 @@ pub async fn run(
     ))
 }
 
+/// Autovacuum switched off on the target's tables that are still to be loaded
+/// ([`sql::autovacuum_off`]; the indexes step switches it back). Only a cost is saved, so a
+/// target that refuses (a table ferry's user does not own) is warned about, not failed.
+async fn pause_autovacuum(target: &Side, tables: &BTreeMap<String, &Table>, todo: &[Chunk]) {
+    let loading: BTreeSet<&str> = todo.iter().map(|c| c.table.as_str()).collect();
+    let batch: Vec<String> = loading
+        .iter()
+        .filter_map(|id| tables.get(*id))
+        .map(|t| sql::autovacuum_off(t))
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = target.client.batch_execute(&batch.join("; ")).await {
+        tracing::warn!(error = %target.error(&e), "autovacuum could not be switched off on the target's tables for the copy; it may slow the copy and the index build");
+    }
+}
+
 /// Chunks of every table: primary-key ranges of `chunk_rows` rows (fewer for wide rows,
 /// [`rows_per_chunk`]) for a large keyed table,
 /// page ranges for a large table without a key, the whole table otherwise.
@@ -152,19 +171,55 @@ pub async fn plan_chunks(
         } else if t.key.is_empty() {
             out.extend(page_chunks(t, chunk_rows));
         } else {
-            let rows = source
-                .client
-                .query(&sql::chunk_starts(t, every), &[])
-                .await
-                .map_err(|e| source.error(&e))?;
-            let starts: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| (0..t.key.len()).map(|i| r.get::<_, String>(i)).collect())
-                .collect();
+            let starts = chunk_starts(source, t, every).await?;
             out.extend(key_chunks(t, &starts));
         }
     }
     Ok(out)
+}
+
+/// The keys where a table's chunks start (every `every`-th row in key order), read from a
+/// cursor in batches of moves, in one read-only transaction of the source (closed on error).
+async fn chunk_starts(source: &Side, t: &Table, every: u64) -> Result<Vec<Vec<String>>, String> {
+    let client = &source.client;
+    client
+        .batch_execute(&format!("BEGIN READ ONLY; {}", sql::chunk_cursor(t)))
+        .await
+        .map_err(|e| source.error(&e))?;
+    let starts = read_starts(client, t, every.max(1)).await;
+    let end = if starts.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(|e| source.error(&e))?;
+    starts.map_err(|e| source.error(&e))
+}
+
+/// [`chunk_starts`]' moves, 64 to a round trip (a source across a WAN answers each in tens of
+/// milliseconds), until a fetch finds no row.
+async fn read_starts(
+    client: &tokio_postgres::Client,
+    t: &Table,
+    every: u64,
+) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    use tokio_postgres::SimpleQueryMessage as M;
+    const BATCH: usize = 64;
+    let mut starts = Vec::new();
+    loop {
+        let sent = sql::chunk_steps(every, starts.is_empty(), BATCH);
+        let before = starts.len();
+        for m in client.simple_query(&sent).await? {
+            if let M::Row(r) = m {
+                let key = (0..t.key.len())
+                    .map(|i| r.get(i).unwrap_or_default().to_string())
+                    .collect();
+                starts.push(key);
+            }
+        }
+        if starts.len() < before + BATCH {
+            return Ok(starts);
+        }
+    }
 }
 
 /// Chunks whose transaction committed (their marker is there) but that the ledger does not
@@ -259,6 +314,9 @@ struct Copied {
     row_hashes: Option<Vec<[u8; 32]>>,
 }
 
+/// Bytes of rows sent to the target's COPY at once.
+const BATCH: usize = 64 << 10;
+
 /// One chunk: COPY out of the source straight into COPY on the target, and the chunk's marker,
 /// in one target transaction.
 async fn copy_chunk(
@@ -285,8 +343,11 @@ async fn copy_chunk(
         .await
         .map_err(|e| src.error(&e))?;
     pin_mut!(stream);
-    // One COPY message is one row; progress is reported every 4 MiB, as differences.
+    // One COPY message is one row; rows go to the target in batches of about 64 KiB (one
+    // message each, where the sink alone would send one per 4 KiB); progress is reported
+    // every 4 MiB, as differences.
     let (mut bytes, mut messages, mut shown, mut shown_rows) = (0u64, 0u64, 0u64, 0u64);
+    let mut batch = bytes::BytesMut::with_capacity(2 * BATCH);
     while let Some(data) = stream.next().await {
         let data = data.map_err(|e| src.error(&e))?;
         bytes += data.len() as u64;
@@ -295,11 +356,17 @@ async fn copy_chunk(
             h.feed(&data)
                 .map_err(|e| format!("{}: the COPY stream: {e}", src.db.place))?;
         }
-        sink.feed(data).await.map_err(terr)?;
+        batch.extend_from_slice(&data);
+        if batch.len() >= BATCH {
+            sink.feed(batch.split().freeze()).await.map_err(terr)?;
+        }
         if bytes - shown > 4 << 20 {
             log.progress(&table.id(), messages - shown_rows, bytes - shown);
             (shown, shown_rows) = (bytes, messages);
         }
+    }
+    if !batch.is_empty() {
+        sink.feed(batch.freeze()).await.map_err(terr)?;
     }
     let rows = sink.as_mut().finish().await.map_err(terr)?;
     log.progress(&table.id(), rows.saturating_sub(shown_rows), bytes - shown);

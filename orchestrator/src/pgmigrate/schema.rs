@@ -12,7 +12,7 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
-use super::{Migration, catalog};
+use super::{Migration, Side, catalog};
 use crate::migrate::{Finding, Phase, compare_catalogs};
 use crate::model::{MigrationMode, PgTls};
 use crate::probe::PgTarget;
@@ -58,6 +58,9 @@ pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value
         }
         true
     };
+    if phase == Phase::Indexes {
+        restore_autovacuum(m, &source, &target).await?;
+    }
     let after = catalog::items(&target).await?;
     let findings = compare_catalogs(&src, &after, kinds);
     let count = |k: &str| src.iter().filter(|i| i.kind == k).count();
@@ -68,6 +71,34 @@ pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value
             "compared": kinds.iter().map(|k| (k.to_string(), count(k))).collect::<std::collections::BTreeMap<_, _>>(),
         }),
     ))
+}
+
+/// Each copied table's autovacuum switch set on the target as the source has it, undoing the
+/// copy's [`crate::migrate::sql::autovacuum_off`] (every time the step runs: a resumed one too).
+async fn restore_autovacuum(m: &Migration<'_>, source: &Side, target: &Side) -> Result<(), String> {
+    let options = catalog::autovacuum(source).await?;
+    let batch: Vec<String> = m
+        .tables(source)
+        .await?
+        .iter()
+        .map(|t| {
+            let [own, toast] = options.get(&t.id()).cloned().unwrap_or_default();
+            crate::migrate::sql::autovacuum_as(t, own.as_deref(), toast.as_deref())
+        })
+        .collect();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    target
+        .client
+        .batch_execute(&batch.join("; "))
+        .await
+        .map_err(|e| {
+            format!(
+                "{} (setting autovacuum on the target's tables back as the source has it)",
+                target.error(&e)
+            )
+        })
 }
 
 /// pg_dump's major version (`pg_dump (PostgreSQL) 15.4` -> 15).
