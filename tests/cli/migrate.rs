@@ -2,7 +2,8 @@
 //! multi-table database moved and verified, kill -9 mid-copy and a resume that copies only the
 //! remaining chunks, planted differences named by key, types that round-trip exactly, a table
 //! without a key, sequences past their columns, a non-empty target, a source that stops
-//! mid-copy, and bad plans reported at once.
+//! mid-copy, a target changed behind ferry's back between the copy and the verification, and bad
+//! plans reported at once.
 
 use std::time::{Duration, Instant};
 
@@ -488,6 +489,59 @@ fn an_adopted_chunk_is_recorded_as_recovered_and_verification_does_not_trust_it(
         orders["differences"].as_array().unwrap().len() as u64
             + orders["differences_not_listed"].as_u64().unwrap_or(0),
         1000
+    );
+}
+
+/// The target changes behind ferry's back between the copy and the verification (an event
+/// trigger on the target rewrites a row when the indexes step creates an index): the target's
+/// COPY stream of that chunk hashes differently from the copy's, so its database hashes the
+/// chunk again (the report shows the database's hash, not the stream's) and the row is named.
+/// Every other chunk's target side still comes from the stream.
+#[test]
+fn a_target_stream_hash_that_differs_is_hashed_again_by_the_database_and_the_row_named() {
+    let (_src, dst, ws) = clusters(55453, 55454);
+    dst.sql(
+        "CREATE SCHEMA plant; \
+CREATE FUNCTION plant.tamper() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN \
+IF to_regclass('public.orders') IS NOT NULL THEN UPDATE public.orders SET note = 'tampered' WHERE id = 31337; END IF; END $$; \
+CREATE EVENT TRIGGER tamper ON ddl_command_end WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION plant.tamper()",
+    );
+    ws.write("plans/move.yaml", &plan("move", ""));
+    ws.plan_file("move").expect_code(2);
+    ws.run(&["apply", "move.json"])
+        .expect_code(5)
+        .stderr_has("its database hashed the chunk again");
+    let v = ws.events("migration_verified");
+    let orders = table(&v[0]["detail"]["report"]["tables"], "public.orders");
+    let d = &orders["differences"];
+    assert_eq!(d.as_array().unwrap().len(), 1, "{orders}");
+    assert_eq!(
+        (d[0]["key"].as_str(), d[0]["kind"].as_str()),
+        (Some("31337"), Some("changed"))
+    );
+    let checks = orders["chunk_checks"].as_array().unwrap();
+    let differing: Vec<&serde_json::Value> = checks
+        .iter()
+        .filter(|c| c["source_sha256"] != c["target_sha256"])
+        .collect();
+    assert_eq!(differing.len(), 1, "{orders}");
+    assert_eq!(differing[0]["chunk"], "public.orders#31", "{orders}");
+    assert_eq!(
+        (
+            differing[0].get("target_from_stream"),
+            differing[0].get("source_from_copy")
+        ),
+        (None, None),
+        "both sides of the differing chunk hashed again by their databases: {}",
+        differing[0]
+    );
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| c["target_from_stream"] == true)
+            .count(),
+        checks.len() - 1,
+        "{orders}"
     );
 }
 
