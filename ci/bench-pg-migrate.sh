@@ -14,9 +14,11 @@
 # (each vs_ is ferry's time over the other's).
 #
 # Usage: ci/bench-pg-migrate.sh [SCALE=1]   (SCALE 1 = ~1 GB; needs root for apt)
+# ROUNDS=3: each tool runs ROUNDS times, the order turned each round; medians are compared.
 set -euo pipefail
 SCALE=${1:-1}
 JOBS=${JOBS:-4}
+ROUNDS=${ROUNDS:-3}   # each tool this many times, in turned order; the medians are compared
 ONLY=${ONLY:-}   # ferry, pg_dump or pgcopydb: run that one alone
 SRC_PORT=55601
 DST_PORT=55602
@@ -107,6 +109,7 @@ fresh() {
 run_ferry() {
   fresh bench_ferry
   cd "$WORK"
+  rm -rf .ferry move.json
   echo bench > pw
   cat > inventory.yaml <<YAML
 version: 1
@@ -173,6 +176,7 @@ run_pg_dump() {
 # pgcopydb clone
 run_pgcopydb() {
   fresh bench_pgcopydb
+  rm -rf "$WORK/pgcopydb"
   c0=$(servers_cpu); t0=$(now)
   /usr/bin/time -o "$WORK/pgcopydb.time" -f "$(timefmt pgcopydb)" pgcopydb clone --source "postgres://postgres:bench@127.0.0.1:$SRC_PORT/app" \
     --target "postgres://postgres:bench@127.0.0.1:$DST_PORT/bench_pgcopydb" \
@@ -193,11 +197,29 @@ PGPASSWORD=bench "$BIN/pg_dump" -Fc -Z0 -h 127.0.0.1 -p $SRC_PORT -U postgres -d
   PGPASSWORD=bench "$BIN/pg_restore" --no-owner -h 127.0.0.1 -p $DST_PORT -U postgres -d bench_warmup
 psql_dst -c "DROP DATABASE bench_warmup" >/dev/null
 
-FERRY_S=- PGDUMP_S=- PGCOPYDB_S=-
-for tool in ferry pg_dump pgcopydb; do
-  if [ -z "$ONLY" ] || [ "$ONLY" = "$tool" ]; then "run_$tool"; fi
+# ROUNDS rounds, each tool once per round, the order turned by one each round (no tool always
+# goes first or last on a VM whose speed drifts); each tool's time is its median.
+TOOLS=(ferry pg_dump pgcopydb)
+declare -A TIMES=()
+for ((r = 0; r < ROUNDS; r++)); do
+  echo "== round $((r + 1)) of $ROUNDS" >&2
+  for ((i = 0; i < ${#TOOLS[@]}; i++)); do
+    tool=${TOOLS[$(((i + r) % ${#TOOLS[@]}))]}
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$tool" ]; then continue; fi
+    "run_$tool"
+    case $tool in
+      ferry) TIMES[$tool]+="$FERRY_S " ;;
+      pg_dump) TIMES[$tool]+="$PGDUMP_S " ;;
+      pgcopydb) TIMES[$tool]+="$PGCOPYDB_S " ;;
+    esac
+  done
+done
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" $1; }
+for tool in "${TOOLS[@]}"; do
+  [ -n "${TIMES[$tool]:-}" ] && echo "$tool: ${TIMES[$tool]}-> median $(median "${TIMES[$tool]}")s" >&2
 done
 [ -n "$ONLY" ] && exit 0
 
+FERRY_S=$(median "${TIMES[ferry]}") PGDUMP_S=$(median "${TIMES[pg_dump]}") PGCOPYDB_S=$(median "${TIMES[pgcopydb]}")
 ratio() { echo "scale=2; $1 / $2" | bc; }
-echo "pg-migrate: ferry_s=$FERRY_S pg_dump_s=$PGDUMP_S pgcopydb_s=$PGCOPYDB_S vs_pg_dump=$(ratio $FERRY_S $PGDUMP_S) vs_pgcopydb=$(ratio $FERRY_S $PGCOPYDB_S) source=${SIZE// /}"
+echo "pg-migrate: ferry_s=$FERRY_S pg_dump_s=$PGDUMP_S pgcopydb_s=$PGCOPYDB_S vs_pg_dump=$(ratio $FERRY_S $PGDUMP_S) vs_pgcopydb=$(ratio $FERRY_S $PGCOPYDB_S) rounds=$ROUNDS source=${SIZE// /}"
