@@ -335,7 +335,7 @@ pub fn describe(phase: Phase, spec: &MigrationSpec) -> String {
             "load `{s}`'s schema into `{t}` (tables, types, sequences, grants; no indexes yet) and compare the catalogs"
         ),
         Phase::Copy => format!(
-            "copy every table `{s}` -> `{t}`, COPY to COPY, {} table(s) at once, chunks of {} rows{}",
+            "copy every table `{s}` -> `{t}`, COPY to COPY, {} table(s) at once, chunks of {} rows, autovacuum off on `{t}`'s tables while they load{}",
             spec.max_parallel,
             spec.chunk_rows,
             if spec.exclude.is_empty() {
@@ -352,7 +352,9 @@ pub fn describe(phase: Phase, spec: &MigrationSpec) -> String {
             }
         ),
         Phase::Indexes => {
-            format!("build `{t}`'s indexes, keys and constraints; compare the catalogs")
+            format!(
+                "build `{t}`'s indexes, keys and constraints; set each table's autovacuum as `{s}` has it; compare the catalogs"
+            )
         }
         Phase::Verify => format!(
             "verify every chunk on both sides: row count and SHA-256; differences named by key{}",

@@ -293,6 +293,28 @@ pub fn autovacuum_off(table: &Table) -> String {
     )
 }
 
+/// Each table's autovacuum switches (its own and its TOAST table's; `None` for the server's
+/// default), by table id, as a catalog reads them.
+pub type AutovacuumSwitches = std::collections::BTreeMap<String, [Option<String>; 2]>;
+
+/// The statements that give each of `tables` on the target the source's autovacuum switches:
+/// one for each table whose switches differ (none when they already agree, so a target whose
+/// tables ferry cannot alter — where the copy could not switch them off either — is left be).
+pub fn autovacuum_restores(
+    tables: &[Table],
+    source: &AutovacuumSwitches,
+    target: &AutovacuumSwitches,
+) -> Vec<String> {
+    tables
+        .iter()
+        .filter_map(|t| {
+            let want = source.get(&t.id()).cloned().unwrap_or_default();
+            let have = target.get(&t.id()).cloned().unwrap_or_default();
+            (want != have).then(|| autovacuum_as(t, want[0].as_deref(), want[1].as_deref()))
+        })
+        .collect()
+}
+
 /// A table's autovacuum switches (its own and its TOAST table's) as the source has them: set to
 /// the source's value where it has one, reset to the server's default where it has none.
 pub fn autovacuum_as(table: &Table, own: Option<&str>, toast: Option<&str>) -> String {

@@ -397,3 +397,27 @@ fn autovacuum_is_switched_off_for_the_copy_and_back_to_the_source_s_setting() {
         r#"ALTER TABLE "public"."orders" SET (autovacuum_enabled = 'o''x', toast.autovacuum_enabled = 'true')"#
     );
 }
+
+#[test]
+fn autovacuum_is_restored_only_where_the_target_differs_from_the_source() {
+    let t = orders();
+    let mut other = orders();
+    other.name = "other".into();
+    let off = || [Some("false".to_string()), Some("false".to_string())];
+    let source: AutovacuumSwitches =
+        [("public.other".to_string(), [Some("off".into()), None])].into();
+    let target: AutovacuumSwitches = [("public.orders".to_string(), off())].into();
+    assert_eq!(
+        autovacuum_restores(&[t.clone(), other.clone()], &source, &target),
+        vec![
+            autovacuum_as(&t, None, None),
+            autovacuum_as(&other, Some("off"), None)
+        ]
+    );
+    // Already as the source has them (or a copy that could not switch them off): nothing.
+    assert!(autovacuum_restores(&[t.clone(), other.clone()], &source, &source).is_empty());
+    assert!(
+        autovacuum_restores(&[t], &AutovacuumSwitches::new(), &AutovacuumSwitches::new())
+            .is_empty()
+    );
+}

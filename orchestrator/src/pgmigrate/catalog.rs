@@ -97,7 +97,7 @@ WHERE i.indisprimary ORDER BY i.indrelid, k.ord",
 
 /// Each table's autovacuum switch as its reloptions set it (its own and its TOAST table's;
 /// `None` where the server's default applies), by table id.
-pub async fn autovacuum(side: &Side) -> Result<BTreeMap<String, [Option<String>; 2]>, String> {
+pub async fn autovacuum(side: &Side) -> Result<crate::migrate::sql::AutovacuumSwitches, String> {
     let pick = |rel: &str| {
         format!(
             "(SELECT substr(o, 20) FROM unnest({rel}.reloptions) o WHERE o LIKE 'autovacuum\\_enabled=%')"

@@ -73,19 +73,13 @@ pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value
     ))
 }
 
-/// Each copied table's autovacuum switch set on the target as the source has it, undoing the
-/// copy's [`crate::migrate::sql::autovacuum_off`] (every time the step runs: a resumed one too).
+/// Each copied table's autovacuum switches set on the target as the source has them, undoing
+/// the copy's [`crate::migrate::sql::autovacuum_off`] (every time the step runs: a resumed one
+/// too); only tables whose switches differ are altered.
 async fn restore_autovacuum(m: &Migration<'_>, source: &Side, target: &Side) -> Result<(), String> {
-    let options = catalog::autovacuum(source).await?;
-    let batch: Vec<String> = m
-        .tables(source)
-        .await?
-        .iter()
-        .map(|t| {
-            let [own, toast] = options.get(&t.id()).cloned().unwrap_or_default();
-            crate::migrate::sql::autovacuum_as(t, own.as_deref(), toast.as_deref())
-        })
-        .collect();
+    let (want, have) = tokio::try_join!(catalog::autovacuum(source), catalog::autovacuum(target))?;
+    let tables = m.tables(source).await?;
+    let batch = crate::migrate::sql::autovacuum_restores(&tables, &want, &have);
     if batch.is_empty() {
         return Ok(());
     }
