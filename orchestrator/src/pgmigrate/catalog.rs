@@ -24,7 +24,7 @@ WHERE c.relkind = 'r' AND {USER_SCHEMAS} \
 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
 ORDER BY 2, 3"
     );
-    let rows = c.query(&sql, &[]).await.map_err(|e| side.error(&e))?;
+    let rows = side.rows(&sql).await?;
     let mut columns = columns(side).await?;
     let mut keys = keys(side).await?;
     let mut out = Vec::new();
@@ -52,17 +52,14 @@ ORDER BY 2, 3"
 
 async fn columns(side: &Side) -> Result<BTreeMap<u32, Vec<Column>>, String> {
     let rows = side
-        .client
-        .query(
+        .rows(
             "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod), \
 (t.oid < 16384 AND (t.typelem = 0 OR t.typelem < 16384)), t.typcollation <> 0, a.atttypid \
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_class c ON c.oid = a.attrelid \
 WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
 ORDER BY a.attrelid, a.attnum",
-            &[],
         )
-        .await
-        .map_err(|e| side.error(&e))?;
+        .await?;
     let mut out: BTreeMap<u32, Vec<Column>> = BTreeMap::new();
     for r in rows {
         out.entry(r.get(0)).or_default().push(Column {
@@ -78,16 +75,13 @@ ORDER BY a.attrelid, a.attnum",
 
 async fn keys(side: &Side) -> Result<BTreeMap<u32, Vec<String>>, String> {
     let rows = side
-        .client
-        .query(
+        .rows(
             "SELECT i.indrelid, a.attname::text FROM pg_index i \
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
 WHERE i.indisprimary ORDER BY i.indrelid, k.ord",
-            &[],
         )
-        .await
-        .map_err(|e| side.error(&e))?;
+        .await?;
     let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for r in rows {
         out.entry(r.get(0)).or_default().push(r.get(1));
@@ -110,11 +104,7 @@ WHERE c.relkind = 'r' AND {USER_SCHEMAS}",
         pick("c"),
         pick("t")
     );
-    let rows = side
-        .client
-        .query(&sql, &[])
-        .await
-        .map_err(|e| side.error(&e))?;
+    let rows = side.rows(&sql).await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), [r.get(1), r.get(2)]))
@@ -156,11 +146,7 @@ WHERE x.grantee <> c.relowner AND x.grantee <> (SELECT oid FROM pg_roles WHERE r
 AND {USER_SCHEMAS} GROUP BY 1, 2 \
 ORDER BY 1, 2"
     );
-    let rows = side
-        .client
-        .query(&sql, &[])
-        .await
-        .map_err(|e| side.error(&e))?;
+    let rows = side.rows(&sql).await?;
     Ok(rows
         .iter()
         .map(|r| CatalogItem {
@@ -197,13 +183,8 @@ pub async fn available_extensions(
     side: &Side,
 ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>, String> {
     let rows = side
-        .client
-        .query(
-            "SELECT name::text, default_version, installed_version FROM pg_available_extensions",
-            &[],
-        )
-        .await
-        .map_err(|e| side.error(&e))?;
+        .rows("SELECT name::text, default_version, installed_version FROM pg_available_extensions")
+        .await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
@@ -222,10 +203,7 @@ pub struct Sequence {
 }
 
 pub async fn sequences(side: &Side) -> Result<Vec<Sequence>, String> {
-    let rows = side
-        .client
-        .query(
-            "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename), s.last_value, s.increment_by, s.start_value, \
+    let rows = side.rows("SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename), s.last_value, s.increment_by, s.start_value, \
 quote_ident(tn.nspname) || '.' || quote_ident(t.relname), quote_ident(a.attname), \
 tn.nspname || '.' || t.relname || '.' || a.attname \
 FROM pg_sequences s \
@@ -234,11 +212,7 @@ JOIN pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = sn.oid \
 LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = sc.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
 LEFT JOIN pg_class t ON t.oid = d.refobjid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace \
 LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema', 'ferry_migration') ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(|e| side.error(&e))?;
+WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema', 'ferry_migration') ORDER BY 1").await?;
     Ok(rows
         .iter()
         .map(|r| Sequence {

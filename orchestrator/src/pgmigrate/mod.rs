@@ -41,6 +41,14 @@ impl Side {
         Ok(side)
     }
 
+    /// The rows of a statement without parameters; an error names the server.
+    pub async fn rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+        self.client
+            .query(sql, &[])
+            .await
+            .map_err(|e| self.error(&e))
+    }
+
     /// A PostgreSQL error, named by the server it came from.
     pub fn error(&self, e: &tokio_postgres::Error) -> String {
         let what = if e.as_db_error().is_some() {
