@@ -203,10 +203,10 @@ async fn read_starts(
     every: u64,
 ) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
     use tokio_postgres::SimpleQueryMessage as M;
-    const BATCH: usize = 64;
+    const MOVES: usize = 64;
     let mut starts = Vec::new();
     loop {
-        let sent = sql::chunk_steps(every, starts.is_empty(), BATCH);
+        let sent = sql::chunk_steps(every, starts.is_empty(), MOVES);
         let before = starts.len();
         for m in client.simple_query(&sent).await? {
             if let M::Row(r) = m {
@@ -216,7 +216,7 @@ async fn read_starts(
                 starts.push(key);
             }
         }
-        if starts.len() < before + BATCH {
+        if starts.len() < before + MOVES {
             return Ok(starts);
         }
     }
