@@ -337,11 +337,7 @@ async fn copy_chunk(
     let tx = tgt.client.transaction().await.map_err(terr)?;
     let sink = tx.copy_in(&sql::copy_in(table)).await.map_err(terr)?;
     pin_mut!(sink);
-    let stream = src
-        .client
-        .copy_out(&sql::copy_out(table, chunk))
-        .await
-        .map_err(|e| src.error(&e))?;
+    let stream = src.copy_out(table, chunk).await?;
     pin_mut!(stream);
     // One COPY message is one row; rows go to the target in batches of about 64 KiB (one
     // message each, where the sink alone would send one per 4 KiB); progress is reported

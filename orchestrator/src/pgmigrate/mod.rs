@@ -49,6 +49,19 @@ impl Side {
             .map_err(|e| self.error(&e))
     }
 
+    /// A chunk's rows as the copy reads them (`sql::copy_out`: binary where it can be, in key
+    /// order for a keyed table); an error names the server.
+    pub async fn copy_out(
+        &self,
+        t: &crate::migrate::Table,
+        c: &crate::migrate::Chunk,
+    ) -> Result<tokio_postgres::CopyOutStream, String> {
+        self.client
+            .copy_out(&crate::migrate::sql::copy_out(t, c))
+            .await
+            .map_err(|e| self.error(&e))
+    }
+
     /// A PostgreSQL error, named by the server it came from.
     pub fn error(&self, e: &tokio_postgres::Error) -> String {
         let what = if e.as_db_error().is_some() {

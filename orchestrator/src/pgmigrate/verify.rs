@@ -211,11 +211,7 @@ async fn hash_stream(
         .stream_fields(skip)
         .ok_or_else(|| format!("{}: {} is not copied in binary", side.db.place, t.id()))?;
     let mut hasher = CopyHasher::new(fields, t.in_key_order());
-    let stream = side
-        .client
-        .copy_out(&sql::copy_out(t, c))
-        .await
-        .map_err(|e| side.error(&e))?;
+    let stream = side.copy_out(t, c).await?;
     pin_mut!(stream);
     let broken = |e: String| format!("{}: the COPY stream: {e}", side.db.place);
     while let Some(data) = stream.next().await {
