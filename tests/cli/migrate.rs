@@ -583,3 +583,47 @@ fn a_migration_waits_for_its_target_sites_window() {
     assert_eq!(ws.events("window_overridden").len(), 1);
     assert_eq!(dst.sql("SELECT count(*) FROM orders"), "60000");
 }
+
+/// The indexes step fails half-way (a foreign key the copied rows break: the source holds an
+/// orphan its own key never checked) and is resumed once the row is gone: what the failed run
+/// built is kept — the same objects, not dropped and built again — and only the rest is built.
+#[test]
+fn a_resumed_index_build_keeps_what_the_failed_run_built() {
+    let (src, dst, ws) = clusters(55455, 55456);
+    src.sql(
+        "ALTER TABLE tags DISABLE TRIGGER ALL; INSERT INTO tags VALUES (999999, 'orphan'); \
+ALTER TABLE tags ENABLE TRIGGER ALL",
+    );
+    ws.write("plans/move.yaml", &plan("move", ""));
+    ws.plan_file("move").expect_code(2);
+    ws.run(&["apply", "move.json"])
+        .expect_code(5)
+        .stderr_has("violates foreign key constraint");
+    let objects = "SELECT coalesce(string_agg(relname || '=' || oid, ',' ORDER BY relname), '') \
+FROM pg_class WHERE relkind = 'i' AND relnamespace = 'public'::regnamespace";
+    let after_failure = dst.sql(objects);
+    // The foreign key waits for the key it points to: that one at least was built.
+    assert!(after_failure.contains("orders_pkey="), "{after_failure}");
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        "0"
+    );
+
+    src.sql("DELETE FROM tags WHERE order_id = 999999");
+    dst.sql("DELETE FROM tags WHERE order_id = 999999");
+    ws.run(&["apply", "--resume", "move.json"]).expect_code(0);
+    let after_resume = dst.sql(objects);
+    for kept in after_failure.split(',') {
+        assert!(
+            after_resume.split(',').any(|o| o == kept),
+            "{kept} was built again: {after_resume}"
+        );
+    }
+    assert_eq!(after_resume.split(',').count(), 4, "{after_resume}");
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        "1"
+    );
+    let v = ws.events("migration_verified");
+    assert_eq!(v.last().unwrap()["outcome"], "ok");
+}

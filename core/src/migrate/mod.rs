@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod report;
 pub mod sql;
 pub mod stream;
+pub mod toc;
 
 use serde::{Deserialize, Serialize};
 

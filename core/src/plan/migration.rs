@@ -219,7 +219,7 @@ fn advice(p: Phase) -> String {
     match p {
         Phase::Preflight => "fix each finding (or set `mode: replace` for a target that is not empty), then `ferry apply --resume`".into(),
         Phase::Schema => "read the statement psql refused; fix the target (roles, extensions) and `ferry apply --resume`: the load is one transaction, nothing of it was kept".into(),
-        Phase::Indexes => "read the statement pg_restore refused (a key or constraint the copied rows break names the row); fix the cause and `ferry apply --resume`: each index and constraint is dropped if present and built again".into(),
+        Phase::Indexes => "read the statement pg_restore refused (a key or constraint the copied rows break names the row); fix the cause and `ferry apply --resume`: the indexes and constraints already there as the source has them are kept, the rest dropped if present and built again".into(),
         Phase::Copy => "`ferry apply --resume` copies only the chunks not recorded as copied; the source is unchanged".into(),
         Phase::Verify => "read `ferry migrate report PLAN`: every difference is named by key; fix the cause (or add a rule with its reason to the plan) and re-run `ferry migrate verify PLAN`".into(),
         Phase::Sequences => "`ferry apply --resume` sets the sequences again from the source".into(),

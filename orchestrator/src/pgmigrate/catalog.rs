@@ -111,6 +111,29 @@ WHERE c.relkind = 'r' AND {USER_SCHEMAS}",
         .collect())
 }
 
+/// The indexes and constraints of each ordinary table (not a partition's: those are attached
+/// to their parent's), by their catalog object as pg_restore's
+/// list names it, with the kind and name [`items`] gives them.
+pub async fn owned(side: &Side) -> Result<crate::migrate::toc::Owners, String> {
+    use crate::migrate::toc::{PG_CLASS, PG_CONSTRAINT};
+    let sql = format!(
+        "SELECT {PG_CLASS}::oid, i.indexrelid, 'index', ni.nspname || '.' || ci.relname \
+FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_namespace ni ON ni.oid = ci.relnamespace \
+WHERE c.relkind = 'r' AND NOT c.relispartition AND {USER_SCHEMAS} \
+UNION ALL \
+SELECT {PG_CONSTRAINT}::oid, co.oid, CASE WHEN co.contype = 'c' THEN 'check' ELSE 'constraint' END, \
+n.nspname || '.' || c.relname || '.' || co.conname \
+FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind = 'r' AND NOT c.relispartition AND {USER_SCHEMAS}"
+    );
+    let rows = side.rows(&sql).await?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect())
+}
+
 /// The objects compared between the two databases, each with its definition.
 pub async fn items(side: &Side) -> Result<Vec<CatalogItem>, String> {
     let sql = format!(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{Migration, Side, catalog};
-use crate::migrate::{Finding, Phase, compare_catalogs};
+use crate::migrate::{Finding, Phase, compare_catalogs, toc};
 use crate::model::{MigrationMode, PgTls};
 use crate::probe::PgTarget;
 
@@ -54,7 +54,7 @@ pub async fn run(m: &Migration<'_>, phase: Phase) -> Result<(Vec<Finding>, Value
             let clean = m.spec.mode == MigrationMode::Replace;
             pipe(m, &source.db, &target.db, section, clean).await?;
         } else {
-            post_data(m, &source.db, &target.db).await?;
+            post_data(m, &source, &target, &src, &before).await?;
         }
         true
     };
@@ -147,86 +147,157 @@ fn libpq_env(
     Ok(())
 }
 
-/// Indexes, keys and constraints built `max_parallel` at once: pg_dump's post-data section as
-/// a custom-format archive (DDL only, a private file removed afterwards) restored with
-/// `pg_restore -j`. Each object is dropped first if it exists (`--clean --if-exists`), so a
-/// resumed step that stopped half-way builds them again; the first error stops it.
-async fn post_data(m: &Migration<'_>, source: &PgTarget, target: &PgTarget) -> Result<(), String> {
-    let file = std::env::temp_dir().join(format!(
-        "ferry-post-data-{}-{}.dump",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
+/// Indexes, keys and constraints built `max_parallel` at once: the entries of pg_dump's
+/// post-data section, except the indexes and constraints the target already has exactly as the
+/// source has them — so a resumed step that stopped half-way builds only what is missing (an
+/// index that took an hour is not built again). Each entry restored is dropped first if it
+/// exists (`--clean --if-exists`): one left different is built again. The first error stops it.
+async fn post_data(
+    m: &Migration<'_>,
+    source: &Side,
+    target: &Side,
+    src: &[crate::migrate::CatalogItem],
+    before: &[crate::migrate::CatalogItem],
+) -> Result<(), String> {
+    let post = PostData::dump(m, source).await?;
+    let present = toc::matching(src, before);
+    let left = toc::remaining(&post.toc, &post.owners, &present);
+    if left.is_empty() {
+        return Ok(());
+    }
+    post.restore(m, &target.db, &left, m.spec.max_parallel)
+        .await
+}
+
+/// The source's post-data section as a custom-format archive (DDL only, in a private file
+/// removed when this is dropped), its list of entries, and which table each index and
+/// constraint belongs to.
+struct PostData {
+    file: std::path::PathBuf,
+    toc: Vec<toc::TocEntry>,
+    owners: toc::Owners,
+}
+
+impl Drop for PostData {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(self.file.with_extension("list"));
+    }
+}
+
+impl PostData {
+    /// `pg_dump --section post-data` of the source, and its list (`pg_restore -l`).
+    async fn dump(m: &Migration<'_>, source: &Side) -> Result<PostData, String> {
+        let file = std::env::temp_dir().join(format!(
+            "ferry-post-data-{}-{}.dump",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        private_file(&file)?;
+        let mut post = PostData {
+            file,
+            toc: Vec::new(),
+            owners: Default::default(),
+        };
+        let mut dump = tokio::process::Command::new("pg_dump");
+        dump.args([
+            "-Fc",
+            "--schema-only",
+            "--no-owner",
+            "--section",
+            "post-data",
+            "-f",
+        ])
+        .arg(&post.file);
+        libpq_env(m, &source.db, &mut dump)?;
+        let out = dump
+            .output()
+            .await
+            .map_err(|e| format!("cannot run pg_dump: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_dump of {} (post-data) failed: {}",
+                source.db.place,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let list = tokio::process::Command::new("pg_restore")
+            .arg("-l")
+            .arg(&post.file)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        if !list.status.success() {
+            return Err(format!(
+                "pg_restore cannot list the post-data archive of {}: {}",
+                source.db.place,
+                String::from_utf8_lossy(&list.stderr).trim()
+            ));
+        }
+        post.toc = toc::parse(&String::from_utf8_lossy(&list.stdout));
+        post.owners = catalog::owned(source).await?;
+        Ok(post)
+    }
+
+    /// Restores the chosen entries into the target, `jobs` at once.
+    async fn restore(
+        &self,
+        m: &Migration<'_>,
+        target: &PgTarget,
+        entries: &[&toc::TocEntry],
+        jobs: usize,
+    ) -> Result<(), String> {
+        let list = self.file.with_extension("list");
+        let _ = std::fs::remove_file(&list);
+        private_file(&list)?;
+        std::fs::write(&list, toc::list_file(entries))
+            .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        let mut restore = tokio::process::Command::new("pg_restore");
+        restore
+            .args([
+                "--no-owner",
+                "--clean",
+                "--if-exists",
+                "--exit-on-error",
+                "-j",
+            ])
+            .arg(jobs.clamp(1, entries.len().max(1)).to_string())
+            .arg("-L")
+            .arg(&list)
+            // A conninfo naming only the database (quoted: a name is never read as settings);
+            // the rest comes from the environment like every other libpq program ferry runs.
+            .arg("-d")
+            .arg(format!(
+                "dbname='{}'",
+                target.pg.dbname.replace('\\', "\\\\").replace('\'', "\\'")
+            ))
+            .arg(&self.file)
+            .kill_on_drop(true);
+        libpq_env(m, target, &mut restore)?;
+        let out = restore
+            .output()
+            .await
+            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building indexes and constraints on {} failed: {}",
+                target.place,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Creates an empty file only ferry's user can read.
+fn private_file(path: &std::path::Path) -> Result<(), String> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&file)
-        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
-    let result = dump_and_restore(m, source, target, &file).await;
-    let _ = std::fs::remove_file(&file);
-    result
-}
-
-async fn dump_and_restore(
-    m: &Migration<'_>,
-    source: &PgTarget,
-    target: &PgTarget,
-    file: &std::path::Path,
-) -> Result<(), String> {
-    let mut dump = tokio::process::Command::new("pg_dump");
-    dump.args([
-        "-Fc",
-        "--schema-only",
-        "--no-owner",
-        "--section",
-        "post-data",
-        "-f",
-    ])
-    .arg(file);
-    libpq_env(m, source, &mut dump)?;
-    let out = dump
-        .output()
-        .await
-        .map_err(|e| format!("cannot run pg_dump: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "pg_dump of {} (post-data) failed: {}",
-            source.place,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let mut restore = tokio::process::Command::new("pg_restore");
-    restore
-        .args([
-            "--no-owner",
-            "--clean",
-            "--if-exists",
-            "--exit-on-error",
-            "-j",
-        ])
-        .arg(m.spec.max_parallel.max(1).to_string())
-        // A conninfo naming only the database (quoted: a name is never read as settings); the
-        // rest comes from the environment like every other libpq program ferry runs.
-        .arg("-d")
-        .arg(format!(
-            "dbname='{}'",
-            target.pg.dbname.replace('\\', "\\\\").replace('\'', "\\'")
-        ))
-        .arg(file);
-    libpq_env(m, target, &mut restore)?;
-    let out = restore
-        .output()
-        .await
-        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building indexes and constraints on {} failed: {}",
-            target.place,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 /// `pg_dump ... | psql ...`, both checked; psql stops at the first error and rolls back.
