@@ -210,31 +210,18 @@ impl PostData {
         ])
         .arg(&post.file);
         libpq_env(m, &source.db, &mut dump)?;
-        let out = dump
-            .output()
-            .await
-            .map_err(|e| format!("cannot run pg_dump: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pg_dump of {} (post-data) failed: {}",
-                source.db.place,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let list = tokio::process::Command::new("pg_restore")
-            .arg("-l")
-            .arg(&post.file)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
-        if !list.status.success() {
-            return Err(format!(
-                "pg_restore cannot list the post-data archive of {}: {}",
-                source.db.place,
-                String::from_utf8_lossy(&list.stderr).trim()
-            ));
-        }
-        post.toc = toc::parse(&String::from_utf8_lossy(&list.stdout));
+        let place = &source.db.place;
+        program(&mut dump, || {
+            format!("pg_dump of {place} (post-data) failed")
+        })
+        .await?;
+        let mut list = tokio::process::Command::new("pg_restore");
+        list.arg("-l").arg(&post.file);
+        let list = program(&mut list, || {
+            format!("pg_restore cannot list the post-data archive of {place}")
+        })
+        .await?;
+        post.toc = toc::parse(&String::from_utf8_lossy(&list));
         post.owners = catalog::owned(source).await?;
         Ok(post)
     }
@@ -274,19 +261,34 @@ impl PostData {
             .arg(&self.file)
             .kill_on_drop(true);
         libpq_env(m, target, &mut restore)?;
-        let out = restore
-            .output()
-            .await
-            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "building indexes and constraints on {} failed: {}",
-                target.place,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+        let place = &target.place;
+        program(&mut restore, || {
+            format!("building indexes and constraints on {place} failed")
+        })
+        .await
+        .map(|_| ())
     }
+}
+
+/// Runs one of PostgreSQL's programs to its end: what it printed, or `failed()` with the
+/// program's own message.
+async fn program(
+    cmd: &mut tokio::process::Command,
+    failed: impl FnOnce() -> String,
+) -> Result<Vec<u8>, String> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            failed(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
 }
 
 /// Creates an empty file only ferry's user can read.
