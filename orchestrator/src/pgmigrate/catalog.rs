@@ -150,10 +150,13 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdro
 UNION ALL \
 SELECT CASE WHEN co.contype = 'c' THEN 'check' ELSE 'constraint' END, \
 n.nspname || '.' || c.relname || '.' || co.conname, pg_get_constraintdef(co.oid) \
+|| CASE WHEN co.contype IN ('p', 'u', 'x') AND NOT coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = co.conindid), true) \
+THEN ' (INVALID)' ELSE '' END \
 FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
 WHERE {USER_SCHEMAS} \
 UNION ALL \
-SELECT 'index', n.nspname || '.' || ci.relname, pg_get_indexdef(ci.oid) \
+SELECT 'index', n.nspname || '.' || ci.relname, \
+pg_get_indexdef(ci.oid) || CASE WHEN i.indisvalid THEN '' ELSE ' (INVALID)' END \
 FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ci.relnamespace \
 WHERE {USER_SCHEMAS} \
 UNION ALL \
