@@ -2,8 +2,8 @@
 //! in the indexes step, everything but the indexes and constraints the target already has as the
 //! source has them (a resumed step does not build again what an earlier run built). Each line is
 //! `ID; TABLEOID OID DESC SCHEMA TAG OWNER`; `TABLEOID OID` name the object in the source's
-//! catalog (`2606` pg_constraint, `1259` pg_class), which is how an entry is tied to its table
-//! without reading names that may hold spaces.
+//! catalog (`2606` pg_constraint, `1259` pg_class), which is how an entry is tied to the object
+//! the catalogs compare without reading names that may hold spaces.
 
 use std::collections::{BTreeMap, BTreeSet};
 

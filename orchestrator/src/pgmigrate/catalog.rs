@@ -111,9 +111,9 @@ WHERE c.relkind = 'r' AND {USER_SCHEMAS}",
         .collect())
 }
 
-/// The indexes and constraints of each ordinary table (not a partition's: those are attached
-/// to their parent's), by their catalog object as pg_restore's
-/// list names it, with the kind and name [`items`] gives them.
+/// The indexes and constraints of the ordinary tables (not a partition's: those are attached to
+/// their parent's), by their catalog object as pg_restore's list names it, each with the kind and
+/// name [`items`] gives it.
 pub async fn owned(side: &Side) -> Result<crate::migrate::toc::Owners, String> {
     use crate::migrate::toc::{PG_CLASS, PG_CONSTRAINT};
     let sql = format!(

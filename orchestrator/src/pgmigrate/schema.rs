@@ -165,13 +165,12 @@ async fn post_data(
     if left.is_empty() {
         return Ok(());
     }
-    post.restore(m, &target.db, &left, m.spec.max_parallel)
-        .await
+    post.restore(m, &target.db, &left).await
 }
 
 /// The source's post-data section as a custom-format archive (DDL only, in a private file
-/// removed when this is dropped), its list of entries, and which table each index and
-/// constraint belongs to.
+/// removed when this is dropped), its list of entries, and the catalog item each index and
+/// constraint entry stands for.
 struct PostData {
     file: std::path::PathBuf,
     toc: Vec<toc::TocEntry>,
@@ -226,16 +225,14 @@ impl PostData {
         Ok(post)
     }
 
-    /// Restores the chosen entries into the target, `jobs` at once.
+    /// Restores the chosen entries into the target, `max_parallel` at once.
     async fn restore(
         &self,
         m: &Migration<'_>,
         target: &PgTarget,
         entries: &[&toc::TocEntry],
-        jobs: usize,
     ) -> Result<(), String> {
         let list = self.file.with_extension("list");
-        let _ = std::fs::remove_file(&list);
         private_file(&list)?;
         std::fs::write(&list, toc::list_file(entries))
             .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
@@ -248,7 +245,12 @@ impl PostData {
                 "--exit-on-error",
                 "-j",
             ])
-            .arg(jobs.clamp(1, entries.len().max(1)).to_string())
+            .arg(
+                m.spec
+                    .max_parallel
+                    .clamp(1, entries.len().max(1))
+                    .to_string(),
+            )
             .arg("-L")
             .arg(&list)
             // A conninfo naming only the database (quoted: a name is never read as settings);
